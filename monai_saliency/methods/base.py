@@ -1,0 +1,328 @@
+"""The explainer protocol shared by every method: input checks, layer hooks, class selection,
+gradients under ``no_grad`` callers, and MetaTensor output.
+
+Usage of every explainer::
+
+    with Method(model, target_layers="features.relu") as explainer:
+        maps = explainer(x, class_idx=None)   # x: (B, C, *spatial)
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from copy import deepcopy
+from typing import Any
+
+import torch
+from monai.data import MetaTensor
+from torch import nn
+
+__all__ = [
+    "Explainer",
+    "ActivationHooks",
+    "check_input",
+    "find_layer",
+    "select_class",
+    "model_logits",
+    "frozen_parameters",
+    "wrap_like",
+]
+
+
+def check_input(x: Any, spatial_dims: int | None = None) -> torch.Tensor:
+    """Validate an explainer input and return it as a plain tensor (metadata stripped, no copy).
+
+    Args:
+        x: tensor ``(B, C, *spatial)``; a MetaTensor is accepted.
+        spatial_dims: required number of spatial axes, or None for any number >= 1.
+
+    Returns:
+        ``x`` as a plain ``torch.Tensor``.
+
+    Raises:
+        TypeError: if ``x`` is not a floating-point tensor.
+        ValueError: for a wrong rank, an empty tensor, or NaN/Inf values.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor of shape (B, C, *spatial), got {type(x).__name__}.")
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating-point input, got {x.dtype}; convert with x.float().")
+    xt = x.as_tensor() if isinstance(x, MetaTensor) else x
+    if xt.ndim < 3:
+        raise ValueError(
+            f"expected a batched input (B, C, *spatial) with at least one spatial axis, got shape {tuple(xt.shape)}; "
+            "add the batch axis with x[None]."
+        )
+    if spatial_dims is not None and xt.ndim != spatial_dims + 2:
+        raise ValueError(
+            f"expected (B, C) + {spatial_dims} spatial axes (rank {spatial_dims + 2}), got shape {tuple(xt.shape)}."
+        )
+    if xt.numel() == 0:
+        raise ValueError(f"input is empty: shape {tuple(xt.shape)}.")
+    if not torch.isfinite(xt).all():
+        raise ValueError("input contains NaN or Inf; clean or mask it before explaining.")
+    return xt
+
+
+def find_layer(model: nn.Module, name: str) -> tuple[str, nn.Module]:
+    """Find a sub-module by its dotted name, tolerating DDP/DataParallel's ``module.`` prefix.
+
+    Args:
+        model: the network.
+        name: dotted name as printed by ``model.named_modules()``, with or without ``module.``.
+
+    Returns:
+        ``(resolved_name, module)``.
+
+    Raises:
+        ValueError: if no layer matches; the message lists the closest names.
+    """
+    modules = dict(model.named_modules())
+    candidates = [name, f"module.{name}"]
+    if name.startswith("module."):
+        candidates.append(name[len("module.") :])
+    for cand in candidates:
+        if cand and cand in modules:
+            return cand, modules[cand]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.4)
+    hint = f" Closest names: {close}." if close else f" Available layers start with: {names[:8]}."
+    raise ValueError(f"layer {name!r} not found in {type(model).__name__}.{hint}")
+
+
+class ActivationHooks:
+    """Forward hooks on named layers, registered once and removed by handle.
+
+    Activations are kept only inside :meth:`capture`, so the model runs normally (and holds no
+    extra memory) between explanations.
+
+    Args:
+        model: the network.
+        layer_names: dotted layer names (``module.`` prefix optional).
+
+    Raises:
+        ValueError: if a layer is not found, or no layer is given.
+    """
+
+    def __init__(self, model: nn.Module, layer_names: str | Sequence[str]) -> None:
+        names = [layer_names] if isinstance(layer_names, str) else list(layer_names)
+        if not names:
+            raise ValueError("give at least one target layer name.")
+        self.names: list[str] = []
+        self.activations: dict[str, torch.Tensor] = {}
+        self._capturing = False
+        self._handles = []
+        for name in names:
+            resolved, module = find_layer(model, name)
+            self.names.append(resolved)
+            self._handles.append(module.register_forward_hook(self._make_hook(resolved)))
+
+    def _make_hook(self, name: str) -> Callable:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if self._capturing:
+                out = output[0] if isinstance(output, (tuple, list)) else output
+                if isinstance(out, MetaTensor):
+                    out = out.as_tensor()
+                self.activations[name] = out
+
+        return hook
+
+    @contextmanager
+    def capture(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Record the hooked layers' outputs during the enclosed forward pass; cleared on exit."""
+        self.activations.clear()
+        self._capturing = True
+        try:
+            yield self.activations
+        finally:
+            self._capturing = False
+
+    def clear(self) -> None:
+        """Drop references to recorded activations."""
+        self.activations.clear()
+
+    def remove(self) -> None:
+        """Remove every hook from the model (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.activations.clear()
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+
+def model_logits(output: Any) -> torch.Tensor:
+    """Extract the class scores ``(B, K)`` from a model output (tensor, or first item of a tuple/list/dict).
+
+    Raises:
+        ValueError: if the output is not a tensor of shape (B, K) or (B,).
+    """
+    if isinstance(output, dict):
+        output = next(iter(output.values()))
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if not isinstance(output, torch.Tensor):
+        raise ValueError(f"the model returned {type(output).__name__}; expected class scores (B, K).")
+    if isinstance(output, MetaTensor):
+        output = output.as_tensor()
+    if output.ndim == 1:
+        output = output[:, None]
+    if output.ndim != 2:
+        raise ValueError(
+            f"expected class scores of shape (B, K), got {tuple(output.shape)}; for segmentation networks wrap the "
+            "model so it returns one score per class (e.g. the mean logit inside a region)."
+        )
+    return output
+
+
+def select_class(logits: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor:
+    """Resolve ``class_idx`` into one class index per item.
+
+    Args:
+        logits: scores ``(B, K)``.
+        class_idx: None (argmax per item), an int (same class for all), or a length-B sequence/tensor.
+
+    Returns:
+        Long tensor ``(B,)`` on the logits' device.
+
+    Raises:
+        ValueError: for a wrong length or an index outside ``[0, K)``.
+        TypeError: for a non-integer index.
+    """
+    b, k = logits.shape
+    if class_idx is None:
+        return logits.detach().argmax(dim=1)
+    if isinstance(class_idx, bool):
+        raise TypeError("class_idx must be an int, a (B,) tensor of ints, or None.")
+    if isinstance(class_idx, int):
+        idx = torch.full((b,), class_idx, dtype=torch.long, device=logits.device)
+    else:
+        idx = torch.as_tensor(class_idx, device=logits.device)
+        if idx.is_floating_point() or idx.dtype == torch.bool:
+            raise TypeError(f"class_idx must hold integers, got dtype {idx.dtype}.")
+        idx = idx.long().reshape(-1)
+        if idx.numel() == 1:
+            idx = idx.expand(b)
+        if idx.numel() != b:
+            raise ValueError(f"class_idx has {idx.numel()} entries for a batch of {b}.")
+    if bool(((idx < 0) | (idx >= k)).any()):
+        raise ValueError(f"class_idx {idx.tolist()} out of range for {k} classes.")
+    return idx
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Temporarily set ``requires_grad=False`` on every parameter, restoring each flag on exit.
+
+    Input gradients then build no graph towards the weights (less memory, no weight-gradient work).
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def wrap_like(maps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Return ``maps`` as a MetaTensor carrying ``like``'s metadata when ``like`` is a MetaTensor.
+
+    The copy holds ``meta``, ``applied_operations`` and ``is_batch`` (deep-copied), so ``Invertd`` and
+    ``SaveImage(d)`` treat the map exactly like the input it explains.
+    """
+    if not isinstance(like, MetaTensor):
+        return maps
+    out = MetaTensor(maps, meta=deepcopy(like.meta), applied_operations=deepcopy(like.applied_operations))
+    out.is_batch = like.is_batch
+    return out
+
+
+class Explainer:
+    """Base class of every saliency method.
+
+    Subclasses implement :meth:`explain` on a validated plain tensor; :meth:`__call__` adds input checks
+    and MetaTensor output. Hooks (when ``target_layers`` is given) are registered once here and removed by
+    :meth:`close` or on leaving a ``with`` block. The model's parameters, their ``requires_grad`` flags and its
+    train/eval mode are the same after a call as before; gradient methods enable autograd themselves, so
+    calls work inside ``torch.no_grad()`` (MONAI evaluators).
+
+    Args:
+        nn_module: the network; it must return class scores ``(B, K)`` (or a tuple/dict whose first item does).
+        target_layers: layer name(s) whose activations the method needs, or None.
+        spatial_dims: required number of spatial axes of the input, or None for any.
+    """
+
+    #: class-agnostic methods ignore ``class_idx``.
+    class_agnostic: bool = False
+
+    def __init__(
+        self, nn_module: nn.Module, target_layers: str | Sequence[str] | None = None, spatial_dims: int | None = None
+    ) -> None:
+        if not isinstance(nn_module, nn.Module):
+            raise TypeError(f"nn_module must be a torch.nn.Module, got {type(nn_module).__name__}.")
+        self.model = nn_module
+        self.spatial_dims = spatial_dims
+        self.hooks = ActivationHooks(nn_module, target_layers) if target_layers is not None else None
+
+    def __call__(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """Explain a batch.
+
+        Args:
+            x: input ``(B, C, *spatial)``, float; a MetaTensor gives a MetaTensor map with the same metadata.
+            class_idx: None (argmax per item), int, or a (B,) tensor. Ignored by class-agnostic methods.
+            kwargs: method-specific options.
+
+        Returns:
+            Maps of the input's spatial size: ``(B, 1, *spatial)`` or ``(B, C, *spatial)`` as the method documents.
+
+        Raises:
+            TypeError, ValueError: for invalid input (see :func:`check_input`) or class indices.
+            RuntimeError: if the explainer was closed.
+        """
+        if self.hooks is not None and len(self.hooks) == 0:
+            raise RuntimeError(f"this {type(self).__name__} was closed; create a new one.")
+        xt = check_input(x, self.spatial_dims)
+        maps = self.explain(xt, class_idx, **kwargs)
+        return wrap_like(maps, x)
+
+    def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """Compute the maps for a validated plain tensor (implemented by subclasses)."""
+        raise NotImplementedError
+
+    def forward_with_activations(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Run the model once, returning ``(logits (B, K), {layer: activation})``.
+
+        Raises:
+            RuntimeError: if a hooked layer did not run during the forward pass.
+        """
+        if self.hooks is None:
+            raise RuntimeError(f"{type(self).__name__} needs target_layers.")
+        with self.hooks.capture() as acts:
+            logits = model_logits(self.model(x))
+            captured = dict(acts)
+        missing = [n for n in self.hooks.names if n not in captured]
+        if missing:
+            raise RuntimeError(f"layers {missing} did not run in the forward pass; choose layers on the model's path.")
+        return logits, captured
+
+    def close(self) -> None:
+        """Remove the hooks from the model (idempotent)."""
+        if self.hooks is not None:
+            self.hooks.remove()
+
+    def __enter__(self) -> Explainer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,3 @@
+"""Faithfulness, localisation, sanity and statistics for saliency maps."""
+
+from __future__ import annotations

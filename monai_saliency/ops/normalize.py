@@ -1,0 +1,72 @@
+"""Per-item normalisation and channel reductions of saliency maps."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["minmax_normalize", "reduce_channels", "CHANNEL_REDUCTIONS"]
+
+CHANNEL_REDUCTIONS = ("abs_sum", "l2", "mean", "max_abs", "none")
+
+
+def minmax_normalize(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Min-max normalise every item of a batch to [0, 1] over all its non-batch axes.
+
+    An item whose range is ``<= eps`` (a constant map, e.g. a zero gradient) becomes all zeros,
+    never NaN.
+
+    Args:
+        x: floating-point tensor ``(B, ...)``.
+        eps: ranges at or below this count as constant.
+
+    Returns:
+        Tensor of the same shape and dtype, values in [0, 1].
+
+    Raises:
+        TypeError: if ``x`` is not floating point.
+        ValueError: if ``x`` has no batch axis or holds NaN/Inf.
+    """
+    if not x.is_floating_point():
+        raise TypeError(f"minmax_normalize needs a floating-point tensor, got {x.dtype}.")
+    if x.ndim < 1:
+        raise ValueError("minmax_normalize needs a batch axis: shape (B, ...).")
+    if not torch.isfinite(x).all():
+        raise ValueError("cannot min-max normalise a map holding NaN or Inf.")
+    flat = x.reshape(x.shape[0], -1)
+    lo = flat.amin(dim=1, keepdim=True)
+    span = flat.amax(dim=1, keepdim=True) - lo
+    constant = span <= eps
+    out = (flat - lo) / torch.where(constant, torch.ones_like(span), span)
+    return out.masked_fill(constant, 0.0).clamp_(0.0, 1.0).reshape(x.shape)
+
+
+def reduce_channels(x: torch.Tensor, mode: str = "abs_sum", keepdim: bool = True) -> torch.Tensor:
+    """Reduce the channel axis (dim 1) of an attribution ``(B, C, *spatial)``.
+
+    Modes: ``"abs_sum"`` sum of absolute values; ``"l2"`` Euclidean norm; ``"mean"`` signed mean;
+    ``"max_abs"`` maximum absolute value; ``"none"`` returns ``x`` unchanged.
+
+    Args:
+        x: tensor ``(B, C, *spatial)``.
+        mode: one of :data:`CHANNEL_REDUCTIONS`.
+        keepdim: keep a singleton channel axis.
+
+    Returns:
+        ``(B, 1, *spatial)`` (or ``(B, *spatial)`` without ``keepdim``); ``x`` itself for ``"none"``.
+
+    Raises:
+        ValueError: for an unknown mode or a tensor without a channel axis.
+    """
+    if x.ndim < 2:
+        raise ValueError(f"reduce_channels needs (B, C, *spatial), got shape {tuple(x.shape)}.")
+    if mode == "abs_sum":
+        return x.abs().sum(dim=1, keepdim=keepdim)
+    if mode == "l2":
+        return torch.linalg.vector_norm(x, dim=1, keepdim=keepdim)
+    if mode == "mean":
+        return x.mean(dim=1, keepdim=keepdim)
+    if mode == "max_abs":
+        return x.abs().amax(dim=1, keepdim=keepdim)
+    if mode == "none":
+        return x
+    raise ValueError(f"unknown channel reduction {mode!r}; choose one of {CHANNEL_REDUCTIONS}.")

@@ -1,0 +1,3 @@
+"""Overlays and figures of saliency maps."""
+
+from __future__ import annotations

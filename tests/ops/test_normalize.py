@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_saliency.ops.normalize import minmax_normalize, reduce_channels
+
+
+def test_minmax_per_item_and_constant_maps():
+    x = torch.stack([torch.linspace(-3, 5, 20).reshape(1, 4, 5), torch.full((1, 4, 5), 7.0), torch.zeros(1, 4, 5)])
+    out = minmax_normalize(x)
+    assert out[0].min() == 0 and out[0].max() == 1
+    torch.testing.assert_close(out[0], (x[0] + 3) / 8)
+    assert torch.equal(out[1], torch.zeros(1, 4, 5)) and torch.equal(out[2], torch.zeros(1, 4, 5))
+    assert not torch.isnan(out).any()
+
+
+def test_minmax_bad_input():
+    with pytest.raises(ValueError, match="NaN"):
+        minmax_normalize(torch.tensor([[float("nan"), 1.0]]))
+    with pytest.raises(TypeError):
+        minmax_normalize(torch.ones(2, 2, dtype=torch.int32))
+
+
+def test_channel_reductions_against_numpy():
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    a = x.numpy()
+    torch.testing.assert_close(reduce_channels(x, "abs_sum")[:, 0].numpy(), abs(a).sum(1), check_dtype=False)
+    torch.testing.assert_close(reduce_channels(x, "l2")[:, 0].numpy(), (a**2).sum(1) ** 0.5, check_dtype=False)
+    torch.testing.assert_close(reduce_channels(x, "mean")[:, 0].numpy(), a.mean(1), check_dtype=False)
+    torch.testing.assert_close(reduce_channels(x, "max_abs")[:, 0].numpy(), abs(a).max(1), check_dtype=False)
+    assert reduce_channels(x, "none") is x
+    assert reduce_channels(x, "l2", keepdim=False).shape == (2, 4, 5)
+    with pytest.raises(ValueError, match="unknown channel reduction"):
+        reduce_channels(x, "sum")
