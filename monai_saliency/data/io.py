@@ -84,6 +84,9 @@ def save_nifti(
 ) -> Path:
     """Write a channel-first image ``(C, *spatial)`` as NIfTI, atomically, with the given or carried affine.
 
+    One channel is written as a plain 2D/3D image; several channels follow MONAI's NIfTI convention
+    (spatial axes padded to 3, channels last), so a 2D multi-channel map reads back as ``(C, H, W, 1)``.
+
     Args:
         image: ``(C, *spatial)``; a MetaTensor contributes its affine (and the input file it came from is
             protected from being overwritten).

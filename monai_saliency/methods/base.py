@@ -131,13 +131,15 @@ class ActivationHooks:
 
     @contextmanager
     def capture(self) -> Iterator[dict[str, torch.Tensor]]:
-        """Record the hooked layers' outputs during the enclosed forward pass; cleared on exit."""
+        """Record the hooked layers' outputs during the enclosed block; the record is dropped on exit
+        (copy what you need inside the block), so no activation outlives an explanation."""
         self.activations.clear()
         self._capturing = True
         try:
             yield self.activations
         finally:
             self._capturing = False
+            self.activations.clear()
 
     def clear(self) -> None:
         """Drop references to recorded activations."""
