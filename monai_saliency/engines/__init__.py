@@ -1,3 +1,8 @@
 """MONAI inferers and ignite handlers that run explainers inside workflows."""
 
 from __future__ import annotations
+
+from monai_saliency.engines.handlers import SaliencyHandler, overlay_rgb
+from monai_saliency.engines.inferers import SaliencyInferer
+
+__all__ = ["SaliencyHandler", "SaliencyInferer", "overlay_rgb"]
