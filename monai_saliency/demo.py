@@ -8,19 +8,25 @@ protocol, and the map is written with the input's affine, so it overlays the inp
 from __future__ import annotations
 
 import argparse
+import logging
 import time
+import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
-from monai.transforms import LoadImage
+# MONAI announces at import that an optional GPU DICOM codec is missing; irrelevant to this demo.
+warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
-from monai_saliency.data.blobs import make_blob_dataset
-from monai_saliency.data.io import save_nifti
-from monai_saliency.methods.gradients import VanillaGrad
-from monai_saliency.models.small_cnn import SmallCNN
-from monai_saliency.ops.normalize import minmax_normalize
-from monai_saliency.visualize.overlay import save_overlay_png
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from monai.transforms import LoadImage  # noqa: E402
+
+from monai_saliency.data.blobs import make_blob_dataset  # noqa: E402
+from monai_saliency.data.io import save_nifti  # noqa: E402
+from monai_saliency.methods.gradients import VanillaGrad  # noqa: E402
+from monai_saliency.models.small_cnn import SmallCNN  # noqa: E402
+from monai_saliency.ops.normalize import minmax_normalize  # noqa: E402
+from monai_saliency.visualize.overlay import save_overlay_png  # noqa: E402
 
 __all__ = ["train_blob_classifier", "run_demo", "main"]
 
