@@ -25,6 +25,8 @@ from monai_saliency.data.blobs import make_blob_dataset  # noqa: E402
 from monai_saliency.data.io import save_nifti  # noqa: E402
 from monai_saliency.methods.gradients import VanillaGrad  # noqa: E402
 from monai_saliency.models.small_cnn import SmallCNN  # noqa: E402
+from monai_saliency.models.training import accuracy as held_out_accuracy  # noqa: E402
+from monai_saliency.models.training import fit_classifier  # noqa: E402
 from monai_saliency.ops.normalize import minmax_normalize  # noqa: E402
 from monai_saliency.visualize.overlay import save_overlay_png  # noqa: E402
 
@@ -39,19 +41,9 @@ def train_blob_classifier(
     """Train :class:`SmallCNN` to tell blob images from blank ones; returns the model (eval mode) and held-out accuracy."""
     torch.manual_seed(seed)
     images, labels, _ = make_blob_dataset(n_train, shape, seed=seed)
-    model = SmallCNN(spatial_dims=len(shape))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        batch = torch.randint(0, n_train, (32,), generator=g)
-        loss = torch.nn.functional.cross_entropy(model(images[batch]), labels[batch])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    model = fit_classifier(SmallCNN(spatial_dims=len(shape)), images, labels, steps=steps, seed=seed)
     test_x, test_y, _ = make_blob_dataset(64, shape, seed=seed + 1)
-    with torch.no_grad():
-        accuracy = (model(test_x).argmax(1) == test_y).float().mean().item()
+    accuracy = held_out_accuracy(model, test_x, test_y)
     return model, accuracy
 
 

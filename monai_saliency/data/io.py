@@ -8,12 +8,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
-import nibabel as nib
-from monai.data import MetaTensor
+from monai.data import MetaTensor, NibabelWriter
 
-__all__ = ["atomic_output", "save_nifti", "source_paths"]
+__all__ = ["AtomicNibabelWriter", "atomic_output", "save_nifti", "source_paths"]
 
 _MULTI_SUFFIXES = (".nii.gz", ".tar.gz")
 
@@ -123,3 +123,22 @@ def save_nifti(
     with atomic_output(path, protect=[*source_paths(image), *protect], overwrite=overwrite) as tmp:
         nib.save(nifti, str(tmp))
     return path
+
+
+class AtomicNibabelWriter(NibabelWriter):
+    """MONAI's ``NibabelWriter`` writing through :func:`atomic_output`: no partial file is ever visible.
+
+    Use it with ``SaveImage(d)(..., writer=AtomicNibabelWriter)`` (or ``"monai_saliency.data.io.AtomicNibabelWriter"``
+    in a bundle config).
+    """
+
+    def write(self, filename: os.PathLike | str, verbose: bool = False, **obj_kwargs) -> None:
+        """Write to a temporary file beside ``filename`` and rename it into place.
+
+        Args:
+            filename: destination ``.nii`` / ``.nii.gz``.
+            verbose: log the progress.
+            obj_kwargs: passed to ``NibabelWriter.write``.
+        """
+        with atomic_output(filename) as tmp:
+            super().write(str(tmp), verbose=verbose, **obj_kwargs)

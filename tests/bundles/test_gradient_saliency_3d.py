@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pathlib import Path
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "gradient_saliency_3d"
+CONFIG = "configs/inference.json"
+MULTI = "['configs/inference.json','configs/multi_gpu_inference.json']"
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.reader(f))
+
+
+def _check_maps(inputs, out_dir, method="vanillagrad"):
+    for src in inputs:
+        stem = src.name[: -len(".nii.gz")]
+        written = nib.load(str(out_dir / f"{stem}_{method}.nii.gz"))
+        original = nib.load(str(src))
+        assert written.shape == original.shape
+        np.testing.assert_allclose(written.affine, original.affine, atol=1e-5)
+        values = written.get_fdata()
+        assert np.isfinite(values).all() and values.min() == 0 and np.isclose(values.max(), 1)
+
+
+def test_runs_on_its_sample(tmp_path, bundle_runner):
+    out = tmp_path / "out"
+    result = bundle_runner("gradient_saliency_3d", "--config_file", CONFIG, "--output_dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    samples = sorted((BUNDLE / "sample_data").glob("*.nii.gz"))
+    _check_maps(samples, out)
+    labels = json.loads((BUNDLE / "sample_data" / "labels.json").read_text())
+    rows = _rows(out / "predictions.csv")
+    assert len(rows) == len(samples)
+    for row in rows:
+        probs = np.array(row[1:], dtype=float)
+        assert np.isclose(probs.sum(), 1, atol=1e-5)
+        name = row[0].split("/")[-1][: -len(".nii.gz")]
+        assert probs.argmax() == labels[name]
+    assert not list((BUNDLE / "sample_data").glob("*vanillagrad*"))  # nothing written beside the inputs
+
+
+def test_metadata_verifies_offline(tmp_path, schema_path):
+    schema = tmp_path / "schema.json"
+    shutil.copy(schema_path, schema)  # verify_metadata may re-download when absent: give it a local copy
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(BUNDLE / CONFIG.replace(
+            "inference", "metadata")), "--filepath", str(schema)],
+        capture_output=True, text=True, env={"PATH": "", "NO_PROXY": "*", "HTTPS_PROXY": "http://127.0.0.1:9"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "verified with no error" in result.stdout + result.stderr
+
+
+def test_corrupt_study_reported_others_processed(tmp_path, bundle_runner):
+    data = tmp_path / "studies"
+    data.mkdir()
+    good = []
+    for name in ("case_000.nii.gz", "case_001.nii.gz"):
+        shutil.copy(BUNDLE / "sample_data" / name, data / name)
+        good.append(data / name)
+    (data / "broken.nii.gz").write_bytes((BUNDLE / "sample_data" / "case_002.nii.gz").read_bytes()[:3000])
+    out = tmp_path / "out"
+    result = bundle_runner("gradient_saliency_3d", "--config_file", CONFIG, "--dataset_dir", str(data),
+                           "--output_dir", str(out))
+    assert result.returncode != 0
+    assert "broken.nii.gz" in result.stderr + result.stdout
+    _check_maps(good, out)
+    assert not list(out.glob("broken*"))
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temp files left
+
+
+def test_torchrun_two_processes_uneven_shards_write_each_study_once(tmp_path, bundle_runner):
+    data = tmp_path / "studies"
+    data.mkdir()
+    names = ["case_000.nii.gz", "case_001.nii.gz", "case_002.nii.gz"]
+    for name in names:
+        shutil.copy(BUNDLE / "sample_data" / name, data / name)
+    out = tmp_path / "out"
+    result = bundle_runner("gradient_saliency_3d", "--config_file", MULTI, "--dataset_dir", str(data),
+                           "--output_dir", str(out), torchrun_procs=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_maps([data / n for n in names], out)
+    rows = _rows(out / "predictions.csv")
+    assert sorted(r[0].split("/")[-1] for r in rows) == names  # gathered from both ranks, no padding duplicate
