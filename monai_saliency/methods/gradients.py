@@ -1,17 +1,18 @@
-"""Input-gradient saliency: the shared gradient primitive and VanillaGrad."""
+"""Input-gradient saliency: the shared gradient primitive, VanillaGrad, SmoothGrad and IntegratedGradients."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 from torch import nn
 
 from monai_saliency.methods.base import Explainer, frozen_parameters, model_logits, select_class
 from monai_saliency.ops.normalize import reduce_channels
 
-__all__ = ["input_gradients", "VanillaGrad"]
+__all__ = ["input_gradients", "VanillaGrad", "SmoothGrad", "IntegratedGradients", "integration_rule", "IG_METHODS"]
 
 
 def input_gradients(
@@ -76,3 +77,302 @@ class VanillaGrad(Explainer):
     def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         grad, _, _ = input_gradients(self.model, x, class_idx, self.freeze_params)
         return reduce_channels(grad, self.reduce)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Chunked multi-pass gradient methods
+# ---------------------------------------------------------------------------------------------------------------------
+
+IG_METHODS = (
+    "riemann_trapezoid",
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+    "gausslegendre",
+    "captum_trapezoid",
+)
+
+
+def _check_positive_int(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return value
+
+
+def _chunked_input_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    n: int,
+    make_inputs: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    weights: torch.Tensor | None,
+    batch_size: int,
+    square: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted sum over ``n`` passes of per-item input gradients, evaluated in chunks of ``batch_size`` inputs.
+
+    The ``n * B`` model inputs are enumerated sample-major (flat index ``j = s * B + b``) and evaluated
+    ``batch_size`` at a time, so peak memory is that of one forward+backward pass on ``batch_size`` inputs,
+    whatever ``n`` and ``B``. The Python loop runs over chunks (the memory bound), not over samples or items.
+
+    Args:
+        model: classifier (parameters already frozen by the caller).
+        x: ``(B, C, *spatial)``.
+        idx: class per item ``(B,)``.
+        n: passes per item (noise samples or integration steps).
+        make_inputs: ``(flat_index, sample_index, item_index) -> (chunk, C, *spatial)`` model inputs.
+        weights: per-sample weights ``(n,)`` (None: 1/n, a mean).
+        batch_size: model inputs per forward/backward pass.
+        square: accumulate squared gradients instead of gradients.
+
+    Returns:
+        ``(accumulated gradients (B, C, *spatial), target scores of every pass (n * B,) in flat order)``.
+    """
+    b = x.shape[0]
+    acc = torch.zeros_like(x)
+    w = torch.full((n,), 1.0 / n, dtype=x.dtype, device=x.device) if weights is None else weights.to(x)
+    total = n * b
+    scores = torch.empty(total, dtype=x.dtype, device=x.device)
+    for start in range(0, total, batch_size):  # loop over memory-bounded chunks
+        flat = torch.arange(start, min(start + batch_size, total), device=x.device)
+        s_idx, b_idx = flat // b, flat % b
+        inputs = make_inputs(flat, s_idx, b_idx)
+        grad, logits, cls = input_gradients(model, inputs, idx[b_idx], freeze_params=False)
+        scores[flat] = logits.gather(1, cls[:, None])[:, 0].to(x.dtype)
+        if square:
+            grad = grad * grad
+        shape = (-1,) + (1,) * (grad.ndim - 1)
+        acc.index_add_(0, b_idx, grad * w[s_idx].reshape(shape))
+    return acc, scores
+
+
+def _resolve_classes(
+    model: nn.Module, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None
+) -> torch.Tensor:
+    """Class per item ``(B,)``. Only ``None`` costs a forward pass (argmax on the clean input); explicit indices are
+    checked for type and length here and against the number of classes by the first chunk's forward pass."""
+    if class_idx is None:
+        with torch.no_grad():
+            return select_class(model_logits(model(x)), None)
+    # a zero-cost (B, huge) view stands in for the logits: select_class validates everything but the upper bound
+    return select_class(x.new_zeros(1, 1).expand(x.shape[0], 2**40), class_idx)
+
+
+class SmoothGrad(Explainer):
+    """SmoothGrad (Smilkov et al. 2017): mean input gradient over Gaussian-perturbed copies of the input.
+
+    ``n_samples * B`` noisy inputs are evaluated ``batch_size`` at a time (one forward and one input-only
+    backward per chunk; ``batch_size`` bounds peak memory). Per-item noise standard deviation is
+    ``stdev_spread * (max(x_b) - min(x_b))`` (the paper's relative noise level), or ``stdev`` when given.
+
+    ``magnitude=True`` returns the mean of the *squared* gradients, ``E[(dS/dx)^2]`` (Smilkov et al.'s
+    "magnitude" variant, captum's ``smoothgrad_sq``); ``False`` the mean signed gradient.
+
+    The class explained is chosen once on the clean input (argmax per item when ``class_idx`` is None).
+
+    Args:
+        nn_module: classifier returning ``(B, K)`` scores.
+        n_samples: noisy copies per item.
+        stdev_spread: noise std as a fraction of each item's value range.
+        stdev: absolute noise std (overrides ``stdev_spread``).
+        magnitude: average squared gradients instead of gradients.
+        batch_size: model inputs per forward/backward pass (memory bound).
+        reduce: channel reduction (``"none"`` keeps ``(B, C, *spatial)``; see ``reduce_channels``).
+        generator: ``torch.Generator`` for reproducible noise (on the input's device), or None (global RNG).
+
+    Returns (on call):
+        ``(B, C, *spatial)`` (or ``(B, 1, *spatial)`` when reduced). ``explain(x, class_idx, noise=...)``
+        accepts injected noise ``(n_samples, B, C, *spatial)`` used as-is (for cross-checks).
+
+    Raises:
+        ValueError: for non-positive ``n_samples``/``batch_size``, negative noise, or injected noise of the wrong shape.
+    """
+
+    def __init__(
+        self,
+        nn_module: nn.Module,
+        n_samples: int = 25,
+        stdev_spread: float = 0.15,
+        stdev: float | None = None,
+        magnitude: bool = False,
+        batch_size: int = 32,
+        reduce: str = "none",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(nn_module)
+        self.n_samples = _check_positive_int(n_samples, "n_samples")
+        self.batch_size = _check_positive_int(batch_size, "batch_size")
+        if not stdev_spread >= 0 or (stdev is not None and not stdev >= 0):
+            raise ValueError(f"noise levels must be >= 0, got stdev_spread={stdev_spread}, stdev={stdev}.")
+        reduce_channels(torch.zeros(1, 1, 1), reduce)
+        self.stdev_spread, self.stdev = float(stdev_spread), stdev
+        self.magnitude = magnitude
+        self.reduce = reduce
+        self.generator = generator
+
+    def explain(
+        self,
+        x: torch.Tensor,
+        class_idx: int | Sequence[int] | torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        b = x.shape[0]
+        n = self.n_samples
+        if noise is not None:
+            if tuple(noise.shape) != (n, *x.shape):
+                raise ValueError(f"injected noise must have shape {(n, *x.shape)}, got {tuple(noise.shape)}.")
+            noise_flat = noise.to(x).reshape(n * b, *x.shape[1:])
+        idx = _resolve_classes(self.model, x, class_idx)
+        if self.stdev is not None:
+            std = torch.full((b,), float(self.stdev), dtype=x.dtype, device=x.device)
+        else:
+            flat = x.reshape(b, -1)
+            std = self.stdev_spread * (flat.amax(1) - flat.amin(1))
+        view = (-1,) + (1,) * (x.ndim - 1)
+
+        def make_inputs(flat_idx: torch.Tensor, _s: torch.Tensor, b_idx: torch.Tensor) -> torch.Tensor:
+            if noise is not None:
+                return x[b_idx] + noise_flat[flat_idx]
+            shape = (flat_idx.numel(), *x.shape[1:])
+            eps = torch.randn(shape, generator=self.generator, dtype=x.dtype, device=x.device)
+            return x[b_idx] + eps * std[b_idx].reshape(view)
+
+        with frozen_parameters(self.model):
+            acc, _ = _chunked_input_gradients(self.model, x, idx, n, make_inputs, None, self.batch_size, self.magnitude)
+        return reduce_channels(acc, self.reduce)
+
+
+def integration_rule(n_steps: int, method: str = "riemann_trapezoid") -> tuple[torch.Tensor, torch.Tensor]:
+    """Integration points ``alpha`` in [0, 1] and weights for ``int_0^1 f(alpha) d alpha``.
+
+    ``riemann_trapezoid`` is the composite trapezoid rule: ``n`` equally spaced points including both ends,
+    weights ``1/(n-1)`` halved at the ends (they sum to 1). captum's ``riemann_trapezoid`` uses weights
+    ``1/n`` halved at the ends, which sum to ``(n-1)/n``: its integral is biased low by ``1/n`` (a 2 %
+    completeness error at ``n = 50`` even for a linear model). That variant is kept as
+    ``"captum_trapezoid"`` for cross-checks. ``riemann_left/right/middle`` and ``gausslegendre`` equal captum's.
+
+    Args:
+        n_steps: number of points (> 1 for Riemann rules).
+        method: one of :data:`IG_METHODS`.
+
+    Returns:
+        ``(alphas (n,), weights (n,))`` in float64.
+
+    Raises:
+        ValueError: for an unknown method or too few steps.
+    """
+    _check_positive_int(n_steps, "n_steps")
+    if method == "gausslegendre":
+        nodes, w = np.polynomial.legendre.leggauss(n_steps)
+        return torch.from_numpy(0.5 * (nodes + 1.0)), torch.from_numpy(0.5 * w)
+    if method not in IG_METHODS:
+        raise ValueError(f"unknown integration method {method!r}; choose one of {IG_METHODS}.")
+    if n_steps < 2:
+        raise ValueError("Riemann integration needs n_steps >= 2.")
+    n = n_steps
+    w = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    if method in ("riemann_trapezoid", "captum_trapezoid"):
+        a = torch.linspace(0, 1, n, dtype=torch.float64)
+        if method == "riemann_trapezoid":
+            w = torch.full((n,), 1.0 / (n - 1), dtype=torch.float64)
+        w[0] /= 2
+        w[-1] /= 2
+    elif method == "riemann_left":
+        a = torch.linspace(0, 1 - 1 / n, n, dtype=torch.float64)
+    elif method == "riemann_middle":
+        a = torch.linspace(1 / (2 * n), 1 - 1 / (2 * n), n, dtype=torch.float64)
+    else:
+        a = torch.linspace(1 / n, 1, n, dtype=torch.float64)
+    return a, w
+
+
+class IntegratedGradients(Explainer):
+    """Integrated Gradients (Sundararajan et al. 2017): ``(x - x0) * int_0^1 dS(x0 + a (x - x0))/dx da``.
+
+    The ``n_steps * B`` path points are evaluated ``batch_size`` at a time (peak memory = one
+    forward+backward on ``batch_size`` inputs). Integration rules: see :func:`integration_rule`
+    (default the composite trapezoid rule; captum's biased trapezoid is available as ``"captum_trapezoid"``;
+    ``gausslegendre`` is captum's default).
+
+    After each call, :attr:`completeness_error` holds the per-item ``(B,)`` error
+    ``sum(attribution) - (S(x) - S(x0))`` (captum's convergence delta), and :attr:`last_score_delta` the
+    ``S(x) - S(x0)`` it is compared with.
+
+    Args:
+        nn_module: classifier returning ``(B, K)`` scores.
+        n_steps: integration points.
+        method: one of :data:`IG_METHODS`.
+        baseline: ``x0``: a float (constant image, default 0), a tensor broadcastable to ``x``, or a callable
+            ``x -> x0``.
+        batch_size: model inputs per forward/backward pass (memory bound).
+        reduce: channel reduction (``"none"`` keeps ``(B, C, *spatial)``).
+
+    Returns (on call):
+        ``(B, C, *spatial)`` attributions (or ``(B, 1, *spatial)`` when reduced).
+
+    Raises:
+        ValueError: for a bad ``n_steps``/``batch_size``/``method`` or a baseline that does not broadcast or
+            holds NaN/Inf.
+    """
+
+    def __init__(
+        self,
+        nn_module: nn.Module,
+        n_steps: int = 50,
+        method: str = "riemann_trapezoid",
+        baseline: float | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] = 0.0,
+        batch_size: int = 32,
+        reduce: str = "none",
+    ) -> None:
+        super().__init__(nn_module)
+        self.alphas, self.weights = integration_rule(n_steps, method)
+        self.n_steps, self.method = n_steps, method
+        self.baseline = baseline
+        self.batch_size = _check_positive_int(batch_size, "batch_size")
+        reduce_channels(torch.zeros(1, 1, 1), reduce)
+        self.reduce = reduce
+        self.completeness_error: torch.Tensor | None = None
+        self.last_score_delta: torch.Tensor | None = None
+
+    def _baseline(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.baseline(x) if callable(self.baseline) else self.baseline
+        base = torch.as_tensor(base, dtype=x.dtype, device=x.device)
+        try:
+            base = torch.broadcast_to(base, x.shape)
+        except RuntimeError as err:
+            raise ValueError(
+                f"baseline of shape {tuple(base.shape)} does not broadcast to the input {tuple(x.shape)}."
+            ) from err
+        if not torch.isfinite(base).all():
+            raise ValueError("the baseline holds NaN or Inf.")
+        return base
+
+    def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        b = x.shape[0]
+        x0 = self._baseline(x)
+        diff = x - x0
+        idx = _resolve_classes(self.model, x, class_idx)
+        alphas = self.alphas.to(device=x.device, dtype=x.dtype)
+        view = (-1,) + (1,) * (x.ndim - 1)
+
+        def make_inputs(_flat: torch.Tensor, s_idx: torch.Tensor, b_idx: torch.Tensor) -> torch.Tensor:
+            return x0[b_idx] + alphas[s_idx].reshape(view) * diff[b_idx]
+
+        with frozen_parameters(self.model):
+            acc, scores = _chunked_input_gradients(
+                self.model, x, idx, self.n_steps, make_inputs, self.weights, self.batch_size
+            )
+        # S(x) and S(x0) for the completeness error: reuse the path's end points when the rule contains them
+        scores = scores.reshape(self.n_steps, b)
+        ends = []
+        for a_end, x_end in ((1.0, x), (0.0, x0)):
+            hit = (self.alphas == a_end).nonzero()
+            if len(hit):
+                ends.append(scores[int(hit[0])])
+            else:
+                with torch.no_grad():
+                    ends.append(model_logits(self.model(x_end)).gather(1, idx[:, None])[:, 0].to(x.dtype))
+        attr = diff * acc
+        self.last_score_delta = (ends[0] - ends[1]).detach()
+        self.completeness_error = attr.reshape(b, -1).sum(1) - self.last_score_delta
+        return reduce_channels(attr, self.reduce)

@@ -1,0 +1,193 @@
+"""Gradient-saliency benchmark (issue 3): our batched SmoothGrad / IG / FORGrad / structured gradients / Grad-CAM
+against MONAI and captum, measured in the same run on the same machine.
+
+Every line prints a ratio against the reference measured here, plus each method's fraction of its lower bound
+``n x (forward + input-backward)`` measured on the same model at the same chunk size (fraction = bound / time,
+1.0 = at the bound). Absolute times are context only.
+
+Usage::
+
+    python benchmarks/bench_gradients.py            # full: ResNet-18 2D (8x3x224x224), DenseNet121 3D (2x1x32x96x96)
+    python benchmarks/bench_gradients.py --quick    # tiny sizes, smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+from captum.attr import IntegratedGradients as CaptumIG
+from captum.attr import NoiseTunnel, Saliency
+from monai.networks.nets import DenseNet121, resnet18
+from monai.visualize import GradCAM as MonaiGradCAM
+from monai.visualize import SmoothGrad as MonaiSmoothGrad
+
+from monai_saliency.methods.base import frozen_parameters
+from monai_saliency.methods.cam import GradCAM
+from monai_saliency.methods.forgrad import FORGrad
+from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad, input_gradients
+from monai_saliency.methods.structured import StructuredGradient
+
+
+def timeit(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_increase(fn: Callable[[], object], period: float = 0.002) -> float:
+    """Peak resident-memory increase (MB) of the process during one call, sampled by a thread (Linux /proc)."""
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(period)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        th.join()
+    return (max(peak[0], _rss_bytes()) - base) / 2**20
+
+
+def fb_time(model: torch.nn.Module, x: torch.Tensor, chunk: int, repeats: int) -> float:
+    """Time of one forward + input-only backward on ``chunk`` inputs (the unit of the lower bound)."""
+    xc = x[:1].expand(chunk, *x.shape[1:]).contiguous()
+    with frozen_parameters(model):
+        return timeit(lambda: input_gradients(model, xc, 0, freeze_params=False), repeats)
+
+
+def row(name: str, t: float, ref_name: str, t_ref: float, bound: float | None) -> None:
+    frac = f"{bound / t:5.2f}" if bound is not None else "  -  "
+    print(f"  {name:<38s} {t:8.3f} s   x{t_ref / t:6.2f} vs {ref_name:<28s} bound fraction {frac}")
+
+
+def bench(label: str, model: torch.nn.Module, x: torch.Tensor, n_sg: int, n_ig: int, chunk: int, repeats: int,
+          cam_layer: str) -> None:
+    b = x.shape[0]
+    print(f"\n== {label}: input {tuple(x.shape)}, chunk (batch_size) {chunk}, repeats {repeats}")
+    t_fb = fb_time(model, x, chunk, repeats)
+    t_fb1 = fb_time(model, x, b, repeats)
+    print(f"  forward+input-backward on {chunk} inputs: {t_fb:.3f} s; on the batch ({b}): {t_fb1:.3f} s")
+    target = torch.arange(b) % 2
+
+    # --- SmoothGrad
+    bound_sg = n_sg * b / chunk * t_fb
+    ours = SmoothGrad(model, n_samples=n_sg, batch_size=chunk)
+    t_ours = timeit(lambda: ours(x, class_idx=target), repeats)
+    monai_sg = MonaiSmoothGrad(model, n_samples=n_sg, magnitude=False, verbose=False)
+    t_monai = timeit(lambda: [monai_sg(x[i : i + 1], index=int(target[i])) for i in range(b)], repeats)
+    nt = NoiseTunnel(Saliency(model))
+    per_part = max(1, chunk // b)  # same number of inputs per pass: equal memory
+    t_captum = timeit(lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=n_sg, stdevs=0.15, target=target,
+                                           abs=False, nt_samples_batch_size=per_part), repeats)
+    m_ours = peak_rss_increase(lambda: ours(x, class_idx=target))
+    m_capt = peak_rss_increase(lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=n_sg, stdevs=0.15,
+                                                    target=target, abs=False, nt_samples_batch_size=per_part))
+    print(f"  SmoothGrad-{n_sg} (peak RSS increase: ours {m_ours:.0f} MB, captum {m_capt:.0f} MB):")
+    row("ours", t_ours, "MONAI loop per item", t_monai, bound_sg)
+    row("ours", t_ours, f"captum NoiseTunnel ({per_part}/part)", t_captum, bound_sg)
+
+    # --- Integrated gradients
+    bound_ig = n_ig * b / chunk * t_fb
+    ig = IntegratedGradients(model, n_steps=n_ig, batch_size=chunk)
+    t_ig = timeit(lambda: ig(x, class_idx=target), repeats)
+    cig = CaptumIG(model)
+    best = None
+    for ibs in sorted({max(1, chunk // 2), chunk, 2 * chunk, 4 * chunk} & set(range(1, n_ig * b + 1))):
+        t = timeit(lambda: cig.attribute(x, target=target, n_steps=n_ig, method="riemann_trapezoid",
+                                         internal_batch_size=ibs), repeats)
+        print(f"    captum IG internal_batch_size={ibs}: {t:.3f} s")
+        best = (t, ibs) if best is None or t < best[0] else best
+    print(f"  IG-{n_ig} (completeness error max {ig.completeness_error.abs().max().item():.2e}):")
+    row(f"ours (batch_size={chunk})", t_ig, f"captum best (ibs={best[1]})", best[0], bound_ig)
+    if best[1] != chunk:
+        ig_same = IntegratedGradients(model, n_steps=n_ig, batch_size=best[1])
+        t_same = timeit(lambda: ig_same(x, class_idx=target), repeats)
+        row(f"ours (batch_size={best[1]})", t_same, f"captum best (ibs={best[1]})", best[0], None)
+    m_ours = peak_rss_increase(lambda: ig(x, class_idx=target))
+    m_capt = peak_rss_increase(lambda: cig.attribute(x, target=target, n_steps=n_ig, internal_batch_size=best[1]))
+    print(f"    peak RSS increase: ours {m_ours:.0f} MB (batch_size={chunk}), captum {m_capt:.0f} MB (ibs={best[1]})")
+
+    # --- FORGrad and structured overhead over their base explainer (VanillaGrad)
+    vg = VanillaGrad(model)
+    t_vg = timeit(lambda: vg(x, class_idx=target), repeats)
+    fg = FORGrad(VanillaGrad(model), sigma=max(x.shape[2:]) / 8, reduce="abs_sum")
+    t_fg = timeit(lambda: fg(x, class_idx=target), repeats)
+    sgs = StructuredGradient(VanillaGrad(model), solver="seed")
+    t_st = timeit(lambda: sgs(x, class_idx=target), repeats)
+    sge = StructuredGradient(VanillaGrad(model), solver="exact", max_iter=200)
+    t_ex = timeit(lambda: sge(x, class_idx=target), repeats)
+    print(f"  overhead over VanillaGrad ({t_vg:.3f} s; bound fraction {t_fb1 / t_vg:.2f}):")
+    print(f"    FORGrad             +{100 * (t_fg / t_vg - 1):6.1f} %   (target <= 5 %)")
+    print(f"    structured seed     +{100 * (t_st / t_vg - 1):6.1f} %   (target <= 30 %)")
+    print(f"    structured exact    +{100 * (t_ex / t_vg - 1):6.1f} %   ({sge.last_info['iterations']} iterations, "
+          f"max rel. gap {(sge.last_info['gap'] / sge.last_info['objective'].clamp_min(1e-12)).max().item():.1e})")
+    print(f"    objective seed {sgs.last_info['objective'].mean().item():.4g} vs exact "
+          f"{sge.last_info['objective'].mean().item():.4g} (mean over items, normalised units)")
+
+    # --- Grad-CAM (B = 1 per MONAI call: its batched version mixes targets)
+    cam = GradCAM(model, cam_layer)
+    t_cam = timeit(lambda: cam(x, class_idx=target), repeats)
+    mcam = MonaiGradCAM(model, target_layers=cam_layer)
+    t_mcam = timeit(lambda: [mcam(x[i : i + 1], class_idx=int(target[i])) for i in range(b)], repeats)
+    with torch.no_grad():
+        t_fwd = timeit(lambda: model(x), repeats)
+    row("Grad-CAM ours", t_cam, "MONAI GradCAM per item", t_mcam, t_fwd)
+    cam.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--chunk", type=int, default=None, help="our batch_size (inputs per pass)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    quick = args.quick
+    repeats = args.repeats or (1 if quick else 3)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, quick={quick}")
+
+    if quick:
+        m2 = resnet18(spatial_dims=2, n_input_channels=3, num_classes=4).eval()
+        x2 = torch.randn(2, 3, 32, 32)
+        bench("ResNet-18 2D (quick)", m2, x2, n_sg=4, n_ig=4, chunk=args.chunk or 4, repeats=repeats,
+              cam_layer="layer4")
+        m3 = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2, init_features=8, growth_rate=8,
+                         block_config=(2, 2, 2)).eval()
+        x3 = torch.randn(2, 1, 16, 32, 32)
+        bench("DenseNet 3D (quick)", m3, x3, n_sg=3, n_ig=3, chunk=args.chunk or 3, repeats=repeats,
+              cam_layer="class_layers.relu")
+    else:
+        m2 = resnet18(spatial_dims=2, n_input_channels=3, num_classes=1000).eval()
+        x2 = torch.randn(8, 3, 224, 224)
+        bench("ResNet-18 2D", m2, x2, n_sg=25, n_ig=50, chunk=args.chunk or 16, repeats=repeats, cam_layer="layer4")
+        m3 = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2).eval()
+        x3 = torch.randn(2, 1, 32, 96, 96)
+        bench("DenseNet121 3D", m3, x3, n_sg=25, n_ig=50, chunk=args.chunk or 4, repeats=repeats,
+              cam_layer="class_layers.relu")
+
+
+if __name__ == "__main__":
+    main()

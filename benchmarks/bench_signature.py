@@ -1,0 +1,155 @@
+"""Signature Activation speed (issue 4): ratios measured in one run.
+
+1. Total time of ``SignatureActivation`` vs one plain ``no_grad`` forward pass (its bound: one forward), on a 2D
+   ResNet-18 (MONAI, batch 8, 3x224x224, layer4 = 512x7x7) and a 3D video ResNet-18 (MONAI, batch 2, 1x16x112x112;
+   ``layer4`` with the 3D DCT and ``layer3`` per frame). Target <= 1.15x.
+2. Post-processing alone (DCT/sign/IDCT/mean/min-max/bilateral/resize to 224^2, one image) vs the authors' notebook:
+   a per-channel Python loop with scipy.fftpack ``dct2``/``idct2``, then ``cv2.bilateralFilter`` and ``cv2.resize``,
+   on 2048x7x7 and 512x14x14 activations. Target >= 20x. Bound: the separable DCTs written as small matrix
+   products (4 transforms x 2 axes x 2 n^3 flop per channel) at this machine's measured matmul throughput.
+3. Versus Grad-CAM, Grad-CAM++ and Eigen-CAM (``monai_saliency.methods.cam``) and MONAI's GradCAM on the 2D model.
+
+Timings are medians of ``--repeats`` runs after one warm-up; absolute times are context only.
+Run: ``python benchmarks/bench_signature.py [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import torch
+from monai.networks.nets import resnet18
+from scipy.fftpack import dct as fp_dct
+from scipy.fftpack import idct as fp_idct
+
+from monai_saliency.methods.signature import BILATERAL_DEFAULTS, SignatureActivation, signature_map
+
+
+def timeit(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn`` in seconds (one warm-up call first)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def notebook_postprocess(acts: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The authors' notebook: per-channel scipy.fftpack loop on (H, W, C) activations, 0..255 scale, OpenCV."""
+
+    def dct2(a):
+        return fp_dct(fp_dct(a, axis=0), axis=1, norm="ortho")
+
+    def idct2(a):
+        return fp_idct(fp_idct(a, axis=0), axis=1, norm="ortho")
+
+    conv_output = acts.transpose(1, 2, 0)  # (H, W, C), as Keras
+    num_filters = conv_output.shape[-1]
+    sigs = [idct2(np.sign(dct2(conv_output[..., i]))) ** 2 for i in range(num_filters)]
+    activations = np.mean(np.array(sigs), axis=0)
+    activations = 255 * (activations - activations.min()) / (activations.max() - activations.min())
+    filtered = cv2.bilateralFilter(activations.astype(np.float32), 5, 140, 140)
+    return cv2.resize(filtered, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def matmul_gflops(n: int = 512, repeats: int = 3) -> float:
+    a = torch.randn(n, n)
+    t = timeit(lambda: a @ a, repeats)
+    return 2 * n**3 / t / 1e9
+
+
+def section_total(name: str, model: torch.nn.Module, x: torch.Tensor, layers: list[tuple[str, str]], repeats: int):
+    model.eval()
+    with torch.no_grad():
+        t_fwd = timeit(lambda: model(x), repeats)
+    print(f"\n[{name}] input {tuple(x.shape)}: plain no_grad forward {t_fwd * 1e3:.1f} ms")
+    print(f"  {'method':<38} {'ms':>9} {'x forward':>10} {'fraction of bound':>18}")
+    for layer, axes in layers:
+        with SignatureActivation(model, layer, dct_axes=axes) as sa:
+            t = timeit(lambda: sa(x), repeats)
+        label = f"SignatureActivation {layer} ({axes})"
+        print(f"  {label:<38} {t * 1e3:>9.1f} {t / t_fwd:>10.3f} {t_fwd / t:>18.2f}")
+    return t_fwd
+
+
+def section_cams(model: torch.nn.Module, x: torch.Tensor, layer: str, t_fwd: float, repeats: int) -> None:
+    rows = []
+    with SignatureActivation(model, layer) as sa:
+        rows.append(("SignatureActivation (ours)", timeit(lambda: sa(x), repeats)))
+    try:
+        from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp
+
+        for cls in (GradCAM, GradCAMpp, EigenCAM):
+            with cls(model, layer) as cam:
+                rows.append((f"{cls.__name__} (monai_saliency)", timeit(lambda: cam(x), repeats)))
+    except ImportError as err:  # cam.py not available
+        print(f"  (monai_saliency.methods.cam unavailable: {err})")
+    from monai.visualize import GradCAM as MonaiGradCAM
+
+    mcam = MonaiGradCAM(nn_module=model, target_layers=layer)
+    rows.append(("GradCAM (MONAI)", timeit(lambda: mcam(x), repeats)))
+    t_sig = rows[0][1]
+    print(f"\n[vs CAMs] same model and input, layer {layer}")
+    print(f"  {'method':<32} {'ms':>9} {'x forward':>10} {'x SignatureActivation':>22}")
+    for label, t in rows:
+        print(f"  {label:<32} {t * 1e3:>9.1f} {t / t_fwd:>10.3f} {t / t_sig:>22.2f}")
+
+
+def section_postprocess(shapes: list[tuple[int, int, int]], size: tuple[int, int], repeats: int) -> None:
+    gflops = matmul_gflops()
+    print(f"\n[post-processing] one image, resize to {size}; matmul throughput {gflops:.1f} GFLOP/s (for the bound)")
+    print(
+        f"  {'activations':<14} {'notebook loop ms':>17} {'ours ms':>9} {'speed-up':>9} {'bound ms':>9} "
+        f"{'fraction of bound':>18} {'max |diff|':>11}"
+    )
+    rng = np.random.default_rng(0)
+    for c, h, w in shapes:
+        acts = np.maximum(rng.normal(size=(c, h, w)), 0).astype(np.float32)
+        t_ref = timeit(lambda: notebook_postprocess(acts, size), repeats)
+        a = torch.from_numpy(acts)[None]
+        t_ours = timeit(lambda: signature_map(a, spatial_size=size), repeats)
+        flop = c * 4 * (2 * h * h * w + 2 * w * w * h)
+        t_bound = flop / (gflops * 1e9)
+        # same computation up to the notebook's DCT scaling and spatial sigma: report the difference for context
+        ref = notebook_postprocess(acts, size) / 255.0
+        ours = signature_map(
+            a, spatial_size=size, dct_scaling="notebook", bilateral={**BILATERAL_DEFAULTS, "spatial_sigma": 140.0}
+        )[0, 0].numpy()
+        diff = np.abs((ref - ref.min()) / (ref.max() - ref.min()) - ours).max()
+        print(
+            f"  {f'{c}x{h}x{w}':<14} {t_ref * 1e3:>17.2f} {t_ours * 1e3:>9.2f} {t_ref / t_ours:>9.1f} "
+            f"{t_bound * 1e3:>9.3f} {t_bound / t_ours:>18.3f} {diff:>11.4f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    repeats = 2 if args.quick else args.repeats
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, quick={args.quick}")
+
+    m2 = resnet18(spatial_dims=2, n_input_channels=3, num_classes=1000).eval()
+    x2 = torch.randn(2, 3, 64, 64) if args.quick else torch.randn(8, 3, 224, 224)
+    t_fwd2 = section_total("2D ResNet-18", m2, x2, [("layer4", "spatial")], repeats)
+    section_cams(m2, x2, "layer4", t_fwd2, repeats)
+
+    m3 = resnet18(spatial_dims=3, n_input_channels=1, num_classes=2).eval()
+    x3 = torch.randn(1, 1, 8, 32, 32) if args.quick else torch.randn(2, 1, 16, 112, 112)
+    section_total("3D video ResNet-18", m3, x3, [("layer4", "spatial"), ("layer3", "frames")], repeats)
+
+    shapes = [(256, 7, 7), (64, 14, 14)] if args.quick else [(2048, 7, 7), (512, 14, 14)]
+    section_postprocess(shapes, (64, 64) if args.quick else (224, 224), repeats)
+
+
+if __name__ == "__main__":
+    main()

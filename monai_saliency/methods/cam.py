@@ -1,0 +1,346 @@
+"""Class activation maps: Grad-CAM, Grad-CAM++ and Eigen-CAM, batched, 2D and 3D.
+
+Cost model (DESIGN §7): one forward pass plus a backward pass that runs only from the class score back
+to the hooked activation. The hooked layer's output is replaced (during an explanation only) by a fresh
+leaf tensor that requires grad, and the parameters are frozen for the call, so no graph is built for
+the layers before the target layer, no input gradient and no weight gradient is computed. Eigen-CAM is
+gradient-free (one forward pass under ``no_grad`` plus one batched SVD).
+
+Every map is ``(B, 1, *spatial)`` at the input's spatial size (linear / bilinear / trilinear upsampling,
+``align_corners=False``, as MONAI's ``default_upsampler``) and min-max normalised per item to ``[0, 1]``
+(``normalize=False`` keeps raw values); a constant map (e.g. all-zero after the ReLU) gives zeros, never NaN.
+Note that MONAI's ``default_normalizer`` maps ``(min, max) -> (1, 0)`` (it flips); ours maps it to ``(0, 1)``.
+
+Per-item targets are selected with ``gather`` (``logits.gather(1, idx[:, None]).sum()``); MONAI's batched
+Grad-CAM scores ``logits[:, idx]`` (a ``B x B`` block) so each item's map mixes every item's target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+from torch import nn
+
+from monai_saliency.methods.base import ActivationHooks, Explainer, frozen_parameters, select_class
+from monai_saliency.ops.normalize import minmax_normalize
+
+__all__ = ["GradCAM", "GradCAMpp", "EigenCAM", "upsample_maps"]
+
+_LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def upsample_maps(maps: torch.Tensor, spatial_size: Sequence[int], mode: str = "linear") -> torch.Tensor:
+    """Resize layer maps ``(B, 1, *sp)`` to ``spatial_size``.
+
+    Args:
+        maps: low-resolution maps ``(B, 1, *sp)``.
+        spatial_size: target spatial size (the input's).
+        mode: ``"linear"`` (linear/bilinear/trilinear by dimension, ``align_corners=False``, MONAI's default
+            upsampler) or ``"nearest"``.
+
+    Returns:
+        ``(B, 1, *spatial_size)``.
+
+    Raises:
+        ValueError: for an unknown mode or a dimension mismatch.
+    """
+    nd = maps.ndim - 2
+    if len(spatial_size) != nd:
+        raise ValueError(
+            f"the layer map has {nd} spatial axes but the input has {len(spatial_size)}; choose a layer that keeps "
+            "every spatial axis (e.g. before global pooling / flattening)."
+        )
+    if tuple(maps.shape[2:]) == tuple(spatial_size):
+        return maps
+    if mode == "linear":
+        if nd not in _LINEAR_MODES:
+            raise ValueError(f"linear upsampling supports 1-3 spatial axes, got {nd}; use mode='nearest'.")
+        return F.interpolate(maps, size=tuple(spatial_size), mode=_LINEAR_MODES[nd], align_corners=False)
+    if mode == "nearest":
+        return F.interpolate(maps, size=tuple(spatial_size), mode="nearest")
+    raise ValueError(f"unknown upsample mode {mode!r}; choose 'linear' or 'nearest'.")
+
+
+class _LeafHooks(ActivationHooks):
+    """Forward hooks that, while capturing, make each hooked output differentiable at the least cost.
+
+    Parameters are frozen and the input does not require grad during an explanation, so the first hooked
+    layer's output carries no graph: it is replaced by ``leaf.clone()`` with
+    ``leaf = output.detach().requires_grad_()`` and ``leaf`` is recorded (no graph is built before it).
+    A hooked output that already requires grad (a layer downstream of another hooked layer) is recorded as
+    is and replaced by its clone. Gradients w.r.t. the recorded tensors are exactly the gradients w.r.t.
+    the layers' outputs; the clones let later in-place operations (``ReLU(inplace=True)``) run. Outside
+    :meth:`capture` the hooks are inert.
+    """
+
+    def __init__(self, model: nn.Module, layer_names: str | Sequence[str], detach: bool = True) -> None:
+        self.detach = detach
+        super().__init__(model, layer_names)
+
+    def _make_hook(self, name: str) -> Callable:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if not self._capturing:
+                return None
+            is_seq = isinstance(output, (tuple, list))
+            out = output[0] if is_seq else output
+            if not isinstance(out, torch.Tensor):
+                raise RuntimeError(f"layer {name!r} returned {type(out).__name__}, not a tensor; hook another layer.")
+            plain = out.as_tensor() if isinstance(out, MetaTensor) else out
+            if not self.detach:
+                self.activations[name] = plain
+                return None
+            if not plain.is_floating_point():
+                raise RuntimeError(f"layer {name!r} returned a non-float tensor ({plain.dtype}); hook another layer.")
+            if plain.requires_grad:
+                recorded = plain
+            else:
+                recorded = plain.detach().requires_grad_(True)
+            self.activations[name] = recorded
+            new = recorded.clone()
+            if is_seq:
+                return type(output)([new, *output[1:]]) if isinstance(output, list) else (new, *output[1:])
+            return new
+
+        return hook
+
+
+class _CAMBase(Explainer):
+    """Shared machinery of the CAM family (hooks, upsampling, normalisation, multi-layer fusion).
+
+    With several ``target_layers`` the per-layer maps are upsampled, min-max normalised per item and
+    averaged (then normalised again when ``normalize``), as pytorch-grad-cam does.
+    """
+
+    def __init__(
+        self,
+        nn_module: nn.Module,
+        target_layers: str | Sequence[str],
+        upsample_mode: str = "linear",
+        normalize: bool = True,
+        spatial_dims: int | None = None,
+        detach_hooks: bool = True,
+    ) -> None:
+        super().__init__(nn_module, target_layers=None, spatial_dims=spatial_dims)
+        if upsample_mode not in ("linear", "nearest"):
+            raise ValueError(f"unknown upsample_mode {upsample_mode!r}; choose 'linear' or 'nearest'.")
+        self.hooks = _LeafHooks(nn_module, target_layers, detach=detach_hooks)
+        self.upsample_mode = upsample_mode
+        self.normalize = normalize
+
+    def _finish(self, layer_maps: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        spatial = x.shape[2:]
+        ups = [upsample_maps(m, spatial, self.upsample_mode) for m in layer_maps]
+        if len(ups) == 1:
+            out = ups[0]
+            return minmax_normalize(out) if self.normalize else out
+        fused = torch.stack([minmax_normalize(m) for m in ups], 0).mean(0)
+        return minmax_normalize(fused) if self.normalize else fused
+
+    def _scores_and_grads(
+        self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Forward once; back-propagate each item's class score to the hooked activations only.
+
+        Returns:
+            ``(activations, gradients, per-item scores (B,), class indices (B,))``, all detached.
+        """
+        with torch.enable_grad(), frozen_parameters(self.model):
+            logits, acts = self.forward_with_activations(x.detach())
+            idx = select_class(logits, class_idx)
+            scores = logits.gather(1, idx[:, None])[:, 0]
+            names = list(self.hooks.names)
+            if not scores.requires_grad:
+                raise RuntimeError(
+                    f"the class score does not depend on layers {names} through autograd (the model detaches or "
+                    "runs under no_grad after them); choose a layer on the differentiable path to the output."
+                )
+            grads = torch.autograd.grad(scores.sum(), [acts[n] for n in names], allow_unused=True)
+        missing = [n for n, g in zip(names, grads) if g is None]
+        if missing:
+            raise RuntimeError(
+                f"layers {missing} get no gradient from the class score; choose layers whose output reaches the "
+                "classifier head (e.g. the last convolutional block)."
+            )
+        acts_d = {n: acts[n].detach() for n in names}
+        grads_d = {n: g.detach() for n, g in zip(names, grads)}
+        return acts_d, grads_d, scores.detach(), idx
+
+    @staticmethod
+    def _check_spatial(act: torch.Tensor, name: str) -> None:
+        if act.ndim < 3:
+            raise ValueError(
+                f"layer {name!r} output has shape {tuple(act.shape)} with no spatial axes; CAM needs a feature map "
+                "(B, C, *spatial): choose a convolutional layer before global pooling."
+            )
+
+
+class GradCAM(_CAMBase):
+    """Grad-CAM (Selvaraju et al. 2017): ``ReLU(sum_k w_k A_k)`` with ``w_k`` the spatial mean of ``dS_c/dA_k``.
+
+    Equals ``monai.visualize.GradCAM`` for a batch of one (up to MONAI's flipped normaliser), and is correct
+    for ``B > 1`` with a different target per item.
+
+    Args:
+        nn_module: classifier returning ``(B, K)`` scores.
+        target_layers: layer name(s) with a ``(B, C, *sp)`` output (``module.`` prefix optional).
+        upsample_mode: ``"linear"`` (default, like MONAI) or ``"nearest"``.
+        normalize: min-max normalise each item to ``[0, 1]`` (default True).
+        spatial_dims: required number of spatial axes of the input, or None.
+
+    Returns (on call):
+        ``(B, 1, *spatial)`` maps at the input's size.
+
+    Raises (on call):
+        RuntimeError: if a target layer gets no gradient from the score.
+        ValueError: if a target layer has no spatial axes.
+    """
+
+    def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        acts, grads, _, _ = self._scores_and_grads(x, class_idx)
+        maps = []
+        for name in self.hooks.names:  # loop over target layers (usually one), not over items
+            a, g = acts[name], grads[name]
+            self._check_spatial(a, name)
+            weights = g.flatten(2).mean(2)[(...,) + (None,) * (a.ndim - 2)]
+            maps.append(F.relu((weights * a).sum(1, keepdim=True)))
+        return self._finish(maps, x)
+
+
+class GradCAMpp(_CAMBase):
+    """Grad-CAM++ (Chattopadhyay et al. 2018), batched.
+
+    With ``g = dS_c/dA`` (spatial positions ``ij``)::
+
+        alpha_kij = g^2 / (2 g^2 + sum_ij A_kij g^3)      (0 where the denominator is 0)
+        w_k       = sum_ij alpha_kij ReLU(g_kij)
+        map       = ReLU(sum_k w_k A_k)
+
+    The paper derives this closed form for ``Y_c = exp(S_c)``, whose weights carry an extra per-item factor
+    ``exp(S_c)`` (MONAI multiplies by ``score.exp()``). That factor is one positive scalar per item, so it
+    cancels in the min-max normalisation; we omit it to avoid overflow for large logits (``exp_score=True``
+    restores it for raw, un-normalised maps). MONAI's version fails for ``B > 1`` (it multiplies a
+    ``B x B`` score block into the gradients); this one selects per-item scores with ``gather``.
+
+    Args:
+        nn_module: classifier returning ``(B, K)`` scores.
+        target_layers: layer name(s) with a ``(B, C, *sp)`` output.
+        upsample_mode: ``"linear"`` or ``"nearest"``.
+        normalize: min-max normalise each item to ``[0, 1]``.
+        spatial_dims: required number of spatial axes of the input, or None.
+        exp_score: multiply the weights by ``exp(S_c)`` as in the paper/MONAI (only matters if not normalising).
+        eps: added to the alpha denominator (MONAI uses 1e-7).
+
+    Returns (on call):
+        ``(B, 1, *spatial)`` maps at the input's size.
+    """
+
+    def __init__(
+        self,
+        nn_module: nn.Module,
+        target_layers: str | Sequence[str],
+        upsample_mode: str = "linear",
+        normalize: bool = True,
+        spatial_dims: int | None = None,
+        exp_score: bool = False,
+        eps: float = 1e-7,
+    ) -> None:
+        super().__init__(nn_module, target_layers, upsample_mode, normalize, spatial_dims)
+        self.exp_score = exp_score
+        self.eps = eps
+
+    def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        acts, grads, scores, _ = self._scores_and_grads(x, class_idx)
+        maps = []
+        for name in self.hooks.names:
+            a, g = acts[name], grads[name]
+            self._check_spatial(a, name)
+            expand = (...,) + (None,) * (a.ndim - 2)
+            g2 = g.pow(2)
+            denom = 2.0 * g2 + (a * g.pow(3)).flatten(2).sum(2)[expand]
+            denom = torch.where(denom != 0.0, denom, torch.ones_like(denom))
+            alpha = g2 / (denom + self.eps)
+            weights = (alpha * F.relu(g)).flatten(2).sum(2)
+            if self.exp_score:
+                weights = weights * scores.exp()[:, None]
+            maps.append(F.relu((weights[expand] * a).sum(1, keepdim=True)))
+        return self._finish(maps, x)
+
+
+class EigenCAM(_CAMBase):
+    """Eigen-CAM (Muhammad & Yeasin 2020): projection of a layer's activations on their first principal component.
+
+    Class-agnostic and gradient-free: one forward pass under ``no_grad`` and one batched SVD. For each item
+    the activations ``A`` ``(C, *sp)`` are read as an ``N x C`` matrix (``N`` positions), centred over the
+    positions (``center=True``, as pytorch-grad-cam; ``False`` gives the paper's un-centred SVD), and
+    projected on the first right singular vector. The SVD's sign is arbitrary: it is fixed per item so the
+    projection correlates positively with the channel-mean activation ``A.mean(0)``. Then ``ReLU``
+    (``relu=True``, pytorch-grad-cam's convention), upsampling and min-max normalisation.
+
+    Args:
+        nn_module: the network (its output is not used).
+        target_layers: layer name(s) with a ``(B, C, *sp)`` output.
+        upsample_mode: ``"linear"`` or ``"nearest"``.
+        normalize: min-max normalise each item to ``[0, 1]``.
+        spatial_dims: required number of spatial axes of the input, or None.
+        center: centre the activation matrix over positions before the SVD.
+        relu: keep only the positive part of the (sign-fixed) projection.
+
+    Returns (on call):
+        ``(B, 1, *spatial)`` maps; ``class_idx`` is ignored.
+    """
+
+    class_agnostic = True
+
+    def __init__(
+        self,
+        nn_module: nn.Module,
+        target_layers: str | Sequence[str],
+        upsample_mode: str = "linear",
+        normalize: bool = True,
+        spatial_dims: int | None = None,
+        center: bool = True,
+        relu: bool = True,
+    ) -> None:
+        super().__init__(nn_module, target_layers, upsample_mode, normalize, spatial_dims, detach_hooks=False)
+        self.center = center
+        self.relu = relu
+
+    @staticmethod
+    def projection(acts: torch.Tensor, center: bool = True) -> torch.Tensor:
+        """Sign-fixed first-principal-component projection of activations ``(B, C, *sp)`` -> ``(B, 1, *sp)``.
+
+        Args:
+            acts: activations.
+            center: centre over positions before the SVD.
+
+        Returns:
+            Projection whose Pearson correlation with ``acts.mean(1)`` is >= 0 for every item.
+        """
+        b, c = acts.shape[:2]
+        work = acts if acts.dtype in (torch.float32, torch.float64) else acts.float()
+        m = work.flatten(2).transpose(1, 2)  # (B, N, C)
+        if center:
+            m = m - m.mean(1, keepdim=True)
+        _, _, vh = torch.linalg.svd(m, full_matrices=False)  # batched
+        proj = m @ vh[:, 0, :, None]  # (B, N, 1)
+        proj = proj[..., 0]
+        ref = work.mean(1).flatten(1)
+        cov = ((proj - proj.mean(1, keepdim=True)) * (ref - ref.mean(1, keepdim=True))).sum(1)
+        sign = torch.where(cov < 0, -1.0, 1.0).to(proj.dtype)
+        proj = proj * sign[:, None]
+        return proj.reshape(b, 1, *acts.shape[2:]).to(acts.dtype)
+
+    def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            _, acts = self.forward_with_activations(x)
+        maps = []
+        for name in self.hooks.names:
+            a = acts[name]
+            self._check_spatial(a, name)
+            p = self.projection(a, self.center)
+            maps.append(F.relu(p) if self.relu else p)
+        return self._finish(maps, x)
