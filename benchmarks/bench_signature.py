@@ -41,8 +41,8 @@ def timeit(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def notebook_postprocess(acts: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The authors' notebook: per-channel scipy.fftpack loop on (H, W, C) activations, 0..255 scale, OpenCV."""
+def notebook_signature(acts: np.ndarray) -> np.ndarray:
+    """The authors' notebook ``signature_activation``: per-channel scipy.fftpack loop on (H, W, C), 0..255 scale."""
 
     def dct2(a):
         return fp_dct(fp_dct(a, axis=0), axis=1, norm="ortho")
@@ -54,7 +54,12 @@ def notebook_postprocess(acts: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     num_filters = conv_output.shape[-1]
     sigs = [idct2(np.sign(dct2(conv_output[..., i]))) ** 2 for i in range(num_filters)]
     activations = np.mean(np.array(sigs), axis=0)
-    activations = 255 * (activations - activations.min()) / (activations.max() - activations.min())
+    return 255 * (activations - activations.min()) / (activations.max() - activations.min())
+
+
+def notebook_postprocess(acts: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The notebook's signature, then ``cv2.bilateralFilter`` (5 taps, 140, 140) and ``cv2.resize``."""
+    activations = notebook_signature(acts)
     filtered = cv2.bilateralFilter(activations.astype(np.float32), 5, 140, 140)
     return cv2.resize(filtered, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
@@ -106,7 +111,7 @@ def section_postprocess(shapes: list[tuple[int, int, int]], size: tuple[int, int
     gflops = matmul_gflops()
     print(f"\n[post-processing] one image, resize to {size}; matmul throughput {gflops:.1f} GFLOP/s (for the bound)")
     print(
-        f"  {'activations':<14} {'notebook loop ms':>17} {'ours ms':>9} {'speed-up':>9} {'bound ms':>9} "
+        f"  {'activations, steps':<20} {'notebook ms':>11} {'ours ms':>9} {'speed-up':>9} {'bound ms':>9} "
         f"{'fraction of bound':>18} {'max |diff|':>11}"
     )
     rng = np.random.default_rng(0)
@@ -118,14 +123,25 @@ def section_postprocess(shapes: list[tuple[int, int, int]], size: tuple[int, int
         flop = c * 4 * (2 * h * h * w + 2 * w * w * h)
         t_bound = flop / (gflops * 1e9)
         # same computation up to the notebook's DCT scaling and spatial sigma: report the difference for context
-        ref = notebook_postprocess(acts, size) / 255.0
+        a64 = a.double()  # the differences are computed in float64 (float32 flips signs of near-zero coefficients)
+        ref = notebook_postprocess(acts.astype(np.float64), size) / 255.0
         ours = signature_map(
-            a, spatial_size=size, dct_scaling="notebook", bilateral={**BILATERAL_DEFAULTS, "spatial_sigma": 140.0}
+            a64, spatial_size=size, dct_scaling="notebook", bilateral={**BILATERAL_DEFAULTS, "spatial_sigma": 140.0}
         )[0, 0].numpy()
         diff = np.abs((ref - ref.min()) / (ref.max() - ref.min()) - ours).max()
         print(
-            f"  {f'{c}x{h}x{w}':<14} {t_ref * 1e3:>17.2f} {t_ours * 1e3:>9.2f} {t_ref / t_ours:>9.1f} "
+            f"  {f'{c}x{h}x{w} full':<20} {t_ref * 1e3:>11.2f} {t_ours * 1e3:>9.2f} {t_ref / t_ours:>9.1f} "
             f"{t_bound * 1e3:>9.3f} {t_bound / t_ours:>18.3f} {diff:>11.4f}"
+        )
+        # the signature step alone (DCT, sign, IDCT, square, channel mean, min-max): no bilateral filter, no resize
+        t_ref_s = timeit(lambda: notebook_signature(acts), repeats)
+        t_ours_s = timeit(lambda: signature_map(a, bilateral=False), repeats)
+        ref_s = notebook_signature(acts.astype(np.float64)) / 255.0
+        diff_s = np.abs(ref_s - signature_map(a64, bilateral=False, dct_scaling="notebook")[0, 0].numpy()).max()
+        print(
+            f"  {f'{c}x{h}x{w} signature':<20} {t_ref_s * 1e3:>11.2f} {t_ours_s * 1e3:>9.2f} "
+            f"{t_ref_s / t_ours_s:>9.1f} "
+            f"{t_bound * 1e3:>9.3f} {t_bound / t_ours_s:>18.3f} {diff_s:>11.4f}"
         )
 
 
@@ -133,22 +149,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=("all", "models", "post"), default="all", help="run one part only")
     args = parser.parse_args()
     torch.manual_seed(0)
     repeats = 2 if args.quick else args.repeats
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, quick={args.quick}")
 
+    if args.only in ("all", "models"):
+        run_models(args.quick, repeats)
+    if args.only in ("all", "post"):
+        shapes = [(256, 7, 7), (64, 14, 14)] if args.quick else [(2048, 7, 7), (512, 14, 14)]
+        section_postprocess(shapes, (64, 64) if args.quick else (224, 224), repeats)
+
+
+def run_models(quick: bool, repeats: int) -> None:
+    """Sections 1 and 3: whole explanations on the 2D and 3D ResNet-18."""
     m2 = resnet18(spatial_dims=2, n_input_channels=3, num_classes=1000).eval()
-    x2 = torch.randn(2, 3, 64, 64) if args.quick else torch.randn(8, 3, 224, 224)
+    x2 = torch.randn(2, 3, 64, 64) if quick else torch.randn(8, 3, 224, 224)
     t_fwd2 = section_total("2D ResNet-18", m2, x2, [("layer4", "spatial")], repeats)
     section_cams(m2, x2, "layer4", t_fwd2, repeats)
 
     m3 = resnet18(spatial_dims=3, n_input_channels=1, num_classes=2).eval()
-    x3 = torch.randn(1, 1, 8, 32, 32) if args.quick else torch.randn(2, 1, 16, 112, 112)
+    x3 = torch.randn(1, 1, 8, 32, 32) if quick else torch.randn(2, 1, 16, 112, 112)
     section_total("3D video ResNet-18", m3, x3, [("layer4", "spatial"), ("layer3", "frames")], repeats)
-
-    shapes = [(256, 7, 7), (64, 14, 14)] if args.quick else [(2048, 7, 7), (512, 14, 14)]
-    section_postprocess(shapes, (64, 64) if args.quick else (224, 224), repeats)
 
 
 if __name__ == "__main__":

@@ -95,13 +95,14 @@ def main() -> None:
     for frac in fracs:
         vals = [scores(*make_image(rng, n, frac, args.fg_frac)) for _ in range(trials)]
         row = {"bg_frac": frac}
-        for key in ("cos_signature", "cos_support", "cos_image"):
+        keys = ("cos_signature", "cos_support", "cos_image")
+        for key in keys:
             arr = np.array([v[key] for v in vals])
             row[key] = {"mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if trials > 1 else 0.0}
         rows.append(row)
         print(
             f"{frac:>11.3f} "
-            + " ".join(f"{row[k]['mean']:>9.3f} +-{row[k]['sd']:.3f}" for k in ("cos_signature", "cos_support", "cos_image"))
+            + " ".join(f"{row[k]['mean']:>9.3f} +-{row[k]['sd']:.3f}" for k in keys)
         )
 
     # cine: one background, a foreground that moves 1 px per frame; per-frame signature
@@ -116,8 +117,11 @@ def main() -> None:
         "per_frame_cos_support": [round(p["cos_support"], 4) for p in per_frame],
         "cine_frames_mode": whole,
     }
-    print(f"cine ({t_frames} frames, bg 5%): per-frame cos_support {np.mean([p['cos_support'] for p in per_frame]):.3f}, "
-          f"frames mode on the whole cine {whole['cos_support']:.3f} (image energy {whole['cos_image']:.3f})")
+    mean_pf = np.mean([p["cos_support"] for p in per_frame])
+    print(
+        f"cine ({t_frames} frames, bg 5%): per-frame cos_support {mean_pf:.3f}, frames mode on the whole cine "
+        f"{whole['cos_support']:.3f} (image energy {whole['cos_image']:.3f})"
+    )
 
     OUT.mkdir(parents=True, exist_ok=True)
     result = {

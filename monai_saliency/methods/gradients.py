@@ -179,6 +179,7 @@ class SmoothGrad(Explainer):
         batch_size: model inputs per forward/backward pass (memory bound).
         reduce: channel reduction (``"none"`` keeps ``(B, C, *spatial)``; see ``reduce_channels``).
         generator: ``torch.Generator`` for reproducible noise (on the input's device), or None (global RNG).
+            Noise is drawn chunk by chunk, so a seeded run is reproducible for a fixed ``batch_size``.
 
     Returns (on call):
         ``(B, C, *spatial)`` (or ``(B, 1, *spatial)`` when reduced). ``explain(x, class_idx, noise=...)``

@@ -86,6 +86,7 @@ read in their own dtype and centred/cast per chunk (no ``J x I`` copy in the com
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -494,7 +495,15 @@ class MorchSaliency(Explainer):
         n = vp.shape[0]
         vp = vp.to(theta0.dtype)
         theta = theta0[None].expand(n, -1).contiguous()
-        theta, _, _, _ = damped_newton(objective, theta, vp, tol=self.retrain_tol, max_iter=self.retrain_max_iter)
+        theta, _, gmax, n_iter = damped_newton(objective, theta, vp, tol=self.retrain_tol, max_iter=self.retrain_max_iter)
+        if bool((gmax > self.retrain_tol).any()):
+            warnings.warn(
+                f"retraining stopped after {n_iter} iterations with max |grad| {float(gmax.max()):.3g} > retrain_tol "
+                f"{self.retrain_tol:g} for {int((gmax > self.retrain_tol).sum())} of {n} problems; raise "
+                "retrain_max_iter or loosen retrain_tol (cost changes below the resulting error are not resolved).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         data_cost = torch.func.vmap(_data_cost_fn(self.head, objective, y))(theta, vp)
         return data_cost.to(self.dtype)
 

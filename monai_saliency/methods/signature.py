@@ -91,7 +91,7 @@ def _default_zero_tol(dtype: torch.dtype) -> float:
 
 def _kron_dct_matrix(sizes: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``K = C_1 (x) ... (x) C_k`` with ``C_i`` the orthonormal DCT-II matrix of length ``sizes[i]``, built once from
-    :func:`monai_saliency.ops.dct.dct` (``dct(eye(n), dim=0) = C``): ``vec(DCT(X)) = K vec(X)`` for row-major ``vec``."""
+    :func:`monai_saliency.ops.dct.dct` (``dct(eye(n), dim=0) = C``): ``vec(DCT(X)) = K vec(X)``, row-major ``vec``."""
     key = (tuple(sizes), dtype, str(device))
     mat = _DCT_MATRICES.get(key)
     if mat is None:
@@ -109,7 +109,7 @@ def _transform(x: torch.Tensor, dims: Sequence[int], inverse: bool) -> torch.Ten
     The trailing ``(H, W)`` block of a deep layer is tiny (7x7, 14x14), where a chain of small FFT kernels is all
     overhead. There the same linear map is applied as matrix products with cached DCT matrices: one GEMM with the
     Kronecker matrix for ``H*W <= 64`` (2048x7x7: ~9x faster than :func:`dctn`), ``C_H @ X @ C_W^T`` for axes up to
-    64 (512x14x14: ~4x faster). Any other axis (e.g. time) and longer axes use :func:`dctn` / :func:`idctn` from ``ops``.
+    64 (512x14x14: ~4x faster). Any other axis (e.g. time) and longer axes use :func:`dctn` / :func:`idctn`.
     """
     nd = x.ndim
     dims = sorted(d % nd for d in dims)
@@ -147,15 +147,16 @@ def signature_reconstruction(
     Args:
         x: floating-point tensor.
         dims: axes of the transform.
-        dct_scaling: ``"ortho"`` (orthonormal inverse, the paper) or ``"notebook"`` (the authors' notebook: the ``k = 0``
-            row of axis ``-2`` weighted by ``1/sqrt(2)``; needs the last two axes in ``dims``).
+        dct_scaling: ``"ortho"`` (orthonormal inverse, the paper) or ``"notebook"`` (the authors' notebook: the
+            ``k = 0`` row of axis ``-2`` weighted by ``1/sqrt(2)``; needs the last two axes in ``dims``).
         zero_tol: relative zero threshold; None for ``64 * eps(dtype)``.
 
     Returns:
         Tensor shaped like ``x``.
 
     Raises:
-        ValueError: for an unknown ``dct_scaling``, a negative ``zero_tol`` or ``"notebook"`` without the last two axes.
+        ValueError: for an unknown ``dct_scaling``, a negative ``zero_tol``, ``"notebook"`` without the last two axes,
+            or NaN / Inf values in ``x``.
     """
     if dct_scaling not in DCT_SCALINGS:
         raise ValueError(f"dct_scaling must be one of {DCT_SCALINGS}, got {dct_scaling!r}.")
@@ -165,7 +166,10 @@ def signature_reconstruction(
     norm_dims = [d % x.ndim for d in dims]
     coeffs = _transform(x, norm_dims, inverse=False)
     energy = torch.linalg.vector_norm(x, dim=norm_dims, keepdim=True)
-    sig = torch.where(coeffs.abs() > tol * energy, torch.sign(coeffs), torch.zeros_like(coeffs))
+    if not torch.isfinite(energy).all():  # a NaN / Inf anywhere in a channel makes its norm non-finite
+        raise ValueError("the signal (target layer's activations) contains NaN or Inf; check the model and its input.")
+    sig = torch.sign(coeffs)
+    sig.mul_(coeffs.abs_() > tol * energy)  # coeffs is a temporary: reuse it for |c|
     if dct_scaling == "notebook":
         if x.ndim - 2 not in norm_dims or x.ndim - 1 not in norm_dims:
             raise ValueError("dct_scaling='notebook' needs a DCT over (at least) the last two axes (rows, columns).")
@@ -314,8 +318,6 @@ def signature_map(
     n_dct = 2 if dct_axes == "frames" else nd
     dims = list(range(a.ndim - n_dct, a.ndim))
     m = signature_energy(a, dims, dct_scaling=dct_scaling, zero_tol=zero_tol, max_elements=max_elements)
-    if not torch.isfinite(m).all():  # NaN / Inf anywhere in A propagates through the DCT into m
-        raise ValueError("the target layer's activations contain NaN or Inf; check the model and its input.")
     m = minmax_normalize(m)
     if opts is not None:
         m = bilateral_filter_axes(m, n_dct, opts["spatial_sigma"], opts["range_sigma"], opts["radius"], opts["window"])
@@ -342,14 +344,19 @@ class SignatureActivation(Explainer):
         nn_module: the network (returns class scores ``(B, K)``); DDP's ``module.`` prefix is accepted in names.
         target_layers: layer name(s) whose outputs ``(B, S, *sp)`` are used; several layers -> equal-weight mean
             of their ``[0, 1]`` maps, min-max normalised again.
-        dct_axes: ``"spatial"`` (default; N-d DCT over all spatial axes, e.g. ``(T, H, W)`` of a video layer) or
-            ``"frames"`` (2D DCT and 2D bilateral filter per frame of ``(B, C, T, H, W)`` inputs).
-        bilateral: True (default; 5-tap ball window, range sigma 140/255 on the ``[0, 1]`` map, spatial sigma
-            4/3, see :data:`BILATERAL_DEFAULTS`), False/None, or a dict overriding those options.
-        upsample_mode: ``"linear"`` (default), ``"nearest"`` or ``"area"``.
-        dct_scaling: ``"ortho"`` (default, the paper) or ``"notebook"`` (the authors' notebook).
-        zero_tol: relative threshold for zero DCT coefficients; None for ``64 * eps(dtype)``.
-        max_elements: element budget of one temporary in the channel-chunked DCT (default ``2**24``).
+        dct_axes: ``"spatial"`` (default: the paper's DCT of the whole activation map, N-d for volumes and for the
+            ``(T, H, W)`` of a video layer) or ``"frames"`` (2D DCT and 2D bilateral filter per frame of
+            ``(B, C, T, H, W)`` inputs: the paper's per-frame angiogram view, Fig. 1 / Fig. 3).
+        bilateral: True (default; the notebook's filter moved to the ``[0, 1]`` scale: 5-tap ball window, range sigma
+            140/255, spatial sigma 4/3 so that OpenCV's window rule gives 5 taps; :data:`BILATERAL_DEFAULTS`),
+            False/None, or a dict overriding ``spatial_sigma``, ``range_sigma``, ``radius``, ``window``.
+        upsample_mode: ``"linear"`` (default: bi/trilinear with ``align_corners=False``, as MONAI's CAM upsampler and
+            OpenCV's ``INTER_LINEAR``; the paper does not say), ``"nearest"`` or ``"area"``.
+        dct_scaling: ``"ortho"`` (default: the paper's IDCT, orthonormal as Hou et al.'s proof needs) or
+            ``"notebook"`` (the authors' notebook: un-normalised inverse along the rows).
+        zero_tol: relative threshold for zero DCT coefficients; None for ``64 * eps(dtype)`` (round-off level, so that
+            constant channels give constant reconstructions instead of sign noise).
+        max_elements: element budget of one temporary in the channel-chunked DCT (default ``2**24``: 64 MiB float32).
 
     Raises:
         ValueError: unknown layer (close names listed), unknown option values.

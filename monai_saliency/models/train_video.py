@@ -55,9 +55,9 @@ class TrainConfig:
     frames: int = 16
     width: int = 8
     dropout: float = 0.1
-    epochs: int = 12
+    epochs: int = 16
     batch_size: int = 16
-    lr: float = 4e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
     threads: int = 1

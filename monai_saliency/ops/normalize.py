@@ -61,8 +61,8 @@ def reduce_channels(x: torch.Tensor, mode: str = "abs_sum", keepdim: bool = True
         raise ValueError(f"reduce_channels needs (B, C, *spatial), got shape {tuple(x.shape)}.")
     if mode == "abs_sum":
         return x.abs().sum(dim=1, keepdim=keepdim)
-    if mode == "l2":
-        return torch.linalg.vector_norm(x, dim=1, keepdim=keepdim)
+    if mode == "l2":  # (x*x).sum().sqrt() is far faster than linalg.vector_norm over dim 1 on CPU
+        return (x * x).sum(dim=1, keepdim=keepdim).sqrt()
     if mode == "mean":
         return x.mean(dim=1, keepdim=keepdim)
     if mode == "max_abs":

@@ -8,7 +8,7 @@ For a channel-first image ``I`` ``(C, *spatial)``::
 with an orthonormal DCT over the last two axes of each frame (``dct_axes="frames"``: a 2D image, or every frame of a
 cine ``(C, T, H, W)``) or over all spatial axes (``dct_axes="spatial"``). ``G`` is a Gaussian blur of standard
 deviation ``blur_sigma * width`` (Hou et al.'s default ``blur_sigma = 0.045`` of the map width, the last axis) with
-mirrored borders, or a bilateral filter (``smooth="bilateral"``, on the ``[0, 1]``-scaled map with
+mirrored borders and a kernel truncated at 3 sigma (Hou et al.'s MATLAB kernel spans +-2 sigma), or a bilateral filter (``smooth="bilateral"``, on the ``[0, 1]``-scaled map with
 :data:`~monai_saliency.methods.signature.BILATERAL_DEFAULTS`), or none. Hou et al. also resize the image to a width of
 64 pixels first (their scale of "sparse"); this transform works at the resolution it is given: resize before it
 (e.g. ``Resize``) to choose the scale. Channels are averaged as in Hou et al.; ``reduce_channels=False`` keeps them.
@@ -68,7 +68,8 @@ def gaussian_smooth(x: torch.Tensor, sigma: float, spatial_dims: int, truncate: 
         if trunc * sigma < 0.5:
             kernels.append(torch.ones(1, dtype=x.dtype, device=x.device))
             continue
-        k = gaussian_1d(torch.tensor(sigma, dtype=x.dtype, device=x.device), truncated=trunc, approx="sampled", normalize=True)
+        sig_t = torch.tensor(sigma, dtype=x.dtype, device=x.device)
+        k = gaussian_1d(sig_t, truncated=trunc, approx="sampled", normalize=True)
         kernels.append(k.to(x.dtype))
     flat = x.reshape(-1, 1, *spatial)
     return separable_filtering(flat, kernels, mode="reflect").reshape(x.shape)
@@ -153,7 +154,9 @@ class ImageSignature(Transform):
             elif self.smooth == "bilateral":
                 energy = minmax_normalize(energy[None])[0]
                 b = self.bilateral
-                energy = bilateral_filter_axes(energy, nd, b["spatial_sigma"], b["range_sigma"], b["radius"], b["window"])
+                energy = bilateral_filter_axes(
+                    energy, nd, b["spatial_sigma"], b["range_sigma"], b["radius"], b["window"]
+                )
             out = minmax_normalize(energy[None])[0]
         dtype = out.dtype if isinstance(img, torch.Tensor) else out.numpy().dtype
         return convert_to_dst_type(out, img, dtype=dtype)[0]

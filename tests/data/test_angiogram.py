@@ -77,7 +77,7 @@ def test_two_lesions_are_in_different_places():
     assert (b.segment[:, 0] != b.segment[:, 1]).all()
     gap = (b.centers[:, 0] - b.centers[:, 1]).norm(dim=-1)
     rsum = b.reference_radius.sum(1)
-    assert (gap > rsum).all() and (gap > 2.5 * rsum).float().mean() >= 0.8
+    assert (gap > rsum).all() and (gap > 1.5 * rsum).float().mean() >= 0.8  # lumens apart; most well apart
     neg = make_angiogram_dataset(4, shape=(48, 48), frames=6, seed=0, grades=())
     assert (neg.labels == 0).all() and (neg.grades == -1).all()
 

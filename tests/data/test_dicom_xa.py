@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.data.image_reader import PydicomReader
-from monai.transforms import LoadImage
+from monai.transforms import LoadImage, SaveImage
 
 from monai_saliency.data.dicom_xa import (
     LoadXACine,
@@ -120,6 +120,16 @@ def test_monai_writer_interface(xa_file, tmp_path):
     writer.set_metadata(img.meta)
     writer.write(tmp_path / "w.dcm")
     assert torch.allclose(read_xa_cine(tmp_path / "w.dcm"), img * 2, atol=2.0 / 65535 + 1e-6)
+
+
+def test_saveimage_with_the_xa_writer(xa_file, tmp_path):
+    img = read_xa_cine(xa_file, normalize=True)
+    SaveImage(output_dir=tmp_path / "out", output_ext=".dcm", output_postfix="sal", separate_folder=False,
+              writer=XADerivedWriter)(img * 0.5)
+    (written,) = (tmp_path / "out").iterdir()
+    back = read_xa_cine(written)
+    assert torch.allclose(back, img * 0.5, atol=0.5 / 65535 + 1e-6)
+    assert pydicom.dcmread(written).SourceImageSequence[0].ReferencedSOPInstanceUID == img.meta["sop_instance_uid"]
 
 
 def test_bad_inputs_give_clear_errors_and_no_partial_files(xa_file, tmp_path, cine):

@@ -210,3 +210,12 @@ def test_raw_maps_without_normalisation_and_exp_score(cnn2d, x2d):
     torch.testing.assert_close(rb, ra * scores[:, None, None, None], rtol=1e-4, atol=1e-7)
     with GradCAMpp(cnn2d, LAYER) as c:
         torch.testing.assert_close(minmax_normalize(ra), c(x2d, class_idx=0))
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 6, 5), (2, 40, 3, 4)])  # more positions than channels, and fewer
+def test_eigencam_both_gram_branches_match_svd(shape):
+    acts = torch.rand(*shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    proj = EigenCAM.projection(acts)
+    ref = torch.from_numpy(_numpy_eigencam(acts.numpy()))
+    sign = torch.sign((proj * ref).flatten(1).sum(1))
+    torch.testing.assert_close(proj, ref * sign[:, None, None, None])

@@ -135,6 +135,15 @@ def test_matches_reference_without_resize_or_filter(acts2d):
     assert np.abs(got.numpy() - ref).max() <= 1e-4
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 7, 7), (2, 5, 14, 12), (1, 3, 80, 66), (2, 4, 30)])
+def test_every_dct_path_matches_reference(shape):
+    """Kronecker GEMM (<= 64 px), per-axis GEMM (axes <= 64), FFT ops (longer axes) and 1D maps."""
+    a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(9)))
+    got = signature_map(a, bilateral=False)
+    ref = reference_map(a.numpy(), shape[2:], bilateral=False)
+    assert np.abs(got.numpy() - ref).max() <= 1e-4
+
+
 @pytest.mark.parametrize("frames", [False, True])
 def test_matches_per_channel_reference_video(frames):
     g = torch.Generator().manual_seed(4)
@@ -148,8 +157,9 @@ def test_matches_per_channel_reference_video(frames):
 
 def test_frames_and_spatial_differ_and_frames_needs_time_axis(cnn3d, cnn2d):
     x = torch.randn(1, 1, 8, 24, 24, generator=torch.Generator().manual_seed(0))
-    with SignatureActivation(cnn3d, "features.4", dct_axes="frames") as a, SignatureActivation(cnn3d, "features.4") as b:
-        assert not torch.allclose(a(x), b(x), atol=1e-3)
+    with SignatureActivation(cnn3d, "features.4", dct_axes="frames") as a:
+        with SignatureActivation(cnn3d, "features.4") as b:
+            assert not torch.allclose(a(x), b(x), atol=1e-3)
     with SignatureActivation(cnn2d, "features.4", dct_axes="frames") as sa:
         with pytest.raises(ValueError, match="spatial"):
             sa(torch.randn(1, 2, 16, 16))
@@ -313,6 +323,14 @@ def test_bad_layers_and_options(cnn2d):
         SignatureActivation(cnn2d, "features.7", bilateral={"sigma": 1.0})
     with pytest.raises(ValueError, match="NaN"):
         SignatureActivation(cnn2d, "features.7")(torch.full((1, 2, 16, 16), float("nan")))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_activations_raise(acts2d, bad):
+    a = acts2d.clone()
+    a[1, 3, 2, 2] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        signature_map(a)
 
 
 def test_channel_chunking_is_exact(acts2d):

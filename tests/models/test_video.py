@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from monai_saliency.data.angiogram import make_angiogram_dataset
 from monai_saliency.methods.base import find_layer
 from monai_saliency.models.train_video import QUICK, TrainConfig, evaluate_auc, main, train_video_classifier
 from monai_saliency.models.video import Conv2Plus1d, TemporalMinPool, VideoLesionNet
@@ -119,3 +121,17 @@ def test_training_reduced_mode_is_seeded_and_saves_checkpoint(tmp_path, capsys):
     out2 = tmp_path / "m2" / "model.pt"
     summary = main(["--quick", "--out", str(out2), "--min-auc", "1.01"])
     assert not out2.exists() and summary["saved"].startswith("not saved")
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "bundles" / "angiogram_signature_activation" / "models" / "model.pt"
+
+
+@pytest.mark.skipif(not SHIPPED.exists(), reason="shipped angiogram weights not present")
+def test_shipped_weights_detect_lesions_on_fresh_cases():
+    """The bundle's weights (trained by train_video with default settings) still fit the generator."""
+    net = VideoLesionNet()
+    net.load_state_dict(torch.load(SHIPPED, weights_only=True))
+    net.eval()
+    fresh = make_angiogram_dataset(48, seed=2024)  # seeds 0-2 were train/val/test
+    assert evaluate_auc(net, fresh.cine, fresh.labels) >= 0.85
+    assert SHIPPED.stat().st_size <= 5 * 2**20
