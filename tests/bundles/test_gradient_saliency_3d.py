@@ -38,7 +38,8 @@ def test_runs_on_its_sample(tmp_path, bundle_runner):
     result = bundle_runner("gradient_saliency_3d", "--config_file", CONFIG, "--output_dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     samples = sorted((BUNDLE / "sample_data").glob("*.nii.gz"))
-    _check_maps(samples, out)
+    for method in ("vanillagrad", "smoothgrad", "integratedgradients", "forgrad", "structured", "gradcam"):
+        _check_maps(samples, out, method)
     labels = json.loads((BUNDLE / "sample_data" / "labels.json").read_text())
     rows = _rows(out / "predictions.csv")
     assert len(rows) == len(samples)
