@@ -1,6 +1,6 @@
 """Benchmark of Mørch saliency at the paper's size: I = 128 x 128 x 48 = 786,432 voxels, J = 64, K = 64, A = 8.
 
-Stages (each run in a forked child so its peak memory is measured on its own):
+Stages (each one's peak memory is measured on its own, as the rise of the process's peak RSS):
 
 * ``first+second``: first and (joint Gauss-Newton) second order for all voxels, incl. centring/projection.
 * ``exact``: the exact cost change without retraining (eq. 11) for all voxels.
@@ -22,11 +22,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import resource
+import gc
+import threading
 import time
 
-import numpy as np
 import torch
 
 from monai_saliency.data.pet_study import make_pet_study
@@ -35,49 +34,52 @@ from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def _to_numpy(out):
-    """Tensors cross the process boundary as numpy arrays (torch's shared-memory handles die with the child)."""
-    if isinstance(out, torch.Tensor):
-        return out.numpy()
-    if isinstance(out, dict):
-        return {k: _to_numpy(v) for k, v in out.items()}
-    return out
-
-
-def _from_numpy(out):
-    if isinstance(out, np.ndarray):
-        return torch.from_numpy(out)
-    if isinstance(out, dict):
-        return {k: _from_numpy(v) for k, v in out.items()}
-    return out
-
-
-def _child(fn, q) -> None:
-    start = _rss_mb()
-    t0 = time.perf_counter()
-    out = fn()
-    dt = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    q.put((dt, max(peak - start, 0.0), _to_numpy(out)))
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) of this process; False where not permitted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def run_stage(fn):
-    """Run ``fn`` in a forked child: (seconds, extra peak RSS in MB over the child's start, result)."""
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(fn, q))
-    p.start()
-    dt, mem, out = q.get()
-    p.join()
-    return dt, mem, _from_numpy(out)
+    """Run ``fn`` in this process: (seconds, peak RSS above the RSS at the start in MB, result).
+
+    The peak comes from the kernel's VmHWM after resetting it (``/proc/self/clear_refs``), or, where that is not
+    permitted, from a thread sampling VmRSS every millisecond. (No fork: OpenMP thread pools do not survive it.)
+    """
+    gc.collect()
+    start = _status_mb("VmRSS")
+    exact = _reset_peak()
+    peak = [start]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _status_mb("VmRSS"))
+            stop.wait(0.001)
+
+    th = None if exact else threading.Thread(target=sample, daemon=True)
+    if th is not None:
+        th.start()
+    t0 = time.perf_counter()
+    out = fn()
+    dt = time.perf_counter() - t0
+    if th is not None:
+        stop.set()
+        th.join()
+    top = _status_mb("VmHWM") if exact else peak[0]
+    return dt, max(top - start, 0.0), out
 
 
 def main() -> None:
@@ -149,7 +151,7 @@ def main() -> None:
             m = g @ bs.T  # the (J, I) matrix of the joint first/second order
             return time.perf_counter() - t0, float(c1[0, 0] + m[0, 0])
 
-        return min(run_stage(run)[2][0] for _ in range(2))
+        return min(run()[0] for _ in range(2))
 
     def tanh_bound(dt):
         def run():
@@ -159,7 +161,7 @@ def main() -> None:
             torch.tanh(z)
             return (time.perf_counter() - t0) * (i_vox * j * hidden) / n
 
-        return run_stage(run)[2]
+        return run()
 
     rate_loop = n_loop / tl
     t_loop_all = i_vox / rate_loop

@@ -56,14 +56,14 @@ REFERENCE = "SignatureActivation-spatial"
 # metric name -> (higher is better, description)
 METRICS: dict[str, tuple[bool, str]] = {
     "vessel_energy": (True, "vessel mask energy"),
-    "vessel_iou": (True, "vessel IoU (top-|M|)"),
+    "vessel_iou": (True, "vessel IoU (top-k, k = vessel area)"),
     "pointing": (True, "lesion pointing game (positives)"),
     "both_recall": (True, "both lesions recalled (mild+moderate)"),
     "mild_recall": (True, "mild lesion recalled (mild+moderate)"),
     "wsol_error": (False, "WSOL box error (per lesion)"),
     "deletion_auc": (False, "deletion AUC"),
     "insertion_auc": (True, "insertion AUC"),
-    "seconds": (False, "seconds per cine"),
+    "seconds": (False, "seconds per cine (batch time / n)"),
 }
 
 
@@ -74,7 +74,9 @@ def load_model(quick: bool) -> tuple[VideoLesionNet, str]:
         net.load_state_dict(torch.load(WEIGHTS, weights_only=True))
         return net.eval(), str(WEIGHTS.relative_to(ROOT))
     if not quick:
-        raise FileNotFoundError(f"{WEIGHTS} is missing; train it with python -m monai_saliency.models.train_video --out ...")
+        raise FileNotFoundError(
+            f"{WEIGHTS} is missing; train it with python -m monai_saliency.models.train_video --out {WEIGHTS}"
+        )
     net, _ = train_video_classifier(QUICK, log=None)
     return net.eval(), "untrained quick stand-in (weights missing)"
 
@@ -87,6 +89,10 @@ def explainers(model: torch.nn.Module) -> dict[str, Any]:
         "GradCAM++": GradCAMpp(model, LAYER),
         "EigenCAM": EigenCAM(model, LAYER),
     }
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    return (t.as_tensor() if hasattr(t, "as_tensor") else t).detach()
 
 
 def late_mean(maps: torch.Tensor) -> torch.Tensor:
@@ -110,13 +116,13 @@ def vessel_iou(map2d: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 def run_method(
     name: str, explainer: Any, model: torch.nn.Module, data: AngiogramBatch, pair: AngiogramBatch, steps: int
-) -> tuple[dict[str, np.ndarray], torch.Tensor]:
-    """All metrics of one method; returns per-cine values and the maps of ``data``."""
+) -> tuple[dict[str, np.ndarray], torch.Tensor, torch.Tensor]:
+    """All metrics of one method; returns per-cine values and the maps of ``data`` and of ``pair``."""
     x = data.cine[:, None]
     t0 = time.perf_counter()
-    maps = explainer(x).as_tensor().detach()
+    maps = _plain(explainer(x))
     seconds = (time.perf_counter() - t0) / len(data)
-    maps_pair = explainer(pair.cine[:, None]).as_tensor().detach()
+    maps_pair = _plain(explainer(pair.cine[:, None]))
     m2 = late_mean(maps)
     out: dict[str, np.ndarray] = {"seconds": np.full(len(data), seconds)}
     out["vessel_energy"] = mask_energy(m2, data.vessel_mask).numpy()
@@ -139,7 +145,7 @@ def run_method(
     baseline = x.mean((2, 3, 4), keepdim=True).expand_as(x)  # delete to the cine's mean grey, not black
     out["deletion_auc"] = deletion_curve(model, x, maps, steps=steps, baseline=baseline, batch_size=32).auc.numpy()
     out["insertion_auc"] = insertion_curve(model, x, maps, steps=steps, batch_size=32).auc.numpy()
-    return out, maps
+    return out, maps, maps_pair
 
 
 def summarize(results: dict[str, dict[str, np.ndarray]], n_resamples: int) -> tuple[str, dict[str, Any]]:
@@ -158,7 +164,10 @@ def summarize(results: dict[str, dict[str, np.ndarray]], n_resamples: int) -> tu
                 "mean": float(v.mean()), "ci": None if ci is None else [ci.low, ci.high], "n": int(v.size)
             }
             row.append(f"{v.mean():.3f}" + ("" if ci is None else f" [{ci.low:.3f}, {ci.high:.3f}]"))
-        best = max(means, key=means.get) if higher else min(means, key=means.get)
+        top = max(means.values()) if higher else min(means.values())
+        winners = [m for m in methods if abs(means[m] - top) <= 1e-12]
+        best = winners[0] if len(winners) == 1 else ("tie (all)" if len(winners) == len(methods) else
+                                                      "tie: " + ", ".join(winners))
         lines.append(f"| {desc} ({'↑' if higher else '↓'}) | " + " | ".join(row) + f" | {best} |")
         if key == "seconds":
             continue
@@ -170,7 +179,8 @@ def summarize(results: dict[str, dict[str, np.ndarray]], n_resamples: int) -> tu
             ref_better = (means[REFERENCE] > means[mth]) == higher and means[REFERENCE] != means[mth]
             if w.pvalue < 0.05:
                 who = REFERENCE if ref_better else mth
-                verdicts.append(f"- {desc}: {who} beats {mth if who == REFERENCE else REFERENCE} (Wilcoxon p={w.pvalue:.2g})")
+                loser = mth if who == REFERENCE else REFERENCE
+                verdicts.append(f"- {desc}: {who} beats {loser} (Wilcoxon p={w.pvalue:.2g})")
             else:
                 verdicts.append(f"- {desc}: {REFERENCE} vs {mth}: no significant difference (p={w.pvalue:.2g})")
     text = "\n".join(lines) + "\n\nPaired two-sided Wilcoxon tests against " + REFERENCE + ":\n" + "\n".join(verdicts)
@@ -262,27 +272,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         model(data.cine[:, None])
         forward_s = (time.perf_counter() - t0) / len(data)
-    results, all_maps = {}, {}
+    results, all_maps, pair_maps = {}, {}, {}
     for name, ex in explainers(model).items():  # five methods
-        results[name], all_maps[name] = run_method(name, ex, model, data, pair, a.steps)
+        results[name], all_maps[name], pair_maps[name] = run_method(name, ex, model, data, pair, a.steps)
         print(f"{name}: done", flush=True)
     table, stats = summarize(results, a.resamples)
     ratio = "\n".join(f"- {k}: {results[k]['seconds'][0] / forward_s:.2f} x one forward pass" for k in results)
     header = (
-        f"Angiogram study: {a.n} held-out cines (seed 777, {int(data.labels.sum())} positive), {a.n_pair} mild+moderate "
-        f"cines (seed 778); model {source}; layer {LAYER}.\nMeans with bootstrap 95 % CIs.\n\n"
+        f"Angiogram study: {a.n} held-out cines (seed 777, {int(data.labels.sum())} positive), "
+        f"{a.n_pair} mild+moderate cines (seed 778); model {source}; layer {LAYER}.\n"
+        "Means with bootstrap 95 % CIs.\n\n"
     )
     text = header + table + "\n\nTime relative to one forward pass (" + f"{forward_s * 1e3:.1f} ms per cine):\n" + ratio
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text + "\n")
     (out / "results.json").write_text(json.dumps({"stats": stats, "forward_seconds": forward_s}, indent=1))
-    both = (data.grades >= 0).sum(1) == 2
-    pick = [int(i) for i in torch.cat([both.nonzero().flatten()[:1], (data.labels == 1).nonzero().flatten()[:1],
-                                       (data.labels == 0).nonzero().flatten()[:1]]).tolist()]
-    save_figure(data, all_maps, pick, out / "figure.png")
-    sa = SignatureActivation(model, LAYER, dct_axes="spatial")(pair.cine[:1, None]).as_tensor()
-    save_gif(pair.cine[0], sa[0, 0], out / "cine.gif", pair.frame_time_ms)
+    # figure rows: a mild+moderate case, a positive and a negative held-out case
+    pos, neg = int((data.labels == 1).nonzero()[0]), int((data.labels == 0).nonzero()[0])
+    fig_data = AngiogramBatch(
+        **{
+            k: torch.cat([getattr(pair, k)[:1], getattr(data, k)[[pos, neg]]])
+            for k in ("cine", "vessel_mask", "labels", "grades", "stenosis", "boxes", "centers", "reference_radius",
+                      "segment")
+        },
+        frame_time_ms=data.frame_time_ms,
+        seed=-1,
+    )
+    fig_maps = {k: torch.cat([pair_maps[k][:1], all_maps[k][[pos, neg]]]) for k in all_maps}
+    save_figure(fig_data, fig_maps, [0, 1, 2], out / "figure.png")
+    save_gif(pair.cine[0], pair_maps[REFERENCE][0, 0], out / "cine.gif", pair.frame_time_ms)
     print(f"wrote {out}/table.md, results.json, figure.png, cine.gif")
     return {"stats": stats, "out": str(out)}
 

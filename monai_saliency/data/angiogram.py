@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -109,7 +109,6 @@ class AngiogramBatch:
     segment: torch.Tensor
     frame_time_ms: float
     seed: int
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.cine.shape[0])

@@ -65,3 +65,11 @@ def test_bad_input():
         bilateral_filter(x.long(), 1.0, 0.1)
     with pytest.raises(ValueError, match="NaN"):
         bilateral_filter(torch.full((1, 1, 8, 8), float("nan")), 1.0, 0.1)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 14, 14), (1, 2, 6, 7, 8)])
+def test_stacked_and_streamed_paths_agree(shape):
+    x = torch.rand(*shape, dtype=torch.float64)
+    fast = bilateral_filter(x, 1.3, 0.3, radius=2)
+    streamed = bilateral_filter(x, 1.3, 0.3, radius=2, max_elements=0)
+    torch.testing.assert_close(fast, streamed, atol=1e-12, rtol=0)
