@@ -12,7 +12,11 @@ from monai_saliency.methods.base import (
     select_class,
     wrap_like,
 )
-from monai_saliency.methods.gradients import VanillaGrad, input_gradients
+from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp
+from monai_saliency.methods.forgrad import FORGrad
+from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad, input_gradients
+from monai_saliency.methods.signature import SignatureActivation
+from monai_saliency.methods.structured import StructuredGradient
 
 __all__ = [
     "ActivationHooks",
@@ -23,6 +27,14 @@ __all__ = [
     "model_logits",
     "select_class",
     "wrap_like",
+    "EigenCAM",
+    "GradCAM",
+    "GradCAMpp",
+    "FORGrad",
+    "IntegratedGradients",
+    "SmoothGrad",
     "VanillaGrad",
     "input_gradients",
+    "SignatureActivation",
+    "StructuredGradient",
 ]
