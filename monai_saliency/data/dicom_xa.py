@@ -341,6 +341,12 @@ def _frame_time_ms(ds: Dataset) -> float:
 def _validate_xa(ds: Dataset, name: str, min_frames: int = 2) -> None:
     modality = str(ds.get("Modality", ""))
     sop = str(ds.get("SOPClassUID", ""))
+    if not modality or not sop or "PixelData" not in ds:
+        present = {"Modality": modality, "SOPClassUID": sop, "PixelData": "PixelData" in ds}
+        missing = [k for k, v in present.items() if not v]
+        raise XACineError(
+            f"{name} is incomplete: {', '.join(missing)} missing; the file is truncated, corrupt or not an image."
+        )
     if modality != "XA" or sop not in XA_SOP_CLASS_UIDS:
         raise XACineError(
             f"{name} is not an X-ray angiogram: Modality={modality or 'missing'!r}, SOPClassUID={sop or 'missing'}; "
@@ -351,8 +357,6 @@ def _validate_xa(ds: Dataset, name: str, min_frames: int = 2) -> None:
             f"{name} is an Enhanced XA object ({sop}); only classic multi-frame XA "
             f"({XRayAngiographicImageStorage}) is supported here - convert it or read it with highdicom."
         )
-    if "PixelData" not in ds:
-        raise XACineError(f"{name} has no pixel data (7FE0,0010).")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames < min_frames:
         raise XACineError(

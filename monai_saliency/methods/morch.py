@@ -445,7 +445,8 @@ class MorchSaliency(Explainer):
             step = self._chunk(j * a * (4 if stable else 3) + a)
             for s in range(0, n_vox, step):
                 p = st.b[s : s + step] @ w.T  # (c, A)
-                d = st.xs(s, s + step).T[:, :, None] * p.neg_()[:, None, :]  # (c, J, A): w_a . dv_ji
+                xt = st.xs(s, s + step).T.contiguous()  # (c, J); contiguous: the broadcast below streams it
+                d = xt[:, :, None] * p.neg_()[:, None, :]  # (c, J, A): w_a . dv_ji
                 if stable:  # tanh(z+d) - tanh(z) = tanh(d) (1 - tanh(z) tanh(z+d)), no cancellation
                     td = torch.tanh(d)
                     diff = td.mul_(d.add_(z).tanh_().mul_(t).neg_().add_(1))
@@ -458,8 +459,8 @@ class MorchSaliency(Explainer):
         step = self._chunk(j * st.k * 6)
         with torch.no_grad():
             for s in range(0, n_vox, step):
-                bs, xs = st.b[s : s + step], st.xs(s, s + step)
-                vp = st.v[None] - xs.T[:, :, None] * bs[:, None, :]  # (c, J, K)
+                bs, xt = st.b[s : s + step], st.xs(s, s + step).T.contiguous()
+                vp = st.v[None] - xt[:, :, None] * bs[:, None, :]  # (c, J, K)
                 c = vp.shape[0]
                 fp = _head_out(self.head, vp.reshape(c * j, st.k).to(st.head_dtype)).to(self.dtype).reshape(c, j)
                 df = fp - st.f

@@ -32,7 +32,7 @@ from monai_saliency.data.angiogram import make_angiogram_dataset
 from monai_saliency.data.io import atomic_output
 from monai_saliency.models.video import VideoLesionNet
 
-__all__ = ["TrainConfig", "QUICK", "train_video_classifier", "evaluate_auc", "main"]
+__all__ = ["TrainConfig", "QUICK", "train_video_classifier", "evaluate_auc", "save_if_good", "main"]
 
 
 @dataclass

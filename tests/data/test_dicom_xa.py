@@ -138,6 +138,12 @@ def test_bad_inputs_give_clear_errors_and_no_partial_files(xa_file, tmp_path, ci
     trunc.write_bytes(raw[: len(raw) - 300])
     with pytest.raises(XACineError, match="truncated"):
         read_xa_cine(trunc)
+    for cut in (300, 600):  # cut inside the header: required attributes are lost
+        short = tmp_path / f"cut{cut}.dcm"
+        short.write_bytes(raw[:cut])
+        with pytest.raises(XACineError, match="truncated"):
+            read_xa_cine(short)
+        short.unlink()
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"not a dicom file at all" * 10)
     with pytest.raises(XACineError, match="not a DICOM|truncated|corrupt"):
