@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean experiments benchmarks
 
 venv: $(STAMP)
 
@@ -24,6 +24,21 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Reproductions of the seed papers' experiments: tables and figures in outputs/<name>/.
+experiments: $(STAMP)
+	$(PY) benchmarks/exp_seed000_structured.py
+	$(PY) benchmarks/exp_forgrad.py
+	$(PY) benchmarks/exp_sanity.py
+	$(PY) benchmarks/study_angiogram.py --out outputs/angiogram_study
+	$(PY) benchmarks/demo_image_signature.py
+
+# Speed benchmarks (ratios against MONAI/captum/reference loops measured in the same run); run on a quiet machine.
+benchmarks: $(STAMP)
+	mkdir -p outputs/benchmarks
+	$(PY) benchmarks/bench_gradients.py | tee outputs/benchmarks/gradients.txt
+	$(PY) benchmarks/bench_signature.py | tee outputs/benchmarks/signature.txt
+	$(PY) benchmarks/bench_morch.py | tee outputs/benchmarks/morch.txt
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -86,7 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     ap.add_argument("--dtype", choices=["float64", "float32", "both"], default="both", help="computation dtype(s)")
-    ap.add_argument("--chunk-mb", type=int, default=256)
+    ap.add_argument("--chunk-mb", type=int, default=64)
     ap.add_argument("--loop-voxels", type=int, default=2000, help="voxels timed in the rank-1 loop reference")
     args = ap.parse_args()
     shape = (24, 24, 12) if args.quick else (128, 128, 48)
