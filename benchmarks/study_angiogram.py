@@ -47,6 +47,7 @@ from monai_saliency.metrics.perturbation import deletion_curve, insertion_curve
 from monai_saliency.metrics.stats import bootstrap_ci, paired_wilcoxon
 from monai_saliency.models.train_video import QUICK, train_video_classifier
 from monai_saliency.models.video import VideoLesionNet
+from monai_saliency.visualize.cine import save_cine_gif
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "bundles" / "angiogram_signature_activation" / "models" / "model.pt"
@@ -187,12 +188,6 @@ def summarize(results: dict[str, dict[str, np.ndarray]], n_resamples: int) -> tu
     return text, stats
 
 
-def _colorize(m: np.ndarray) -> np.ndarray:
-    import matplotlib
-
-    return (matplotlib.colormaps["jet"](np.clip(m, 0, 1))[..., :3] * 255).astype(np.uint8)
-
-
 def save_figure(data: AngiogramBatch, maps: dict[str, torch.Tensor], idx: list[int], path: Path) -> None:
     """Rows = cases; columns = late frame, vessel mask with lesion boxes, each method's map over the frame."""
     import matplotlib
@@ -232,21 +227,6 @@ def save_figure(data: AngiogramBatch, maps: dict[str, torch.Tensor], idx: list[i
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-
-
-def save_gif(cine: torch.Tensor, maps: torch.Tensor, path: Path, frame_ms: float, scale: int = 4) -> None:
-    """Animated GIF: the cine (left) and the cine with its map overlaid (right), one GIF frame per cine frame."""
-    from PIL import Image
-
-    from monai_saliency.data.io import atomic_output
-
-    grey = (cine.numpy()[..., None].repeat(3, -1) * 255).astype(np.uint8)  # (T, H, W, 3)
-    heat = _colorize(maps.numpy())
-    over = (0.55 * grey + 0.45 * heat).astype(np.uint8)
-    both = np.concatenate([grey, over], axis=2).repeat(scale, 1).repeat(scale, 2)
-    frames = [Image.fromarray(f) for f in both]  # one image per frame: PIL's GIF API is per frame
-    with atomic_output(path) as tmp:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=int(frame_ms), loop=0)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -301,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     fig_maps = {k: torch.cat([pair_maps[k][:1], all_maps[k][[pos, neg]]]) for k in all_maps}
     save_figure(fig_data, fig_maps, [0, 1, 2], out / "figure.png")
-    save_gif(pair.cine[0], pair_maps[REFERENCE][0, 0], out / "cine.gif", pair.frame_time_ms)
+    save_cine_gif(pair.cine[0], pair_maps[REFERENCE][0, 0], out / "cine.gif", frame_time_ms=pair.frame_time_ms, scale=4)
     print(f"wrote {out}/table.md, results.json, figure.png, cine.gif")
     return {"stats": stats, "out": str(out)}
 

@@ -1,0 +1,306 @@
+"""Cine (video) saliency pictures: an animated GIF overlay and a PNG strip of a few frames.
+
+* :func:`save_cine_gif` writes one GIF frame per cine frame: the cine (left) and the cine with its map overlaid
+  (right), plus a thin progress bar along the bottom that shows where the frame sits in the run. The bar also
+  guarantees that consecutive GIF frames differ, so the GIF keeps exactly ``T`` frames (Pillow merges identical
+  consecutive frames and adds up their durations).
+* :func:`cine_strip_png` draws a few frames side by side (top row) with their overlays (bottom row).
+* :class:`SaveCineGif` / :class:`SaveCineGifd` are the MONAI transform forms used by the angiogram bundle.
+
+GIF timing: the format stores frame delays in centiseconds, so ``frame_time_ms`` is rounded to a multiple of
+10 ms (66.7 ms -> 70 ms) and raised to at least 20 ms (browsers slow shorter delays to 100 ms). The cine is shown on
+its own [min, max] range over all frames (one window for the whole run, so contrast wash-in stays visible); the map
+is min-max scaled over all frames to [0, 1] (a constant map shows as zero). Every file is written atomically
+through :func:`monai_saliency.data.io.atomic_output` (no partial file on an error, never over an input).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from monai.config import KeysCollection  # noqa: E402
+from monai.data import MetaTensor  # noqa: E402
+from monai.transforms import MapTransform, Transform  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from monai_saliency.data.io import atomic_output, source_paths  # noqa: E402
+
+__all__ = ["save_cine_gif", "cine_strip_png", "SaveCineGif", "SaveCineGifd", "gif_frame_ms"]
+
+_BAR = 3  # progress-bar height in output pixels
+
+
+def gif_frame_ms(frame_time_ms: float) -> int:
+    """The delay a GIF stores for ``frame_time_ms``: rounded to 10 ms, at least 20 ms.
+
+    Raises:
+        ValueError: if ``frame_time_ms`` is not a positive finite number.
+    """
+    if not (np.isfinite(frame_time_ms) and frame_time_ms > 0):
+        raise ValueError(f"frame_time_ms must be a positive number, got {frame_time_ms}.")
+    return int(max(20, 10 * round(float(frame_time_ms) / 10.0)))
+
+
+def _as_cine(a: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
+    arr = a.detach().cpu().float().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, dtype=np.float64)
+    while arr.ndim > 3 and arr.shape[0] == 1:  # (1, T, H, W) or (1, 1, T, H, W)
+        arr = arr[0]
+    if arr.ndim != 3 or min(arr.shape) < 1:
+        raise ValueError(f"{name} must be a cine (T, H, W) (leading singleton axes allowed), got shape {arr.shape}.")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or Inf; clean it before drawing.")
+    return arr.astype(np.float64)
+
+
+def _unit(arr: np.ndarray) -> np.ndarray:
+    lo, hi = arr.min(), arr.max()
+    return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+
+
+def _check_pair(cine: Any, saliency: Any) -> tuple[np.ndarray, np.ndarray]:
+    c, s = _as_cine(cine, "cine"), _as_cine(saliency, "saliency")
+    if c.shape != s.shape:
+        raise ValueError(
+            f"cine {c.shape} and saliency {s.shape} shapes differ; resize the map to the cine (e.g. Invertd) first."
+        )
+    return _unit(c), _unit(s)
+
+
+def _overlay(grey: np.ndarray, sal: np.ndarray, alpha: float, cmap: str) -> np.ndarray:
+    """``(T, H, W)`` [0, 1] arrays -> ``(T, H, W, 3)`` uint8 overlays (vectorised over frames)."""
+    heat = matplotlib.colormaps[cmap](sal)[..., :3]
+    rgb = (1.0 - alpha) * grey[..., None] + alpha * heat
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def save_cine_gif(
+    cine: torch.Tensor | np.ndarray,
+    saliency: torch.Tensor | np.ndarray,
+    path: str | os.PathLike,
+    frame_time_ms: float | None = None,
+    fps: float | None = None,
+    alpha: float = 0.45,
+    cmap: str = "jet",
+    side_by_side: bool = True,
+    scale: int | None = None,
+    max_width: int = 768,
+    protect: Sequence[str | os.PathLike] = (),
+) -> Path:
+    """Write an animated GIF of a cine with its saliency map overlaid, one GIF frame per cine frame, atomically.
+
+    Args:
+        cine: ``(T, H, W)`` (leading singleton axes allowed), any range; shown grey on its global [min, max].
+        saliency: map of the same shape; min-max scaled over all frames.
+        path: destination ``.gif``.
+        frame_time_ms: time between frames (DICOM FrameTime); default 1000 / ``fps``, or 66.7 ms (15 frames/s).
+        fps: frames per second, the alternative to ``frame_time_ms`` (give at most one).
+        alpha: opacity of the map in the overlay, in [0, 1].
+        cmap: matplotlib colormap of the map.
+        side_by_side: show the plain cine on the left of the overlay (default) or the overlay only.
+        scale: integer pixel magnification; default the largest that keeps the GIF at most ``max_width`` wide (>= 1).
+        max_width: width cap used when ``scale`` is None; wider cines are subsampled (every k-th pixel) to fit.
+        protect: input files never to overwrite (a MetaTensor's source file is protected automatically).
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: for wrong shapes, NaN/Inf, a bad alpha, scale, cmap or frame time, or both ``fps`` and
+            ``frame_time_ms``.
+        FileExistsError: if ``path`` is a protected input.
+    """
+    if frame_time_ms is not None and fps is not None:
+        raise ValueError("give frame_time_ms or fps, not both.")
+    if fps is not None:
+        if not (np.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a positive number, got {fps}.")
+        frame_time_ms = 1000.0 / fps
+    delay = gif_frame_ms(1000.0 / 15.0 if frame_time_ms is None else frame_time_ms)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
+    if cmap not in matplotlib.colormaps:
+        raise ValueError(f"unknown matplotlib colormap {cmap!r}.")
+    if scale is not None and (int(scale) != scale or scale < 1):
+        raise ValueError(f"scale must be a positive integer, got {scale}.")
+    grey, sal = _check_pair(cine, saliency)
+    over = _overlay(grey, sal, alpha, cmap)
+    panels = [np.repeat(np.rint(grey * 255).astype(np.uint8)[..., None], 3, -1), over] if side_by_side else [over]
+    frames = np.concatenate(panels, axis=2)  # (T, H, W', 3)
+    t, h, w = frames.shape[:3]
+    if scale is None:
+        scale = max(1, max_width // w)
+        step = max(1, -(-w // max_width))
+        frames = frames[:, ::step, ::step]
+    frames = frames.repeat(scale, 1).repeat(scale, 2)
+    t, h, w = frames.shape[:3]
+    bar = np.full((t, _BAR, w, 3), 40, dtype=np.uint8)
+    filled = np.arange(w)[None, :] < ((np.arange(t) + 1) * w // t)[:, None]  # (T, W)
+    bar[np.broadcast_to(filled[:, None], bar.shape[:3])] = 230
+    frames = np.concatenate([frames, bar], axis=1)
+    images = [Image.fromarray(f) for f in frames]  # PIL's GIF writer takes one image per frame
+    with atomic_output(path, protect=[*source_paths(cine, saliency), *protect]) as tmp:
+        images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=delay, loop=0, disposal=1,
+            optimize=False,
+        )
+    return Path(path)
+
+
+def cine_strip_png(
+    cine: torch.Tensor | np.ndarray,
+    saliency: torch.Tensor | np.ndarray,
+    path: str | os.PathLike,
+    frames: Sequence[int] | int = 4,
+    alpha: float = 0.45,
+    cmap: str = "jet",
+    title: str = "",
+    frame_time_ms: float | None = None,
+    protect: Sequence[str | os.PathLike] = (),
+) -> Path:
+    """Save a few frames side by side (top row) with their map overlays (bottom row) as one PNG, atomically.
+
+    Args:
+        cine: ``(T, H, W)`` (leading singleton axes allowed).
+        saliency: map of the same shape (min-max scaled over all frames, so frames are comparable).
+        path: destination ``.png``.
+        frames: frame indices to show, or how many evenly spaced frames (first to last).
+        alpha: opacity of the map.
+        cmap: matplotlib colormap.
+        title: figure title.
+        frame_time_ms: if given, columns are labelled with the time in ms as well as the frame index.
+        protect: input files never to overwrite.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: for wrong shapes, NaN/Inf, a bad alpha or cmap, or frame indices out of range.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
+    if cmap not in matplotlib.colormaps:
+        raise ValueError(f"unknown matplotlib colormap {cmap!r}.")
+    grey, sal = _check_pair(cine, saliency)
+    t = grey.shape[0]
+    if isinstance(frames, (int, np.integer)):
+        if frames < 1:
+            raise ValueError(f"need at least one frame to show, got {frames}.")
+        idx = np.unique(np.linspace(0, t - 1, min(int(frames), t)).round().astype(int)).tolist()
+    else:
+        idx = [int(i) for i in frames]
+        if not idx or min(idx) < -t or max(idx) >= t:
+            raise ValueError(f"frame indices must be a non-empty list within [-{t}, {t - 1}], got {list(frames)}.")
+        idx = [i % t for i in idx]
+    fig, axes = plt.subplots(2, len(idx), figsize=(2.0 * len(idx), 4.2), squeeze=False)
+    for c, i in enumerate(idx):  # a handful of panels to draw
+        axes[0, c].imshow(grey[i], cmap="gray", vmin=0, vmax=1)
+        axes[1, c].imshow(grey[i], cmap="gray", vmin=0, vmax=1)
+        axes[1, c].imshow(sal[i], cmap=cmap, vmin=0, vmax=1, alpha=alpha)
+        label = f"frame {i}" + (f" ({i * frame_time_ms:.0f} ms)" if frame_time_ms else "")
+        axes[0, c].set_title(label, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("cine", fontsize=8)
+    axes[1, 0].set_ylabel("saliency", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        with atomic_output(path, protect=[*source_paths(cine, saliency), *protect]) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def _frame_time(meta: Mapping[str, Any] | None, default: float) -> float:
+    value = (meta or {}).get("frame_time_ms", default)
+    if isinstance(value, (list, tuple)):
+        value = value[0]
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return default
+    return value if np.isfinite(value) and value > 0 else default
+
+
+class SaveCineGif(Transform):
+    """MONAI transform: write the GIF overlay of ``(cine, saliency)`` to ``{output_dir}/{input name}_{postfix}.gif``.
+
+    The input name comes from the cine's ``meta["filename_or_obj"]`` (``".nii.gz"``/``".dcm"`` etc. stripped); the
+    frame time from its ``meta["frame_time_ms"]`` (XA cines read by :mod:`monai_saliency.data.dicom_xa` carry it),
+    else ``frame_time_ms``.
+
+    Args:
+        output_dir: destination folder.
+        output_postfix: suffix of the file name.
+        frame_time_ms: default time between frames.
+        kwargs: passed to :func:`save_cine_gif` (``alpha``, ``cmap``, ``side_by_side``, ``scale``, ``max_width``).
+    """
+
+    def __init__(
+        self, output_dir: str | os.PathLike, output_postfix: str = "overlay", frame_time_ms: float = 1000.0 / 15.0,
+        **kwargs: Any,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.output_postfix = output_postfix
+        self.frame_time_ms = frame_time_ms
+        self.kwargs = kwargs
+
+    def __call__(self, cine: torch.Tensor, saliency: torch.Tensor) -> Path:
+        """Write the GIF and return its path.
+
+        Raises:
+            ValueError: if the cine carries no source file name, or see :func:`save_cine_gif`.
+        """
+        meta = cine.meta if isinstance(cine, MetaTensor) else {}
+        src = meta.get("filename_or_obj")
+        if not isinstance(src, (str, os.PathLike)) or not str(src):
+            raise ValueError("the cine needs meta['filename_or_obj'] (load it with LoadImage / read_xa_cine).")
+        name = Path(src).name
+        for ext in (".nii.gz", ".nii", ".dcm", ".dicom"):
+            if name.lower().endswith(ext):
+                name = name[: -len(ext)]
+                break
+        path = self.output_dir / f"{name}_{self.output_postfix}.gif"
+        return save_cine_gif(cine, saliency, path, frame_time_ms=_frame_time(meta, self.frame_time_ms), **self.kwargs)
+
+
+class SaveCineGifd(MapTransform):
+    """Dictionary twin of :class:`SaveCineGif`: ``keys`` = (cine key, saliency key); the data pass through.
+
+    Args:
+        keys: two keys, the cine and its map (both ``(1, T, H, W)`` or ``(T, H, W)``, same shape).
+        output_dir, output_postfix, frame_time_ms, kwargs: see :class:`SaveCineGif`.
+        path_key: if set, the written path is stored under this key.
+
+    Raises:
+        ValueError: if ``keys`` is not exactly two keys.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, output_dir: str | os.PathLike, output_postfix: str = "overlay",
+        frame_time_ms: float = 1000.0 / 15.0, path_key: str | None = None, **kwargs: Any,
+    ) -> None:
+        super().__init__(keys)
+        if len(self.keys) != 2:
+            raise ValueError(f"SaveCineGifd needs two keys (cine, saliency), got {self.keys}.")
+        self.writer = SaveCineGif(output_dir, output_postfix, frame_time_ms, **kwargs)
+        self.path_key = path_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        path = self.writer(d[self.keys[0]], d[self.keys[1]])
+        if self.path_key:
+            d[self.path_key] = str(path)
+        return d
