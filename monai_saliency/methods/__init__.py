@@ -15,6 +15,7 @@ from monai_saliency.methods.base import (
 from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp
 from monai_saliency.methods.forgrad import FORGrad
 from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad, input_gradients
+from monai_saliency.methods.morch import MorchSaliency
 from monai_saliency.methods.signature import SignatureActivation
 from monai_saliency.methods.structured import StructuredGradient
 
@@ -35,6 +36,7 @@ __all__ = [
     "SmoothGrad",
     "VanillaGrad",
     "input_gradients",
+    "MorchSaliency",
     "SignatureActivation",
     "StructuredGradient",
 ]
