@@ -222,7 +222,7 @@ def write_table(per_run: dict, sweep: dict, extra: dict, cfg: dict, out: Path) -
         "",
         "## Notes",
         "",
-        f"- Objective of the stated problem (normalised units, mean over runs): "
+        "- Objective of the stated problem (normalised units, mean over runs): "
         + ", ".join(f"{k}: {np.mean(v):.4f}" for k, v in obj.items())
         + ". The seed's cycle does not minimise its own objective; the exact solver does.",
         f"- With a linear score, a zero deletion baseline and a blank insertion start, insertion AUC = "

@@ -12,11 +12,11 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_dst_type
 
 from monai_saliency.ops.fourier import ideal_lowpass
+from monai_saliency.transforms._common import channel_first_float
 
 __all__ = ["FourierLowPass", "FourierLowPassd"]
 
@@ -52,13 +52,7 @@ class FourierLowPass(Transform):
 
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """Filter ``img`` ``(C, *spatial)``; floating output (float32 for integer input)."""
-        data = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
-        if data.ndim < 2:
-            raise ValueError(f"expected a channel-first image (C, *spatial), got shape {tuple(data.shape)}.")
-        if not data.is_floating_point():
-            data = data.float()
-        if not torch.isfinite(data).all():
-            raise ValueError("the image holds NaN or Inf; clean it before filtering.")
+        data = channel_first_float(img)
         out = ideal_lowpass(data, self.sigma, spatial_dims=data.ndim - 1)
         dtype = out.dtype if isinstance(img, torch.Tensor) else out.numpy().dtype
         return convert_to_dst_type(out, img, dtype=dtype)[0]

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.networks.layers import separable_filtering
 from monai.networks.layers.convutils import gaussian_1d
 from monai.transforms import MapTransform, Transform
@@ -40,6 +39,7 @@ from monai_saliency.methods.signature import (
     signature_reconstruction,
 )
 from monai_saliency.ops.normalize import minmax_normalize
+from monai_saliency.transforms._common import channel_first_float
 
 __all__ = ["ImageSignature", "ImageSignatured", "gaussian_smooth"]
 
@@ -133,13 +133,7 @@ class ImageSignature(Transform):
 
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """Compute the signature of ``img`` ``(C, *spatial)``; metadata of a MetaTensor is kept."""
-        data = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
-        if data.ndim < 2:
-            raise ValueError(f"expected a channel-first image (C, *spatial), got shape {tuple(data.shape)}.")
-        if not data.is_floating_point():
-            data = data.float()
-        if not torch.isfinite(data).all():
-            raise ValueError("the image holds NaN or Inf; clean it before computing its signature.")
+        data = channel_first_float(img)
         nd = self._dct_ndim(data)
         dims = list(range(data.ndim - nd, data.ndim))
         rec = signature_reconstruction(data, dims, zero_tol=self.zero_tol)

@@ -12,13 +12,13 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_dst_type
 
 from monai_saliency.methods.structured import structured_prox
 from monai_saliency.ops.normalize import minmax_normalize
 from monai_saliency.ops.prox import l2_norm
+from monai_saliency.transforms._common import channel_first_float
 
 __all__ = ["StructuredProx", "StructuredProxd"]
 
@@ -67,11 +67,7 @@ class StructuredProx(Transform):
 
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """Return the map ``(1, *spatial)`` or the structured gradient ``(C, *spatial)``."""
-        data = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
-        if data.ndim < 2:
-            raise ValueError(f"expected a channel-first gradient (C, *spatial), got shape {tuple(data.shape)}.")
-        if not data.is_floating_point():
-            data = data.float()
+        data = channel_first_float(img, "gradient", check_finite=False)
         s, info = structured_prox(data[None], **self.options)
         self.last_info = info
         out = s[0] if self.output == "structured" else minmax_normalize(l2_norm(s, dim=1, keepdim=True))[0]

@@ -92,7 +92,7 @@ def save_cine_gif(
     cmap: str = "jet",
     side_by_side: bool = True,
     scale: int | None = None,
-    max_width: int = 768,
+    max_width: int = 512,
     protect: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Write an animated GIF of a cine with its saliency map overlaid, one GIF frame per cine frame, atomically.

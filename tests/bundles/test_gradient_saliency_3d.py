@@ -5,12 +5,10 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
-
-from pathlib import Path
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "gradient_saliency_3d"
 CONFIG = "configs/inference.json"

@@ -8,9 +8,9 @@ from scipy import ndimage
 from monai_saliency.data.angiogram import (
     GRADE_RANGES,
     GRADES,
+    grade_of_stenosis,
     make_angiogram,
     make_angiogram_dataset,
-    grade_of_stenosis,
 )
 
 

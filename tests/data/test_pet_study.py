@@ -140,7 +140,12 @@ def test_pet_dicom_series_roundtrip(graded, tmp_path, rotated):
 def test_parametric_map_references_the_series(graded, tmp_path):
     import pydicom
 
-    from monai_saliency.data.pet_study import read_parametric_map, read_pet_series, write_parametric_map, write_pet_series
+    from monai_saliency.data.pet_study import (
+        read_parametric_map,
+        read_pet_series,
+        write_parametric_map,
+        write_pet_series,
+    )
 
     write_pet_series(graded.images.as_tensor()[0], tmp_path / "pt", graded.affine)
     _, dss = read_pet_series(tmp_path / "pt")
