@@ -19,7 +19,8 @@ Metrics (per cine; 2D metrics use the map averaged over the opacified second hal
 
 Every metric gets a bootstrap 95 % CI; each method is compared with Signature Activation ("spatial") by a paired
 two-sided Wilcoxon test. Outputs: ``table.md``, ``results.json``, ``figure.png`` (frame, vessel mask + lesion
-boxes, one map per method: like the paper's Fig. 3/4) and ``cine.gif`` (a cine with its Signature Activation map).
+boxes, one map per method: like the paper's Fig. 3/4), ``cine.gif`` (a cine with its Signature Activation map,
+:func:`monai_saliency.visualize.cine.save_cine_gif`) and ``cine_strip.png`` (six of its frames with their maps).
 
 Usage::
 
@@ -47,7 +48,7 @@ from monai_saliency.metrics.perturbation import deletion_curve, insertion_curve
 from monai_saliency.metrics.stats import bootstrap_ci, paired_wilcoxon
 from monai_saliency.models.train_video import QUICK, train_video_classifier
 from monai_saliency.models.video import VideoLesionNet
-from monai_saliency.visualize.cine import save_cine_gif
+from monai_saliency.visualize.cine import cine_strip_png, save_cine_gif
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "bundles" / "angiogram_signature_activation" / "models" / "model.pt"
@@ -193,8 +194,8 @@ def save_figure(data: AngiogramBatch, maps: dict[str, torch.Tensor], idx: list[i
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.patches as patches
     import matplotlib.pyplot as plt
+    from matplotlib import patches
 
     cols = 2 + len(maps)
     fig, axes = plt.subplots(len(idx), cols, figsize=(2.2 * cols, 2.3 * len(idx)), squeeze=False)
@@ -282,7 +283,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fig_maps = {k: torch.cat([pair_maps[k][:1], all_maps[k][[pos, neg]]]) for k in all_maps}
     save_figure(fig_data, fig_maps, [0, 1, 2], out / "figure.png")
     save_cine_gif(pair.cine[0], pair_maps[REFERENCE][0, 0], out / "cine.gif", frame_time_ms=pair.frame_time_ms, scale=4)
-    print(f"wrote {out}/table.md, results.json, figure.png, cine.gif")
+    cine_strip_png(pair.cine[0], pair_maps[REFERENCE][0, 0], out / "cine_strip.png", frames=6,
+                   frame_time_ms=pair.frame_time_ms, title=f"{REFERENCE}, mild + moderate case")
+    print(f"wrote {out}/table.md, results.json, figure.png, cine.gif, cine_strip.png")
     return {"stats": stats, "out": str(out)}
 
 

@@ -24,17 +24,17 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from monai.config import KeysCollection  # noqa: E402
-from monai.data import MetaTensor  # noqa: E402
-from monai.transforms import MapTransform, Transform  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from PIL import Image
 
-from monai_saliency.data.io import atomic_output, source_paths  # noqa: E402
+from monai_saliency.data.io import atomic_output, source_paths
 
-__all__ = ["save_cine_gif", "cine_strip_png", "SaveCineGif", "SaveCineGifd", "gif_frame_ms"]
+__all__ = ["SaveCineGif", "SaveCineGifd", "cine_strip_png", "gif_frame_ms", "save_cine_gif"]
 
 _BAR = 3  # progress-bar height in output pixels
 
@@ -135,13 +135,13 @@ def save_cine_gif(
     over = _overlay(grey, sal, alpha, cmap)
     panels = [np.repeat(np.rint(grey * 255).astype(np.uint8)[..., None], 3, -1), over] if side_by_side else [over]
     frames = np.concatenate(panels, axis=2)  # (T, H, W', 3)
-    t, h, w = frames.shape[:3]
+    w = frames.shape[2]
     if scale is None:
         scale = max(1, max_width // w)
         step = max(1, -(-w // max_width))
         frames = frames[:, ::step, ::step]
-    frames = frames.repeat(scale, 1).repeat(scale, 2)
-    t, h, w = frames.shape[:3]
+    frames = frames.repeat(int(scale), 1).repeat(int(scale), 2)
+    t, _, w = frames.shape[:3]
     bar = np.full((t, _BAR, w, 3), 40, dtype=np.uint8)
     filled = np.arange(w)[None, :] < ((np.arange(t) + 1) * w // t)[:, None]  # (T, W)
     bar[np.broadcast_to(filled[:, None], bar.shape[:3])] = 230

@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+from monai_saliency.data.io import save_nifti
+from monai_saliency.data.pet_study import make_pet_study, read_parametric_map
+from monai_saliency.engines import pet_bundle
+from monai_saliency.engines.pet_bundle import StudyError
+
+NAME = "pet_morch_saliency"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / NAME
+SAMPLE = BUNDLE / "sample_data"
+MULTI = "['configs/inference.json','configs/multi_gpu_inference.json']"
+ORDERS = ("first", "second", "exact")
+
+
+def _first_series() -> Path:
+    first = (SAMPLE / "targets.csv").read_text().splitlines()[1].split(",")[0]
+    return SAMPLE / first
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tests.bundles.conftest import run_bundle
+
+    models = tmp_path_factory.mktemp("models")
+    result = run_bundle(NAME, "--config_file", "configs/train.json", "--model_dir", str(models))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return models
+
+
+@pytest.fixture(scope="module")
+def inferred(trained, tmp_path_factory):
+    from tests.bundles.conftest import run_bundle
+
+    out = tmp_path_factory.mktemp("out")
+    result = run_bundle(NAME, "--config_file", "configs/inference.json", "--model_dir", str(trained),
+                        "--output_dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_train_reproduces_the_shipped_model(trained):
+    new = torch.load(trained / "model.pt", weights_only=True)
+    shipped = torch.load(BUNDLE / "models" / "model.pt", weights_only=True)
+    for part in ("pca", "net"):
+        for key, value in shipped[part].items():
+            torch.testing.assert_close(new[part][key], value, atol=1e-8, rtol=1e-6)
+    assert new["train"]["converged"] and new["train"]["J"] == 64
+
+
+def test_inference_outputs(inferred, trained):
+    from monai.transforms import LoadImage
+
+    names = {p.name for p in inferred.iterdir()}
+    expected = {f"morch_{o}{ext}" for o in ORDERS for ext in (".nii.gz", ".dcm")}
+    assert expected | {"morch_exact_3d.png", "summary.csv", "summary.json"} == names
+    ref = LoadImage(reader="PydicomReader", image_only=True)(str(_first_series()))  # MONAI's reader, not ours
+    study = pet_bundle.load_study(SAMPLE, progress=False)
+    model = pet_bundle.load_model(trained / "model.pt", study)
+    mask = model.pca.mask.numpy()
+    for o in ORDERS:
+        img = nib.load(str(inferred / f"morch_{o}.nii.gz"))
+        data = img.get_fdata()
+        assert data.shape == tuple(ref.shape) and np.isfinite(data).all()
+        np.testing.assert_allclose(img.affine, ref.affine.numpy(), atol=1e-4)
+        assert (data[~mask] == 0).all() and np.abs(data[mask]).max() > 0
+        pm = read_parametric_map(inferred / f"morch_{o}.dcm")
+        np.testing.assert_allclose(pm[0].numpy(), data, rtol=1e-5, atol=1e-9 * np.abs(data).max())
+        np.testing.assert_allclose(pm.affine.numpy(), img.affine, atol=1e-4)
+        ds = pydicom.dcmread(str(inferred / f"morch_{o}.dcm"))
+        refs = {i.ReferencedSOPInstanceUID for s in ds.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence}
+        assert refs == {pydicom.dcmread(str(p)).SOPInstanceUID for p in _first_series().iterdir()}
+    # the exact map is the cost change of literally zeroing one basis row (brute force at a few voxels)
+    exact = nib.load(str(inferred / "morch_exact.nii.gz")).get_fdata()
+    pca, net = model.pca, model.net
+    y = study.targets - model.target_offset
+    xc = pca.centred(study.images)
+    base = (y - net(xc @ pca.basis)).pow(2).mean()
+    coords = np.argwhere(mask)
+    flat = exact[mask]
+    for i in [int(np.argmax(flat)), 0, 777, len(flat) - 1]:
+        b = pca.basis.clone()
+        b[i] = 0
+        delta = float((y - net(xc @ b)).pow(2).mean() - base)
+        assert exact[tuple(coords[i])] == pytest.approx(delta, rel=1e-4, abs=1e-7 * flat.max())
+    summary = json.loads((inferred / "summary.json").read_text())
+    rows = {r["order"]: r for r in summary["orders"]}
+    assert rows["exact"]["roc_auc_vs_truth"] > 0.95 and rows["second"]["nmse_vs_exact"] < 1e-3
+    assert not [p for p in SAMPLE.rglob("*morch*")]  # nothing written beside the inputs
+
+
+def test_metadata_verifies_offline(tmp_path, schema_path):
+    schema = tmp_path / "schema.json"
+    shutil.copy(schema_path, schema)
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
+         "--filepath", str(schema)],
+        capture_output=True, text=True, env={"PATH": "", "NO_PROXY": "*", "HTTPS_PROXY": "http://127.0.0.1:9"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "verified with no error" in result.stdout + result.stderr
+
+
+def test_corrupt_file_named_nonzero_exit_no_outputs(tmp_path, bundle_runner):
+    data = tmp_path / "study"
+    shutil.copytree(SAMPLE, data)
+    bad = sorted((data / "sub-03" / "scan-02").iterdir())[4]
+    bad.write_bytes(bad.read_bytes()[:300])
+    out = tmp_path / "out"
+    result = bundle_runner(NAME, "--config_file", "configs/inference.json", "--dataset_dir", str(data),
+                           "--output_dir", str(out))
+    assert result.returncode != 0
+    assert str(bad.relative_to(data)) in result.stderr + result.stdout
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(inferred, trained, tmp_path, bundle_runner):
+    out = tmp_path / "out"
+    result = bundle_runner(NAME, "--config_file", MULTI, "--model_dir", str(trained), "--output_dir", str(out),
+                           torchrun_procs=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 1/2: computed voxels" in result.stdout + result.stderr  # rank 1 did its share
+    for o in ORDERS:
+        a = nib.load(str(out / f"morch_{o}.nii.gz")).get_fdata()
+        b = nib.load(str(inferred / f"morch_{o}.nii.gz")).get_fdata()
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12)
+    assert (out / "morch_exact.dcm").exists() and (out / "summary.json").exists()
+
+
+# ------------------------------------------------------------------------------------------ in-process
+def _nifti_study(folder: Path, seed: int = 1, json_targets: bool = True) -> Path:
+    st = make_pet_study("graded", shape=(12, 14, 10), n_subjects=2, n_scans=4, seed=seed)
+    affine = st.affine.clone()
+    affine[:3, 3] += torch.tensor([3.0, -2.0, 5.0])
+    entries = {}
+    for n in range(st.images.shape[0]):
+        name = f"scan_{n:02d}.nii.gz"
+        save_nifti(st.images.as_tensor()[n][None], folder / name, affine=affine)
+        entries[name] = float(st.targets[n])
+    if json_targets:
+        (folder / "targets.json").write_text(json.dumps(entries))
+    else:
+        (folder / "targets.csv").write_text("scan,target\n" + "".join(f"{k},{v}\n" for k, v in entries.items()))
+    save_nifti(st.truth[None].to(torch.uint8), folder / "truth.nii.gz", affine=affine)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    folder = _nifti_study(tmp_path_factory.mktemp("nifti_study"))
+    study = pet_bundle.load_study(folder, progress=False)
+    model = pet_bundle.fit_model(study, hidden=3, weight_decay=0.05)
+    return folder, study, model
+
+
+def test_nifti_study_end_to_end(small, tmp_path):
+    folder, study, model = small
+    assert study.kind == "nifti" and study.reference_series is None and study.mask is None
+    assert model.pca.mask.sum() < model.pca.mask.numel()  # thresholded mean scan
+    path = pet_bundle.save_model(model, tmp_path / "m.pt")
+    again = pet_bundle.load_model(path, study)
+    sal = pet_bundle.build_saliency(again)
+    maps = pet_bundle.compute_maps(sal, study, again)
+    ref = pet_bundle.build_saliency(model).cost_changes(study.images, study.targets - model.target_offset)
+    for o in ORDERS:
+        torch.testing.assert_close(maps[o], ref[o])
+    written = pet_bundle.write_outputs(maps, study, again, tmp_path / "out", figure_order="first")
+    assert not [k for k in written if k.endswith("dicom")]  # NIfTI study: no parametric map
+    src = nib.load(str(folder / "scan_00.nii.gz"))
+    for o in ORDERS:
+        img = nib.load(str(written[f"{o}_nifti"]))
+        np.testing.assert_allclose(img.affine, src.affine, atol=1e-5)
+        assert img.shape == src.shape
+    assert "roc_auc_vs_truth" in (tmp_path / "out" / "summary.csv").read_text().splitlines()[0]
+
+
+def test_sharded_voxels_concatenate_to_the_full_result(small):
+    _, study, model = small
+    sal = pet_bundle.build_saliency(model, chunk_bytes=2**16)
+    y = study.targets - model.target_offset
+    full = sal.cost_changes(study.images, y, orders=ORDERS)
+    world = 3
+    n = model.pca.n_voxels
+    assert n % world != 0 or True
+    parts = [pet_bundle.shard_cost_changes(sal, study.images, y, ORDERS, r, world) for r in range(world)]
+    sizes = [pet_bundle.shard_bounds(n, r, world) for r in range(world)]
+    assert sizes[0][0] == 0 and sizes[-1][1] == n and all(a[1] == b[0] for a, b in zip(sizes, sizes[1:]))
+    for o in ORDERS:
+        torch.testing.assert_close(torch.cat([p[o] for p in parts]), full[o], rtol=1e-10, atol=1e-14)
+
+
+def test_failed_write_leaves_no_outputs(small, tmp_path, monkeypatch):
+    _, study, model = small
+    maps = pet_bundle.compute_maps(pet_bundle.build_saliency(model), study, model)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("figure failed")
+
+    import monai_saliency.visualize.surface3d as s3d
+
+    monkeypatch.setattr(s3d, "save_surface_figure", boom)
+    with pytest.raises(RuntimeError, match="figure failed"):
+        pet_bundle.write_outputs(maps, study, model, tmp_path / "out")
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_study_errors(small, tmp_path):
+    folder, study, model = small
+    with pytest.raises(StudyError, match="no targets.csv"):
+        pet_bundle.load_study(tmp_path, progress=False)
+    other = _nifti_study(tmp_path / "csv", json_targets=False)
+    assert pet_bundle.load_study(other, progress=False).targets.shape == (8,)
+    (other / "scan_03.nii.gz").unlink()
+    with pytest.raises(StudyError, match="scan_03.nii.gz"):
+        pet_bundle.load_study(other, progress=False)
+    shifted = _nifti_study(tmp_path / "shifted")
+    img = nib.load(str(shifted / "scan_02.nii.gz"))
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-1], img.affine), str(shifted / "scan_02.nii.gz"))
+    with pytest.raises(StudyError, match="scan_02.nii.gz.*grid"):
+        pet_bundle.load_study(shifted, progress=False)
+    bad = _nifti_study(tmp_path / "badtarget", json_targets=False)
+    (bad / "targets.csv").write_text("scan,target\nscan_00.nii.gz,high\nscan_01.nii.gz,1\n")
+    with pytest.raises(StudyError, match="not a number"):
+        pet_bundle.load_study(bad, progress=False)
+    sample_grid = pet_bundle.load_study(SAMPLE, progress=False)
+    with pytest.raises(StudyError, match="not on the grid"):
+        pet_bundle.load_model(BUNDLE / "models" / "model.pt", study)
+    assert sample_grid.kind == "dicom" and sample_grid.reference_series == _first_series().resolve()
