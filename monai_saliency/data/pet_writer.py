@@ -89,14 +89,25 @@ class ParametricMapWriter(ImageWriter):
         series_number: int = 100,
         **kwargs: Any,
     ) -> None:
-        super().__init__(output_dtype=output_dtype, scale=scale, label=label, description=description,
-                         series_number=series_number, **kwargs)
+        super().__init__(
+            output_dtype=output_dtype,
+            scale=scale,
+            label=label,
+            description=description,
+            series_number=series_number,
+            **kwargs,
+        )
         self.source_datasets: list | None = None
         self.source_dir: Path | None = None
         self.meta: dict[str, Any] = {}
 
-    def set_data_array(self, data_array: torch.Tensor | np.ndarray, channel_dim: int | None = 0,
-                       squeeze_end_dims: bool = True, **kwargs: Any) -> None:
+    def set_data_array(
+        self,
+        data_array: torch.Tensor | np.ndarray,
+        channel_dim: int | None = 0,
+        squeeze_end_dims: bool = True,
+        **kwargs: Any,
+    ) -> None:
         """Store a ``(1, X, Y, Z)`` (``channel_dim=0``) or ``(X, Y, Z)`` (``channel_dim=None``) map.
 
         Raises:
@@ -105,7 +116,9 @@ class ParametricMapWriter(ImageWriter):
         arr = data_array.detach().cpu().numpy() if isinstance(data_array, torch.Tensor) else np.asarray(data_array)
         if channel_dim is not None:
             if arr.shape[channel_dim] != 1:
-                raise ValueError(f"a parametric map holds one channel; got {arr.shape[channel_dim]} (write them one by one).")
+                raise ValueError(
+                    f"a parametric map holds one channel; got {arr.shape[channel_dim]} (write them one by one)."
+                )
             arr = np.take(arr, 0, axis=channel_dim)
         if arr.ndim != 3:
             raise ValueError(f"expected a 3D map (X, Y, Z) on the PT series grid, got shape {arr.shape}.")
@@ -158,8 +171,14 @@ class ParametricMapWriter(ImageWriter):
             raise ValueError("call set_data_array and set_metadata before write.")
         label = str(self.meta.get("parametric_map_label", self.label))
         description = str(self.meta.get("parametric_map_description", self.description))
-        write_parametric_map(self.data_obj, self.source_datasets, filename, label=label, description=description,
-                             series_number=int(self.series_number))
+        write_parametric_map(
+            self.data_obj,
+            self.source_datasets,
+            filename,
+            label=label,
+            description=description,
+            series_number=int(self.series_number),
+        )
 
     @classmethod
     def create_backend_obj(cls, data_array: Any, **kwargs: Any) -> np.ndarray:

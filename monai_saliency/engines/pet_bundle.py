@@ -22,6 +22,10 @@ Study folder layout::
       truth.nii.gz         optional ground-truth activation mask: the summary then reports each order's ROC AUC
       anatomy.nii.gz       optional background for the 3D figure (default: the mean scan)
 
+or the layout written by :func:`monai_saliency.data.pet_study.save_pet_study_nifti` (a 4D ``images.nii.gz``, scans
+last, with ``study.json`` holding the targets, beside ``mask``/``truth``/``anatomy.nii.gz``), used when the folder
+has no targets file.
+
 Every scan must share one grid (shape and affine). A scan or mask that cannot be read raises :class:`StudyError`
 naming the file, before anything is written; outputs are written atomically and a failed run removes what it
 had written, so there are never partial outputs.
@@ -51,20 +55,20 @@ from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet
 
 __all__ = [
-    "StudyError",
-    "PETStudyFolder",
     "MorchModel",
-    "load_study",
-    "fit_model",
-    "save_model",
-    "load_model",
+    "PETStudyFolder",
+    "StudyError",
     "build_saliency",
     "compute_maps",
+    "fit_model",
+    "load_model",
+    "load_study",
+    "roc_auc",
+    "save_model",
     "shard_bounds",
     "shard_cost_changes",
     "summarize",
     "write_outputs",
-    "roc_auc",
 ]
 
 logger = logging.getLogger("pet_morch_saliency")
@@ -180,15 +184,18 @@ def _read_targets(folder: Path, targets_file: str | None) -> tuple[list[str], li
     return names, values, extra, path
 
 
-def _culprit(folder: Path) -> Path | None:
-    """The first file of a series folder that pydicom cannot read (header or pixels)."""
+def _culprit(folder: Path) -> tuple[Path, Exception] | None:
+    """The first file of a series folder that pydicom cannot read as a PT image (header, tags or pixels)."""
     import pydicom
 
     for p in sorted(q for q in folder.iterdir() if q.is_file()):
         try:
-            pydicom.dcmread(str(p)).pixel_array  # noqa: B018
-        except Exception:
-            return p
+            ds = pydicom.dcmread(str(p))
+            ds.pixel_array  # noqa: B018
+            if ds.Modality != "PT" or not ds.SeriesInstanceUID or len(ds.ImagePositionPatient) != 3:
+                raise ValueError(f"not a PT slice with a series and position (Modality {ds.Modality!r})")
+        except Exception as exc:  # noqa: BLE001 - any failure identifies the culprit file
+            return p, exc
     return None
 
 
@@ -201,8 +208,12 @@ def _read_scan(path: Path) -> tuple[np.ndarray, np.ndarray]:
             vol, _ = read_pet_series(path)
         except Exception as exc:
             bad = _culprit(path)
-            where = f"{bad} (series {path})" if bad is not None else str(path)
-            raise StudyError(f"cannot read the PT series file {where}: {type(exc).__name__}: {exc}") from exc
+            if bad is not None:
+                raise StudyError(
+                    f"cannot read {bad[0]} (a file of the PT series {path}); it looks truncated or corrupt: "
+                    f"{type(bad[1]).__name__}: {bad[1]}. Replace or remove it."
+                ) from exc
+            raise StudyError(f"cannot read the PT series {path}: {type(exc).__name__}: {exc}") from exc
         return vol[0].numpy(), vol.affine.numpy().astype(np.float64)
     if path.name.lower().endswith(_NIFTI):
         try:
@@ -224,6 +235,62 @@ def _read_aux(path: Path, shape: tuple[int, ...], affine: np.ndarray, what: str)
     if not np.isfinite(data).all():
         raise StudyError(f"{what} {path} contains NaN/Inf.")
     return data
+
+
+def _read_listed(folder: Path, targets_file: str | None, progress: bool):
+    """Scans named in a targets file: ``(names, targets, extra, volumes, affine, shape, sources)``."""
+    names, values, extra, tpath = _read_targets(folder, targets_file)
+    if len(names) < 2:
+        raise StudyError(f"{tpath} lists {len(names)} scan; PCA + network need at least 2.")
+    sources = []
+    for name in names:
+        p = (folder / name).resolve()
+        if not p.exists():
+            raise StudyError(f"scan {name!r} listed in {tpath} does not exist ({p}).")
+        sources.append(p)
+    it = sources
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(sources, desc="reading scans", unit="scan")
+    vols, affine = [], None
+    for p in it:  # one file/series per scan: I/O loop
+        data, aff = _read_scan(p)
+        if not np.isfinite(data).all():
+            raise StudyError(f"scan {p} contains NaN/Inf voxels.")
+        if affine is None:
+            affine, shape = aff, data.shape
+        elif data.shape != shape or not np.allclose(aff, affine, atol=1e-3):
+            raise StudyError(
+                f"scan {p} is not on the grid of {sources[0]} (shape {data.shape} vs {shape}); all scans of a study "
+                "must be spatially normalised to one grid."
+            )
+        vols.append(data)
+    return names, values, extra, vols, affine, shape, sources
+
+
+def _read_packed(folder: Path):
+    """The layout of :func:`monai_saliency.data.pet_study.save_pet_study_nifti`: a 4D ``images.nii.gz`` (scans
+    last) and ``study.json`` holding ``targets``."""
+    path = folder / "images.nii.gz"
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+        info = json.loads((folder / "study.json").read_text())
+        values = [float(t) for t in info["targets"]]
+    except Exception as exc:
+        raise StudyError(f"cannot read the packed study {path} / study.json: {type(exc).__name__}: {exc}") from exc
+    data = data[..., None] if data.ndim == 3 else data
+    if data.ndim != 4 or data.shape[3] != len(values) or len(values) < 2:
+        raise StudyError(
+            f"{path} holds {data.shape} but study.json lists {len(values)} targets (need >= 2, one per scan)."
+        )
+    if not np.isfinite(data).all() or not all(math.isfinite(v) for v in values):
+        raise StudyError(f"{path} or its targets contain NaN/Inf.")
+    vols = list(np.moveaxis(data, 3, 0))
+    names = [f"images.nii.gz[{n}]" for n in range(len(vols))]
+    extra = [{"subject": str(s)} for s in info.get("subjects", [""] * len(vols))]
+    return names, values, extra, vols, np.asarray(img.affine, dtype=np.float64), data.shape[:3]
 
 
 def load_study(
@@ -254,33 +321,17 @@ def load_study(
     folder = Path(dataset_dir)
     if not folder.is_dir():
         raise StudyError(f"study folder {folder} does not exist; set --dataset_dir to a study folder.")
-    names, values, extra, tpath = _read_targets(folder, targets_file)
-    if len(names) < 2:
-        raise StudyError(f"{tpath} lists {len(names)} scan; PCA + network need at least 2.")
-    sources = []
-    for name in names:
-        p = (folder / name).resolve()
-        if not p.exists():
-            raise StudyError(f"scan {name!r} listed in {tpath} does not exist ({p}).")
-        sources.append(p)
-    it = sources
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(sources, desc="reading scans", unit="scan")
-    vols, affine = [], None
-    for p in it:  # one file/series per scan: I/O loop
-        data, aff = _read_scan(p)
-        if not np.isfinite(data).all():
-            raise StudyError(f"scan {p} contains NaN/Inf voxels.")
-        if affine is None:
-            affine, shape = aff, data.shape
-        elif data.shape != shape or not np.allclose(aff, affine, atol=1e-3):
-            raise StudyError(
-                f"scan {p} is not on the grid of {sources[0]} (shape {data.shape} vs {shape}); all scans of a study "
-                "must be spatially normalised to one grid."
-            )
-        vols.append(data)
+    packed = folder / "images.nii.gz"
+    if (
+        targets_file is None
+        and packed.is_file()
+        and (folder / "study.json").is_file()
+        and not any((folder / n).is_file() for n in ("targets.csv", "targets.json"))
+    ):
+        names, values, extra, vols, affine, shape = _read_packed(folder)
+        sources = [packed.resolve()]
+    else:
+        names, values, extra, vols, affine, shape, sources = _read_listed(folder, targets_file, progress)
     kinds = {"dicom" if p.is_dir() else "nifti" for p in sources}
     kind = kinds.pop() if len(kinds) == 1 else "mixed"
     aux = {}
@@ -289,8 +340,14 @@ def load_study(
         aux[key] = _read_aux(path, shape, affine, key) if path is not None and path.exists() else None
     ref = None
     if reference_scan is not None:
-        if reference_scan not in names or not sources[names.index(reference_scan)].is_dir():
-            raise StudyError(f"reference_scan {reference_scan!r} is not a PT series listed in {tpath}.")
+        if (
+            reference_scan not in names
+            or len(sources) != len(names)
+            or not sources[names.index(reference_scan)].is_dir()
+        ):
+            raise StudyError(
+                f"reference_scan {reference_scan!r} is not a PT series listed in the study's targets file."
+            )
         ref = sources[names.index(reference_scan)]
     else:
         ref = next((p for p in sources if p.is_dir()), None)
@@ -353,14 +410,32 @@ def fit_model(
     offset = float(study.targets.mean()) if center_targets else 0.0
     net = TanhNet(pca.k, hidden=hidden, bias=bias, output_bias=output_bias, seed=seed)
     res = net.fit(pca(study.images), study.targets - offset, weight_decay=weight_decay, tol=tol)
-    config = {"n_components": n_components, "hidden": hidden, "bias": bias, "output_bias": output_bias,
-              "weight_decay": weight_decay, "tol": tol, "seed": seed, "center_targets": center_targets,
-              "mask_threshold": mask_threshold}
-    train = {"cost": res.cost, "objective": res.objective, "grad_max": res.grad_max, "n_iter": res.n_iter,
-             "converged": res.converged, "J": int(study.images.shape[0]), "K": pca.k, "I": pca.n_voxels,
-             "scans": list(study.names)}
-    logger.info(f"fitted PCA (I={pca.n_voxels} voxels, K={pca.k}) and tanh net (A={hidden}): cost E={res.cost:.4g}, "
-                f"max|grad|={res.grad_max:.2g}, converged={res.converged}")
+    config = {
+        "n_components": n_components,
+        "hidden": hidden,
+        "bias": bias,
+        "output_bias": output_bias,
+        "weight_decay": weight_decay,
+        "tol": tol,
+        "seed": seed,
+        "center_targets": center_targets,
+        "mask_threshold": mask_threshold,
+    }
+    train = {
+        "cost": res.cost,
+        "objective": res.objective,
+        "grad_max": res.grad_max,
+        "n_iter": res.n_iter,
+        "converged": res.converged,
+        "J": int(study.images.shape[0]),
+        "K": pca.k,
+        "I": pca.n_voxels,
+        "scans": list(study.names),
+    }
+    logger.info(
+        f"fitted PCA (I={pca.n_voxels} voxels, K={pca.k}) and tanh net (A={hidden}): cost E={res.cost:.4g}, "
+        f"max|grad|={res.grad_max:.2g}, converged={res.converged}"
+    )
     return MorchModel(pca, net, offset, config, train)
 
 
@@ -370,8 +445,14 @@ def save_model(model: MorchModel, path: str | os.PathLike, protect: Sequence[str
     Returns:
         The written path.
     """
-    ckpt = {"pca": model.pca.state_dict(), "net": model.net.state_dict(), "target_offset": model.target_offset,
-            "config": model.config, "train": model.train, "format": "monai_saliency.pet_morch/1"}
+    ckpt = {
+        "pca": model.pca.state_dict(),
+        "net": model.net.state_dict(),
+        "target_offset": model.target_offset,
+        "config": model.config,
+        "train": model.train,
+        "format": "monai_saliency.pet_morch/1",
+    }
     with atomic_output(path, protect=protect) as tmp:
         torch.save(ckpt, tmp)
     logger.info(f"model written to {Path(path).resolve()}")
@@ -405,11 +486,18 @@ def load_model(path: str | os.PathLike, study: PETStudyFolder | None = None) -> 
     return model
 
 
-def build_saliency(model: MorchModel, hessian: str = "gauss_newton", clip_negative: bool = False,
-                   chunk_bytes: int = 64 * 2**20) -> MorchSaliency:
+def build_saliency(
+    model: MorchModel, hessian: str = "gauss_newton", clip_negative: bool = False, chunk_bytes: int = 64 * 2**20
+) -> MorchSaliency:
     """The :class:`MorchSaliency` of a fitted model."""
-    return MorchSaliency(model.net, model.pca, hessian=hessian, clip_negative=clip_negative, chunk_bytes=chunk_bytes,
-                         weight_decay=model.config.get("weight_decay", 0.0))
+    return MorchSaliency(
+        model.net,
+        model.pca,
+        hessian=hessian,
+        clip_negative=clip_negative,
+        chunk_bytes=chunk_bytes,
+        weight_decay=model.config.get("weight_decay", 0.0),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ computing
@@ -420,8 +508,9 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
     return lo, lo + base + (1 if rank < rem else 0)
 
 
-def shard_cost_changes(sal: MorchSaliency, x: torch.Tensor, y: torch.Tensor, orders: Sequence[str], rank: int,
-                       world: int) -> dict[str, torch.Tensor]:
+def shard_cost_changes(
+    sal: MorchSaliency, x: torch.Tensor, y: torch.Tensor, orders: Sequence[str], rank: int, world: int
+) -> dict[str, torch.Tensor]:
     """Cost changes of this rank's contiguous voxel range only (every rank computes the shared projections).
 
     Uses ``MorchSaliency``'s internal per-voxel passes on a voxel slice of its prepared state (the projections,
@@ -443,8 +532,13 @@ def shard_cost_changes(sal: MorchSaliency, x: torch.Tensor, y: torch.Tensor, ord
     return {k: v.clamp_min(0) for k, v in out.items()} if sal.clip_negative else out
 
 
-def compute_maps(sal: MorchSaliency, study: PETStudyFolder, model: MorchModel,
-                 orders: Sequence[str] = ORDER_NAMES, distributed: bool = False) -> dict[str, torch.Tensor] | None:
+def compute_maps(
+    sal: MorchSaliency,
+    study: PETStudyFolder,
+    model: MorchModel,
+    orders: Sequence[str] = ORDER_NAMES,
+    distributed: bool = False,
+) -> dict[str, torch.Tensor] | None:
     """Per-voxel cost changes ``{order: (I,) float64}`` (mask order) for the study's scans and targets.
 
     With ``distributed=True`` (an initialised ``torch.distributed`` group), each rank computes a contiguous
@@ -472,7 +566,9 @@ def compute_maps(sal: MorchSaliency, study: PETStudyFolder, model: MorchModel,
         buf[: local[o].numel()] = local[o]
         parts = [torch.empty_like(buf) for _ in range(world)]
         dist.all_gather(parts, buf)
-        out[o] = torch.cat([parts[r][: hi - lo] for r, (lo, hi) in enumerate(shard_bounds(n, r, world) for r in range(world))])
+        out[o] = torch.cat(
+            [parts[r][: hi - lo] for r, (lo, hi) in enumerate(shard_bounds(n, r, world) for r in range(world))]
+        )
     logger.info(f"rank {rank}/{world}: computed voxels {shard_bounds(n, rank, world)} of {n}")
     return out if rank == 0 else None
 
@@ -494,8 +590,13 @@ def summarize(maps: dict[str, torch.Tensor], study: PETStudyFolder, model: Morch
     truth = study.truth[model.pca.mask] if study.truth is not None else None
     rows = []
     for o, v in maps.items():
-        row = {"order": o, "min": float(v.min()), "max": float(v.max()), "sum": float(v.sum()),
-               "fraction_negative": float((v < 0).double().mean())}
+        row = {
+            "order": o,
+            "min": float(v.min()),
+            "max": float(v.max()),
+            "sum": float(v.sum()),
+            "fraction_negative": float((v < 0).double().mean()),
+        }
         if "exact" in maps:
             ex = maps["exact"]
             row["nmse_vs_exact"] = float(((v - ex) ** 2).sum() / (ex**2).sum().clamp_min(1e-300))
@@ -532,6 +633,10 @@ def write_outputs(
     from monai_saliency.data.pet_writer import ParametricMapWriter
     from monai_saliency.visualize.surface3d import save_surface_figure
 
+    if figure_order and figure_order not in maps:
+        raise ValueError(
+            f"figure_order {figure_order!r} is not among the computed orders {list(maps)}; add it to orders."
+        )
     out = Path(output_dir)
     protect = study.input_files
     written: dict[str, Path] = {}
@@ -539,24 +644,37 @@ def write_outputs(
     rows = summarize(maps, study, model)
     try:
         for o, vol in vols.items():
-            written[f"{o}_nifti"] = save_nifti(vol.float(), out / f"morch_{o}.nii.gz", affine=study.affine, protect=protect)
+            written[f"{o}_nifti"] = save_nifti(
+                vol.float(), out / f"morch_{o}.nii.gz", affine=study.affine, protect=protect
+            )
         if write_dicom and study.reference_series is not None:
             for o, vol in vols.items():
-                meta = {"source_series": str(study.reference_series), "affine": study.affine.clone(),
-                        "parametric_map_label": f"morch_{o}",
-                        "parametric_map_description": f"Morch saliency ({o} order): training cost change"}
+                meta = {
+                    "source_series": str(study.reference_series),
+                    "affine": study.affine.clone(),
+                    "parametric_map_label": f"morch_{o}",
+                    "parametric_map_description": f"Morch saliency ({o} order): training cost change",
+                }
                 img = MetaTensor(vol.float(), meta=meta)
                 target = out / f"morch_{o}"
-                SaveImage(output_dir=str(out), output_ext=".dcm", writer=ParametricMapWriter, output_dtype=None,
-                          separate_folder=False, print_log=False)(img, filename=str(target))
+                SaveImage(
+                    output_dir=str(out),
+                    output_ext=".dcm",
+                    writer=ParametricMapWriter,
+                    output_dtype=None,
+                    separate_folder=False,
+                    print_log=False,
+                )(img, filename=str(target))
                 written[f"{o}_dicom"] = target.with_suffix(".dcm")
         if figure_order:
-            if figure_order not in vols:
-                raise ValueError(f"figure_order {figure_order!r} is not among the computed orders {list(vols)}.")
             bg = study.anatomy if study.anatomy is not None else study.images.as_tensor().mean(0)
             written["figure"] = save_surface_figure(
-                vols[figure_order][0], out / f"morch_{figure_order}_3d.png", anatomy=bg, affine=study.affine,
-                quantile=figure_quantile, mask=model.pca.mask,
+                vols[figure_order][0],
+                out / f"morch_{figure_order}_3d.png",
+                anatomy=bg,
+                affine=study.affine,
+                quantile=figure_quantile,
+                mask=model.pca.mask,
                 title=f"Mørch saliency ({figure_order} order), top {100 * (1 - figure_quantile):g}% of brain voxels",
             )
         keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "order", k))
@@ -567,10 +685,15 @@ def write_outputs(
         with atomic_output(out / "summary.csv", protect=protect) as tmp:
             tmp.write_text(buf.getvalue())
         written["summary_csv"] = out / "summary.csv"
-        info = {"study": str(study.folder), "scans": len(study.names), "kind": study.kind,
-                "reference_series": None if study.reference_series is None else str(study.reference_series),
-                "model": {"config": model.config, "train": {k: v for k, v in model.train.items() if k != "scans"}},
-                "orders": rows, "outputs": {k: str(Path(v).resolve()) for k, v in written.items()}}
+        info = {
+            "study": str(study.folder),
+            "scans": len(study.names),
+            "kind": study.kind,
+            "reference_series": None if study.reference_series is None else str(study.reference_series),
+            "model": {"config": model.config, "train": {k: v for k, v in model.train.items() if k != "scans"}},
+            "orders": rows,
+            "outputs": {k: str(Path(v).resolve()) for k, v in written.items()},
+        }
         with atomic_output(out / "summary.json", protect=protect) as tmp:
             tmp.write_text(json.dumps(info, indent=1))
         written["summary_json"] = out / "summary.json"

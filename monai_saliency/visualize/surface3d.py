@@ -19,14 +19,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from mpl_toolkits.mplot3d.art3d import Poly3DCollection  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-from monai_saliency.data.io import atomic_output  # noqa: E402
+from monai_saliency.data.io import atomic_output
 
-__all__ = ["SurfaceParts", "surface_components", "save_surface_figure", "voxel_to_world"]
+__all__ = ["SurfaceParts", "save_surface_figure", "surface_components", "voxel_to_world"]
 
 
 @dataclass
@@ -145,7 +145,9 @@ def _wall(ax, img: np.ndarray, shadow: np.ndarray, axis: int, pos: float, spacin
     coords = [None, None, None]
     coords[other[0]], coords[other[1]], coords[axis] = g0, g1, np.full_like(g0, pos)
     stride = max(1, max(n0, n1) // 96)
-    ax.plot_surface(*coords, facecolors=rgba, rstride=stride, cstride=stride, shade=False, linewidth=0, antialiased=False)
+    ax.plot_surface(
+        *coords, facecolors=rgba, rstride=stride, cstride=stride, shade=False, linewidth=0, antialiased=False
+    )
 
 
 def save_surface_figure(

@@ -89,6 +89,7 @@ def sample_run(tmp_path_factory):
 def test_runs_on_its_sample(sample_run):
     result, out = sample_run
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"written to {out}" in result.stdout  # the run says where its outputs are
     samples = sorted(p for p in SAMPLE.iterdir() if p.name.endswith((".dcm", ".nii.gz")))
     assert {p.suffix for p in samples} == {".dcm", ".gz"}  # both kinds of input are exercised
     for src in samples:

@@ -50,8 +50,14 @@ def _check_pm(path, series, expected):
 
 def test_saveimage_with_writer_references_the_series(series, tmp_path):
     img, sal = _loaded_map(series)
-    SaveImage(output_dir=str(tmp_path), output_ext=".dcm", writer=ParametricMapWriter, output_dtype=None,
-              separate_folder=False, print_log=False)(sal)
+    SaveImage(
+        output_dir=str(tmp_path),
+        output_ext=".dcm",
+        writer=ParametricMapWriter,
+        output_dtype=None,
+        separate_folder=False,
+        print_log=False,
+    )(sal)
     written = list(tmp_path.glob("*.dcm"))
     assert len(written) == 1
     back = _check_pm(written[0], series, sal[0])
@@ -63,8 +69,14 @@ def test_reoriented_map_is_written_on_the_series_grid(series, tmp_path):
     img, sal = _loaded_map(series)
     flipped = Orientation(axcodes="LPI")(sal)  # axis flips/permutation + a new affine
     assert not torch.allclose(flipped.affine.double(), img.affine.double())
-    SaveImage(output_dir=str(tmp_path), output_ext=".dcm", writer=ParametricMapWriter, output_dtype=None,
-              separate_folder=False, print_log=False)(flipped, filename=str(tmp_path / "map"))
+    SaveImage(
+        output_dir=str(tmp_path),
+        output_ext=".dcm",
+        writer=ParametricMapWriter,
+        output_dtype=None,
+        separate_folder=False,
+        print_log=False,
+    )(flipped, filename=str(tmp_path / "map"))
     _check_pm(tmp_path / "map.dcm", series, sal[0])
 
 
@@ -72,8 +84,9 @@ def test_registered_for_dcm(series, tmp_path):
     saved = dict(image_writer.SUPPORTED_WRITERS)
     try:
         register_parametric_map_writer()
-        saver = SaveImage(output_dir=str(tmp_path), output_ext=".dcm", output_dtype=None, separate_folder=False,
-                          print_log=False)
+        saver = SaveImage(
+            output_dir=str(tmp_path), output_ext=".dcm", output_dtype=None, separate_folder=False, print_log=False
+        )
         assert saver.writers[0] is ParametricMapWriter
         _, sal = _loaded_map(series)
         saver(sal, filename=str(tmp_path / "reg"))
@@ -130,6 +143,12 @@ def test_bad_inputs(series, tmp_path):
 def test_metatensor_meta_from_loader_is_enough(series, tmp_path):
     img, _ = _loaded_map(series)
     sal = MetaTensor(torch.rand(img.shape), meta=dict(img.meta))  # e.g. a map wrapped like its input
-    SaveImage(output_dir=str(tmp_path), output_ext=".dcm", writer=ParametricMapWriter, output_dtype=None,
-              separate_folder=False, print_log=False)(sal, filename=str(tmp_path / "r"))
+    SaveImage(
+        output_dir=str(tmp_path),
+        output_ext=".dcm",
+        writer=ParametricMapWriter,
+        output_dtype=None,
+        separate_folder=False,
+        print_log=False,
+    )(sal, filename=str(tmp_path / "r"))
     _check_pm(tmp_path / "r.dcm", series, sal[0])

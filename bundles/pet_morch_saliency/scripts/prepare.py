@@ -48,8 +48,11 @@ def main() -> None:
     from monai.bundle import run
 
     write_sample(BUNDLE / "sample_data")
-    run(config_file=str(BUNDLE / "configs" / "train.json"), bundle_root=str(BUNDLE),
-        logging_file=str(BUNDLE / "configs" / "logging.conf"))
+    run(
+        config_file=str(BUNDLE / "configs" / "train.json"),
+        bundle_root=str(BUNDLE),
+        logging_file=str(BUNDLE / "configs" / "logging.conf"),
+    )
     size = sum(p.stat().st_size for p in BUNDLE.rglob("*") if p.is_file())
     print(f"sample study and model written under {BUNDLE} (bundle size {size / 2**20:.2f} MiB)")
 

@@ -1,0 +1,525 @@
+"""Seed 002 (Mørch et al. 1995) reproduced on synthetic PET studies: Fig. 2, Fig. 4 and the localisation.
+
+Setup (configs/morch.yaml): synthetic PET activation studies (:func:`~monai_saliency.data.pet_study.make_pet_study`,
+8 subjects x 8 scans, J = 64), a PCA basis of all ``K = rank`` components inside the brain mask
+(:class:`~monai_saliency.models.pca.PCAProjection`), the two-layer tanh net of eq. 1 trained on eq. 2 with a ridge
+penalty (:class:`~monai_saliency.models.tanh_net.TanhNet`), and the per-voxel cost changes of
+:class:`~monai_saliency.methods.morch.MorchSaliency`:
+
+* ``exact``: ``dE_c`` (eq. 11), the change of training cost when the voxel's basis row is zeroed, no retraining
+  (the seed's "computed" saliency, footnote 10);
+* ``first``: first-order term (eq. 8/10);
+* ``second``: first + second-order term, with the seed's eq. 10 (``hessian="gauss_newton_diag"``: only the
+  ``k = k'`` Gauss-Newton terms), the joint Gauss-Newton term (``"gauss_newton"``, the library default), and the
+  true second derivative (``"exact"``: the full second-order Taylor term of ``dE_c``).
+
+Three experiments:
+
+1. **Fig. 2**: exact vs first vs second order on three axial slices (through the centre of the "visual" region and
+   +/- 17 mm, as the seed's AC-PC -17 / 0 / +17 mm), graded paradigm, run 0.
+2. **Fig. 4**: normalised MSE ``f_q(I) = sum_i (dE_c,i - dE_q,i)^2 / sum_i dE_c,i^2`` of each estimate as the input
+   size ``I`` grows: one slice of a graded study, decimated in-plane (``x[::s, ::s]``, ``Q = 9`` strides), the whole
+   modelling procedure (PCA + training + saliency) repeated per size; mean and 95 % bootstrap CI over studies.
+3. **Localisation**: ROC AUC of each saliency (and of a voxel-wise ``|corr(x_i, y)|`` baseline) against the true
+   activation mask inside the brain, both paradigms (graded: occipital region; rest/task: motor region), ``N`` studies
+   each, mean and 95 % bootstrap CI, paired two-sided Wilcoxon tests against ``dE_c``. Plus a ridge sweep on run 0
+   that shows the interpolation caveat (with little ridge the residuals vanish and the first order fails).
+
+Usage::
+
+    python benchmarks/exp_morch.py [--config configs/morch.yaml] [--quick] [--output-dir outputs/morch]
+
+Writes ``table.md``, ``figure.png`` (Fig. 4 + localisation), ``fig2.png`` (the slices) and ``fig4.png`` to the
+output directory. Runs single-threaded by default (``threads`` in the config): the problems are tiny (64 examples,
+~500 parameters) and torch's thread pool only adds overhead to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from scipy.stats import rankdata
+
+from monai_saliency.data.pet_study import make_pet_study
+from monai_saliency.methods.morch import MorchSaliency
+from monai_saliency.metrics.stats import bootstrap_ci, paired_wilcoxon, significance_stars
+from monai_saliency.models.pca import PCAProjection
+from monai_saliency.models.tanh_net import TanhNet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: estimate names -> (MorchSaliency hessian, order) ; "exact" is dE_c (eq. 11)
+LABELS = {
+    "exact": "computed dE_c (eq. 11)",
+    "first": "1st order",
+    "second_gauss_newton_diag": "2nd order, eq. 10 (diagonal GN)",
+    "second_gauss_newton": "2nd order, joint GN (default)",
+    "second_exact": "2nd order, exact Hessian",
+    "corr": "baseline |corr(x_i, y)|",
+}
+
+
+# ---------------------------------------------------------------------------------------------- building blocks
+def fit_model(images: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, model_cfg: dict, seed: int,
+              weight_decay: float | None = None) -> tuple[PCAProjection, TanhNet, torch.Tensor, dict]:
+    """PCA on the masked volumes + eq. 1 trained on the centred targets (eq. 1 has no output bias).
+
+    Returns:
+        ``(pca, net, centred targets, info)`` with ``info`` = final cost, iterations, converged flag, seconds.
+    """
+    t0 = time.perf_counter()
+    pca = PCAProjection(n_components=model_cfg.get("n_components")).fit(images, mask=mask)
+    y = targets.double() - targets.double().mean()
+    net = TanhNet(pca.k, hidden=int(model_cfg["hidden"]), seed=seed)
+    wd = float(model_cfg["weight_decay"] if weight_decay is None else weight_decay)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # non-convergence is recorded in info instead
+        res = net.fit(pca(images), y, weight_decay=wd, optimizer=model_cfg["optimizer"], tol=float(model_cfg["tol"]),
+                      max_iter=int(model_cfg["max_iter"]))
+    info = dict(cost=res.cost, n_iter=res.n_iter, converged=res.converged, seconds=time.perf_counter() - t0,
+                weight_decay=wd, rel_cost=res.cost / float(y.var(unbiased=False)))
+    return pca, net, y, info
+
+
+def saliencies(pca: PCAProjection, net: TanhNet, images: torch.Tensor, y: torch.Tensor,
+               hessians=("gauss_newton_diag", "gauss_newton")) -> dict[str, np.ndarray]:
+    """Per-voxel cost changes ``(I,)`` in mask order: exact dE_c, first order, second order per Hessian model."""
+    base = MorchSaliency(net, pca, hessian="gauss_newton").cost_changes(images, y, orders=("first", "second", "exact"))
+    out = {"exact": base["exact"], "first": base["first"], "second_gauss_newton": base["second"]}
+    for h in hessians:
+        if h != "gauss_newton":
+            out[f"second_{h}"] = MorchSaliency(net, pca, hessian=h).cost_changes(images, y, orders=("second",))["second"]
+    return {k: v.double().numpy() for k, v in out.items() if k == "exact" or k == "first" or k[7:] in hessians}
+
+
+def correlation_map(pca: PCAProjection, images: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Voxel-wise ``|Pearson corr(x_i, y)|`` over the scans (a mass-univariate, SPM-like baseline)."""
+    xc = pca.centred(images)  # (J, I), centred over scans
+    yc = y.double() - y.double().mean()
+    num = yc @ xc
+    den = xc.norm(dim=0) * yc.norm()
+    return (num / den.clamp_min(1e-300)).abs().numpy()
+
+
+def nmse(ref: np.ndarray, est: np.ndarray) -> float:
+    """The seed's normalised MSE ``sum (ref - est)^2 / sum ref^2`` (eq. 11's ``f_1``, ``f_2``)."""
+    return float(((ref - est) ** 2).sum() / max(float((ref**2).sum()), 1e-300))
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC via the Mann-Whitney U statistic (ties get half credit, via average ranks).
+
+    Raises:
+        ValueError: if ``labels`` has only one class.
+    """
+    labels = np.asarray(labels, dtype=bool)
+    n1 = int(labels.sum())
+    n0 = labels.size - n1
+    if n1 == 0 or n0 == 0:
+        raise ValueError("ROC AUC needs both positive and negative voxels in the mask.")
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def ci(values, cfg: dict, fmt: str = "{:.3f}") -> str:
+    c = bootstrap_ci(values, n_resamples=int(cfg["bootstrap_resamples"]))
+    return f"{fmt.format(c.estimate)} [{fmt.format(c.low)}, {fmt.format(c.high)}]"
+
+
+# ---------------------------------------------------------------------------------------------- experiments
+def run_localization(cfg: dict) -> dict:
+    """N studies per paradigm: AUC of every map vs the true region, NMSE of every estimate, fit statistics."""
+    st_cfg, model_cfg = cfg["study"], cfg["model"]
+    res: dict = {"per_run": {}, "fig2": None, "ridge": {}}
+    for p_idx, paradigm in enumerate(cfg["localization"]["paradigms"]):
+        rec: dict[str, list] = {}
+        for run in range(int(cfg["localization"]["runs"])):
+            seed = int(cfg["seed"]) * 10000 + 100 * p_idx + run
+            study = make_pet_study(paradigm, shape=tuple(st_cfg["shape"]), n_subjects=int(st_cfg["n_subjects"]),
+                                   n_scans=int(st_cfg["n_scans"]), seed=seed)
+            pca, net, y, info = fit_model(study.images, study.mask, study.targets, model_cfg, seed)
+            maps = saliencies(pca, net, study.images, y, hessians=("gauss_newton_diag", "gauss_newton", "exact"))
+            maps["corr"] = correlation_map(pca, study.images, y)
+            truth = study.truth[study.mask].numpy()
+            for name, m in maps.items():
+                rec.setdefault(f"auc:{name}", []).append(roc_auc(m, truth))
+                if name not in ("exact", "corr"):
+                    rec.setdefault(f"nmse:{name}", []).append(nmse(maps["exact"], m))
+            second_term = maps["second_gauss_newton"] - maps["first"]
+            rec.setdefault("second_over_first", []).append(
+                float(np.linalg.norm(second_term) / max(np.linalg.norm(maps["first"]), 1e-300)))
+            rec.setdefault("neg_exact", []).append(float((maps["exact"] < 0).mean()))
+            for key in ("rel_cost", "seconds", "n_iter"):
+                rec.setdefault(key, []).append(float(info[key]))
+            rec.setdefault("converged", []).append(bool(info["converged"]))
+            rec.setdefault("n_voxels", []).append(pca.n_voxels)
+            if run == 0:
+                if paradigm == "graded":
+                    res["fig2"] = dict(study=study, pca=pca, maps=maps, info=info)
+                for wd in cfg["ridge_sweep"]:  # the interpolation caveat, on the same study
+                    pca2, net2, y2, info2 = fit_model(study.images, study.mask, study.targets, model_cfg, seed,
+                                                      weight_decay=float(wd))
+                    m2 = saliencies(pca2, net2, study.images, y2, hessians=("gauss_newton_diag", "gauss_newton"))
+                    res["ridge"][(paradigm, float(wd))] = dict(
+                        info=info2, nmse={k: nmse(m2["exact"], v) for k, v in m2.items() if k != "exact"},
+                        auc={k: roc_auc(v, truth) for k, v in m2.items()})
+                res["ridge"][(paradigm, float(model_cfg["weight_decay"]))] = dict(
+                    info=info, nmse={k: nmse(maps["exact"], v) for k, v in maps.items() if k not in ("exact", "corr")},
+                    auc={k: roc_auc(v, truth) for k, v in maps.items() if k != "corr"})
+        res["per_run"][paradigm] = rec
+    return res
+
+
+def run_fig4(cfg: dict) -> dict:
+    """Normalised MSE of the estimates vs dE_c as a function of I (one slice, decimated), per study seed."""
+    f4, model_cfg, st_cfg = cfg["fig4"], cfg["model"], cfg["study"]
+    hess = tuple(f4["hessians"])
+    strides = [int(s) for s in f4["strides"]]
+    out: dict = {"I": {s: [] for s in strides}, "nmse": {}, "converged": 0, "fits": 0}
+    for sd in range(int(f4["seeds"])):
+        seed = int(cfg["seed"]) * 10000 + 5000 + sd
+        study = make_pet_study("graded", shape=tuple(f4["shape"]), n_subjects=int(st_cfg["n_subjects"]),
+                               n_scans=int(st_cfg["n_scans"]), seed=seed, noise_fwhm=float(f4["noise_fwhm"]),
+                               resolution_fwhm=float(f4["resolution_fwhm"]),
+                               anatomy_shift=float(f4["anatomy_shift"]))
+        z = int(study.truth.sum((0, 1)).argmax())  # the slice through the centre of the activated region
+        imgs = study.images.as_tensor()[..., z]  # (J, X, Y)
+        mask = study.mask[..., z]
+        for s in strides:
+            sub, m = imgs[:, ::s, ::s].contiguous(), mask[::s, ::s].contiguous()
+            pca, net, y, info = fit_model(sub, m, study.targets, model_cfg, seed)
+            maps = saliencies(pca, net, sub, y, hessians=hess)
+            out["I"][s].append(pca.n_voxels)
+            out["fits"] += 1
+            out["converged"] += int(info["converged"])
+            for k, v in maps.items():
+                if k != "exact":
+                    out["nmse"].setdefault(k, {t: [] for t in strides})[s].append(nmse(maps["exact"], v))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+def _trend(fig4: dict, key: str) -> tuple[float, float, float]:
+    """(f at the largest I, f at the smallest I, log-log slope of the mean f vs I)."""
+    strides = sorted(fig4["I"])
+    i_vals = np.array([np.mean(fig4["I"][s]) for s in strides])
+    f = np.array([np.mean(fig4["nmse"][key][s]) for s in strides])
+    slope = float(np.polyfit(np.log(i_vals), np.log(np.maximum(f, 1e-300)), 1)[0])
+    return float(f[0]), float(f[-1]), slope
+
+
+def write_table(loc: dict, fig4: dict, cfg: dict, out: Path, elapsed: float) -> str:
+    paradigms = list(loc["per_run"])
+    runs = int(cfg["localization"]["runs"])
+    mc = cfg["model"]
+    n_vox = loc["per_run"][paradigms[0]]["n_voxels"][0]
+    lines = [
+        "# Seed 002 (Mørch et al. 1995, saliency maps), reproduced on synthetic PET studies",
+        "",
+        f"Synthetic studies `make_pet_study` ({cfg['study']['n_subjects']} subjects x {cfg['study']['n_scans']} scans, "
+        f"shape {tuple(cfg['study']['shape'])}, I = {n_vox} voxels in the brain mask); PCA with K = rank; eq. 1 tanh net, "
+        f"A = {mc['hidden']}, ridge {mc['weight_decay']:g}, {mc['optimizer']} to max|grad| <= {mc['tol']:g}; targets "
+        "centred (graded: level - 4.5; rest/task: -1/+1). Mean [95 % bootstrap CI] over independent studies. "
+        "Config: `configs/morch.yaml`; script: `benchmarks/exp_morch.py`.",
+        "",
+        "## Localisation of the activated region (ROC AUC of the map vs the true mask, inside the brain)",
+        "",
+        f"{runs} studies per paradigm. Wilcoxon: paired, two-sided, against the computed dE_c.",
+        "",
+        "| map | " + " | ".join(f"{p}: AUC | {p}: Wilcoxon vs dE_c" for p in paradigms) + " |",
+        "|---|" + "---|---|" * len(paradigms),
+    ]
+    for name in ("exact", "first", "second_gauss_newton_diag", "second_gauss_newton", "second_exact", "corr"):
+        cells = []
+        for p in paradigms:
+            rec = loc["per_run"][p]
+            cells.append(ci(rec[f"auc:{name}"], cfg))
+            if name == "exact":
+                cells.append("-")
+            else:
+                w = paired_wilcoxon(rec[f"auc:{name}"], rec["auc:exact"], alternative="two-sided")
+                cells.append(f"p={w.pvalue:.2g} {significance_stars(w.pvalue)}")
+        lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Agreement of the estimates with dE_c on the 3D studies (seed Fig. 2)",
+        "",
+        "NMSE = sum (dE_c - dE_q)^2 / sum dE_c^2 over the brain voxels (the seed's f_1, f_2 of eq. 11).",
+        "",
+        "| quantity | " + " | ".join(paradigms) + " |",
+        "|---|" + "---|" * len(paradigms),
+    ]
+    for name in ("first", "second_gauss_newton_diag", "second_gauss_newton", "second_exact"):
+        lines.append(f"| NMSE {LABELS[name]} | "
+                     + " | ".join(ci(loc["per_run"][p][f"nmse:{name}"], cfg, "{:.2e}") for p in paradigms) + " |")
+    lines.append("| size of the 2nd-order term, ‖dE_2 - dE_1‖ / ‖dE_1‖ (joint GN) | "
+                 + " | ".join(ci(loc["per_run"][p]["second_over_first"], cfg, "{:.2e}") for p in paradigms) + " |")
+    lines.append("| fraction of voxels with dE_c < 0 | "
+                 + " | ".join(ci(loc["per_run"][p]["neg_exact"], cfg) for p in paradigms) + " |")
+    lines.append("| training cost E / var(y) | "
+                 + " | ".join(ci(loc["per_run"][p]["rel_cost"], cfg, "{:.2e}") for p in paradigms) + " |")
+    lines.append("| fits converged | " + " | ".join(
+        f"{sum(loc['per_run'][p]['converged'])}/{runs}" for p in paradigms) + " |")
+
+    lines += [
+        "",
+        "## Ridge sweep on run 0 (the interpolation caveat)",
+        "",
+        "| paradigm | ridge | E / var(y) | NMSE 1st | NMSE 2nd eq. 10 | NMSE 2nd joint GN | AUC dE_c | AUC 1st | "
+        "AUC 2nd eq. 10 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (p, wd), r in sorted(loc["ridge"].items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        lines.append(
+            f"| {p} | {wd:g} | {r['info']['rel_cost']:.2e} | {r['nmse']['first']:.2e} | "
+            f"{r['nmse']['second_gauss_newton_diag']:.2e} | {r['nmse']['second_gauss_newton']:.2e} | "
+            f"{r['auc']['exact']:.3f} | {r['auc']['first']:.3f} | {r['auc']['second_gauss_newton_diag']:.3f} |")
+
+    strides = sorted(fig4["I"])
+    keys = ["first"] + [f"second_{h}" for h in cfg["fig4"]["hessians"]]
+    lines += [
+        "",
+        f"## Fig. 4: NMSE vs input size I (one slice, decimated; {cfg['fig4']['seeds']} studies)",
+        "",
+        "| stride | I | " + " | ".join(f"NMSE {LABELS[k]}" for k in keys) + " |",
+        "|---|---|" + "---|" * len(keys),
+    ]
+    for s in strides:
+        lines.append(f"| {s} | {int(np.mean(fig4['I'][s]))} | "
+                     + " | ".join(ci(fig4["nmse"][k][s], cfg, "{:.2e}") for k in keys) + " |")
+    lines.append("")
+    lines.append(f"Fits converged: {fig4['converged']}/{fig4['fits']}. Log-log slope of the mean NMSE vs I: "
+                 + ", ".join(f"{LABELS[k]} {_trend(fig4, k)[2]:+.2f}" for k in keys) + ".")
+
+    # ------------------------------------------------------------------ beside the seed
+    g = loc["per_run"].get("graded", loc["per_run"][paradigms[0]])
+    f1_big, f1_small, s1 = _trend(fig4, "first")
+    f2d_big, f2d_small, s2d = _trend(fig4, "second_gauss_newton_diag")
+    f2j_big, f2j_small, s2j = _trend(fig4, "second_gauss_newton")
+    i_big, i_small = int(np.mean(fig4["I"][strides[0]])), int(np.mean(fig4["I"][strides[-1]]))
+    auc_line = "; ".join(f"{p}: dE_c {ci(loc['per_run'][p]['auc:exact'], cfg)}, 1st {ci(loc['per_run'][p]['auc:first'], cfg)}"
+                         for p in paradigms)
+    ridge_small = {k: v for k, v in loc["ridge"].items() if k[1] == min(w for _, w in loc["ridge"])}
+    small_txt = "; ".join(f"{p} ridge {wd:g}: E/var(y) {r['info']['rel_cost']:.1e}, NMSE 1st {r['nmse']['first']:.2f}, "
+                          f"eq. 10 {r['nmse']['second_gauss_newton_diag']:.2f}, joint GN "
+                          f"{r['nmse']['second_gauss_newton']:.1e}" for (p, wd), r in ridge_small.items())
+    lines += [
+        "",
+        "## Beside the seed",
+        "",
+        "The seed reports no numbers for these figures, only pictures and qualitative statements; each is set against "
+        "our measurement.",
+        "",
+        "| seed (Mørch et al. 1995) | ours | agrees? |",
+        "|---|---|---|",
+        f"| Fig. 2, I = 34,863: \"all columns almost identical\", \"even the 1st order term alone is a useful "
+        f"approximation\" | I = {n_vox}, graded: NMSE 1st {ci(g['nmse:first'], cfg, '{:.1e}')}, 2nd (eq. 10) "
+        f"{ci(g['nmse:second_gauss_newton_diag'], cfg, '{:.1e}')}, 2nd (joint GN) "
+        f"{ci(g['nmse:second_gauss_newton'], cfg, '{:.1e}')} | yes, with ridge {mc['weight_decay']:g} (see the ridge "
+        "sweep: not for an interpolating net) |",
+        f"| Fig. 2: \"the 2nd order term seems visually negligible\" | ‖2nd-order term‖/‖1st‖ = "
+        f"{ci(g['second_over_first'], cfg, '{:.1e}')}; yet the joint-GN term cuts the NMSE by "
+        f"{np.mean(g['nmse:first']) / max(np.mean(g['nmse:second_gauss_newton']), 1e-300):.0f}x | yes (small), "
+        "but not useless |",
+        f"| Fig. 4: \"with increasing I the errors decrease\" | 1st order: NMSE {f1_small:.1e} at I = {i_small} -> "
+        f"{f1_big:.1e} at I = {i_big} (slope {s1:+.2f}); eq. 10: {f2d_small:.1e} -> {f2d_big:.1e} "
+        f"(slope {s2d:+.2f}); joint GN: {f2j_small:.1e} -> {f2j_big:.1e} (slope {s2j:+.2f}) | "
+        f"{'yes' if s1 < 0 else 'NO'} for 1st order |",
+        f"| Fig. 4: \"for large I the 1st order approximation suffices\", \"for very large I the 2nd order term seems "
+        f"negligible\" | at I = {i_big}: NMSE 1st {f1_big:.1e} vs eq. 10 {f2d_big:.1e} vs joint GN {f2j_big:.1e} | "
+        f"{'yes' if f1_big < 0.05 else 'partly'}: the 1st order is within a few % of dE_c; the consistent 2nd order "
+        "is still orders of magnitude closer |",
+        f"| Fig. 1/3: the salient clusters are the visual cortex (graded) and the primary sensory-motor cortex "
+        f"(finger opposition) | ROC AUC of the saliency vs the true region: {auc_line} | yes (the region is found; "
+        "AUC < 1 because the maps are smooth and the region boundary is soft) |",
+        f"| eq. 5-7, approximations without retraining justified when dE/du = 0 | with little ridge the net "
+        f"interpolates: {small_txt} | the seed's claim needs non-vanishing residuals |",
+        "",
+        "## Notes: where we differ from the seed, and why",
+        "",
+        "- **Interpolation.** With J = 64 examples and ~K A = 500 weights, an unpenalised eq. 1 net fits the "
+        "training set exactly: E -> 0, e_j -> 0, and the first-order term (proportional to e_j, eq. 8) vanishes; the "
+        "saliency then is all second order and the seed's \"1st order suffices\" fails (ridge sweep). The seed's "
+        "networks were pruned (footnote 7), which leaves residuals; we use a ridge penalty instead "
+        f"(ridge {mc['weight_decay']:g}). The saliency is always the change of the *data* cost E of eq. 2.",
+        "- **Eq. 10's second-order term** keeps only the k = k' Gauss-Newton terms although zeroing voxel i moves "
+        "all K entries B_i1..B_iK together (the mixed terms do not vanish, unlike the i != i' ones). We report the "
+        "seed's variant (`hessian=\"gauss_newton_diag\"`) beside the consistent joint Gauss-Newton term (the library "
+        "default) and the exact second derivative. Eq. 10's term can make the estimate *worse* than first order; the "
+        "joint GN term is close to the exact second-order Taylor term.",
+        "- **Negative saliencies** are kept (the seed's footnote 7 clips them to 0); the fraction of voxels with "
+        "dE_c < 0 is reported. AUCs use the signed maps.",
+        "- **Fig. 4's sub-sampling** is in-plane decimation x[::s, ::s] of the slice through the centre of the "
+        "activated region, s = 1..9 (Q = 9); the seed does not say how it sub-sampled. Each size repeats PCA, training "
+        "and saliency (\"after performing the entire modeling procedure Q times\"). Our 2D studies are generated on a "
+        f"{tuple(cfg['fig4']['shape'])} grid with correlation lengths scaled to it.",
+        "- **Sizes.** Our 3D volumes are smaller than the seed's (128 x 128 x 48, whose voxel count the seed "
+        "misprints as 768,432 instead of 786,432; 34,863 inside its mask). The Fig. 2 slices are the centre of the "
+        "visual region and +/- 17 mm (our z spacing is 3.125 mm), standing in for AC-PC -17 / 0 / +17 mm.",
+        "- **Data.** Synthetic studies (smooth subject anatomy, global flow, correlated noise), not the seed's PET "
+        "data; the absolute AUCs depend on the activation amplitude and noise chosen in `make_pet_study`.",
+        "",
+        f"Total run time {elapsed:.0f} s.",
+    ]
+    text = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(text)
+    return text
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_fig4(ax, fig4: dict, cfg: dict) -> None:
+    strides = sorted(fig4["I"])
+    i_vals = np.array([np.mean(fig4["I"][s]) for s in strides])
+    styles = {"first": ("C0", "-"), "second_gauss_newton_diag": ("C1", ":"), "second_gauss_newton": ("C2", "--"),
+              "second_exact": ("C3", "-.")}
+    for key, vals in fig4["nmse"].items():
+        cis = [bootstrap_ci(vals[s], n_resamples=int(cfg["bootstrap_resamples"])) for s in strides]
+        est = np.array([c.estimate for c in cis])
+        lo = np.maximum(np.array([c.low for c in cis]), 1e-300)
+        hi = np.array([c.high for c in cis])
+        color, ls = styles.get(key, ("k", "-"))
+        ax.plot(i_vals, est, ls, color=color, marker="o", ms=3, label=LABELS[key])
+        ax.fill_between(i_vals, lo, hi, color=color, alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("input size I (voxels)")
+    ax.set_ylabel("normalised MSE vs dE_c")
+    ax.set_title(f"Fig. 4: NMSE vs I (mean, 95% CI over {cfg['fig4']['seeds']} studies)", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def plot_auc(ax, loc: dict, cfg: dict) -> None:
+    names = ["exact", "first", "second_gauss_newton_diag", "second_gauss_newton", "corr"]
+    paradigms = list(loc["per_run"])
+    width = 0.8 / len(names)
+    for n_idx, name in enumerate(names):
+        cis = [bootstrap_ci(loc["per_run"][p][f"auc:{name}"], n_resamples=int(cfg["bootstrap_resamples"]))
+               for p in paradigms]
+        est = np.array([c.estimate for c in cis])
+        err = np.array([[c.estimate - c.low for c in cis], [c.high - c.estimate for c in cis]])
+        ax.bar(np.arange(len(paradigms)) + (n_idx - (len(names) - 1) / 2) * width, est, width=width, yerr=err,
+               capsize=2, label=LABELS[name])
+    ax.set_xticks(np.arange(len(paradigms)), paradigms)
+    ax.set_ylim(0.5, 1.0)
+    ax.set_ylabel("ROC AUC vs true region")
+    ax.set_title(f"Localisation ({cfg['localization']['runs']} studies, 95% CI)", fontsize=9)
+    ax.legend(fontsize=6, loc="lower right")
+
+
+def write_figures(loc: dict, fig4: dict, cfg: dict, out: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    plot_fig4(axes[0], fig4, cfg)
+    plot_auc(axes[1], loc, cfg)
+    fig.tight_layout()
+    fig.savefig(out / "figure.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    plot_fig4(ax, fig4, cfg)
+    fig.tight_layout()
+    fig.savefig(out / "fig4.png", dpi=120)
+    plt.close(fig)
+
+    f2 = loc["fig2"]
+    if f2 is None:
+        return
+    study, pca, maps = f2["study"], f2["pca"], f2["maps"]
+    zc = int(study.truth.sum((0, 1)).argmax())
+    dz = float(study.affine[2, 2])
+    off = max(1, round(float(cfg["fig2"]["slice_offset_mm"]) / dz))
+    nz = study.mask.shape[2]
+    slices = [min(max(zc + d, 0), nz - 1) for d in (-off, 0, off)]
+    cols = ["exact", "first", "second_gauss_newton", "second_gauss_newton_diag"]
+    vols = {k: pca.to_volume(torch.as_tensor(maps[k])).as_tensor().numpy() for k in cols}
+    fig, axes = plt.subplots(3, len(cols), figsize=(2.6 * len(cols), 7.6))
+    for r, z in enumerate(slices):
+        ref = vols["exact"][:, :, z]
+        vmax = float(np.abs(ref).max()) or 1.0
+        for c, k in enumerate(cols):
+            ax = axes[r, c]
+            ax.imshow(vols[k][:, :, z].T, origin="lower", cmap="hot", vmin=0, vmax=vmax)
+            ax.contour(study.truth[:, :, z].numpy().T.astype(float), levels=[0.5], colors="c", linewidths=0.6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(LABELS[k].replace(" (", "\n("), fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"z = {(z - zc) * dz:+.0f} mm", fontsize=8)
+            if k != "exact":
+                m = study.mask[:, :, z].numpy()
+                err = nmse(ref[m], vols[k][:, :, z][m])
+                ax.text(0.02, 0.02, f"NMSE {err:.1e}", transform=ax.transAxes, fontsize=6, color="w")
+    fig.suptitle("Fig. 2 (graded paradigm): computed dE_c vs 1st vs 2nd order; cyan: true region; "
+                 "same colour scale per row", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "fig2.png", dpi=120)
+    plt.close(fig)
+
+
+QUICK = {
+    "study": {"shape": [24, 28, 20], "n_subjects": 4, "n_scans": 8},
+    "model": {"hidden": 3, "max_iter": 100},
+    "localization": {"runs": 3},
+    "ridge_sweep": [0.001],
+    "fig4": {"seeds": 2, "shape": [48, 48, 8], "noise_fwhm": 3.0, "resolution_fwhm": 1.8, "anatomy_shift": 1.0,
+             "strides": [1, 2, 3]},
+    "bootstrap_resamples": 999,
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "morch.yaml"))
+    parser.add_argument("--output-dir", default=str(ROOT / "outputs" / "morch"))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
+    args = parser.parse_args(argv)
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    if args.quick:
+        cfg = _merge(cfg, QUICK)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(cfg.get("threads", 1)))
+    try:
+        t0 = time.perf_counter()
+        loc = run_localization(cfg)
+        t1 = time.perf_counter()
+        fig4 = run_fig4(cfg)
+        t2 = time.perf_counter()
+        text = write_table(loc, fig4, cfg, out, t2 - t0)
+        write_figures(loc, fig4, cfg, out)
+    finally:
+        torch.set_num_threads(threads)
+    print(text)
+    print(f"localisation + Fig. 2: {t1 - t0:.1f} s, Fig. 4: {t2 - t1:.1f} s; wrote {out}/table.md, figure.png, "
+          f"fig2.png, fig4.png")
+    if "nan" in text.lower():
+        raise SystemExit("non-finite values in the table")
+
+
+if __name__ == "__main__":
+    main()
