@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv clean experiments benchmarks
+.PHONY: demo blob-demo test venv clean experiments benchmarks
 
 venv: $(STAMP)
 
@@ -19,7 +19,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# The main job: the angiogram bundle on its embedded sample cines (XA DICOM + NIfTI).
 demo: $(STAMP)
+	cd bundles/angiogram_signature_activation && $(CURDIR)/$(PY) -m monai.bundle run \
+		--config_file configs/inference.json --bundle_root . --output_dir $(CURDIR)/outputs/angiogram
+
+# The first demo: a small CNN on generated 2D images, one NIfTI map + PNG overlay in outputs/demo.
+blob-demo: $(STAMP)
 	$(PY) -m monai_saliency.demo --output-dir outputs/demo
 
 test: $(STAMP)

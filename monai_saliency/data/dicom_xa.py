@@ -25,6 +25,7 @@ input is never overwritten.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import struct
 import warnings
@@ -423,8 +424,9 @@ def read_xa_dataset(path: str | os.PathLike, min_frames: int = 2) -> Dataset:
 
 
 def _xa_meta(ds: Dataset) -> dict[str, Any]:
-    def num(kw: str) -> float | None:
-        return float(ds.data_element(kw).value) if kw in ds and ds.data_element(kw).value not in (None, "") else None
+    # absent optional tags become NaN, not None: MONAI's collate cannot batch None, and NaN keeps the type
+    def num(kw: str) -> float:
+        return float(ds.data_element(kw).value) if kw in ds and ds.data_element(kw).value not in (None, "") else math.nan
 
     return {
         "frame_time_ms": _frame_time_ms(ds),
@@ -432,7 +434,9 @@ def _xa_meta(ds: Dataset) -> dict[str, Any]:
         "number_of_frames": int(ds.NumberOfFrames),
         "positioner_primary_angle": num("PositionerPrimaryAngle"),
         "positioner_secondary_angle": num("PositionerSecondaryAngle"),
-        "imager_pixel_spacing": [float(v) for v in ds.ImagerPixelSpacing] if "ImagerPixelSpacing" in ds else None,
+        "imager_pixel_spacing": (
+            [float(v) for v in ds.ImagerPixelSpacing] if "ImagerPixelSpacing" in ds else [math.nan, math.nan]
+        ),
         "modality": str(ds.Modality),
         "image_type": list(ds.get("ImageType", [])),
         "sop_class_uid": str(ds.SOPClassUID),

@@ -560,15 +560,16 @@ def compute_maps(
     local = shard_cost_changes(sal, study.images, y, orders, rank, world)
     n = model.pca.n_voxels
     size = max(hi - lo for lo, hi in (shard_bounds(n, r, world) for r in range(world)))
+    # nccl gathers CUDA tensors only; the computation itself stays on the study's device (CPU)
+    comm = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    bounds = [shard_bounds(n, r, world) for r in range(world)]
     out = {}
-    for o in orders:  # all_gather of equal-size padded shards (gloo and nccl)
-        buf = torch.zeros(size, dtype=local[o].dtype)
-        buf[: local[o].numel()] = local[o]
+    for o in orders:  # all_gather of equal-size padded shards
+        buf = torch.zeros(size, dtype=local[o].dtype, device=comm)
+        buf[: local[o].numel()] = local[o].to(comm)
         parts = [torch.empty_like(buf) for _ in range(world)]
         dist.all_gather(parts, buf)
-        out[o] = torch.cat(
-            [parts[r][: hi - lo] for r, (lo, hi) in enumerate(shard_bounds(n, r, world) for r in range(world))]
-        )
+        out[o] = torch.cat([parts[r][: hi - lo].cpu() for r, (lo, hi) in enumerate(bounds)])
     logger.info(f"rank {rank}/{world}: computed voxels {shard_bounds(n, rank, world)} of {n}")
     return out if rank == 0 else None
 

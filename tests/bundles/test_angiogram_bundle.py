@@ -6,6 +6,7 @@ import csv
 import hashlib
 import importlib.util
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -217,7 +218,8 @@ def test_loader_reads_both_formats_and_rejects_non_cines(tmp_path):
     del no_angles.PositionerPrimaryAngle, no_angles.ImagerPixelSpacing
     no_angles.save_as(tmp_path / "no_angles.dcm")
     sparse = loader({"image": str(tmp_path / "no_angles.dcm")})["image"]
-    assert sparse.meta["positioner_primary_angle"] == "" and sparse.meta["imager_pixel_spacing"] == ""
+    assert math.isnan(sparse.meta["positioner_primary_angle"])  # absent tags are NaN, never None
+    assert all(math.isnan(v) for v in sparse.meta["imager_pixel_spacing"])
     assert all(v is not None for v in sparse.meta.values())  # MONAI's collate cannot batch None
     affine = np.diag([1.0, 0.3, 0.3, 1.0])
     nib.save(nib.Nifti1Image(np.zeros((1, 8, 8), np.float32), affine), str(tmp_path / "one_frame.nii.gz"))

@@ -137,6 +137,13 @@ def test_corrupt_file_named_nonzero_exit_no_outputs(tmp_path, bundle_runner):
     assert result.returncode != 0
     assert str(bad.relative_to(data)) in result.stderr + result.stdout
     assert not out.exists() or not any(out.iterdir())
+    models = tmp_path / "models"
+    result = bundle_runner(
+        NAME, "--config_file", "configs/train.json", "--dataset_dir", str(data), "--model_dir", str(models)
+    )
+    assert result.returncode != 0
+    assert str(bad.relative_to(data)) in result.stderr + result.stdout
+    assert not models.exists() or not any(models.iterdir())
 
 
 @pytest.mark.slow
