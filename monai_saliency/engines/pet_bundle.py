@@ -511,25 +511,10 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
 def shard_cost_changes(
     sal: MorchSaliency, x: torch.Tensor, y: torch.Tensor, orders: Sequence[str], rank: int, world: int
 ) -> dict[str, torch.Tensor]:
-    """Cost changes of this rank's contiguous voxel range only (every rank computes the shared projections).
-
-    Uses ``MorchSaliency``'s internal per-voxel passes on a voxel slice of its prepared state (the projections,
-    outputs and residuals need every voxel; the per-voxel passes are independent). Concatenating the ranks'
-    results in rank order equals ``sal.cost_changes(x, y, orders)``.
-    """
-    st = sal._prepare(x, y)
-    lo, hi = shard_bounds(st.n_vox, rank, world)
-    st.raw, st.mean, st.b, st.n_vox = st.raw[:, lo:hi], st.mean[lo:hi], st.b[lo:hi], hi - lo
-    out: dict[str, torch.Tensor] = {}
-    if "first" in orders or "second" in orders:
-        first, second = sal._first_second(st, need_second="second" in orders)
-        if "first" in orders:
-            out["first"] = first
-        if "second" in orders:
-            out["second"] = first + second
-    if "exact" in orders:
-        out["exact"] = sal._exact(st)
-    return {k: v.clamp_min(0) for k, v in out.items()} if sal.clip_negative else out
+    """Cost changes of this rank's contiguous voxel range only (every rank computes the shared projections);
+    concatenating the ranks' results in rank order equals ``sal.cost_changes(x, y, orders)``."""
+    n_vox = int(sal.projection.n_voxels)
+    return sal.cost_changes(x, y, orders=orders, voxel_range=shard_bounds(n_vox, rank, world))
 
 
 def compute_maps(

@@ -236,7 +236,11 @@ class MorchSaliency(Explainer):
         return self(x, **kwargs)
 
     def cost_changes(
-        self, x: torch.Tensor, targets: torch.Tensor | Sequence[float], orders: Sequence[str] = ("first", "second", "exact")
+        self,
+        x: torch.Tensor,
+        targets: torch.Tensor | Sequence[float],
+        orders: Sequence[str] = ("first", "second", "exact"),
+        voxel_range: tuple[int, int] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-voxel cost changes for several orders in one pass (shared projections, residuals, gradients).
 
@@ -244,6 +248,8 @@ class MorchSaliency(Explainer):
             x: volumes ``(J, *spatial)``.
             targets: ``(J,)``.
             orders: any of ``"first"``, ``"second"``, ``"exact"`` (retraining: :meth:`retrain`).
+            voxel_range: ``(lo, hi)`` to compute only mask-order voxels ``lo..hi-1`` (the projections still use every
+                voxel); concatenating disjoint ranges equals the full result, which is how processes share the work.
 
         Returns:
             ``{order: (I,) tensor}`` in mask order (:meth:`PCAProjection.to_volume` maps to a volume); clipped at 0
@@ -256,6 +262,11 @@ class MorchSaliency(Explainer):
         for o in orders:
             _check_choice("order", o, ORDERS[:3])
         st = self._prepare(x, targets)
+        if voxel_range is not None:
+            lo, hi = (int(v) for v in voxel_range)
+            if not 0 <= lo <= hi <= st.n_vox:
+                raise ValueError(f"voxel_range {voxel_range} must satisfy 0 <= lo <= hi <= {st.n_vox} (mask voxels).")
+            st.raw, st.mean, st.b, st.n_vox = st.raw[:, lo:hi], st.mean[lo:hi], st.b[lo:hi], hi - lo
         out: dict[str, torch.Tensor] = {}
         if "first" in orders or "second" in orders:
             first, second_term = self._first_second(st, need_second="second" in orders)

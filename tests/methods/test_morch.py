@@ -134,6 +134,18 @@ def test_chunking_does_not_change_results(setup):
             torch.testing.assert_close(small[k], big[k], rtol=1e-12, atol=1e-16)
 
 
+def test_voxel_ranges_concatenate_to_the_full_result(setup):
+    x, mask, y, pca, net = setup
+    sal = MorchSaliency(net, pca)
+    full = sal.cost_changes(x, y)
+    n = pca.n_voxels
+    parts = [sal.cost_changes(x, y, voxel_range=r) for r in ((0, 7), (7, 7), (7, n))]
+    for k in full:
+        torch.testing.assert_close(torch.cat([p[k] for p in parts]), full[k], rtol=1e-12, atol=1e-16)
+    with pytest.raises(ValueError, match="voxel_range"):
+        sal.cost_changes(x, y, voxel_range=(3, n + 1))
+
+
 def test_float32_exact_is_accurate(setup):
     x, mask, y, pca, net = setup
     ref = MorchSaliency(net, pca).cost_changes(x, y, orders=("exact",))["exact"]
