@@ -85,8 +85,8 @@ def fit_model(images: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, m
         warnings.simplefilter("ignore", RuntimeWarning)  # non-convergence is recorded in info instead
         res = net.fit(pca(images), y, weight_decay=wd, optimizer=model_cfg["optimizer"], tol=float(model_cfg["tol"]),
                       max_iter=int(model_cfg["max_iter"]))
-    info = dict(cost=res.cost, n_iter=res.n_iter, converged=res.converged, seconds=time.perf_counter() - t0,
-                weight_decay=wd, rel_cost=res.cost / float(y.var(unbiased=False)))
+    info = {"cost": res.cost, "n_iter": res.n_iter, "converged": res.converged, "seconds": time.perf_counter() - t0,
+                "weight_decay": wd, "rel_cost": res.cost / float(y.var(unbiased=False))}
     return pca, net, y, info
 
 
@@ -165,17 +165,17 @@ def run_localization(cfg: dict) -> dict:
             rec.setdefault("n_voxels", []).append(pca.n_voxels)
             if run == 0:
                 if paradigm == "graded":
-                    res["fig2"] = dict(study=study, pca=pca, maps=maps, info=info)
+                    res["fig2"] = {"study": study, "pca": pca, "maps": maps, "info": info}
                 for wd in cfg["ridge_sweep"]:  # the interpolation caveat, on the same study
                     pca2, net2, y2, info2 = fit_model(study.images, study.mask, study.targets, model_cfg, seed,
                                                       weight_decay=float(wd))
                     m2 = saliencies(pca2, net2, study.images, y2, hessians=("gauss_newton_diag", "gauss_newton"))
-                    res["ridge"][(paradigm, float(wd))] = dict(
-                        info=info2, nmse={k: nmse(m2["exact"], v) for k, v in m2.items() if k != "exact"},
-                        auc={k: roc_auc(v, truth) for k, v in m2.items()})
-                res["ridge"][(paradigm, float(model_cfg["weight_decay"]))] = dict(
-                    info=info, nmse={k: nmse(maps["exact"], v) for k, v in maps.items() if k not in ("exact", "corr")},
-                    auc={k: roc_auc(v, truth) for k, v in maps.items() if k != "corr"})
+                    res["ridge"][(paradigm, float(wd))] = {
+                        "info": info2, "nmse": {k: nmse(m2["exact"], v) for k, v in m2.items() if k != "exact"},
+                        "auc": {k: roc_auc(v, truth) for k, v in m2.items()}}
+                res["ridge"][(paradigm, float(model_cfg["weight_decay"]))] = {
+                    "info": info, "nmse": {k: nmse(maps["exact"], v) for k, v in maps.items() if k not in ("exact", "corr")},
+                    "auc": {k: roc_auc(v, truth) for k, v in maps.items() if k != "corr"}}
         res["per_run"][paradigm] = rec
     return res
 
