@@ -64,7 +64,7 @@ LABELS = {
     "second_gauss_newton_diag": "2nd order, eq. 10 (diagonal GN)",
     "second_gauss_newton": "2nd order, joint GN (default)",
     "second_exact": "2nd order, exact Hessian",
-    "corr": "baseline |corr(x_i, y)|",
+    "corr": "baseline: abs. corr(x_i, y)",
 }
 
 
@@ -283,14 +283,15 @@ def write_table(loc: dict, fig4: dict, cfg: dict, out: Path, elapsed: float) -> 
         "## Ridge sweep on run 0 (the interpolation caveat)",
         "",
         "| paradigm | ridge | E / var(y) | NMSE 1st | NMSE 2nd eq. 10 | NMSE 2nd joint GN | AUC dE_c | AUC 1st | "
-        "AUC 2nd eq. 10 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "AUC 2nd eq. 10 | fit converged |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (p, wd), r in sorted(loc["ridge"].items(), key=lambda kv: (kv[0][0], -kv[0][1])):
         lines.append(
             f"| {p} | {wd:g} | {r['info']['rel_cost']:.2e} | {r['nmse']['first']:.2e} | "
             f"{r['nmse']['second_gauss_newton_diag']:.2e} | {r['nmse']['second_gauss_newton']:.2e} | "
-            f"{r['auc']['exact']:.3f} | {r['auc']['first']:.3f} | {r['auc']['second_gauss_newton_diag']:.3f} |")
+            f"{r['auc']['exact']:.3f} | {r['auc']['first']:.3f} | {r['auc']['second_gauss_newton_diag']:.3f} | "
+            f"{'yes' if r['info']['converged'] else 'no'} |")
 
     strides = sorted(fig4["I"])
     keys = ["first"] + [f"second_{h}" for h in cfg["fig4"]["hessians"]]
