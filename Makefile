@@ -36,6 +36,7 @@ experiments: $(STAMP)
 	$(PY) benchmarks/exp_seed000_structured.py
 	$(PY) benchmarks/exp_forgrad.py
 	$(PY) benchmarks/exp_sanity.py
+	$(PY) benchmarks/exp_morch.py
 	$(PY) benchmarks/study_angiogram.py --out outputs/angiogram_study
 	$(PY) benchmarks/demo_image_signature.py
 

@@ -92,3 +92,24 @@ def test_torchrun_two_processes_uneven_shards_write_each_study_once(tmp_path, bu
     _check_maps([data / n for n in names], out)
     rows = _rows(out / "predictions.csv")
     assert sorted(r[0].split("/")[-1] for r in rows) == names  # gathered from both ranks, no padding duplicate
+
+
+def test_network_and_target_layer_are_overrides(tmp_path, bundle_runner):
+    import torch
+    from monai.networks.nets import DenseNet
+
+    spec = {"_target_": "DenseNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3, "init_features": 4,
+            "growth_rate": 4, "block_config": [1, 1], "bn_size": 1}
+    torch.manual_seed(0)
+    net = DenseNet(**{k: v for k, v in spec.items() if k != "_target_"})
+    torch.save(net.state_dict(), tmp_path / "mine.pt")
+    data = tmp_path / "studies"
+    data.mkdir()
+    shutil.copy(BUNDLE / "sample_data" / "case_001.nii.gz", data / "case_001.nii.gz")
+    out = tmp_path / "out"
+    result = bundle_runner("gradient_saliency_3d", "--config_file", CONFIG, "--network_def", repr(spec),
+                           "--ckpt_path", str(tmp_path / "mine.pt"), "--target_layer", "features.denseblock2",
+                           "--dataset_dir", str(data), "--output_dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_maps([data / "case_001.nii.gz"], out, "gradcam")
+    assert len(_rows(out / "predictions.csv")[0]) == 1 + 3  # three classes from the overridden network
