@@ -84,7 +84,7 @@ def row(name: str, t: float, ref_name: str, t_ref: float, bound: float | None) -
 
 
 def bench(label: str, model: torch.nn.Module, x: torch.Tensor, n_sg: int, n_ig: int, chunk: int, repeats: int,
-          cam_layer: str) -> None:
+          cam_layer: str, ig_sweep: tuple[float, ...] = (0.5, 1, 2, 4)) -> None:
     b = x.shape[0]
     print(f"\n== {label}: input {tuple(x.shape)}, chunk (batch_size) {chunk}, repeats {repeats}")
     t_fb = fb_time(model, x, chunk, repeats)
@@ -115,7 +115,7 @@ def bench(label: str, model: torch.nn.Module, x: torch.Tensor, n_sg: int, n_ig: 
     t_ig = timeit(lambda: ig(x, class_idx=target), repeats)
     cig = CaptumIG(model)
     best = None
-    for ibs in sorted({max(1, chunk // 2), chunk, 2 * chunk, 4 * chunk} & set(range(1, n_ig * b + 1))):
+    for ibs in sorted({max(1, int(f * chunk)) for f in ig_sweep} & set(range(1, n_ig * b + 1))):
         t = timeit(lambda: cig.attribute(x, target=target, n_steps=n_ig, method="riemann_trapezoid",
                                          internal_batch_size=ibs), repeats)
         print(f"    captum IG internal_batch_size={ibs}: {t:.3f} s")
@@ -163,6 +163,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--chunk", type=int, default=None, help="our batch_size (inputs per pass)")
+    parser.add_argument("--only", choices=("all", "2d", "3d"), default="all", help="run one workload only")
+    parser.add_argument("--ig-sweep", type=float, nargs="+", default=[0.5, 1, 2, 4],
+                        help="captum internal_batch_size values tried, as multiples of --chunk")
     args = parser.parse_args()
     torch.manual_seed(0)
     quick = args.quick
@@ -180,13 +183,17 @@ def main() -> None:
         bench("DenseNet 3D (quick)", m3, x3, n_sg=3, n_ig=3, chunk=args.chunk or 3, repeats=repeats,
               cam_layer="class_layers.relu")
     else:
-        m2 = resnet18(spatial_dims=2, n_input_channels=3, num_classes=1000).eval()
-        x2 = torch.randn(8, 3, 224, 224)
-        bench("ResNet-18 2D", m2, x2, n_sg=25, n_ig=50, chunk=args.chunk or 16, repeats=repeats, cam_layer="layer4")
-        m3 = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2).eval()
-        x3 = torch.randn(2, 1, 32, 96, 96)
-        bench("DenseNet121 3D", m3, x3, n_sg=25, n_ig=50, chunk=args.chunk or 4, repeats=repeats,
-              cam_layer="class_layers.relu")
+        sweep = tuple(args.ig_sweep)
+        if args.only in ("all", "2d"):
+            m2 = resnet18(spatial_dims=2, n_input_channels=3, num_classes=1000).eval()
+            x2 = torch.randn(8, 3, 224, 224)
+            bench("ResNet-18 2D", m2, x2, n_sg=25, n_ig=50, chunk=args.chunk or 16, repeats=repeats,
+                  cam_layer="layer4", ig_sweep=sweep)
+        if args.only in ("all", "3d"):
+            m3 = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2).eval()
+            x3 = torch.randn(2, 1, 32, 96, 96)
+            bench("DenseNet121 3D", m3, x3, n_sg=25, n_ig=50, chunk=args.chunk or 4, repeats=repeats,
+                  cam_layer="class_layers.relu", ig_sweep=sweep)
 
 
 if __name__ == "__main__":
