@@ -6,8 +6,6 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import DataLoader, Dataset, decollate_batch
-from monai.engines import SupervisedEvaluator
-from monai.inferers import Inferer
 from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
@@ -21,27 +19,11 @@ from monai.transforms import (
 from monai_saliency.methods.gradients import VanillaGrad
 
 
-class _ExplainInferer(Inferer):
-    def __init__(self, explainer):
-        super().__init__()
-        self.explainer = explainer
-
-    def __call__(self, inputs, network, *args, **kwargs):
-        return self.explainer(inputs)
-
-
-def test_supervised_evaluator_produces_gradient_maps(cnn2d):
-    data = [{"image": torch.randn(2, 16, 16), "label": torch.tensor(i % 3)} for i in range(4)]
-    loader = DataLoader(Dataset(data), batch_size=2)
-    explainer = VanillaGrad(cnn2d)
-    evaluator = SupervisedEvaluator(
-        device=torch.device("cpu"), val_data_loader=loader, network=cnn2d, inferer=_ExplainInferer(explainer)
-    )
-    evaluator.run()  # SupervisedEvaluator runs its iterations under torch.no_grad()
-    preds = torch.stack([item["pred"] for item in evaluator.state.output])
-    expected = VanillaGrad(cnn2d)(torch.stack([d["image"] for d in data[2:]]))
+def test_supervised_evaluator_produces_gradient_maps(cnn2d, evaluator_maps):
+    images = torch.randn(4, 2, 16, 16)
+    preds = evaluator_maps(cnn2d, VanillaGrad(cnn2d), images)  # SupervisedEvaluator runs under torch.no_grad()
     assert preds.shape == (2, 2, 16, 16)
-    torch.testing.assert_close(preds.as_tensor() if hasattr(preds, "as_tensor") else preds, expected)
+    torch.testing.assert_close(preds, VanillaGrad(cnn2d)(images[2:]))
     assert all(p.grad is None for p in cnn2d.parameters())
 
 

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import scipy.fft as sfft
 import torch
-from monai.data import DataLoader, Dataset, MetaTensor
-from monai.engines import SupervisedEvaluator
-from monai.inferers import Inferer
+from monai.data import MetaTensor
 from scipy.fftpack import dct as fp_dct
 from scipy.fftpack import idct as fp_idct
 from torch import nn
@@ -263,27 +261,12 @@ def test_no_grad_and_model_state_untouched(cnn2d):
     assert len(cnn2d.features[7]._forward_hooks) == 0  # hooks removed on exit
 
 
-class _ExplainInferer(Inferer):
-    def __init__(self, explainer):
-        super().__init__()
-        self.explainer = explainer
-
-    def __call__(self, inputs, network, *args, **kwargs):
-        return self.explainer(inputs)
-
-
-def test_inside_supervised_evaluator(cnn2d):
-    data = [{"image": torch.randn(2, 16, 16), "label": torch.tensor(i % 3)} for i in range(4)]
-    loader = DataLoader(Dataset(data), batch_size=2)
+def test_inside_supervised_evaluator(cnn2d, evaluator_maps):
+    images = torch.randn(4, 2, 16, 16)
     explainer = SignatureActivation(cnn2d, "features.4")
-    evaluator = SupervisedEvaluator(
-        device=torch.device("cpu"), val_data_loader=loader, network=cnn2d, inferer=_ExplainInferer(explainer)
-    )
-    evaluator.run()  # iterations run under torch.no_grad()
-    preds = torch.stack([torch.as_tensor(item["pred"]) for item in evaluator.state.output])
-    expected = explainer(torch.stack([d["image"] for d in data[2:]]))
+    preds = evaluator_maps(cnn2d, explainer, images)
     assert preds.shape == (2, 1, 16, 16)
-    torch.testing.assert_close(preds, torch.as_tensor(expected))
+    torch.testing.assert_close(preds, torch.as_tensor(explainer(images[2:])))
     explainer.close()
 
 
