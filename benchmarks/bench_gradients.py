@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from captum.attr import IntegratedGradients as CaptumIG
@@ -33,16 +34,8 @@ from monai_saliency.methods.forgrad import FORGrad
 from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad, input_gradients
 from monai_saliency.methods.structured import StructuredGradient
 
-
-def timeit(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import timeit  # noqa: E402
 
 
 def _rss_bytes() -> int:

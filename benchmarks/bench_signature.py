@@ -16,9 +16,8 @@ Run: ``python benchmarks/bench_signature.py [--quick]``
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -29,16 +28,8 @@ from scipy.fftpack import idct as fp_idct
 
 from monai_saliency.methods.signature import BILATERAL_DEFAULTS, SignatureActivation, signature_map
 
-
-def timeit(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` in seconds (one warm-up call first)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import timeit  # noqa: E402
 
 
 def notebook_signature(acts: np.ndarray) -> np.ndarray:
