@@ -19,6 +19,8 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from monai_saliency.ops.checks import all_finite
+
 __all__ = [
     "Explainer",
     "ActivationHooks",
@@ -61,7 +63,7 @@ def check_input(x: Any, spatial_dims: int | None = None) -> torch.Tensor:
         )
     if xt.numel() == 0:
         raise ValueError(f"input is empty: shape {tuple(xt.shape)}.")
-    if not torch.isfinite(xt).all():
+    if not all_finite(xt):
         raise ValueError("input contains NaN or Inf; clean or mask it before explaining.")
     return xt
 

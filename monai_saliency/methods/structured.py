@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from monai_saliency.methods.base import Explainer
+from monai_saliency.ops.checks import all_finite
 from monai_saliency.ops.normalize import minmax_normalize
 from monai_saliency.ops.prox import (
     _check_lambda,
@@ -81,7 +82,7 @@ def structured_prox(
             raise ValueError(f"{n} must be an integer >= 0, got {v!r}.")
     if g.ndim < 3:
         raise ValueError(f"expected gradients (B, C, *spatial), got shape {tuple(g.shape)}.")
-    if not g.is_floating_point() or not torch.isfinite(g).all():
+    if not g.is_floating_point() or not all_finite(g):
         raise ValueError("gradients must be finite floating-point values (no NaN/Inf).")
     b = g.shape[0]
     scale = g.detach().abs().reshape(b, -1).amax(1)

@@ -12,6 +12,7 @@ from scipy import stats as sps
 from torch import nn
 
 from monai_saliency.methods.base import model_logits, select_class
+from monai_saliency.ops.checks import all_finite
 from monai_saliency.ops.normalize import reduce_channels
 
 __all__ = [
@@ -62,7 +63,7 @@ def check_maps(maps: Any, name: str = "maps", min_ndim: int = 3) -> torch.Tensor
         raise ValueError(f"{name} is empty: shape {tuple(maps.shape)}.")
     if not maps.is_floating_point():
         maps = maps.float()
-    if not torch.isfinite(maps).all():
+    if not all_finite(maps):
         raise ValueError(f"{name} contains NaN or Inf; fix the explainer or clean the map (e.g. torch.nan_to_num).")
     return maps
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from monai_saliency.ops.checks import all_finite
+
 __all__ = ["minmax_normalize", "reduce_channels", "CHANNEL_REDUCTIONS"]
 
 CHANNEL_REDUCTIONS = ("abs_sum", "l2", "mean", "max_abs", "none")
@@ -32,12 +34,18 @@ def minmax_normalize(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
         raise ValueError("minmax_normalize needs a batch axis: shape (B, ...).")
     flat = x.reshape(x.shape[0], -1)
     lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)  # 10x faster than aminmax(dim=1)
-    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):  # NaN propagates into min/max
-        raise ValueError("cannot min-max normalise a map holding NaN or Inf.")
     span = hi - lo
+    if not all_finite(span):  # NaN / Inf anywhere propagates into min/max and so into the span
+        if not (all_finite(lo) and all_finite(hi)):
+            raise ValueError("cannot min-max normalise a map holding NaN or Inf.")
+        return minmax_normalize(x * 0.5, eps * 0.5)  # finite values whose range overflows: halve, same result
     varying = span > eps
-    out = (flat - lo) / torch.where(varying, span, torch.ones_like(span))  # division keeps the max exactly 1
-    return (out * varying).clamp_(0.0, 1.0).reshape(x.shape)
+    # x <= hi implies fl(x - lo) <= fl(hi - lo) (rounding is monotonic): the quotient lies in [0, 1] exactly and the
+    # max maps to 1.0, so no clamp is needed. A constant item has x - lo == 0 and a unit divisor.
+    out = (flat - lo) / torch.where(varying, span, torch.ones_like(span))
+    if eps > 0:  # items with a range in (0, eps] count as constant
+        out = out * varying
+    return out.reshape(x.shape)
 
 
 def reduce_channels(x: torch.Tensor, mode: str = "abs_sum", keepdim: bool = True) -> torch.Tensor:

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
+from monai_saliency.ops.checks import all_finite
+
 __all__ = ["channel_first_float"]
 
 
@@ -28,6 +30,6 @@ def channel_first_float(img: torch.Tensor | np.ndarray, what: str = "image", che
         raise ValueError(f"expected a channel-first {what} (C, *spatial), got shape {tuple(data.shape)}.")
     if not data.is_floating_point():
         data = data.float()
-    if check_finite and not torch.isfinite(data).all():
+    if check_finite and not all_finite(data):
         raise ValueError(f"the {what} holds NaN or Inf; clean it first.")
     return data
