@@ -3,7 +3,8 @@ against MONAI and captum, measured in the same run on the same machine.
 
 Every line prints a ratio against the reference measured here, plus each method's fraction of its lower bound
 ``n x (forward + input-backward)`` measured on the same model at the same chunk size (fraction = bound / time,
-1.0 = at the bound). Absolute times are context only.
+1.0 = at the bound). Ours and captum run interleaved (``_timing.paired``): the ratio is the median of per-pair ratios
+with a bootstrap 95 % CI, so machine-speed drift lands on both sides. Absolute times are context only.
 
 Usage::
 
@@ -35,7 +36,7 @@ from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, Va
 from monai_saliency.methods.structured import StructuredGradient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import timeit  # noqa: E402
+from _timing import Paired, paired, timeit  # noqa: E402
 
 
 def _rss_bytes() -> int:
@@ -71,9 +72,11 @@ def fb_time(model: torch.nn.Module, x: torch.Tensor, chunk: int, repeats: int) -
         return timeit(lambda: input_gradients(model, xc, 0, freeze_params=False), repeats)
 
 
-def row(name: str, t: float, ref_name: str, t_ref: float, bound: float | None) -> None:
+def row(name: str, t: float, ref_name: str, t_ref: float, bound: float | None, pair: Paired | None = None) -> None:
+    """One result line; with ``pair`` the ratio is the interleaved per-pair median with its 95 % CI."""
     frac = f"{bound / t:5.2f}" if bound is not None else "  -  "
-    print(f"  {name:<38s} {t:8.3f} s   x{t_ref / t:6.2f} vs {ref_name:<28s} bound fraction {frac}")
+    ratio = f"{pair}" if pair is not None else f"x{t_ref / t:.2f}"
+    print(f"  {name:<30s} {t:8.3f} s  {ratio:<38s} vs {ref_name:<30s} bound fraction {frac}")
 
 
 def bench(label: str, model: torch.nn.Module, x: torch.Tensor, n_sg: int, n_ig: int, chunk: int, repeats: int,
@@ -85,27 +88,28 @@ def bench(label: str, model: torch.nn.Module, x: torch.Tensor, n_sg: int, n_ig: 
     print(f"  forward+input-backward on {chunk} inputs: {t_fb:.3f} s; on the batch ({b}): {t_fb1:.3f} s")
     target = torch.arange(b) % 2
 
-    # --- SmoothGrad
+    # --- SmoothGrad: ours and captum interleaved (same drift on both); MONAI's loop timed on its own
     bound_sg = n_sg * b / chunk * t_fb
     ours = SmoothGrad(model, n_samples=n_sg, batch_size=chunk)
-    t_ours = timeit(lambda: ours(x, class_idx=target), repeats)
-    monai_sg = MonaiSmoothGrad(model, n_samples=n_sg, magnitude=False, verbose=False)
-    t_monai = timeit(lambda: [monai_sg(x[i : i + 1], index=int(target[i])) for i in range(b)], repeats)
     nt = NoiseTunnel(Saliency(model))
     per_part = max(1, chunk // b)  # same number of inputs per pass: equal memory
-    t_captum = timeit(lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=n_sg, stdevs=0.15, target=target,
-                                           abs=False, nt_samples_batch_size=per_part), repeats)
-    m_ours = peak_rss_increase(lambda: ours(x, class_idx=target))
-    m_capt = peak_rss_increase(lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=n_sg, stdevs=0.15,
-                                                    target=target, abs=False, nt_samples_batch_size=per_part))
-    print(f"  SmoothGrad-{n_sg} (peak RSS increase: ours {m_ours:.0f} MB, captum {m_capt:.0f} MB):")
-    row("ours", t_ours, "MONAI loop per item", t_monai, bound_sg)
-    row("ours", t_ours, f"captum NoiseTunnel ({per_part}/part)", t_captum, bound_sg)
 
-    # --- Integrated gradients
+    def captum_sg() -> object:
+        return nt.attribute(x, nt_type="smoothgrad", nt_samples=n_sg, stdevs=0.15, target=target, abs=False,
+                            nt_samples_batch_size=per_part)
+
+    sg = paired(lambda: ours(x, class_idx=target), captum_sg, repeats)
+    monai_sg = MonaiSmoothGrad(model, n_samples=n_sg, magnitude=False, verbose=False)
+    t_monai = timeit(lambda: [monai_sg(x[i : i + 1], index=int(target[i])) for i in range(b)], repeats)
+    m_ours = peak_rss_increase(lambda: ours(x, class_idx=target))
+    m_capt = peak_rss_increase(captum_sg)
+    print(f"  SmoothGrad-{n_sg} (peak RSS increase: ours {m_ours:.0f} MB, captum {m_capt:.0f} MB):")
+    row("ours", sg.ours, "MONAI loop per item", t_monai, bound_sg)
+    row("ours", sg.ours, f"captum NoiseTunnel ({per_part}/part)", sg.reference, bound_sg, sg)
+
+    # --- Integrated gradients: captum's internal_batch_size swept, then ours and captum's best interleaved
     bound_ig = n_ig * b / chunk * t_fb
     ig = IntegratedGradients(model, n_steps=n_ig, batch_size=chunk)
-    t_ig = timeit(lambda: ig(x, class_idx=target), repeats)
     cig = CaptumIG(model)
     best = None
     for ibs in sorted({max(1, int(f * chunk)) for f in ig_sweep} & set(range(1, n_ig * b + 1))):
@@ -113,12 +117,18 @@ def bench(label: str, model: torch.nn.Module, x: torch.Tensor, n_sg: int, n_ig: 
                                          internal_batch_size=ibs), repeats)
         print(f"    captum IG internal_batch_size={ibs}: {t:.3f} s")
         best = (t, ibs) if best is None or t < best[0] else best
+    ig_pair = paired(lambda: ig(x, class_idx=target),
+                     lambda: cig.attribute(x, target=target, n_steps=n_ig, method="riemann_trapezoid",
+                                           internal_batch_size=best[1]), repeats)
     print(f"  IG-{n_ig} (completeness error max {ig.completeness_error.abs().max().item():.2e}):")
-    row(f"ours (batch_size={chunk})", t_ig, f"captum best (ibs={best[1]})", best[0], bound_ig)
-    if best[1] != chunk:
+    row(f"ours (batch_size={chunk})", ig_pair.ours, f"captum best (ibs={best[1]})", ig_pair.reference, bound_ig,
+        ig_pair)
+    if best[1] != chunk:  # the same inputs per pass (equal memory) as captum's best setting
         ig_same = IntegratedGradients(model, n_steps=n_ig, batch_size=best[1])
-        t_same = timeit(lambda: ig_same(x, class_idx=target), repeats)
-        row(f"ours (batch_size={best[1]})", t_same, f"captum best (ibs={best[1]})", best[0], None)
+        same = paired(lambda: ig_same(x, class_idx=target),
+                      lambda: cig.attribute(x, target=target, n_steps=n_ig, method="riemann_trapezoid",
+                                            internal_batch_size=best[1]), repeats)
+        row(f"ours (batch_size={best[1]})", same.ours, f"captum best (ibs={best[1]})", same.reference, None, same)
     m_ours = peak_rss_increase(lambda: ig(x, class_idx=target))
     m_capt = peak_rss_increase(lambda: cig.attribute(x, target=target, n_steps=n_ig, internal_batch_size=best[1]))
     print(f"    peak RSS increase: ours {m_ours:.0f} MB (batch_size={chunk}), captum {m_capt:.0f} MB (ibs={best[1]})")
