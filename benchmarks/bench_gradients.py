@@ -15,6 +15,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import os
 import sys
 import threading
@@ -44,8 +46,19 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _release_free_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``), so that a measurement does not start on memory
+    that an earlier call left resident: without it, whichever method runs second looks cheaper."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: measurements keep the order bias
+        pass
+
+
 def peak_rss_increase(fn: Callable[[], object], period: float = 0.002) -> float:
     """Peak resident-memory increase (MB) of the process during one call, sampled by a thread (Linux /proc)."""
+    gc.collect()
+    _release_free_heap()
     base = _rss_bytes()
     peak = [base]
     done = threading.Event()

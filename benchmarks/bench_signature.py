@@ -31,7 +31,7 @@ from scipy.fftpack import idct as fp_idct
 from monai_saliency.methods.signature import BILATERAL_DEFAULTS, SignatureActivation, signature_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import timeit  # noqa: E402
+from _timing import paired, timeit  # noqa: E402
 
 
 def notebook_signature(acts: np.ndarray) -> np.ndarray:
@@ -65,15 +65,20 @@ def matmul_gflops(n: int = 512, repeats: int = 3) -> float:
 
 def section_total(name: str, model: torch.nn.Module, x: torch.Tensor, layers: list[tuple[str, str]], repeats: int):
     model.eval()
-    with torch.no_grad():
-        t_fwd = timeit(lambda: model(x), repeats)
+
+    def forward() -> object:
+        with torch.no_grad():
+            return model(x)
+
+    t_fwd = timeit(forward, repeats)
     print(f"\n[{name}] input {tuple(x.shape)}: plain no_grad forward {t_fwd * 1e3:.1f} ms")
-    print(f"  {'method':<38} {'ms':>9} {'x forward':>10} {'fraction of bound':>18}")
+    print(f"  {'method':<38} {'ms':>9} {'x forward (interleaved, 95% CI)':>34} {'fraction of bound':>18}")
     for layer, axes in layers:
         with SignatureActivation(model, layer, dct_axes=axes) as sa:
-            t = timeit(lambda: sa(x), repeats)
+            pair = paired(lambda: sa(x), forward, repeats)  # ratio = forward / ours
         label = f"SignatureActivation {layer} ({axes})"
-        print(f"  {label:<38} {t * 1e3:>9.1f} {t / t_fwd:>10.3f} {t_fwd / t:>18.2f}")
+        ci = f"{1 / pair.ratio:.3f} [{1 / pair.ci[1]:.3f}, {1 / pair.ci[0]:.3f}]"
+        print(f"  {label:<38} {pair.ours * 1e3:>9.1f} {ci:>34} {pair.ratio:>18.2f}")
     return t_fwd
 
 

@@ -390,3 +390,56 @@ def test_class_agnostic_highlights_both_objects():
     assert min(sig_a, sig_b) / max(sig_a, sig_b) > 0.5
     # Grad-CAM on the argmax class: all of its mass is on the first object, none on the second
     assert cam_a > 0.9 and cam_b < 0.05
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The energy's two layouts (channel rows with a Kronecker DCT for blocks <= 64 px, channels-last per-axis GEMMs with
+# reused buffers otherwise): notebook scaling, chunking and the caller's tensor untouched in each.
+# ----------------------------------------------------------------------------------------------------------------------
+def _notebook_energy(a: np.ndarray) -> np.ndarray:
+    """The notebook's per-channel formula on the last two axes, batched over the leading ones (float64)."""
+    lead = a.shape[:-2]
+    flat = a.reshape(-1, *a.shape[-2:])
+    out = np.empty_like(flat)
+    for i, ch in enumerate(flat):
+        c = fp_dct(fp_dct(ch, axis=0), axis=1, norm="ortho")
+        out[i] = fp_idct(fp_idct(np.sign(c), axis=0), axis=1, norm="ortho") ** 2
+    return out.reshape(*lead, *a.shape[-2:])
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 7), (2, 5, 14, 12), (1, 3, 70, 9)])
+def test_notebook_scaling_in_every_layout(shape):
+    a = torch.relu(torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2)))
+    got = signature_map(a, bilateral=False, dct_scaling="notebook")
+    ref = _notebook_energy(a.numpy()).mean(axis=1)
+    for b in range(shape[0]):
+        np.testing.assert_allclose(got[b, 0].numpy(), _minmax(ref[b]), atol=1e-10)
+
+
+def test_notebook_scaling_per_frame_of_a_video_layer():
+    a = torch.relu(torch.randn(2, 4, 3, 6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(8)))
+    got = signature_map(a, dct_axes="frames", bilateral=False, dct_scaling="notebook")
+    ref = _notebook_energy(a.numpy()).mean(axis=1)  # (B, T, H, W)
+    for b in range(2):
+        np.testing.assert_allclose(got[b, 0].numpy(), _minmax(ref[b]), atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 7, 7), (2, 9, 14, 12), (2, 6, 3, 5, 4), (1, 1, 14, 14), (1, 1, 6, 6)])
+def test_energy_layouts_chunk_exactly_and_leave_the_input_alone(shape):
+    a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(5)))
+    before = a.clone()
+    full = signature_map(a, bilateral=False)
+    per_channel = signature_map(a, bilateral=False, max_elements=math.prod(shape[2:]) * shape[0])
+    torch.testing.assert_close(full, per_channel, atol=1e-6, rtol=0)
+    assert torch.equal(a, before)  # the work buffers never alias the caller's activations
+    ref = reference_map(a.numpy(), shape[2:], bilateral=False)
+    assert np.abs(full.numpy() - ref).max() <= 1e-4
+
+
+@pytest.mark.parametrize("src, dst", [((14, 14), (224, 224)), ((7, 9), (30, 17)), ((5, 5), (5, 9))])
+def test_matrix_resize_equals_bilinear_interpolation(src, dst):
+    from monai_saliency.methods.signature import _resize
+
+    m = torch.rand(3, 1, *src, generator=torch.Generator().manual_seed(0))
+    ref = torch.nn.functional.interpolate(m, size=dst, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(_resize(m, dst, "linear"), ref, atol=1e-6, rtol=0)

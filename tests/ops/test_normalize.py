@@ -15,9 +15,31 @@ def test_minmax_per_item_and_constant_maps():
     assert not torch.isnan(out).any()
 
 
+def test_minmax_exact_unit_range_without_clamp():
+    """Random maps land in [0, 1] exactly, with the max at exactly 1, in both float widths."""
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        x = (torch.randn(6, 3, 17, 19, generator=g) * 1e3 + 7).to(dtype)
+        out = minmax_normalize(x)
+        flat = out.reshape(6, -1)
+        assert torch.equal(flat.amin(1), torch.zeros(6, dtype=dtype))
+        assert torch.equal(flat.amax(1), torch.ones(6, dtype=dtype))
+
+
+def test_minmax_range_overflow_and_eps():
+    big = torch.finfo(torch.float32).max
+    out = minmax_normalize(torch.tensor([[-big, 0.0, big]]))  # hi - lo overflows to inf in float32
+    torch.testing.assert_close(out, torch.tensor([[0.0, 0.5, 1.0]]))
+    small_range = torch.tensor([[1.0, 1.0 + 1e-6], [0.0, 2.0]])
+    out = minmax_normalize(small_range, eps=1e-3)  # a range at or below eps counts as constant
+    assert torch.equal(out[0], torch.zeros(2)) and torch.equal(out[1], torch.tensor([0.0, 1.0]))
+
+
 def test_minmax_bad_input():
     with pytest.raises(ValueError, match="NaN"):
         minmax_normalize(torch.tensor([[float("nan"), 1.0]]))
+    with pytest.raises(ValueError, match="NaN"):
+        minmax_normalize(torch.tensor([[float("inf"), 1.0]]))
     with pytest.raises(TypeError):
         minmax_normalize(torch.ones(2, 2, dtype=torch.int32))
 
