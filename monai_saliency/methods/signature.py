@@ -83,7 +83,7 @@ _DEFAULT_MAX_ELEMENTS = 1 << 24
 _KRON_MAX = 64
 #: ... and axes up to this length with per-axis DCT matrices; longer ones with the FFT-based ops.
 _MATMUL_MAX = 64
-_DCT_MATRICES: dict[tuple[tuple[Any, ...], torch.dtype, str], torch.Tensor] = {}  # and resize matrices
+_CACHED_MATRICES: dict[tuple[tuple[Any, ...], torch.dtype, str], torch.Tensor] = {}  # and resize matrices
 
 
 def _default_zero_tol(dtype: torch.dtype) -> float:
@@ -94,13 +94,13 @@ def _kron_dct_matrix(sizes: tuple[int, ...], dtype: torch.dtype, device: torch.d
     """``K = C_1 (x) ... (x) C_k`` with ``C_i`` the orthonormal DCT-II matrix of length ``sizes[i]``, built once from
     :func:`monai_saliency.ops.dct.dct` (``dct(eye(n), dim=0) = C``): ``vec(DCT(X)) = K vec(X)``, row-major ``vec``."""
     key = (tuple(sizes), dtype, str(device))
-    mat = _DCT_MATRICES.get(key)
+    mat = _CACHED_MATRICES.get(key)
     if mat is None:
         mat = torch.ones(1, 1, dtype=torch.float64)
         for n in sizes:
             mat = torch.kron(mat, dct(torch.eye(n, dtype=torch.float64), dim=0))
         mat = mat.to(dtype=dtype, device=device)
-        _DCT_MATRICES[key] = mat
+        _CACHED_MATRICES[key] = mat
     return mat
 
 
@@ -344,11 +344,11 @@ def _linear_resize_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: tor
     """``(n_in, n_out)`` matrix ``R`` with ``x @ R`` = 1D linear interpolation of ``x`` to ``n_out`` samples
     (``align_corners=False``), built once by interpolating the identity with ``F.interpolate`` itself."""
     key = (("resize", n_in, n_out), dtype, str(device))
-    mat = _DCT_MATRICES.get(key)
+    mat = _CACHED_MATRICES.get(key)
     if mat is None:
         eye = torch.eye(n_in, dtype=torch.float64)[None]
         mat = F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].to(dtype=dtype, device=device)
-        _DCT_MATRICES[key] = mat
+        _CACHED_MATRICES[key] = mat
     return mat
 
 
