@@ -137,24 +137,25 @@ def _transform(x: torch.Tensor, dims: Sequence[int], inverse: bool) -> torch.Ten
     return out
 
 
-def _inverse_thresholds(norms: torch.Tensor, zero_tol: float) -> torch.Tensor:
-    """``1 / (zero_tol * ||A_s||)`` per channel from channel norms, finite even for all-zero channels."""
+def _inverse_norms(norms: torch.Tensor) -> torch.Tensor:
+    """``1 / ||A_s||`` per channel from channel norms, finite even for all-zero channels."""
     if not all_finite(norms):  # a NaN / Inf anywhere in a channel makes its norm non-finite
         raise ValueError("the signal (target layer's activations) contains NaN or Inf; check the model and its input.")
-    return norms.mul(zero_tol).clamp_min_(torch.finfo(norms.dtype).tiny).reciprocal_()
+    return norms.clamp_min(torch.finfo(norms.dtype).tiny).reciprocal_()
 
 
 def _masked_sign(
-    coeffs: torch.Tensor, inv_thresholds: torch.Tensor, out: torch.Tensor | None = None
+    coeffs: torch.Tensor, inv_norms: torch.Tensor, zero_tol: float, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``sign(c)`` with ``|c| <= zero_tol * ||A_s||`` set to 0; ``coeffs`` (a temporary) is scaled in place and the
     result goes to ``out`` when given.
 
-    ``hardshrink(c / threshold, 1)`` followed by ``sign`` is three cheap passes; the equivalent
-    ``sign(c) * (|c| > threshold)`` goes through a boolean mask and is ~6x slower on CPU. A zero channel has
-    zero coefficients, which stay 0 whatever its (clamped) threshold.
+    ``hardshrink(c / ||A_s||, zero_tol)`` followed by ``sign`` is three cheap passes (``|c| <= ||A_s||`` for an
+    orthonormal DCT, so the quotient cannot overflow); the equivalent ``sign(c) * (|c| > threshold)`` goes through a
+    boolean mask and is ~6x slower on CPU. A zero channel has zero coefficients, which stay 0 whatever its
+    (clamped) norm.
     """
-    return torch.hardshrink(coeffs.mul_(inv_thresholds), 1.0, out=out).sign_()
+    return torch.hardshrink(coeffs.mul_(inv_norms), zero_tol, out=out).sign_()
 
 
 def _check_scaling(dct_scaling: str, zero_tol: float | None, dtype: torch.dtype) -> float:
@@ -192,8 +193,8 @@ def signature_reconstruction(
     norm_dims = [d % x.ndim for d in dims]
     if dct_scaling == "notebook" and (x.ndim - 2 not in norm_dims or x.ndim - 1 not in norm_dims):
         raise ValueError("dct_scaling='notebook' needs a DCT over (at least) the last two axes (rows, columns).")
-    inv = _inverse_thresholds((x * x).sum(dim=norm_dims, keepdim=True).sqrt_(), tol)
-    sig = _masked_sign(_transform(x, norm_dims, inverse=False), inv)
+    inv = _inverse_norms(torch.linalg.vector_norm(x, dim=norm_dims, keepdim=True))
+    sig = _masked_sign(_transform(x, norm_dims, inverse=False), inv, tol)
     if dct_scaling == "notebook":
         sig[..., 0, :] *= 1.0 / math.sqrt(2.0)
     return _transform(sig, norm_dims, inverse=True)
@@ -238,39 +239,56 @@ def _energy_rows(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float) -> t
     b, s = a.shape[:2]
     rows = a.reshape(b, s, -1, p).transpose(1, 2)  # (B, others, S, P); a view when others == 1
     kmat = _kron_dct_matrix(block, a.dtype, a.device)
-    inv = _inverse_thresholds((rows * rows).sum(-1, keepdim=True).sqrt_(), tol)
-    sig = _masked_sign(rows @ kmat.T, inv)
+    inv = _inverse_norms(torch.linalg.vector_norm(rows, dim=-1, keepdim=True))
+    sig = _masked_sign(rows @ kmat.T, inv, tol)
     if dct_scaling == "notebook":
         sig.view(*sig.shape[:-1], *block)[(Ellipsis, 0, slice(None))] *= 1.0 / math.sqrt(2.0)
     energy = _gram_energy(sig.reshape(-1, s, p).transpose(-1, -2), kmat)
     return energy.reshape(b, *a.shape[2:])
 
 
+def _forward_channels_last(a: torch.Tensor, n_dct: int) -> torch.Tensor:
+    """DCT over the trailing ``n_dct`` axes of ``(B, S, *others, *block)``, returned as a new contiguous
+    ``(prod(block), B * S * prod(others))`` tensor in the ``(*block, B, S, *others)`` layout.
+
+    Each step contracts the current last axis and puts the transformed axis first: ``C @ Y^T`` with ``Y`` the
+    ``(rest, n)`` row-major view, one GEMM that reads the transposed operand in place. After the last block axis the
+    channels trail the block without any transposing copy (which costs as much as a GEMM here). Axes longer than
+    ``_MATMUL_MAX`` use the FFT-based :func:`monai_saliency.ops.dct.dct`.
+    """
+    block = a.shape[a.ndim - n_dct :]
+    y = a
+    for n in reversed(block):
+        rows = y.reshape(-1, n)
+        if n > _MATMUL_MAX:
+            y = dct(rows, dim=-1).T
+        else:
+            y = torch.mm(_kron_dct_matrix((n,), a.dtype, a.device), rows.T)
+    return y.contiguous().view(math.prod(block), -1)
+
+
 def _energy_channels_last(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float) -> torch.Tensor:
-    """Channel sum of the signature energy of a ``(B, S, *others, *block)`` chunk, computed in a
-    ``(*block, B, *others, S)`` layout: one transposing copy in, then every one-axis DCT is a (batched) GEMM over the
-    long contiguous channel axis (:func:`_axis_transform`) and the channel sum runs over the contiguous last axis.
-    Two work buffers are reused in turn: fresh multi-megabyte temporaries cost page faults on every call.
-    Returns ``(B, *others, *block)``. (Fusing the last inverse into Gram matrices, as :func:`_energy_rows` does,
-    measured slower here: it turns the last GEMM into a batched one.)"""
+    """Channel sum of the signature energy of a ``(B, S, *others, *block)`` chunk, computed in the
+    ``(*block, B, S, *others)`` layout of :func:`_forward_channels_last`: every inverse one-axis DCT is then a (batched)
+    GEMM over the long trailing axis (:func:`_axis_transform`), written into a reused work buffer (fresh
+    multi-megabyte temporaries cost page faults on every call). Returns ``(B, *others, *block)``. (Fusing the last
+    inverse into Gram matrices, as :func:`_energy_rows` does, measured slower here: the Gram products are batched
+    GEMMs with 14x14 outputs.)"""
     nd = a.ndim
     b, s = a.shape[:2]
     block = tuple(a.shape[nd - n_dct :])
-    others = list(range(2, nd - n_dct))
+    others = tuple(a.shape[2 : nd - n_dct])
     p = math.prod(block)
-    perm = a.permute(*range(nd - n_dct, nd), 0, *others, 1)
-    y = torch.empty(perm.shape, dtype=a.dtype, device=a.device).copy_(perm).view(p, -1)  # never a view of ``a``
-    spare = torch.empty_like(y)
-    inv = _inverse_thresholds(torch.mul(y, y, out=spare).sum(0).sqrt_(), tol)
-    for inverse in (False, True):
-        if inverse:
-            y, spare = _masked_sign(y, inv, out=spare), y
-            if dct_scaling == "notebook":
-                y.view(*block, -1)[(slice(None),) * (n_dct - 2) + (0,)] *= 1.0 / math.sqrt(2.0)
-        for axis, n in enumerate(block):
-            y, spare = _axis_transform(y, math.prod(block[:axis]), n, inverse, out=spare).reshape(p, -1), y
-    energy = y.mul_(y).view(p, -1, s).sum(-1).reshape(*block, b, *(a.shape[d] for d in others))
-    return energy.permute(*range(n_dct, n_dct + 1 + len(others)), *range(n_dct))
+    norms = torch.linalg.vector_norm(a.reshape(-1, p), dim=-1)  # per (B, S, *others), the layout's trailing order
+    y = _forward_channels_last(a, n_dct)
+    spare = _masked_sign(y, _inverse_norms(norms), tol, out=torch.empty_like(y))
+    y, spare = spare, y
+    if dct_scaling == "notebook":
+        y.view(*block, -1)[(slice(None),) * (n_dct - 2) + (0,)] *= 1.0 / math.sqrt(2.0)
+    for axis, n in enumerate(block):
+        y, spare = _axis_transform(y, math.prod(block[:axis]), n, inverse=True, out=spare).reshape(p, -1), y
+    energy = torch.linalg.vector_norm(y.view(p, b, s, -1), dim=2).square_()  # (P, B, prod(others))
+    return energy.permute(1, 2, 0).reshape(b, *others, *block)
 
 
 def signature_energy(
@@ -311,14 +329,24 @@ def signature_energy(
         raise ValueError(f"dims must be the trailing spatial axes of (B, S, *sp) activations, got {list(dims)}.")
     if dct_scaling == "notebook" and n_dct < 2:
         raise ValueError("dct_scaling='notebook' needs a DCT over (at least) the last two axes (rows, columns).")
-    energy_of = _energy_rows if math.prod(activations.shape[nd - n_dct :]) <= _KRON_MAX else _energy_channels_last
-    b, s = activations.shape[:2]
-    chunk = max(1, min(s, max_elements // max(activations[:, :1].numel(), 1)))
-    total = None
-    for start in range(0, s, chunk):  # loop over memory-bounded channel chunks, not over channels
-        part = energy_of(activations[:, start : start + chunk], n_dct, dct_scaling, tol)
-        total = part if total is None else total + part
-    return (total / s).contiguous()
+    if activations.shape[1] == 0:
+        raise ValueError(f"activations have no channels: shape {tuple(activations.shape)}.")
+    return _channel_mean_energy(activations, n_dct, dct_scaling, tol, max_elements)
+
+
+def _channel_mean_energy(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float, max_elements: int) -> torch.Tensor:
+    """:func:`signature_energy` on validated arguments (``n_dct`` trailing axes, ``S >= 1`` channels)."""
+    energy_of = _energy_rows if math.prod(a.shape[a.ndim - n_dct :]) <= _KRON_MAX else _energy_channels_last
+    s = a.shape[1]
+    chunk = max(1, min(s, max_elements * s // max(a.numel(), 1)))
+    if chunk == s:
+        total = energy_of(a, n_dct, dct_scaling, tol)
+    else:
+        total = None
+        for start in range(0, s, chunk):  # loop over memory-bounded channel chunks, not over channels
+            part = energy_of(a[:, start : start + chunk], n_dct, dct_scaling, tol)
+            total = part if total is None else total + part
+    return total.div_(s).contiguous()
 
 
 def bilateral_filter_axes(
@@ -341,13 +369,14 @@ def bilateral_filter_axes(
 
 
 def _linear_resize_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``(n_in, n_out)`` matrix ``R`` with ``x @ R`` = 1D linear interpolation of ``x`` to ``n_out`` samples
+    """``(n_out, n_in)`` matrix ``R`` with ``R @ x`` = 1D linear interpolation of ``x`` to ``n_out`` samples
     (``align_corners=False``), built once by interpolating the identity with ``F.interpolate`` itself."""
     key = (("resize", n_in, n_out), dtype, str(device))
     mat = _CACHED_MATRICES.get(key)
     if mat is None:
         eye = torch.eye(n_in, dtype=torch.float64)[None]
-        mat = F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].to(dtype=dtype, device=device)
+        mat = F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T.contiguous()
+        mat = mat.to(dtype=dtype, device=device)
         _CACHED_MATRICES[key] = mat
     return mat
 
@@ -363,9 +392,11 @@ def _resize(m: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
     nd = m.ndim - 2
     if mode == "linear":
         if nd == 2 and m.shape[2] * m.shape[3] <= _MATMUL_MAX**2:
-            rows = _linear_resize_matrix(m.shape[2], size[0], m.dtype, m.device)
-            cols = _linear_resize_matrix(m.shape[3], size[1], m.dtype, m.device)
-            return torch.matmul(rows.T, m) @ cols
+            b, _, h, w = m.shape
+            rows = _linear_resize_matrix(h, size[0], m.dtype, m.device)
+            cols = _linear_resize_matrix(w, size[1], m.dtype, m.device)
+            tall = torch.matmul(rows, m.reshape(b, h, w))  # (B, H, w): small
+            return torch.mm(tall.view(-1, w), cols.T).view(b, 1, size[0], size[1])  # the large product, one GEMM
         return F.interpolate(m, size=tuple(size), mode=_LINEAR[nd], align_corners=False)
     if mode == "area":
         return F.interpolate(m, size=tuple(size), mode="area")
@@ -441,19 +472,25 @@ def signature_map(
     opts = _bilateral_options(bilateral)
     a = activations if activations.dtype in (torch.float32, torch.float64) else activations.float()
     n_dct = 2 if dct_axes == "frames" else nd
+    if spatial_size is not None and len(spatial_size) != nd:
+        raise ValueError(
+            f"the layer has {nd} spatial axes but the output size {tuple(spatial_size)} has {len(spatial_size)}; "
+            "choose a layer that keeps every spatial axis of the input."
+        )
     dims = list(range(a.ndim - n_dct, a.ndim))
-    m = signature_energy(a, dims, dct_scaling=dct_scaling, zero_tol=zero_tol, max_elements=max_elements)
-    m = minmax_normalize(m)
-    if opts is not None:
-        m = bilateral_filter_axes(m, n_dct, opts["spatial_sigma"], opts["range_sigma"], opts["radius"], opts["window"])
-    m = m.unsqueeze(1)
-    if spatial_size is not None:
-        if len(spatial_size) != nd:
-            raise ValueError(
-                f"the layer has {nd} spatial axes but the output size {tuple(spatial_size)} has {len(spatial_size)}; "
-                "choose a layer that keeps every spatial axis of the input."
+    # inference mode drops the autograd bookkeeping of ~40 small ops (~10 % of the time on a 14x14 map); the map is
+    # not differentiable in the activations anyway (sign). The last min-max runs outside, so the result is an
+    # ordinary tensor that callers may modify in place.
+    with torch.inference_mode():
+        m = signature_energy(a, dims, dct_scaling=dct_scaling, zero_tol=zero_tol, max_elements=max_elements)
+        m = minmax_normalize(m)
+        if opts is not None:
+            m = bilateral_filter_axes(
+                m, n_dct, opts["spatial_sigma"], opts["range_sigma"], opts["radius"], opts["window"]
             )
-        m = _resize(m, spatial_size, upsample_mode)
+        m = m.unsqueeze(1)
+        if spatial_size is not None:
+            m = _resize(m, spatial_size, upsample_mode)
     return minmax_normalize(m).to(activations.dtype)
 
 

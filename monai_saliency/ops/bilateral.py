@@ -27,8 +27,8 @@ def _window_offsets(radius: int, ndim: int, window: str) -> tuple[tuple[int, ...
 
 @functools.lru_cache(maxsize=64)
 def _neighbour_index(spatial: tuple[int, ...], radius: int, window: str) -> torch.Tensor:
-    """``(P, K)`` flat indices of the ``K`` window neighbours of each of the ``P`` voxels, borders mirrored
-    without repeating the edge voxel (``BORDER_REFLECT_101``; needs ``radius < min(spatial)``)."""
+    """Flat indices ``(P * K,)`` of the ``K`` window neighbours of each of the ``P`` voxels (voxel-major), borders
+    mirrored without repeating the edge voxel (``BORDER_REFLECT_101``; needs ``radius < min(spatial)``)."""
     grids = np.meshgrid(*[np.arange(n) for n in spatial], indexing="ij")
     cols = []
     for off in _window_offsets(radius, len(spatial), window):
@@ -37,7 +37,16 @@ def _neighbour_index(spatial: tuple[int, ...], radius: int, window: str) -> torc
             c = np.abs(g + o)  # reflect below 0
             coords.append(np.where(c > n - 1, 2 * (n - 1) - c, c))  # reflect above n - 1
         cols.append(np.ravel_multi_index(coords, spatial).ravel())
-    return torch.from_numpy(np.stack(cols, axis=1))
+    return torch.from_numpy(np.stack(cols, axis=1).reshape(-1))
+
+
+@functools.lru_cache(maxsize=64)
+def _log_spatial_weights(
+    radius: int, ndim: int, window: str, spatial_sigma: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """``-|o|^2 / (2 spatial_sigma^2)`` for every window offset ``o``, in :func:`_window_offsets` order."""
+    offsets = _window_offsets(radius, ndim, window)
+    return torch.tensor([-0.5 / spatial_sigma**2 * sum(o * o for o in off) for off in offsets], dtype=dtype, device=device)
 
 
 def bilateral_filter(
@@ -95,6 +104,8 @@ def bilateral_filter(
     nd = x.ndim - 2 if spatial_dims is None else spatial_dims
     if not 1 <= nd <= x.ndim:
         raise ValueError(f"spatial_dims={spatial_dims} does not fit a tensor of rank {x.ndim}.")
+    if nd > 3:
+        raise ValueError(f"bilateral_filter supports 1 to 3 spatial axes, got {nd}.")
     radius = max(int(round(1.5 * spatial_sigma)), 1) if radius is None else int(radius)
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}.")
@@ -105,35 +116,35 @@ def bilateral_filter(
         raise ValueError(f"window radius {radius} needs every spatial size > {radius}, got {spatial}; lower the radius.")
     if not all_finite(x):
         raise ValueError("bilateral_filter input contains NaN or Inf.")
+    return _bilateral(x, nd, float(spatial_sigma), float(range_sigma), radius, window, max_elements)
 
-    lead = x.shape[:-nd]
-    if nd > 3:
-        raise ValueError(f"bilateral_filter supports 1 to 3 spatial axes, got {nd}.")
-    range_coeff = 0.0 if math.isinf(range_sigma) else -0.5 / range_sigma**2
-    offsets = _window_offsets(radius, nd, window)
-    log_space_w = [-0.5 / spatial_sigma**2 * sum(o * o for o in off) for off in offsets]
+
+def _bilateral(
+    x: torch.Tensor, nd: int, spatial_sigma: float, range_sigma: float, radius: int, window: str, max_elements: int
+) -> torch.Tensor:
+    """:func:`bilateral_filter` on arguments it has validated (``0 < radius < min(spatial)``, finite ``x``)."""
+    spatial = x.shape[-nd:]
     flat = x.reshape(-1, math.prod(spatial))
-    if len(offsets) * flat.numel() <= max_elements:
-        # small maps: gather every neighbour at once with a cached reflected index, ~8 kernels in all
-        idx = _neighbour_index(spatial, radius, window).to(x.device)
-        neighbours = flat[:, idx]  # (N, P, K)
-        log_w = torch.tensor(log_space_w, dtype=x.dtype, device=x.device)
-        if range_coeff:
+    inv_var = 0.0 if math.isinf(range_sigma) else 1.0 / range_sigma**2
+    log_w = _log_spatial_weights(radius, nd, window, spatial_sigma, x.dtype, x.device)
+    n_off = log_w.shape[0]
+    if n_off * flat.numel() <= max_elements:
+        # small maps: gather every neighbour at once with a cached reflected index; the normalised weights are a
+        # softmax of the log weights (the centre's is 0, the largest), the output one dot product per voxel
+        idx = _neighbour_index(tuple(spatial), radius, window).to(x.device)
+        neighbours = flat.index_select(1, idx).view(flat.shape[0], flat.shape[1], n_off)  # (N, P, K)
+        if inv_var:
             diff = neighbours - flat[..., None]
-            log_w = torch.addcmul(log_w, diff, diff, value=range_coeff)
-        w = log_w.exp().expand_as(neighbours)
-        return ((w * neighbours).sum(-1) / w.sum(-1)).reshape(*lead, *spatial)
+            log_w = torch.addcmul(log_w, diff, diff, value=-0.5 * inv_var)
+        return torch.linalg.vecdot(log_w.softmax(-1), neighbours).reshape(x.shape)
     # large maps: one shifted view per offset, accumulated, so memory stays at a few copies of x
     padded = F.pad(x.reshape(1, -1, *spatial), [radius] * (2 * nd), mode="reflect")[0]
     num = torch.zeros_like(flat)
     den = torch.zeros_like(flat)
-    for off, log_sw in zip(offsets, log_space_w):
+    for off, log_sw in zip(_window_offsets(radius, nd, window), log_w.tolist()):
         view = padded[(slice(None),) + tuple(slice(radius + o, radius + o + n) for o, n in zip(off, spatial))]
         neighbour = view.reshape(flat.shape)
-        if range_coeff:
-            w = torch.exp((neighbour - flat) ** 2 * range_coeff + log_sw)
-        else:
-            w = torch.full_like(flat, math.exp(log_sw))
+        w = torch.exp((neighbour - flat) ** 2 * (-0.5 * inv_var) + log_sw)
         num += w * neighbour
         den += w
-    return (num / den).reshape(*lead, *spatial)
+    return (num / den).reshape(x.shape)

@@ -21,7 +21,8 @@ def all_finite(x: torch.Tensor) -> bool:
     Returns:
         True when all elements are finite.
     """
-    if x.numel() == 0:
-        return True
+    n = x.numel()
+    if n <= 1:
+        return n == 0 or math.isfinite(x.item())
     lo, hi = torch.aminmax(x.detach())
     return math.isfinite(lo.item()) and math.isfinite(hi.item())

@@ -33,18 +33,21 @@ def minmax_normalize(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     if x.ndim < 1:
         raise ValueError("minmax_normalize needs a batch axis: shape (B, ...).")
     flat = x.reshape(x.shape[0], -1)
-    lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)  # 10x faster than aminmax(dim=1)
+    if flat.shape[0] == 1:  # one fused pass; aminmax(dim=1) is ~10x slower than amin + amax on CPU
+        lo, hi = torch.aminmax(flat)
+    else:
+        lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
     span = hi - lo
     if not all_finite(span):  # NaN / Inf anywhere propagates into min/max and so into the span
         if not (all_finite(lo) and all_finite(hi)):
             raise ValueError("cannot min-max normalise a map holding NaN or Inf.")
         return minmax_normalize(x * 0.5, eps * 0.5)  # finite values whose range overflows: halve, same result
-    varying = span > eps
+    constant = span <= eps
     # x <= hi implies fl(x - lo) <= fl(hi - lo) (rounding is monotonic): the quotient lies in [0, 1] exactly and the
     # max maps to 1.0, so no clamp is needed. A constant item has x - lo == 0 and a unit divisor.
-    out = (flat - lo) / torch.where(varying, span, torch.ones_like(span))
+    out = (flat - lo).div_(span.masked_fill_(constant, 1.0))
     if eps > 0:  # items with a range in (0, eps] count as constant
-        out = out * varying
+        out.masked_fill_(constant, 0.0)
     return out.reshape(x.shape)
 
 
