@@ -137,15 +137,16 @@ def _transform(x: torch.Tensor, dims: Sequence[int], inverse: bool) -> torch.Ten
     return out
 
 
-def _inverse_norms(norms: torch.Tensor) -> torch.Tensor:
-    """``1 / ||A_s||`` per channel from channel norms, finite even for all-zero channels."""
+def _clamped_norms(norms: torch.Tensor) -> torch.Tensor:
+    """Channel norms ``||A_s||`` (a temporary, clamped in place) made safe to divide by: all-zero channels get the
+    smallest normal number."""
     if not all_finite(norms):  # a NaN / Inf anywhere in a channel makes its norm non-finite
         raise ValueError("the signal (target layer's activations) contains NaN or Inf; check the model and its input.")
-    return norms.clamp_min(torch.finfo(norms.dtype).tiny).reciprocal_()
+    return norms.clamp_min_(torch.finfo(norms.dtype).tiny)
 
 
 def _masked_sign(
-    coeffs: torch.Tensor, inv_norms: torch.Tensor, zero_tol: float, out: torch.Tensor | None = None
+    coeffs: torch.Tensor, norms: torch.Tensor, zero_tol: float, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``sign(c)`` with ``|c| <= zero_tol * ||A_s||`` set to 0; ``coeffs`` (a temporary) is scaled in place and the
     result goes to ``out`` when given.
@@ -155,7 +156,7 @@ def _masked_sign(
     boolean mask and is ~6x slower on CPU. A zero channel has zero coefficients, which stay 0 whatever its
     (clamped) norm.
     """
-    return torch.hardshrink(coeffs.mul_(inv_norms), zero_tol, out=out).sign_()
+    return torch.hardshrink(coeffs.div_(norms), zero_tol, out=out).sign_()
 
 
 def _check_scaling(dct_scaling: str, zero_tol: float | None, dtype: torch.dtype) -> float:
@@ -193,8 +194,8 @@ def signature_reconstruction(
     norm_dims = [d % x.ndim for d in dims]
     if dct_scaling == "notebook" and (x.ndim - 2 not in norm_dims or x.ndim - 1 not in norm_dims):
         raise ValueError("dct_scaling='notebook' needs a DCT over (at least) the last two axes (rows, columns).")
-    inv = _inverse_norms(torch.linalg.vector_norm(x, dim=norm_dims, keepdim=True))
-    sig = _masked_sign(_transform(x, norm_dims, inverse=False), inv, tol)
+    norms = _clamped_norms(torch.linalg.vector_norm(x, dim=norm_dims, keepdim=True))
+    sig = _masked_sign(_transform(x, norm_dims, inverse=False), norms, tol)
     if dct_scaling == "notebook":
         sig[..., 0, :] *= 1.0 / math.sqrt(2.0)
     return _transform(sig, norm_dims, inverse=True)
@@ -239,17 +240,18 @@ def _energy_rows(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float) -> t
     b, s = a.shape[:2]
     rows = a.reshape(b, s, -1, p).transpose(1, 2)  # (B, others, S, P); a view when others == 1
     kmat = _kron_dct_matrix(block, a.dtype, a.device)
-    inv = _inverse_norms(torch.linalg.vector_norm(rows, dim=-1, keepdim=True))
-    sig = _masked_sign(rows @ kmat.T, inv, tol)
+    norms = _clamped_norms(torch.linalg.vector_norm(rows, dim=-1, keepdim=True))
+    sig = _masked_sign(rows @ kmat.T, norms, tol)
     if dct_scaling == "notebook":
         sig.view(*sig.shape[:-1], *block)[(Ellipsis, 0, slice(None))] *= 1.0 / math.sqrt(2.0)
     energy = _gram_energy(sig.reshape(-1, s, p).transpose(-1, -2), kmat)
     return energy.reshape(b, *a.shape[2:])
 
 
-def _forward_channels_last(a: torch.Tensor, n_dct: int) -> torch.Tensor:
+def _forward_channels_last(a: torch.Tensor, n_dct: int) -> tuple[torch.Tensor, torch.Tensor]:
     """DCT over the trailing ``n_dct`` axes of ``(B, S, *others, *block)``, returned as a new contiguous
-    ``(prod(block), B * S * prod(others))`` tensor in the ``(*block, B, S, *others)`` layout.
+    ``(prod(block), B * S * prod(others))`` tensor in the ``(*block, B, S, *others)`` layout, with a second tensor
+    of the same size to reuse as work space.
 
     Each step contracts the current last axis and puts the transformed axis first: ``C @ Y^T`` with ``Y`` the
     ``(rest, n)`` row-major view, one GEMM that reads the transposed operand in place. After the last block axis the
@@ -257,14 +259,16 @@ def _forward_channels_last(a: torch.Tensor, n_dct: int) -> torch.Tensor:
     ``_MATMUL_MAX`` use the FFT-based :func:`monai_saliency.ops.dct.dct`.
     """
     block = a.shape[a.ndim - n_dct :]
-    y = a
+    y, spare = a, None
     for n in reversed(block):
         rows = y.reshape(-1, n)
         if n > _MATMUL_MAX:
-            y = dct(rows, dim=-1).T
+            out = dct(rows, dim=-1).T
         else:
-            y = torch.mm(_kron_dct_matrix((n,), a.dtype, a.device), rows.T)
-    return y.contiguous().view(math.prod(block), -1)
+            out = torch.mm(_kron_dct_matrix((n,), a.dtype, a.device), rows.T)
+        spare, y = (y if y is not a and y.is_contiguous() else None), out
+    y = y.contiguous().view(math.prod(block), -1)
+    return y, torch.empty_like(y) if spare is None else spare.view(y.shape)
 
 
 def _energy_channels_last(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float) -> torch.Tensor:
@@ -280,9 +284,8 @@ def _energy_channels_last(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: fl
     others = tuple(a.shape[2 : nd - n_dct])
     p = math.prod(block)
     norms = torch.linalg.vector_norm(a.reshape(-1, p), dim=-1)  # per (B, S, *others), the layout's trailing order
-    y = _forward_channels_last(a, n_dct)
-    spare = _masked_sign(y, _inverse_norms(norms), tol, out=torch.empty_like(y))
-    y, spare = spare, y
+    y, spare = _forward_channels_last(a, n_dct)
+    y, spare = _masked_sign(y, _clamped_norms(norms), tol, out=spare), y
     if dct_scaling == "notebook":
         y.view(*block, -1)[(slice(None),) * (n_dct - 2) + (0,)] *= 1.0 / math.sqrt(2.0)
     for axis, n in enumerate(block):
@@ -319,6 +322,14 @@ def signature_energy(
         ValueError: for an unknown ``dct_scaling``, a negative ``zero_tol``, a non-positive ``max_elements``,
             ``dims`` that are not the trailing spatial axes, ``"notebook"`` with a one-axis DCT, or NaN / Inf.
     """
+    n_dct, tol = _energy_arguments(activations, dims, dct_scaling, zero_tol, max_elements)
+    return _channel_sum_energy(activations, n_dct, dct_scaling, tol, max_elements).div_(activations.shape[1])
+
+
+def _energy_arguments(
+    activations: torch.Tensor, dims: Sequence[int], dct_scaling: str, zero_tol: float | None, max_elements: int
+) -> tuple[int, float]:
+    """Validate :func:`signature_energy`'s arguments; returns the number of DCT axes and the zero tolerance."""
     tol = _check_scaling(dct_scaling, zero_tol, activations.dtype)
     if max_elements <= 0:
         raise ValueError(f"max_elements must be > 0, got {max_elements!r}.")
@@ -331,11 +342,12 @@ def signature_energy(
         raise ValueError("dct_scaling='notebook' needs a DCT over (at least) the last two axes (rows, columns).")
     if activations.shape[1] == 0:
         raise ValueError(f"activations have no channels: shape {tuple(activations.shape)}.")
-    return _channel_mean_energy(activations, n_dct, dct_scaling, tol, max_elements)
+    return n_dct, tol
 
 
-def _channel_mean_energy(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float, max_elements: int) -> torch.Tensor:
-    """:func:`signature_energy` on validated arguments (``n_dct`` trailing axes, ``S >= 1`` channels)."""
+def _channel_sum_energy(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float, max_elements: int) -> torch.Tensor:
+    """``S`` times :func:`signature_energy`, on validated arguments (``n_dct`` trailing axes, ``S >= 1`` channels);
+    a new contiguous tensor."""
     energy_of = _energy_rows if math.prod(a.shape[a.ndim - n_dct :]) <= _KRON_MAX else _energy_channels_last
     s = a.shape[1]
     chunk = max(1, min(s, max_elements * s // max(a.numel(), 1)))
@@ -346,14 +358,20 @@ def _channel_mean_energy(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: flo
         for start in range(0, s, chunk):  # loop over memory-bounded channel chunks, not over channels
             part = energy_of(a[:, start : start + chunk], n_dct, dct_scaling, tol)
             total = part if total is None else total + part
-    return total.div_(s).contiguous()
+    return total.contiguous()
 
 
 def bilateral_filter_axes(
-    m: torch.Tensor, n_filter: int, spatial_sigma: float, range_sigma: float, radius: int | None, window: str
+    m: torch.Tensor,
+    n_filter: int,
+    spatial_sigma: float,
+    range_sigma: float,
+    radius: int | None,
+    window: str,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Bilateral-filter the trailing ``n_filter`` axes of ``m``, skipping singleton axes and shrinking the window
-    radius to ``min(size) - 1`` on tiny maps."""
+    radius to ``min(size) - 1`` on tiny maps (other arguments as :func:`monai_saliency.ops.bilateral_filter`)."""
     if radius is None:
         radius = max(int(round(1.5 * spatial_sigma)), 1)
     lead, spatial = m.shape[: m.ndim - n_filter], m.shape[m.ndim - n_filter :]
@@ -364,8 +382,29 @@ def bilateral_filter_axes(
     if radius <= 0:
         return m
     flat = m.reshape(*lead, *kept)
-    out = bilateral_filter(flat, spatial_sigma, range_sigma, radius=radius, spatial_dims=len(kept), window=window)
+    out = bilateral_filter(
+        flat, spatial_sigma, range_sigma, radius=radius, spatial_dims=len(kept), window=window, check_finite=check_finite
+    )
     return out.reshape(m.shape)
+
+
+def _bilateral_on_unit_range(m: torch.Tensor, n_filter: int, opts: Mapping[str, Any]) -> torch.Tensor:
+    """The paper's min-max to ``[0, 1]`` followed by the bilateral filter, up to the positive affine map that the
+    final min-max removes.
+
+    The filter commutes with ``x -> (x - lo) / span`` once its range sigma is taken times ``span``; for a single item
+    that product is one number, which saves rescaling the map (a constant map is returned as it is).
+    """
+    if m.shape[0] == 1:
+        lo, hi = torch.aminmax(m)
+        span = (hi - lo).item()
+        if not span > 0:  # constant; NaN cannot occur (finite activations give a finite energy)
+            return m
+        sigma = opts["range_sigma"] * span
+    else:
+        m, sigma = minmax_normalize(m), opts["range_sigma"]
+    # m is finite: the activations were checked
+    return bilateral_filter_axes(m, n_filter, opts["spatial_sigma"], sigma, opts["radius"], opts["window"], False)
 
 
 def _linear_resize_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -395,7 +434,7 @@ def _resize(m: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
             b, _, h, w = m.shape
             rows = _linear_resize_matrix(h, size[0], m.dtype, m.device)
             cols = _linear_resize_matrix(w, size[1], m.dtype, m.device)
-            tall = torch.matmul(rows, m.reshape(b, h, w))  # (B, H, w): small
+            tall = torch.mm(rows, m.reshape(h, w)) if b == 1 else torch.matmul(rows, m.reshape(b, h, w))  # (B, H, w)
             return torch.mm(tall.view(-1, w), cols.T).view(b, 1, size[0], size[1])  # the large product, one GEMM
         return F.interpolate(m, size=tuple(size), mode=_LINEAR[nd], align_corners=False)
     if mode == "area":
@@ -477,17 +516,13 @@ def signature_map(
             f"the layer has {nd} spatial axes but the output size {tuple(spatial_size)} has {len(spatial_size)}; "
             "choose a layer that keeps every spatial axis of the input."
         )
-    dims = list(range(a.ndim - n_dct, a.ndim))
+    n_dct, tol = _energy_arguments(a, range(a.ndim - n_dct, a.ndim), dct_scaling, zero_tol, max_elements)
     # inference mode drops the autograd bookkeeping of ~40 small ops (~10 % of the time on a 14x14 map); the map is
     # not differentiable in the activations anyway (sign). The last min-max runs outside, so the result is an
     # ordinary tensor that callers may modify in place.
     with torch.inference_mode():
-        m = signature_energy(a, dims, dct_scaling=dct_scaling, zero_tol=zero_tol, max_elements=max_elements)
-        m = minmax_normalize(m)
-        if opts is not None:
-            m = bilateral_filter_axes(
-                m, n_dct, opts["spatial_sigma"], opts["range_sigma"], opts["radius"], opts["window"]
-            )
+        m = _channel_sum_energy(a, n_dct, dct_scaling, tol, max_elements)  # the mean's scale is moot
+        m = minmax_normalize(m) if opts is None else _bilateral_on_unit_range(m, n_dct, opts)
         m = m.unsqueeze(1)
         if spatial_size is not None:
             m = _resize(m, spatial_size, upsample_mode)

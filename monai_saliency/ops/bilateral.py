@@ -57,6 +57,7 @@ def bilateral_filter(
     spatial_dims: int | None = None,
     window: str = "ball",
     max_elements: int = 2**24,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Edge-preserving bilateral filter over the trailing ``spatial_dims`` axes of ``x``.
 
@@ -84,6 +85,7 @@ def bilateral_filter(
         max_elements: when ``window size x x.numel()`` is at most this, all neighbours are gathered and weighted
             in one vectorised pass (fast for small maps); above it, offsets are accumulated one at a time so
             memory stays at a few copies of ``x``.
+        check_finite: scan ``x`` for NaN / Inf first (one reduction); False when the caller knows it is finite.
 
     Returns:
         Filtered tensor, same shape and dtype as ``x``.
@@ -114,7 +116,7 @@ def bilateral_filter(
         return x.clone()
     if min(spatial) <= radius:
         raise ValueError(f"window radius {radius} needs every spatial size > {radius}, got {spatial}; lower the radius.")
-    if not all_finite(x):
+    if check_finite and not all_finite(x):
         raise ValueError("bilateral_filter input contains NaN or Inf.")
     return _bilateral(x, nd, float(spatial_sigma), float(range_sigma), radius, window, max_elements)
 
@@ -125,7 +127,8 @@ def _bilateral(
     """:func:`bilateral_filter` on arguments it has validated (``0 < radius < min(spatial)``, finite ``x``)."""
     spatial = x.shape[-nd:]
     flat = x.reshape(-1, math.prod(spatial))
-    inv_var = 0.0 if math.isinf(range_sigma) else 1.0 / range_sigma**2
+    # capped so that -inv_var / 2 stays finite in x's dtype: an infinite coefficient times a zero difference is NaN
+    inv_var = 0.0 if math.isinf(range_sigma) else 1.0 / max(range_sigma * range_sigma, 1.0 / torch.finfo(x.dtype).max)
     log_w = _log_spatial_weights(radius, nd, window, spatial_sigma, x.dtype, x.device)
     n_off = log_w.shape[0]
     if n_off * flat.numel() <= max_elements:

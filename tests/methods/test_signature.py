@@ -443,3 +443,27 @@ def test_matrix_resize_equals_bilinear_interpolation(src, dst):
     m = torch.rand(3, 1, *src, generator=torch.Generator().manual_seed(0))
     ref = torch.nn.functional.interpolate(m, size=dst, mode="bilinear", align_corners=False)
     torch.testing.assert_close(_resize(m, dst, "linear"), ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "shape, size, frames",
+    [((1, 12, 14, 14), (56, 56), False), ((1, 5, 6, 10, 8), (12, 20, 16), False), ((1, 5, 3, 10, 8), (6, 20, 16), True)],
+)
+def test_single_item_matches_reference_with_filter(shape, size, frames):
+    """One item takes the path that folds the first min-max into the filter's range sigma: same map as min-max, then
+    filter (checked against OpenCV / the brute-force filter), for 2D, 3D and per-frame maps."""
+    a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(11)))
+    got = signature_map(a, spatial_size=size, dct_axes="frames" if frames else "spatial")
+    ref = reference_map(a.numpy(), size, frames=frames)
+    assert ref.std() > 0.1
+    assert np.abs(got.numpy() - ref).max() <= 1e-3
+    both = signature_map(torch.cat([a, a.flip(-1)]), spatial_size=size, dct_axes="frames" if frames else "spatial")
+    torch.testing.assert_close(both[:1], got, atol=1e-6, rtol=0)  # the batched path (min-max first) agrees
+
+
+def test_matrix_resize_of_a_single_item():
+    from monai_saliency.methods.signature import _resize
+
+    m = torch.rand(1, 1, 14, 11, generator=torch.Generator().manual_seed(1))
+    ref = torch.nn.functional.interpolate(m, size=(40, 33), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(_resize(m, (40, 33), "linear"), ref, atol=1e-6, rtol=0)

@@ -73,3 +73,14 @@ def test_stacked_and_streamed_paths_agree(shape):
     fast = bilateral_filter(x, 1.3, 0.3, radius=2)
     streamed = bilateral_filter(x, 1.3, 0.3, radius=2, max_elements=0)
     torch.testing.assert_close(fast, streamed, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("max_elements", [2**24, 0])
+def test_vanishing_range_sigma_keeps_the_map_and_never_gives_nan(max_elements):
+    """sigma -> 0 weighs only neighbours of exactly equal value: a map of distinct values comes back unchanged (a
+    1e-200 sigma used to overflow the range coefficient to -inf, and -inf * 0 at the centre is NaN)."""
+    x = torch.rand(2, 1, 9, 8, generator=torch.Generator().manual_seed(2))
+    x[1, 0, :4] = 0.25  # a flat patch: its voxels still average among themselves (to the same value)
+    out = bilateral_filter(x, 1.0, 1e-200, max_elements=max_elements)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, x, atol=1e-7, rtol=0)

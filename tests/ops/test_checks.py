@@ -25,3 +25,10 @@ def test_extremes_and_empty_tensors():
     assert all_finite(torch.tensor([big, -big, 0.0]))
     assert all_finite(torch.empty(0, 3))
     assert all_finite(torch.zeros(()))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 0.0, -3.5])
+def test_single_element_tensors(value):
+    for shape in ((), (1,), (1, 1)):
+        x = torch.full(shape, value)
+        assert all_finite(x) == bool(torch.isfinite(x).all())

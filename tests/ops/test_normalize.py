@@ -26,6 +26,18 @@ def test_minmax_exact_unit_range_without_clamp():
         assert torch.equal(flat.amax(1), torch.ones(6, dtype=dtype))
 
 
+def test_minmax_single_item_path():
+    """One item compares its range in Python instead of masking: same exact [0, 1] result, constants -> zeros."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 3, 9, 7, generator=g) * 50 - 3
+    for i in range(4):
+        single = minmax_normalize(x[i : i + 1])
+        torch.testing.assert_close(single, minmax_normalize(x)[i : i + 1], atol=0, rtol=0)
+        assert single.min() == 0 and single.max() == 1
+    assert torch.equal(minmax_normalize(torch.full((1, 5), 2.5)), torch.zeros(1, 5))
+    assert torch.equal(minmax_normalize(torch.tensor([[1.0, 1.0 + 1e-6]]), eps=1e-3), torch.zeros(1, 2))
+
+
 def test_minmax_range_overflow_and_eps():
     big = torch.finfo(torch.float32).max
     out = minmax_normalize(torch.tensor([[-big, 0.0, big]]))  # hi - lo overflows to inf in float32
