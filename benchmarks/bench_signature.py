@@ -112,16 +112,18 @@ def section_cams(model: torch.nn.Module, x: torch.Tensor, layer: str, t_fwd: flo
 
 def _dct_gemms(c: int, side: int, n: int) -> Callable[[], object]:
     """The four one-axis DCT products of our separable forward + inverse transform of ``n`` items, at their real
-    shapes (``side x side`` maps): the floor of our approach with this machine's BLAS."""
-    mat = torch.randn(side, side)
-    rows = torch.randn(n * c * side, side)
-    cols = torch.randn(side, side * n * c)
+    shapes and grouping (``side x side`` maps, batched over as many groups as threads): the floor of our approach
+    with this machine's BLAS."""
+    groups = math.gcd(torch.get_num_threads(), n if n > 1 else c)
+    mat = torch.randn(side, side).expand(groups, side, side)
+    rows = torch.randn(groups, n * c * side // groups, side)
+    cols = torch.randn(groups, side, side * n * c // groups)
 
     def run() -> None:
         for _ in range(2):
-            torch.mm(mat, rows.T)
-        torch.mm(mat.T, cols)
-        torch.matmul(mat.T, cols.view(side, side, -1))
+            torch.bmm(mat, rows.mT)
+        torch.bmm(mat.mT, cols)
+        torch.matmul(mat[0].T, cols.view(groups * side, side, -1))
 
     return run
 

@@ -467,3 +467,20 @@ def test_matrix_resize_of_a_single_item():
     m = torch.rand(1, 1, 14, 11, generator=torch.Generator().manual_seed(1))
     ref = torch.nn.functional.interpolate(m, size=(40, 33), mode="bilinear", align_corners=False)
     torch.testing.assert_close(_resize(m, (40, 33), "linear"), ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("threads", [1, 3, 4])
+@pytest.mark.parametrize("shape", [(1, 12, 9, 10), (2, 6, 9, 10), (4, 3, 9, 10), (1, 6, 3, 9, 10), (2, 4, 3, 9, 10)])
+def test_gemm_groups_follow_the_thread_count_exactly(shape, threads):
+    """The DCT products are batched over item or channel runs, as many as threads divide: any grouping (1 to 4
+    runs, of whole items or of one item's channels, with or without a frame axis) gives the reference map."""
+    a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(8)))
+    frames = len(shape) == 5
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = signature_map(a, dct_axes="frames" if frames else "spatial", bilateral=False)
+    finally:
+        torch.set_num_threads(before)
+    ref = reference_map(a.numpy(), shape[2:], frames=frames, bilateral=False)
+    assert np.abs(got.numpy() - ref).max() <= 1e-4
