@@ -104,6 +104,20 @@ def _kron_dct_matrix(sizes: tuple[int, ...], dtype: torch.dtype, device: torch.d
     return mat
 
 
+def _batched_dct_matrix(
+    n: int, batch: int, inverse: bool, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """``(batch, n, n)`` contiguous stack of the DCT matrix ``C`` (or ``C^T`` for the inverse), cached: the left
+    operand of a batched one-axis transform, built once rather than expanded and transposed on every call."""
+    key = (("batched", n, batch, inverse), dtype, str(device))
+    mat = _CACHED_MATRICES.get(key)
+    if mat is None:
+        mat = _kron_dct_matrix((n,), dtype, device)
+        mat = (mat.T if inverse else mat).expand(batch, n, n).contiguous()
+        _CACHED_MATRICES[key] = mat
+    return mat
+
+
 def _transform(x: torch.Tensor, dims: Sequence[int], inverse: bool) -> torch.Tensor:
     """Orthonormal N-d DCT (or its inverse) over ``dims``.
 
@@ -204,21 +218,18 @@ def signature_reconstruction(
 def _axis_transform(
     y: torch.Tensor, before: int, n: int, inverse: bool, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """One-axis orthonormal DCT (or inverse) of ``y`` viewed as ``(before, n, after)``, contracted from the left.
+    """One-axis orthonormal DCT (or inverse) of ``y`` viewed as ``(before, n, after)``, contracted from the left;
+    returns ``(before, n, after)``.
 
-    With the channels in the long contiguous ``after`` dimension this is one GEMM (``before == 1``) or one batched
-    GEMM, without transposes, written into ``out`` (same size as ``y``) when given. Axes longer than
+    With the channels in the long contiguous ``after`` dimension this is one batched GEMM with a cached stack of the
+    DCT matrix, without transposes, written into ``out`` (same size as ``y``) when given. Axes longer than
     ``_MATMUL_MAX`` use the FFT-based :func:`monai_saliency.ops.dct.dct` (a new tensor, ``out`` unused).
     """
     v = y.reshape(before, n, -1)
     if n > _MATMUL_MAX:
         return idct(v, dim=1) if inverse else dct(v, dim=1)
-    mat = _kron_dct_matrix((n,), y.dtype, y.device)
-    mat = mat.T if inverse else mat
-    if before == 1:
-        return torch.mm(mat, v[0], out=None if out is None else out.view(v.shape[1:]))
-    # bmm of the expanded matrix: ~10 us less than matmul's broadcasting path on these small products
-    return torch.bmm(mat.expand(before, n, n), v, out=None if out is None else out.view(v.shape))
+    mats = _batched_dct_matrix(n, before, inverse, y.dtype, y.device)
+    return torch.bmm(mats, v, out=None if out is None else out.view(v.shape))
 
 
 def _gram_energy(u: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
@@ -267,10 +278,8 @@ def _forward_channels_last(a: torch.Tensor, n_dct: int, groups: int) -> tuple[to
         rows = y.reshape(groups, -1, n)
         if n > _MATMUL_MAX:
             out = dct(rows, dim=-1).mT
-        elif groups == 1:
-            out = torch.mm(_kron_dct_matrix((n,), a.dtype, a.device), rows[0].T)
         else:
-            out = torch.bmm(_kron_dct_matrix((n,), a.dtype, a.device).expand(groups, n, n), rows.mT)
+            out = torch.bmm(_batched_dct_matrix(n, groups, False, a.dtype, a.device), rows.mT)
         spare, y = (y if y is not a and y.is_contiguous() else None), out
     y = y.contiguous().view(groups, math.prod(block), -1)
     return y, torch.empty_like(y) if spare is None else spare.view(y.shape)
@@ -304,8 +313,7 @@ def _energy_channels_last(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: fl
     if dct_scaling == "notebook":
         y.view(groups, *block, -1)[(slice(None),) * (n_dct - 1) + (0,)] *= 1.0 / math.sqrt(2.0)
     for axis, n in enumerate(block):
-        before = groups * math.prod(block[:axis])
-        y, spare = _axis_transform(y, before, n, inverse=True, out=spare).view(groups, p, -1), y
+        y, spare = _axis_transform(y, groups * math.prod(block[:axis]), n, inverse=True, out=spare), y
     if b % groups == 0:  # groups of whole items
         energy = torch.linalg.vector_norm(y.view(groups, p, b // groups, s, -1), dim=3).square_()  # (G, P, B/G, O)
         return energy.permute(0, 2, 3, 1).reshape(b, *others, *block)
