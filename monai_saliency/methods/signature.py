@@ -424,7 +424,7 @@ def _bilateral_on_unit_range(m: torch.Tensor, n_filter: int, opts: Mapping[str, 
     """
     if m.shape[0] == 1:
         lo, hi = torch.aminmax(m)
-        span = (hi - lo).item()
+        span = hi.item() - lo.item()  # only scales sigma: Python's float64 difference is exact enough
         if not span > 0:  # constant; NaN cannot occur (finite activations give a finite energy)
             return m
         sigma = opts["range_sigma"] * span
