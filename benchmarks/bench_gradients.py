@@ -78,6 +78,9 @@ def peak_rss_increase(fn: Callable[[], object], period: float = 0.002) -> float:
     return (max(peak[0], _rss_bytes()) - base) / 2**20
 
 
+SECTIONS = ("sg", "ig", "overhead", "cam")
+
+
 def fb_time(model: torch.nn.Module, x: torch.Tensor, chunk: int, repeats: int) -> float:
     """Time of one forward + input-only backward on ``chunk`` inputs (the unit of the lower bound)."""
     xc = x[:1].expand(chunk, *x.shape[1:]).contiguous()
@@ -93,15 +96,26 @@ def row(name: str, t: float, ref_name: str, t_ref: float, bound: float | None, p
 
 
 def bench(label: str, model: torch.nn.Module, x: torch.Tensor, n_sg: int, n_ig: int, chunk: int, repeats: int,
-          cam_layer: str, ig_sweep: tuple[float, ...] = (0.5, 1, 2, 4)) -> None:
+          cam_layer: str, ig_sweep: tuple[float, ...] = (0.5, 1, 2, 4), sections: tuple[str, ...] = SECTIONS) -> None:
     b = x.shape[0]
     print(f"\n== {label}: input {tuple(x.shape)}, chunk (batch_size) {chunk}, repeats {repeats}")
     t_fb = fb_time(model, x, chunk, repeats)
     t_fb1 = fb_time(model, x, b, repeats)
     print(f"  forward+input-backward on {chunk} inputs: {t_fb:.3f} s; on the batch ({b}): {t_fb1:.3f} s")
-    target = torch.arange(b) % 2
+    if "sg" in sections:
+        bench_smoothgrad(model, x, n_sg, chunk, repeats, t_fb)
+    if "ig" in sections:
+        bench_ig(model, x, n_ig, chunk, repeats, t_fb, ig_sweep)
+    if "overhead" in sections:
+        bench_overheads(model, x, repeats, t_fb1)
+    if "cam" in sections:
+        bench_cam(model, x, cam_layer, repeats)
 
-    # --- SmoothGrad: ours and captum interleaved (same drift on both); MONAI's loop timed on its own
+
+def bench_smoothgrad(model: torch.nn.Module, x: torch.Tensor, n_sg: int, chunk: int, repeats: int, t_fb: float) -> None:
+    """SmoothGrad: ours and captum interleaved (same drift on both); MONAI's loop timed on its own."""
+    b = x.shape[0]
+    target = torch.arange(b) % 2
     bound_sg = n_sg * b / chunk * t_fb
     ours = SmoothGrad(model, n_samples=n_sg, batch_size=chunk)
     nt = NoiseTunnel(Saliency(model))
@@ -120,7 +134,12 @@ def bench(label: str, model: torch.nn.Module, x: torch.Tensor, n_sg: int, n_ig: 
     row("ours", sg.ours, "MONAI loop per item", t_monai, bound_sg)
     row("ours", sg.ours, f"captum NoiseTunnel ({per_part}/part)", sg.reference, bound_sg, sg)
 
-    # --- Integrated gradients: captum's internal_batch_size swept, then ours and captum's best interleaved
+
+def bench_ig(model: torch.nn.Module, x: torch.Tensor, n_ig: int, chunk: int, repeats: int, t_fb: float,
+             ig_sweep: tuple[float, ...]) -> None:
+    """Integrated gradients: captum's internal_batch_size swept, then ours and captum's best interleaved."""
+    b = x.shape[0]
+    target = torch.arange(b) % 2
     bound_ig = n_ig * b / chunk * t_fb
     ig = IntegratedGradients(model, n_steps=n_ig, batch_size=chunk)
     cig = CaptumIG(model)
@@ -146,7 +165,11 @@ def bench(label: str, model: torch.nn.Module, x: torch.Tensor, n_sg: int, n_ig: 
     m_capt = peak_rss_increase(lambda: cig.attribute(x, target=target, n_steps=n_ig, internal_batch_size=best[1]))
     print(f"    peak RSS increase: ours {m_ours:.0f} MB (batch_size={chunk}), captum {m_capt:.0f} MB (ibs={best[1]})")
 
-    # --- FORGrad and structured overhead over their base explainer (VanillaGrad)
+
+
+def bench_overheads(model: torch.nn.Module, x: torch.Tensor, repeats: int, t_fb1: float) -> None:
+    """FORGrad and structured overhead over their base explainer (VanillaGrad)."""
+    target = torch.arange(x.shape[0]) % 2
     vg = VanillaGrad(model)
     t_vg = timeit(lambda: vg(x, class_idx=target), repeats)
     fg = FORGrad(VanillaGrad(model), sigma=max(x.shape[2:]) / 8, reduce="abs_sum")
@@ -163,7 +186,12 @@ def bench(label: str, model: torch.nn.Module, x: torch.Tensor, n_sg: int, n_ig: 
     print(f"    objective seed {sgs.last_info['objective'].mean().item():.4g} vs exact "
           f"{sge.last_info['objective'].mean().item():.4g} (mean over items, normalised units)")
 
-    # --- Grad-CAM (B = 1 per MONAI call: its batched version mixes targets)
+
+
+def bench_cam(model: torch.nn.Module, x: torch.Tensor, cam_layer: str, repeats: int) -> None:
+    """Grad-CAM (B = 1 per MONAI call: its batched version mixes targets)."""
+    b = x.shape[0]
+    target = torch.arange(b) % 2
     cam = GradCAM(model, cam_layer)
     t_cam = timeit(lambda: cam(x, class_idx=target), repeats)
     mcam = MonaiGradCAM(model, target_layers=cam_layer)
@@ -180,6 +208,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--chunk", type=int, default=None, help="our batch_size (inputs per pass)")
     parser.add_argument("--only", choices=("all", "2d", "3d"), default="all", help="run one workload only")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="parts to run")
     parser.add_argument("--ig-sweep", type=float, nargs="+", default=[0.5, 1, 2, 4],
                         help="captum internal_batch_size values tried, as multiples of --chunk")
     args = parser.parse_args()
@@ -204,12 +233,12 @@ def main() -> None:
             m2 = resnet18(spatial_dims=2, n_input_channels=3, num_classes=1000).eval()
             x2 = torch.randn(8, 3, 224, 224)
             bench("ResNet-18 2D", m2, x2, n_sg=25, n_ig=50, chunk=args.chunk or 16, repeats=repeats,
-                  cam_layer="layer4", ig_sweep=sweep)
+                  cam_layer="layer4", ig_sweep=sweep, sections=tuple(args.sections))
         if args.only in ("all", "3d"):
             m3 = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2).eval()
             x3 = torch.randn(2, 1, 32, 96, 96)
             bench("DenseNet121 3D", m3, x3, n_sg=25, n_ig=50, chunk=args.chunk or 4, repeats=repeats,
-                  cam_layer="class_layers.relu", ig_sweep=sweep)
+                  cam_layer="class_layers.relu", ig_sweep=sweep, sections=tuple(args.sections))
 
 
 if __name__ == "__main__":
