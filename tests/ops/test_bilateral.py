@@ -84,3 +84,13 @@ def test_vanishing_range_sigma_keeps_the_map_and_never_gives_nan(max_elements):
     out = bilateral_filter(x, 1.0, 1e-200, max_elements=max_elements)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, x, atol=1e-7, rtol=0)
+
+
+def test_check_finite_flag_only_skips_the_scan():
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(bilateral_filter(x, 1.0, 0.3, check_finite=False), bilateral_filter(x, 1.0, 0.3))
+    bad = x.clone()
+    bad[0, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        bilateral_filter(bad, 1.0, 0.3)
+    assert torch.isnan(bilateral_filter(bad, 1.0, 0.3, check_finite=False)).any()  # the caller's promise, unchecked
