@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_saliency.methods.base import Explainer
+from monai_saliency.ops import cpu_kernels
 from monai_saliency.ops.bilateral import bilateral_filter
 from monai_saliency.ops.checks import all_finite
 from monai_saliency.ops.dct import dct, dctn, idct, idctn
@@ -84,6 +85,9 @@ _KRON_MAX = 64
 #: ... and axes up to this length with per-axis DCT matrices; longer ones with the FFT-based ops.
 _MATMUL_MAX = 64
 _CACHED_MATRICES: dict[tuple[tuple[Any, ...], torch.dtype, str], torch.Tensor] = {}  # and resize matrices
+
+
+_NON_FINITE_SIGNAL = "the signal (target layer's activations) contains NaN or Inf; check the model and its input."
 
 
 def _default_zero_tol(dtype: torch.dtype) -> float:
@@ -155,7 +159,7 @@ def _clamped_norms(norms: torch.Tensor) -> torch.Tensor:
     """Channel norms ``||A_s||`` (a temporary, clamped in place) made safe to divide by: all-zero channels get the
     smallest normal number."""
     if not all_finite(norms):  # a NaN / Inf anywhere in a channel makes its norm non-finite
-        raise ValueError("the signal (target layer's activations) contains NaN or Inf; check the model and its input.")
+        raise ValueError(_NON_FINITE_SIGNAL)
     return norms.clamp_min_(torch.finfo(norms.dtype).tiny)
 
 
@@ -307,13 +311,23 @@ def _energy_channels_last(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: fl
     others = tuple(a.shape[2 : nd - n_dct])
     p = math.prod(block)
     groups = _gemm_groups(a)
-    norms = torch.linalg.vector_norm(a.reshape(groups, 1, -1, p), dim=-1)  # (G, 1, run): the layout's trailing order
     y, spare = _forward_channels_last(a, n_dct, groups)
-    y, spare = _masked_sign(y, _clamped_norms(norms), tol, out=spare), y
+    fused = cpu_kernels.usable(y, spare)  # one C pass each for the sign and the energy instead of 3-6 torch ops
+    if fused:
+        if not cpu_kernels.masked_sign(y, tol, out=spare):  # norms over the coefficients: Parseval
+            raise ValueError(_NON_FINITE_SIGNAL)
+        y, spare = spare, y
+    else:
+        norms = torch.linalg.vector_norm(a.reshape(groups, 1, -1, p), dim=-1)  # (G, 1, run): the layout's order
+        y, spare = _masked_sign(y, _clamped_norms(norms), tol, out=spare), y
     if dct_scaling == "notebook":
         y.view(groups, *block, -1)[(slice(None),) * (n_dct - 1) + (0,)] *= 1.0 / math.sqrt(2.0)
     for axis, n in enumerate(block):
         y, spare = _axis_transform(y, groups * math.prod(block[:axis]), n, inverse=True, out=spare), y
+    if fused:  # (B, O, P): groups of whole items, or channel runs of one item summed
+        whole_items = b % groups == 0
+        runs = y.view(groups, p, b // groups, s, -1) if whole_items else y.view(groups, p, 1, s // groups, -1)
+        return cpu_kernels.channel_energy(runs, sum_groups=not whole_items).view(b, *others, *block)
     if b % groups == 0:  # groups of whole items
         energy = torch.linalg.vector_norm(y.view(groups, p, b // groups, s, -1), dim=3).square_()  # (G, P, B/G, O)
         return energy.permute(0, 2, 3, 1).reshape(b, *others, *block)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from monai_saliency.ops import cpu_kernels
 from monai_saliency.ops.checks import all_finite
 
 __all__ = ["bilateral_filter"]
@@ -135,6 +136,8 @@ def _bilateral(
         # small maps: gather every neighbour at once with a cached reflected index; the normalised weights are a
         # softmax of the log weights (the centre's is 0, the largest), the output one dot product per voxel
         idx = _neighbour_index(tuple(spatial), radius, window).to(x.device)
+        if cpu_kernels.usable(flat, log_w):  # the same sums in one C pass, no (N, P, K) temporaries
+            return cpu_kernels.bilateral_gather(flat, idx, log_w, 0.5 * inv_var).reshape(x.shape)
         neighbours = flat.index_select(1, idx).view(flat.shape[0], flat.shape[1], n_off)  # (N, P, K)
         if inv_var:
             diff = neighbours - flat[..., None]

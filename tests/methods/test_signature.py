@@ -118,7 +118,7 @@ def acts2d() -> torch.Tensor:
     return torch.relu(torch.randn(3, 24, 32, 28, generator=g)) * torch.rand(3, 24, 1, 1, generator=g)
 
 
-def test_matches_per_channel_reference_2d(acts2d):
+def test_matches_per_channel_reference_2d(acts2d, kernel_path):
     with SignatureActivation(Pooled(2), "features") as sa:
         got = sa(acts2d)
     ref = reference_map(_pool_np(acts2d.numpy(), 4), (32, 28))
@@ -134,7 +134,7 @@ def test_matches_reference_without_resize_or_filter(acts2d):
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 7, 7), (2, 5, 14, 12), (1, 3, 80, 66), (2, 4, 30)])
-def test_every_dct_path_matches_reference(shape):
+def test_every_dct_path_matches_reference(shape, kernel_path):
     """Kronecker GEMM (<= 64 px), per-axis GEMM (axes <= 64), FFT ops (longer axes) and 1D maps."""
     a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(9)))
     got = signature_map(a, bilateral=False)
@@ -143,7 +143,7 @@ def test_every_dct_path_matches_reference(shape):
 
 
 @pytest.mark.parametrize("frames", [False, True])
-def test_matches_per_channel_reference_video(frames):
+def test_matches_per_channel_reference_video(frames, kernel_path):
     g = torch.Generator().manual_seed(4)
     x = torch.relu(torch.randn(2, 6, 8, 24, 20, generator=g))
     with SignatureActivation(Pooled(3, (2, 4, 4)), "features", dct_axes="frames" if frames else "spatial") as sa:
@@ -182,7 +182,7 @@ def test_notebook_scaling_reproduces_authors_formula(acts2d):
     assert (got - ortho).abs().max() > 1e-3  # the two scalings really differ
 
 
-def test_positive_scaling_invariance(acts2d):
+def test_positive_scaling_invariance(acts2d, kernel_path):
     with SignatureActivation(Pooled(2), "features") as sa:
         base = sa(acts2d)
         for scale in (1e-3, 7.5, 1e4):
@@ -201,7 +201,7 @@ def test_batch_items_independent(cnn2d):
     assert (batched[0] - batched[1]).abs().max() > 1e-2
 
 
-def test_constant_or_zero_activations_give_zero_map():
+def test_constant_or_zero_activations_give_zero_map(kernel_path):
     x = torch.zeros(3, 4, 16, 16)
     x[1] = torch.arange(4.0)[:, None, None] + 0.3  # constant per channel, different constants
     x[2, 2] = 5.0
@@ -309,14 +309,14 @@ def test_bad_layers_and_options(cnn2d):
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_activations_raise(acts2d, bad):
+def test_non_finite_activations_raise(acts2d, bad, kernel_path):
     a = acts2d.clone()
     a[1, 3, 2, 2] = bad
     with pytest.raises(ValueError, match="NaN or Inf"):
         signature_map(a)
 
 
-def test_channel_chunking_is_exact(acts2d):
+def test_channel_chunking_is_exact(acts2d, kernel_path):
     full = signature_map(acts2d, spatial_size=(40, 40))
     chunked = signature_map(acts2d, spatial_size=(40, 40), max_elements=2 * 32 * 28 * 3)
     torch.testing.assert_close(full, chunked, atol=1e-6, rtol=0)
@@ -408,7 +408,7 @@ def _notebook_energy(a: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 7, 7), (2, 5, 14, 12), (1, 3, 70, 9)])
-def test_notebook_scaling_in_every_layout(shape):
+def test_notebook_scaling_in_every_layout(shape, kernel_path):
     a = torch.relu(torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2)))
     got = signature_map(a, bilateral=False, dct_scaling="notebook")
     ref = _notebook_energy(a.numpy()).mean(axis=1)
@@ -425,7 +425,7 @@ def test_notebook_scaling_per_frame_of_a_video_layer():
 
 
 @pytest.mark.parametrize("shape", [(2, 9, 7, 7), (2, 9, 14, 12), (2, 6, 3, 5, 4), (1, 1, 14, 14), (1, 1, 6, 6)])
-def test_energy_layouts_chunk_exactly_and_leave_the_input_alone(shape):
+def test_energy_layouts_chunk_exactly_and_leave_the_input_alone(shape, kernel_path):
     a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(5)))
     before = a.clone()
     full = signature_map(a, bilateral=False)
@@ -449,7 +449,7 @@ def test_matrix_resize_equals_bilinear_interpolation(src, dst):
     "shape, size, frames",
     [((1, 12, 14, 14), (56, 56), False), ((1, 5, 6, 10, 8), (12, 20, 16), False), ((1, 5, 3, 10, 8), (6, 20, 16), True)],
 )
-def test_single_item_matches_reference_with_filter(shape, size, frames):
+def test_single_item_matches_reference_with_filter(shape, size, frames, kernel_path):
     """One item takes the path that folds the first min-max into the filter's range sigma: same map as min-max, then
     filter (checked against OpenCV / the brute-force filter), for 2D, 3D and per-frame maps."""
     a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(11)))
@@ -471,7 +471,7 @@ def test_matrix_resize_of_a_single_item():
 
 @pytest.mark.parametrize("threads", [1, 3, 4])
 @pytest.mark.parametrize("shape", [(1, 12, 9, 10), (2, 6, 9, 10), (4, 3, 9, 10), (1, 6, 3, 9, 10), (2, 4, 3, 9, 10)])
-def test_gemm_groups_follow_the_thread_count_exactly(shape, threads):
+def test_gemm_groups_follow_the_thread_count_exactly(shape, threads, kernel_path):
     """The DCT products are batched over item or channel runs, as many as threads divide: any grouping (1 to 4
     runs, of whole items or of one item's channels, with or without a frame axis) gives the reference map."""
     a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(8)))
