@@ -1,5 +1,9 @@
 """Optional fused CPU kernels (the C extension ``monai_saliency.ops._cpu_kernels``) with their checks.
 
+Two kernels for small CPU tensors, where torch's per-op dispatch and MKL's GEMMs with 7- to 14-long inner dimensions
+cost more than the arithmetic: the whole signature energy of one activation map (:func:`signature_energy`) and the
+gathered bilateral filter of a small map (:func:`bilateral_gather`).
+
 The extension is built by ``pip install`` when a C compiler is present and skipped otherwise; every caller keeps a
 pure-torch path and uses these functions only when :func:`usable` says so (CPU, float32 / float64, contiguous,
 extension loaded, not disabled). Setting the environment variable ``MONAI_SALIENCY_DISABLE_CPU_KERNELS=1`` before the
@@ -8,6 +12,7 @@ import turns them off (the results agree with the torch paths to round-off, see 
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -17,9 +22,10 @@ try:
 except ImportError:  # not built (no compiler at install time): callers use their torch paths
     _ext = None
 
-__all__ = ["available", "set_enabled", "usable", "masked_sign", "channel_energy", "bilateral_gather"]
+__all__ = ["available", "set_enabled", "usable", "fused_energy_supported", "signature_energy", "bilateral_gather"]
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
+_FUSED = _ext is not None and _ext.fused_supported()
 _enabled = _ext is not None and os.environ.get("MONAI_SALIENCY_DISABLE_CPU_KERNELS", "0") in ("", "0")
 
 
@@ -57,44 +63,44 @@ def _check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def masked_sign(coeffs: torch.Tensor, tol: float, out: torch.Tensor) -> bool:
-    """``out = sign(c)`` where ``|c| > tol * ||c[g, :, j]||``, else 0, for ``coeffs`` ``(G, R, C)``: the norm of each
-    column ``j`` of each group ``g`` (one channel's DCT coefficients; by Parseval its activation norm).
+def fused_energy_supported() -> bool:
+    """Whether :func:`signature_energy` runs here: kernels enabled and an x86-64 CPU with AVX2 and FMA (elsewhere its
+    32-byte vector code would be slower than torch, so it is not built or not used)."""
+    return _enabled and _FUSED
+
+
+def signature_energy(
+    a: torch.Tensor, block: tuple[int, ...], forward: torch.Tensor, inverse: torch.Tensor, tol: float
+) -> torch.Tensor | None:
+    """Channel sum of ``IDCT(sign(DCT(A_s))) ** 2`` over the trailing block of ``a`` ``(B, S, O, P)``, fused: a few
+    channels at a time stay in L1 through both transforms (no GEMM, no temporaries).
 
     Args:
-        coeffs: contiguous ``(G, R, C)`` tensor.
-        tol: relative zero threshold (>= 0).
-        out: contiguous tensor of the same shape and dtype (may be ``coeffs`` itself).
+        a: contiguous ``(B, S, O, P)`` tensor, ``P = prod(block)``.
+        block: the 1 to 3 axis lengths of the DCT block, ``prod(block) == P``.
+        forward: per axis (in ``block`` order) its ``n x n`` DCT matrix with rows zero-padded to a multiple of 8,
+            flattened and concatenated; dtype of ``a``.
+        inverse: the same for the inverse matrices (``C^T``, possibly with the notebook scaling).
+        tol: relative zero threshold: coefficients with ``|c| <= tol * ||A_s||`` count as 0.
 
     Returns:
-        False when a column norm is not finite (NaN / Inf in ``coeffs``); ``out`` is then undefined.
+        New ``(B, O, P)`` tensor, or None when a channel norm is not finite (NaN / Inf in ``a``).
 
     Raises:
-        ValueError: when the kernels cannot run on these tensors or the shapes disagree.
+        ValueError: when the kernel cannot run on these tensors or the sizes disagree.
     """
-    _check(usable(coeffs, out) and coeffs.ndim == 3 and out.shape == coeffs.shape, "masked_sign: bad arguments")
-    g, r, c = coeffs.shape
-    return _ext.masked_sign(_DTYPE_CODES[coeffs.dtype], coeffs.data_ptr(), out.data_ptr(), g, r, c, float(tol))
-
-
-def channel_energy(y: torch.Tensor, sum_groups: bool) -> torch.Tensor:
-    """Sum of squares over the channel axis of ``y`` ``(G, R, B, S, O)``.
-
-    Args:
-        y: contiguous ``(groups, rows, items, channels, others)`` tensor.
-        sum_groups: also sum over the groups (they hold channel runs of the same items).
-
-    Returns:
-        New ``(B, O, R)`` tensor when ``sum_groups``, else ``(G * B, O, R)``.
-
-    Raises:
-        ValueError: when the kernels cannot run on ``y`` or it is not 5-d.
-    """
-    _check(usable(y) and y.ndim == 5, "channel_energy: bad arguments")
-    g, r, b, s, o = y.shape
-    out = torch.empty((b if sum_groups else g * b, o, r), dtype=y.dtype)
-    _ext.channel_energy(_DTYPE_CODES[y.dtype], y.data_ptr(), out.data_ptr(), g, r, b, s, o, sum_groups)
-    return out
+    _check(fused_energy_supported() and usable(a, forward, inverse) and a.ndim == 4, "signature_energy: bad arguments")
+    _check(1 <= len(block) <= 3 and math.prod(block) == a.shape[3], "signature_energy: block does not match P")
+    padded = sum(-(-n // 8) * 8 * n for n in block)
+    _check(forward.numel() == padded and inverse.numel() == padded, "signature_energy: matrix sizes")
+    b, s, o, p = a.shape
+    out = torch.empty((b, o, p), dtype=a.dtype)
+    dims = (*block, 1, 1)[:3]
+    finite = _ext.signature_energy(
+        _DTYPE_CODES[a.dtype], a.data_ptr(), out.data_ptr(), b, s, o, len(block), dims, forward.data_ptr(),
+        inverse.data_ptr(), float(tol),
+    )
+    return out if finite else None
 
 
 def bilateral_gather(x: torch.Tensor, index: torch.Tensor, log_w: torch.Tensor, half_inv_var: float) -> torch.Tensor:

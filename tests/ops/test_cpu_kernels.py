@@ -34,47 +34,51 @@ def test_extension_is_built_wherever_it_can_be():
     assert cpu_kernels.available()
 
 
-@needs_kernels
+needs_fused = pytest.mark.skipif(not cpu_kernels.fused_energy_supported(), reason="no fused kernel on this CPU")
+
+
+def _energy_reference(a: np.ndarray, tol: float, notebook: bool) -> np.ndarray:
+    """Per channel with scipy: sum_s IDCT(sign(DCT(A_s)))^2 over the trailing block, (B, O, *block) from
+    (B, S, O, *block), zero threshold tol * ||A_s||, notebook scaling on the DC row of axis -2."""
+    import scipy.fft as sfft
+
+    axes = tuple(range(3, a.ndim))
+    out = np.zeros((a.shape[0], a.shape[2], *a.shape[3:]))
+    for b, s, o in np.ndindex(*a.shape[:3]):
+        x = a[b, s, o].astype(np.float64)
+        c = sfft.dctn(x, norm="ortho")
+        sig = np.where(np.abs(c) > tol * np.linalg.norm(x), np.sign(c), 0.0)
+        if notebook:
+            sig[(Ellipsis, 0, slice(None))] /= np.sqrt(2.0)
+        out[b, o] += sfft.idctn(sig, axes=tuple(range(sig.ndim)), norm="ortho") ** 2
+    return out
+
+
+@needs_fused
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 7, 5), (2, 196, 37), (3, 4, 1)])
-def test_masked_sign_matches_torch(shape, dtype):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=g, dtype=dtype)
-    x[..., 0] = 0.0  # a zero column: norm 0, every sign 0
-    tiny = shape[-1] > 1
-    if tiny:
-        x[0, 0, -1] = 1e-9  # far below the threshold of its (non-zero) column
-    tol = 1e-3
-    norms = torch.linalg.vector_norm(x.double(), dim=1, keepdim=True)
-    expected = torch.where(x.double().abs() > tol * norms, x.sign().double(), 0.0).to(dtype)
-    out = torch.full_like(x, 7.0)
-    assert cpu_kernels.masked_sign(x, tol, out)
-    assert torch.equal(out, expected)
-    assert (out[..., 0] == 0).all() and (not tiny or out[0, 0, -1] == 0)
-    in_place = x.clone()
-    assert cpu_kernels.masked_sign(in_place, tol, in_place)  # aliasing is allowed
-    assert torch.equal(in_place, expected)
+@pytest.mark.parametrize(
+    "shape, notebook",
+    [((1, 19, 1, 14, 14), False), ((2, 8, 3, 5, 9), True), ((1, 3, 1, 33), False), ((1, 9, 2, 4, 6, 7), False)],
+)
+def test_signature_energy_matches_per_channel_scipy(shape, notebook, dtype):
+    a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype))
+    a[0, 1] = 0.0  # an all-zero channel adds nothing
+    a[-1, -1] = 2.5  # a constant channel adds a constant
+    block = shape[3:]
+    forward, inverse = sig._fused_dct_matrices(block, "notebook" if notebook else "ortho", dtype)
+    tol = 1e-4
+    got = cpu_kernels.signature_energy(a.reshape(*shape[:3], -1), block, forward, inverse, tol)
+    expected = _energy_reference(a.numpy(), tol, notebook).reshape(shape[0], shape[2], -1)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=2e-5 if dtype == torch.float32 else 1e-10, atol=1e-6)
 
 
-@needs_kernels
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
-def test_masked_sign_reports_non_finite(bad):
-    x = torch.randn(2, 5, 3)
-    x[1, 2, 0] = bad
-    assert not cpu_kernels.masked_sign(x, 1e-3, torch.empty_like(x))
-
-
-@needs_kernels
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(2, 9, 1, 13, 1), (2, 9, 3, 4, 5), (1, 196, 1, 512, 1), (4, 6, 1, 3, 2)])
-def test_channel_energy_matches_torch(shape, dtype):
-    y = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
-    squares = (y.double() ** 2).sum(3)  # (G, R, B, O)
-    per_group = squares.permute(0, 2, 3, 1).reshape(-1, shape[4], shape[1])  # (G * B, O, R)
-    summed = squares.sum(0).permute(1, 2, 0)  # (B, O, R)
-    tol = 1e-5 if dtype == torch.float32 else 1e-12
-    torch.testing.assert_close(cpu_kernels.channel_energy(y, sum_groups=False).double(), per_group, rtol=tol, atol=0)
-    torch.testing.assert_close(cpu_kernels.channel_energy(y, sum_groups=True).double(), summed, rtol=tol, atol=0)
+@needs_fused
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_signature_energy_reports_non_finite(bad):
+    a = torch.rand(1, 9, 1, 25)
+    a[0, 8, 0, 3] = bad  # in the last, partly filled lane group
+    forward, inverse = sig._fused_dct_matrices((5, 5), "ortho", torch.float32)
+    assert cpu_kernels.signature_energy(a, (5, 5), forward, inverse, 1e-5) is None
 
 
 @needs_kernels
@@ -94,15 +98,17 @@ def test_bilateral_gather_matches_brute_force(spatial, radius, window, dtype):
 
 @needs_kernels
 def test_argument_checks():
-    x = torch.randn(2, 4, 6)
-    with pytest.raises(ValueError, match="masked_sign"):
-        cpu_kernels.masked_sign(x, 1e-3, torch.empty(2, 4, 5))
-    with pytest.raises(ValueError, match="masked_sign"):
-        cpu_kernels.masked_sign(x.transpose(1, 2), 1e-3, torch.empty(2, 6, 4))  # not contiguous
-    with pytest.raises(ValueError, match="masked_sign"):
-        cpu_kernels.masked_sign(x, 1e-3, torch.empty(2, 4, 6, dtype=torch.float64))  # mixed dtypes
-    with pytest.raises(ValueError, match="channel_energy"):
-        cpu_kernels.channel_energy(x, sum_groups=False)  # not 5-d
+    if cpu_kernels.fused_energy_supported():
+        a = torch.rand(1, 4, 1, 25)
+        forward, inverse = sig._fused_dct_matrices((5, 5), "ortho", torch.float32)
+        with pytest.raises(ValueError, match="block does not match"):
+            cpu_kernels.signature_energy(a, (5, 4), forward, inverse, 1e-5)
+        with pytest.raises(ValueError, match="matrix sizes"):
+            cpu_kernels.signature_energy(a, (5, 5), forward[:-1], inverse, 1e-5)
+        with pytest.raises(ValueError, match="bad arguments"):
+            cpu_kernels.signature_energy(a.double(), (5, 5), forward, inverse, 1e-5)  # mixed dtypes
+        with pytest.raises(ValueError, match="bad arguments"):
+            cpu_kernels.signature_energy(a.transpose(1, 3), (5, 5), forward, inverse, 1e-5)  # not contiguous
     flat = torch.rand(1, 9)
     index = bil._neighbour_index((9,), 2, "ball")
     log_w = bil._log_spatial_weights(2, 1, "ball", 1.0, torch.float32, torch.device("cpu"))
@@ -146,13 +152,13 @@ def test_environment_variable_disables_the_kernels():
     assert out.stdout.strip() == "False"
 
 
-@needs_kernels
-@pytest.mark.parametrize("shape", [(1, 64, 14, 14), (3, 10, 9, 10), (2, 6, 4, 9, 9)])
+@needs_fused
+@pytest.mark.parametrize("shape", [(1, 64, 14, 14), (3, 10, 9, 10), (2, 6, 4, 9, 9), (1, 80, 7, 7)])
 def test_signature_map_runs_the_kernels_and_matches_the_torch_path(shape, monkeypatch):
     a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(3)))
     size = tuple(2 * n for n in shape[2:])
-    calls = {"sign": 0, "energy": 0, "bilateral": 0}
-    for name, key in (("masked_sign", "sign"), ("channel_energy", "energy"), ("bilateral_gather", "bilateral")):
+    calls = {"energy": 0, "bilateral": 0}
+    for name, key in (("signature_energy", "energy"), ("bilateral_gather", "bilateral")):
         original = getattr(cpu_kernels, name)
 
         def counted(*args, _original=original, _key=key, **kwargs):
