@@ -409,7 +409,7 @@ def _fused_energy(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float) -> 
     block axes <= 64 and <= 4096 voxels), else None.
 
     The kernel is single-threaded, so with several threads it only takes inputs up to ``_FUSED_MAX_ELEMENTS`` (one
-    512x14x14 or 2048x7x7 map). There, on a 2-core AVX2 CPU, it takes ~10 % less time than the two-thread GEMMs and
+    512x14x14 or 2048x7x7 map). There, on a 2-core AVX2 CPU, it takes 5-10 % less time than the two-thread GEMMs and
     ~30 torch ops it replaces for 512x14x14 and ~30 % less for 2048x7x7; batches are faster on the torch path,
     which uses every core.
     """

@@ -33,6 +33,13 @@
  * a is (B, S, O, P) contiguous; out (B, O, P) gets the channel sums. fwd / inv hold, per axis, its n x n matrix with
  * the rows padded with zeros to a multiple of MS_KB (inverse matrices may carry the notebook scaling). Returns 0 when
  * a channel norm is not finite. */
+/* voxels before and after axis d of a block with nd axes */
+static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t *before, Py_ssize_t *after) {
+    *before = 1, *after = 1;
+    for (int q = 0; q < d; ++q) *before *= dims[q];
+    for (int q = d + 1; q < nd; ++q) *after *= dims[q];
+}
+
 #define FUSED_ENERGY(NAME, T, L)                                                                                    \
     typedef T NAME##_vec __attribute__((vector_size(32)));                                                           \
     MS_AVX2 static void NAME##_axis(const NAME##_vec *in, NAME##_vec *out, const T *mat, Py_ssize_t before,          \
@@ -82,9 +89,8 @@
                     }                                                                                                \
                     NAME##_vec *cur = x, *nxt = y, *swap;                                                            \
                     for (int d = nd - 1; d >= 0; --d) {                                                              \
-                        Py_ssize_t before = 1, after = 1;                                                            \
-                        for (int q = 0; q < d; ++q) before *= dims[q];                                               \
-                        for (int q = d + 1; q < nd; ++q) after *= dims[q];                                           \
+                        Py_ssize_t before, after;                                                                    \
+                        axis_extent(dims, nd, d, &before, &after);                                                   \
                         NAME##_axis(cur, nxt, fwd + offset[d], before, dims[d], after);                              \
                         swap = cur, cur = nxt, nxt = swap;                                                           \
                     }                                                                                                \
@@ -94,9 +100,8 @@
                             cur[p][l] = (v > threshold[l]) ? (T)1 : ((v < -threshold[l]) ? (T)-1 : (T)0);            \
                         }                                                                                            \
                     for (int d = 0; d < nd; ++d) {                                                                   \
-                        Py_ssize_t before = 1, after = 1;                                                            \
-                        for (int q = 0; q < d; ++q) before *= dims[q];                                               \
-                        for (int q = d + 1; q < nd; ++q) after *= dims[q];                                           \
+                        Py_ssize_t before, after;                                                                    \
+                        axis_extent(dims, nd, d, &before, &after);                                                   \
                         NAME##_axis(cur, nxt, inv + offset[d], before, dims[d], after);                              \
                         swap = cur, cur = nxt, nxt = swap;                                                           \
                     }                                                                                                \
