@@ -88,6 +88,8 @@ _KRON_MAX = 64
 _MATMUL_MAX = 64
 #: inputs up to this many elements go through the single-threaded fused C kernel even when torch has more threads
 _FUSED_MAX_ELEMENTS = 1 << 17
+#: ... and blocks up to this many voxels (its three lane buffers, 3 x 32 bytes per voxel, stay within L2)
+_FUSED_MAX_VOXELS = 4096
 _CACHED_MATRICES: dict[tuple[tuple[Any, ...], torch.dtype, str], torch.Tensor] = {}  # and resize matrices
 
 
@@ -406,7 +408,7 @@ def _fused_dct_matrices(
 
 def _fused_energy(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float) -> torch.Tensor | None:
     """:func:`_channel_sum_energy` by the fused C kernel when it applies (AVX2 CPU, contiguous float32 / float64,
-    block axes <= 64 and <= 4096 voxels), else None.
+    block axes <= 64 and <= ``_FUSED_MAX_VOXELS`` voxels), else None.
 
     The kernel is single-threaded, so with several threads it only takes inputs up to ``_FUSED_MAX_ELEMENTS`` (one
     512x14x14 or 2048x7x7 map). There, on a 2-core AVX2 CPU, it takes 5-10 % less time than the two-thread GEMMs and
@@ -416,9 +418,8 @@ def _fused_energy(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float) -> 
     block = tuple(a.shape[a.ndim - n_dct :])
     p = math.prod(block)
     small = a.numel() <= _FUSED_MAX_ELEMENTS or torch.get_num_threads() == 1
-    if not (small and max(block) <= _MATMUL_MAX and p <= 4096 and cpu_kernels.fused_energy_supported()):
-        return None
-    if not cpu_kernels.usable(a):
+    fits = max(block) <= _MATMUL_MAX and p <= _FUSED_MAX_VOXELS
+    if not (small and fits and cpu_kernels.fused_energy_supported() and cpu_kernels.usable(a)):
         return None
     forward, inverse = _fused_dct_matrices(block, dct_scaling, a.dtype)
     b, s = a.shape[:2]

@@ -12,7 +12,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 /* one AVX2 build and a baseline build of each loop, chosen at load time by the CPU */
@@ -26,13 +25,6 @@
 #define MS_AVX2 __attribute__((target("avx2,fma")))
 #define MS_KB 8 /* output rows per register block: 8 independent FMA chains */
 
-/* Signature energy of small activation blocks with L channels at a time in L1 (one 32-byte vector per voxel): for L
- * channels at a time the block (P voxels, the product of dims) is transposed to lane-minor order (x[p][l]),
- * transformed along each axis with the DCT matrices (forward: last axis first; inverse: first axis first), its
- * signs taken with the relative zero threshold tol * ||A_s||, transformed back, squared and summed over the lanes.
- * a is (B, S, O, P) contiguous; out (B, O, P) gets the channel sums. fwd / inv hold, per axis, its n x n matrix with
- * the rows padded with zeros to a multiple of MS_KB (inverse matrices may carry the notebook scaling). Returns 0 when
- * a channel norm is not finite. */
 /* voxels before and after axis d of a block with nd axes */
 static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t *before, Py_ssize_t *after) {
     *before = 1, *after = 1;
@@ -40,6 +32,13 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
     for (int q = d + 1; q < nd; ++q) *after *= dims[q];
 }
 
+/* Signature energy of small activation blocks with L channels at a time in L1 (one 32-byte vector per voxel): for L
+ * channels at a time the block (P voxels, the product of dims) is transposed to lane-minor order (x[p][l]),
+ * transformed along each axis with the DCT matrices (forward: last axis first; inverse: first axis first), its
+ * signs taken with the relative zero threshold tol * ||A_s||, transformed back, squared and summed over the lanes.
+ * a is (B, S, O, P) contiguous; out (B, O, P) gets the channel sums. fwd / inv hold, per axis, its n x n matrix with
+ * the rows padded with zeros to a multiple of MS_KB (inverse matrices may carry the notebook scaling). Returns 0 when
+ * a channel norm is not finite. */
 #define FUSED_ENERGY(NAME, T, L)                                                                                    \
     typedef T NAME##_vec __attribute__((vector_size(32)));                                                           \
     MS_AVX2 static void NAME##_axis(const NAME##_vec *in, NAME##_vec *out, const T *mat, Py_ssize_t before,          \
