@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 /* one AVX2 build and a baseline build of each loop, chosen at load time by the CPU */
@@ -24,6 +25,7 @@
 #define MS_HAVE_FUSED 1
 #define MS_AVX2 __attribute__((target("avx2,fma")))
 #define MS_KB 8 /* output rows per register block: 8 independent FMA chains */
+#define MS_MAX_AXIS 64 /* longest block axis (the butterfly keeps one column on the stack) */
 
 /* voxels before and after axis d of a block with nd axes */
 static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t *before, Py_ssize_t *after) {
@@ -37,25 +39,93 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
  * transformed along each axis with the DCT matrices (forward: last axis first; inverse: first axis first), its
  * signs taken with the relative zero threshold tol * ||A_s||, transformed back, squared and summed over the lanes.
  * a is (B, S, O, P) contiguous; out (B, O, P) gets the channel sums. fwd / inv hold, per axis, its n x n matrix with
- * the rows padded with zeros to a multiple of MS_KB (inverse matrices may carry the notebook scaling). Returns 0 when
- * a channel norm is not finite. */
+ * the rows padded with zeros to a multiple of MS_KB (inverse matrices may carry a per-coefficient scaling). Returns
+ * 1, 0 when a channel norm is not finite, -1 when out of memory.
+ *
+ * Even/odd butterfly: a DCT-II matrix has C[k][n-1-j] = (-1)^k C[k][j], so with u_j = x_j + x_(n-1-j) and
+ * v_j = x_j - x_(n-1-j) (j < n/2, plus the middle x_m as u_m for odd n) the even coefficients are E u and the odd
+ * ones O v, two half-size products instead of one. The forward pass stores them even-first along the axis; the
+ * sign is elementwise and the inverse reads them in that order (e = E' y_even, o = O' y_odd, x_j = e_j + o_j,
+ * x_(n-1-j) = e_j - o_j), so the permutation never shows. An axis takes this path when its matrices have the
+ * symmetry (checked) and the padded half products are cheaper (n = 9 and from n = 10 on; not n <= 8). */
 #define FUSED_ENERGY(NAME, T, L)                                                                                    \
     typedef T NAME##_vec __attribute__((vector_size(32)));                                                           \
-    MS_AVX2 static void NAME##_axis(const NAME##_vec *in, NAME##_vec *out, const T *mat, Py_ssize_t before,          \
-                                    Py_ssize_t n, Py_ssize_t after) {                                                \
+    typedef T NAME##_quad __attribute__((vector_size(4 * sizeof(T))));                                               \
+    typedef double NAME##_dvec __attribute__((vector_size(32)));                                                     \
+    /* y[r * ys] = sum_j mat[r * cols + j] x[j * xs] for r < rows; the rows of mat padded to a multiple of MS_KB */   \
+    MS_AVX2 static inline void NAME##_matvec(const NAME##_vec *x, Py_ssize_t xs, const T *mat, Py_ssize_t rows,     \
+                                             Py_ssize_t cols, NAME##_vec *y, Py_ssize_t ys) {                       \
+        for (Py_ssize_t k0 = 0; k0 < rows; k0 += MS_KB) {                                                            \
+            NAME##_vec acc[MS_KB];                                                                                   \
+            for (int kk = 0; kk < MS_KB; ++kk) acc[kk] = (NAME##_vec){0};                                            \
+            for (Py_ssize_t j = 0; j < cols; ++j) {                                                                  \
+                NAME##_vec v = x[j * xs];                                                                            \
+                const T *m = mat + k0 * cols + j;                                                                    \
+                for (int kk = 0; kk < MS_KB; ++kk) acc[kk] += m[kk * cols] * v;                                      \
+            }                                                                                                        \
+            /* a fixed trip count, so that the stores stay in registers (not a spill and a memcpy) */                 \
+            for (int kk = 0; kk < MS_KB; ++kk)                                                                       \
+                if (k0 + kk < rows) y[(k0 + kk) * ys] = acc[kk];                                                     \
+        }                                                                                                            \
+    }                                                                                                                \
+    /* one axis (n long, `before` x `after` columns) through its full matrix, or through its butterfly halves      \
+     * (he_mat: even frequencies, ho_mat: odd ones) when they are given */                                          \
+    MS_AVX2 static void NAME##_axis(const NAME##_vec *in, NAME##_vec *out, const T *full, const T *he_mat,           \
+                                    const T *ho_mat, int inverse, Py_ssize_t before, Py_ssize_t n,                   \
+                                    Py_ssize_t after) {                                                              \
+        Py_ssize_t h = n / 2, he = n - h;                                                                            \
+        NAME##_vec t[MS_MAX_AXIS];                                                                                   \
         for (Py_ssize_t b = 0; b < before; ++b)                                                                      \
-            for (Py_ssize_t a = 0; a < after; ++a)                                                                   \
-                for (Py_ssize_t k0 = 0; k0 < n; k0 += MS_KB) {                                                       \
-                    NAME##_vec acc[MS_KB];                                                                           \
-                    for (int kk = 0; kk < MS_KB; ++kk) acc[kk] = (NAME##_vec){0};                                    \
-                    for (Py_ssize_t j = 0; j < n; ++j) {                                                             \
-                        NAME##_vec v = in[(b * n + j) * after + a];                                                  \
-                        const T *m = mat + k0 * n + j;                                                               \
-                        for (int kk = 0; kk < MS_KB; ++kk) acc[kk] += m[kk * n] * v;                                 \
+            for (Py_ssize_t a = 0; a < after; ++a) {                                                                 \
+                const NAME##_vec *col = in + b * n * after + a;                                                      \
+                NAME##_vec *dst = out + b * n * after + a;                                                           \
+                if (he_mat == NULL) {                                                                                \
+                    NAME##_matvec(col, after, full, n, n, dst, after);                                               \
+                } else if (!inverse) {                                                                               \
+                    for (Py_ssize_t j = 0; j < h; ++j) {                                                             \
+                        NAME##_vec p = col[j * after], q = col[(n - 1 - j) * after];                                 \
+                        t[j] = p + q;                                                                                \
+                        t[he + j] = p - q;                                                                           \
                     }                                                                                                \
-                    Py_ssize_t rows = n - k0 < MS_KB ? n - k0 : MS_KB;                                               \
-                    for (Py_ssize_t kk = 0; kk < rows; ++kk) out[(b * n + k0 + kk) * after + a] = acc[kk];           \
+                    if (he > h) t[h] = col[h * after];                                                               \
+                    NAME##_matvec(t, 1, he_mat, he, he, dst, after);                                                 \
+                    NAME##_matvec(t + he, 1, ho_mat, h, h, dst + he * after, after);                                 \
+                } else {                                                                                             \
+                    NAME##_matvec(col, after, he_mat, he, he, t, 1);                                                 \
+                    NAME##_matvec(col + he * after, after, ho_mat, h, h, t + he, 1);                                 \
+                    for (Py_ssize_t j = 0; j < h; ++j) {                                                             \
+                        dst[j * after] = t[j] + t[he + j];                                                           \
+                        dst[(n - 1 - j) * after] = t[j] - t[he + j];                                                 \
+                    }                                                                                                \
+                    if (he > h) dst[h * after] = t[h];                                                               \
                 }                                                                                                    \
+            }                                                                                                        \
+    }                                                                                                                \
+    /* Fills the butterfly halves of an n x n matrix (rows padded) into he_mat / ho_mat (rows padded) and returns 1 \
+     * when it has the DCT-II symmetry (along its columns for the forward, its rows for the inverse); else 0. */    \
+    static int NAME##_halves(const T *m, Py_ssize_t n, int inverse, T *he_mat, T *ho_mat) {                          \
+        Py_ssize_t h = n / 2, he = n - h;                                                                            \
+        double scale = 0.0;                                                                                          \
+        for (Py_ssize_t i = 0; i < n * n; ++i) scale = fmax(scale, fabs((double)m[i]));                              \
+        double tol = 64.0 * (sizeof(T) == 4 ? 1.1920929e-07 : 2.220446049250313e-16) * scale;                         \
+        /* v: entry with frequency k at position j, in either layout */                                           \
+        for (Py_ssize_t k = 0; k < n; ++k)                                                                           \
+            for (Py_ssize_t j = 0; j < n; ++j) {                                                                     \
+                double v = inverse ? m[j * n + k] : m[k * n + j];                                                    \
+                double mirror = inverse ? m[(n - 1 - j) * n + k] : m[k * n + n - 1 - j];                             \
+                if (fabs(mirror - ((k & 1) ? -v : v)) > tol) return 0;                                               \
+                if ((k & 1) && 2 * j + 1 == n && fabs(v) > tol) return 0;                                            \
+            }                                                                                                        \
+        Py_ssize_t pe = (he + MS_KB - 1) / MS_KB * MS_KB, po = (h + MS_KB - 1) / MS_KB * MS_KB;                      \
+        for (Py_ssize_t i = 0; i < pe * he; ++i) he_mat[i] = (T)0;                                                   \
+        for (Py_ssize_t i = 0; i < po * h; ++i) ho_mat[i] = (T)0;                                                    \
+        for (Py_ssize_t r = 0; r < he; ++r)                                                                          \
+            for (Py_ssize_t c = 0; c < he; ++c) /* forward: frequency 2r at position c; inverse: position r, 2c */   \
+                he_mat[r * he + c] = inverse ? m[r * n + 2 * c] : m[2 * r * n + c];                                  \
+        for (Py_ssize_t r = 0; r < h; ++r)                                                                           \
+            for (Py_ssize_t c = 0; c < h; ++c)                                                                       \
+                ho_mat[r * h + c] = inverse ? m[r * n + 2 * c + 1] : m[(2 * r + 1) * n + c];                         \
+        return 1;                                                                                                    \
     }                                                                                                                \
     MS_AVX2 static int NAME(const T *a, T *out, Py_ssize_t items, Py_ssize_t channels, Py_ssize_t others, int nd,    \
                             const Py_ssize_t *dims, const T *fwd, const T *inv, double tol, NAME##_vec *work) {      \
@@ -65,6 +135,24 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
             offset[d] = total;                                                                                       \
             total += (dims[d] + MS_KB - 1) / MS_KB * MS_KB * dims[d];                                                \
         }                                                                                                            \
+        /* butterfly halves per axis and direction: [d][0] forward, [d][1] inverse; NULL for the full matrix */      \
+        const T *half_e[3][2] = {{NULL}}, *half_o[3][2] = {{NULL}};                                                  \
+        T *halves = malloc(sizeof(T) * 2 * (size_t)total);                                                           \
+        if (halves == NULL) return -1;                                                                               \
+        T *next = halves;                                                                                            \
+        for (int d = 0; d < nd; ++d) {                                                                               \
+            Py_ssize_t n = dims[d], h = n / 2, he = n - h;                                                           \
+            Py_ssize_t pe = (he + MS_KB - 1) / MS_KB * MS_KB, po = (h + MS_KB - 1) / MS_KB * MS_KB;                  \
+            if (pe * he + po * h >= (n + MS_KB - 1) / MS_KB * MS_KB * n) continue;                                   \
+            for (int dir = 0; dir < 2; ++dir) {                                                                      \
+                if (NAME##_halves((dir ? inv : fwd) + offset[d], n, dir, next, next + pe * he)) {                    \
+                    half_e[d][dir] = next, half_o[d][dir] = next + pe * he;                                          \
+                    next += pe * he + po * h;                                                                        \
+                }                                                                                                    \
+            }                                                                                                        \
+            if (half_e[d][0] == NULL || half_e[d][1] == NULL) /* both directions or neither */                      \
+                half_e[d][0] = half_e[d][1] = half_o[d][0] = half_o[d][1] = NULL;                                    \
+        }                                                                                                            \
         NAME##_vec *x = work, *y = work + voxels, *energy = work + 2 * voxels;                                       \
         int finite = 1;                                                                                              \
         for (Py_ssize_t b = 0; b < items; ++b)                                                                       \
@@ -73,16 +161,27 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
                 for (Py_ssize_t s0 = 0; s0 < channels; s0 += L) {                                                    \
                     double norm2[L];                                                                                 \
                     T threshold[L];                                                                                  \
-                    for (int l = 0; l < L; ++l) {                                                                    \
-                        norm2[l] = 0.0;                                                                              \
+                    for (int l = 0; l < L; ++l)                                                                      \
                         if (s0 + l < channels) {                                                                     \
                             const T *src = a + ((b * channels + s0 + l) * others + o) * voxels;                      \
-                            for (Py_ssize_t p = 0; p < voxels; ++p) {                                                \
-                                x[p][l] = src[p];                                                                    \
-                                norm2[l] += (double)src[p] * (double)src[p];                                         \
-                            }                                                                                        \
+                            for (Py_ssize_t p = 0; p < voxels; ++p) x[p][l] = src[p];                                \
                         } else                                                                                       \
                             for (Py_ssize_t p = 0; p < voxels; ++p) x[p][l] = (T)0;                                  \
+                    /* squared norms in double, four lanes per vector, two chains against the add latency */         \
+                    NAME##_dvec even[L / 4], odd[L / 4];                                                             \
+                    for (int q = 0; q < L / 4; ++q) even[q] = odd[q] = (NAME##_dvec){0};                             \
+                    for (Py_ssize_t p = 0; p < voxels; ++p)                                                          \
+                        for (int q = 0; q < L / 4; ++q) {                                                            \
+                            NAME##_quad four;                                                                        \
+                            memcpy(&four, (const T *)&x[p] + 4 * q, sizeof four);                                    \
+                            NAME##_dvec d = __builtin_convertvector(four, NAME##_dvec);                              \
+                            if (p & 1)                                                                               \
+                                odd[q] += d * d;                                                                     \
+                            else                                                                                     \
+                                even[q] += d * d;                                                                    \
+                        }                                                                                            \
+                    for (int l = 0; l < L; ++l) {                                                                    \
+                        norm2[l] = even[l / 4][l % 4] + odd[l / 4][l % 4];                                           \
                         finite &= isfinite(norm2[l]) != 0;                                                           \
                         threshold[l] = (T)(tol * sqrt(norm2[l]));                                                    \
                     }                                                                                                \
@@ -90,7 +189,8 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
                     for (int d = nd - 1; d >= 0; --d) {                                                              \
                         Py_ssize_t before, after;                                                                    \
                         axis_extent(dims, nd, d, &before, &after);                                                   \
-                        NAME##_axis(cur, nxt, fwd + offset[d], before, dims[d], after);                              \
+                        NAME##_axis(cur, nxt, fwd + offset[d], half_e[d][0], half_o[d][0], 0, before, dims[d],       \
+                                    after);                                                                          \
                         swap = cur, cur = nxt, nxt = swap;                                                           \
                     }                                                                                                \
                     for (Py_ssize_t p = 0; p < voxels; ++p)                                                          \
@@ -101,7 +201,8 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
                     for (int d = 0; d < nd; ++d) {                                                                   \
                         Py_ssize_t before, after;                                                                    \
                         axis_extent(dims, nd, d, &before, &after);                                                   \
-                        NAME##_axis(cur, nxt, inv + offset[d], before, dims[d], after);                              \
+                        NAME##_axis(cur, nxt, inv + offset[d], half_e[d][1], half_o[d][1], 1, before, dims[d],       \
+                                    after);                                                                          \
                         swap = cur, cur = nxt, nxt = swap;                                                           \
                     }                                                                                                \
                     for (Py_ssize_t p = 0; p < voxels; ++p) energy[p] += cur[p] * cur[p];                            \
@@ -113,6 +214,7 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
                     dst[p] = sum;                                                                                    \
                 }                                                                                                    \
             }                                                                                                        \
+        free(halves);                                                                                                \
         return finite;                                                                                               \
     }
 FUSED_ENERGY(ms_signature_energy_f32, float, 8)
@@ -173,7 +275,13 @@ static PyObject *py_signature_energy(PyObject *self, PyObject *args) {
     }
 #if MS_HAVE_FUSED
     Py_ssize_t voxels = 1;
-    for (int d = 0; d < nd; ++d) voxels *= dims[d];
+    for (int d = 0; d < nd; ++d) {
+        if (dims[d] < 1 || dims[d] > MS_MAX_AXIS) {
+            PyErr_Format(PyExc_ValueError, "signature_energy: block axes must be 1 to %d long", MS_MAX_AXIS);
+            return NULL;
+        }
+        voxels *= dims[d];
+    }
     void *work = NULL;
     if (posix_memalign(&work, 64, 3 * 32 * (size_t)voxels) != 0) return PyErr_NoMemory();
     int finite;
@@ -186,6 +294,7 @@ static PyObject *py_signature_energy(PyObject *self, PyObject *args) {
                                          as_pointer(fwd), as_pointer(inv), tol, work);
     Py_END_ALLOW_THREADS
     free(work);
+    if (finite < 0) return PyErr_NoMemory();
     return PyBool_FromLong(finite);
 #else
     PyErr_SetString(PyExc_RuntimeError, "signature_energy is not compiled on this platform");

@@ -24,6 +24,7 @@ except ImportError:  # not built (no compiler at install time): callers use thei
 
 __all__ = ["available", "set_enabled", "usable", "fused_energy_supported", "signature_energy", "bilateral_gather"]
 
+MAX_BLOCK_AXIS = 64  # the C kernel's MS_MAX_AXIS
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 _FUSED = _ext is not None and _ext.fused_supported()
 _enabled = _ext is not None and os.environ.get("MONAI_SALIENCY_DISABLE_CPU_KERNELS", "0") in ("", "0")
@@ -91,6 +92,7 @@ def signature_energy(
     """
     _check(fused_energy_supported() and usable(a, forward, inverse) and a.ndim == 4, "signature_energy: bad arguments")
     _check(1 <= len(block) <= 3 and math.prod(block) == a.shape[3], "signature_energy: block does not match P")
+    _check(all(1 <= n <= MAX_BLOCK_AXIS for n in block), f"signature_energy: block axes must be 1 to {MAX_BLOCK_AXIS}")
     padded = sum(-(-n // 8) * 8 * n for n in block)
     _check(forward.numel() == padded and inverse.numel() == padded, "signature_energy: matrix sizes")
     b, s, o, p = a.shape

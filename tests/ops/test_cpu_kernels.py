@@ -58,7 +58,14 @@ def _energy_reference(a: np.ndarray, tol: float, notebook: bool) -> np.ndarray:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "shape, notebook",
-    [((1, 19, 1, 14, 14), False), ((2, 8, 3, 5, 9), True), ((1, 3, 1, 33), False), ((1, 9, 2, 4, 6, 7), False)],
+    [
+        ((1, 19, 1, 14, 14), False),
+        ((2, 8, 3, 5, 9), True),
+        ((1, 3, 1, 33), False),
+        ((1, 9, 2, 4, 6, 7), False),
+        ((1, 5, 1, 9, 10, 3), True),  # butterfly on the odd and even axes, full matrix on the short one
+        ((1, 4, 1, 64, 2), False),
+    ],
 )
 def test_signature_energy_matches_per_channel_scipy(shape, notebook, dtype):
     a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype))
@@ -70,6 +77,30 @@ def test_signature_energy_matches_per_channel_scipy(shape, notebook, dtype):
     got = cpu_kernels.signature_energy(a.reshape(*shape[:3], -1), block, forward, inverse, tol)
     expected = _energy_reference(a.numpy(), tol, notebook).reshape(shape[0], shape[2], -1)
     np.testing.assert_allclose(got.numpy(), expected, rtol=2e-5 if dtype == torch.float32 else 1e-10, atol=1e-6)
+
+
+def _padded(m: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.pad(m, (0, 0, 0, -m.shape[0] % 8)).reshape(-1)
+
+
+@needs_fused
+@pytest.mark.parametrize("symmetric", ["none", "forward only", "both"])
+@pytest.mark.parametrize("n", [9, 14])
+def test_signature_energy_with_arbitrary_matrices(n, symmetric):
+    """The kernel takes the even/odd butterfly only when both matrices have the DCT-II symmetry; any other pair of
+    matrices goes through the full products and still gives sum_s (M sign_t(F a_s))^2."""
+    gen = torch.Generator().manual_seed(n)
+    dct = sig._kron_dct_matrix((n,), torch.float64, torch.device("cpu"))
+    forward = dct if symmetric != "none" else torch.randn(n, n, generator=gen, dtype=torch.float64)
+    inverse = dct.T if symmetric == "both" else torch.randn(n, n, generator=gen, dtype=torch.float64)
+    a = torch.randn(2, 11, 1, n, generator=gen, dtype=torch.float64)
+    tol = 1e-3
+    got = cpu_kernels.signature_energy(a, (n,), _padded(forward), _padded(inverse), tol)
+    coeff = a @ forward.T
+    threshold = tol * a.norm(dim=-1, keepdim=True)
+    signs = (coeff > threshold).double() - (coeff < -threshold).double()
+    expected = ((signs @ inverse.T) ** 2).sum(1)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 
 @needs_fused
@@ -107,6 +138,9 @@ def test_argument_checks():
             cpu_kernels.signature_energy(a, (5, 5), forward[:-1], inverse, 1e-5)
         with pytest.raises(ValueError, match="bad arguments"):
             cpu_kernels.signature_energy(a.double(), (5, 5), forward, inverse, 1e-5)  # mixed dtypes
+        long_forward, long_inverse = sig._fused_dct_matrices((65,), "ortho", torch.float32)
+        with pytest.raises(ValueError, match="1 to 64"):
+            cpu_kernels.signature_energy(torch.rand(1, 2, 1, 65), (65,), long_forward, long_inverse, 1e-5)
         with pytest.raises(ValueError, match="bad arguments"):
             cpu_kernels.signature_energy(a.transpose(1, 3), (5, 5), forward, inverse, 1e-5)  # not contiguous
     flat = torch.rand(1, 9)
