@@ -229,10 +229,61 @@ static int fused_supported(void) {
 static int fused_supported(void) { return 0; }
 #endif
 
+/* exp of x <= 0 on 32-byte vectors (Cephes' expf and exp: 2^n times a polynomial / rational in the remainder, ~1 ulp).
+ * Arguments below the smallest normal result are clamped to it: e^-87 next to the centre tap's weight 1 changes
+ * nothing. */
+typedef float ms_f32x8 __attribute__((vector_size(32)));
+typedef int32_t ms_i32x8 __attribute__((vector_size(32)));
+typedef double ms_f64x4 __attribute__((vector_size(32)));
+typedef int64_t ms_i64x4 __attribute__((vector_size(32)));
+#define MS_INLINE static inline __attribute__((always_inline)) /* into each clone: no vector-ABI crossing */
+
+/* lo <= x <= 0 lane by lane (C has no vector ?:) */
+MS_INLINE ms_f32x8 ms_clamp_f32(ms_f32x8 x, float lo) {
+    ms_i32x8 below = x < lo, above = x > 0.0f;
+    return (ms_f32x8)(((ms_i32x8)x & ~(below | above)) | ((ms_i32x8)(x - x + lo) & below));
+}
+MS_INLINE ms_f64x4 ms_clamp_f64(ms_f64x4 x, double lo) {
+    ms_i64x4 below = x < lo, above = x > 0.0;
+    return (ms_f64x4)(((ms_i64x4)x & ~(below | above)) | ((ms_i64x4)(x - x + lo) & below));
+}
+
+MS_INLINE ms_f32x8 ms_exp_f32(ms_f32x8 x) {
+    x = ms_clamp_f32(x, -87.0f);
+    ms_f32x8 n = x * 1.44269504088896341f + 0.5f;
+    ms_i32x8 k = __builtin_convertvector(n, ms_i32x8);
+    k -= (ms_i32x8)(__builtin_convertvector(k, ms_f32x8) > n) & 1; /* floor */
+    n = __builtin_convertvector(k, ms_f32x8);
+    x = x - n * 0.693359375f - n * -2.12194440e-4f;
+    ms_f32x8 p = 1.9875691500e-4f * x + 1.3981999507e-3f;
+    p = p * x + 8.3334519073e-3f;
+    p = p * x + 4.1665795894e-2f;
+    p = p * x + 1.6666665459e-1f;
+    p = p * x + 5.0000001201e-1f;
+    p = p * x * x + x + 1.0f;
+    return p * (ms_f32x8)((k + 127) << 23);
+}
+
+MS_INLINE ms_f64x4 ms_exp_f64(ms_f64x4 x) {
+    x = ms_clamp_f64(x, -708.0);
+    ms_f64x4 n = x * 1.4426950408889634073599 + 0.5;
+    ms_i64x4 k = __builtin_convertvector(n, ms_i64x4);
+    k -= (ms_i64x4)(__builtin_convertvector(k, ms_f64x4) > n) & 1; /* floor */
+    n = __builtin_convertvector(k, ms_f64x4);
+    x = x - n * 6.93145751953125e-1 - n * 1.42860682030941723212e-6;
+    ms_f64x4 xx = x * x;
+    ms_f64x4 px = x * ((1.26177193074810590878e-4 * xx + 3.02994407707441961300e-2) * xx + 9.99999999999999999910e-1);
+    ms_f64x4 qx = ((3.00198505138664455042e-6 * xx + 2.52448340349684104192e-3) * xx + 2.27265548208155028766e-1) * xx +
+                  2.00000000000000000009e0;
+    x = 1.0 + 2.0 * (px / (qx - px));
+    return x * (ms_f64x4)((k + 1023) << 52);
+}
+
 /* Bilateral filter of (items, voxels) maps by gathering: out(p) = sum_k w_k x(q_k) / sum_k w_k over the taps q_k =
- * index[p * taps + k], w_k = exp(log_w[k] - half_inv_var * (x(q_k) - x(p))^2). The centre tap has the largest log
- * weight (0), so the denominator is at least 1. Returns 0 (and writes nothing) when an index is outside [0, voxels). */
-#define BILATERAL(NAME, T, EXP)                                                                                     \
+ * index[p * taps + k], w_k = exp(log_w[k] - half_inv_var * (x(q_k) - x(p))^2), for 32 bytes of voxels at a time (the
+ * last group repeats the last voxel in its spare lanes). The centre tap has the largest log weight (0), so the
+ * denominator is at least 1. Returns 0 (and writes nothing) when an index is outside [0, voxels). */
+#define BILATERAL(NAME, T, L, VEC, EXP)                                                                             \
     MS_CLONES int NAME(const T *src, T *dst, const int64_t *index, const T *log_w, Py_ssize_t items,                 \
                        Py_ssize_t voxels, Py_ssize_t taps, double half_inv_var) {                                    \
         for (Py_ssize_t i = 0; i < voxels * taps; ++i)                                                               \
@@ -241,22 +292,29 @@ static int fused_supported(void) { return 0; }
         for (Py_ssize_t n = 0; n < items; ++n) {                                                                     \
             const T *x = src + n * voxels;                                                                           \
             T *y = dst + n * voxels;                                                                                 \
-            for (Py_ssize_t p = 0; p < voxels; ++p) {                                                                \
-                const int64_t *idx = index + p * taps;                                                               \
-                T centre = x[p], num = (T)0, den = (T)0;                                                             \
+            for (Py_ssize_t p0 = 0; p0 < voxels; p0 += L) {                                                          \
+                Py_ssize_t lane_voxel[L];                                                                            \
+                VEC centre, num = {0}, den = {0};                                                                    \
+                for (int l = 0; l < L; ++l) {                                                                        \
+                    lane_voxel[l] = p0 + l < voxels ? p0 + l : voxels - 1;                                           \
+                    centre[l] = x[lane_voxel[l]];                                                                    \
+                }                                                                                                    \
                 for (Py_ssize_t k = 0; k < taps; ++k) {                                                              \
-                    T v = x[idx[k]], d = v - centre;                                                                 \
-                    T w = EXP(log_w[k] - h * d * d);                                                                 \
+                    VEC v;                                                                                           \
+                    for (int l = 0; l < L; ++l) v[l] = x[index[lane_voxel[l] * taps + k]];                           \
+                    VEC d = v - centre;                                                                              \
+                    VEC w = EXP(log_w[k] - h * d * d);                                                               \
                     num += w * v;                                                                                    \
                     den += w;                                                                                        \
                 }                                                                                                    \
-                y[p] = num / den;                                                                                    \
+                VEC out = num / den;                                                                                 \
+                for (int l = 0; l < L && p0 + l < voxels; ++l) y[p0 + l] = out[l];                                   \
             }                                                                                                        \
         }                                                                                                            \
         return 1;                                                                                                    \
     }
-BILATERAL(ms_bilateral_f32, float, expf)
-BILATERAL(ms_bilateral_f64, double, exp)
+BILATERAL(ms_bilateral_f32, float, 8, ms_f32x8, ms_exp_f32)
+BILATERAL(ms_bilateral_f64, double, 4, ms_f64x4, ms_exp_f64)
 
 /* ---- Python bindings: addresses as integers, dtype as a code (0 float32, 1 float64) ---- */
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -114,17 +115,34 @@ def test_signature_energy_reports_non_finite(bad):
 
 @needs_kernels
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("range_sigma", [0.2, 3e-3])  # 3e-3: exponents down to -5e4, clamped in the kernel's exp
 @pytest.mark.parametrize("spatial, radius, window", [((9,), 2, "ball"), ((14, 14), 2, "ball"), ((5, 6, 7), 1, "box")])
-def test_bilateral_gather_matches_brute_force(spatial, radius, window, dtype):
+def test_bilateral_gather_matches_brute_force(spatial, radius, window, range_sigma, dtype):
     x = torch.rand(3, *spatial, generator=torch.Generator().manual_seed(2), dtype=dtype)
     flat = x.reshape(3, -1)
     index = bil._neighbour_index(spatial, radius, window)
     log_w = bil._log_spatial_weights(radius, len(spatial), window, 1.3, dtype, torch.device("cpu"))
-    got = cpu_kernels.bilateral_gather(flat, index, log_w, 0.5 / 0.2**2)
+    h = 0.5 / range_sigma**2
+    got = cpu_kernels.bilateral_gather(flat, index, log_w, h)
     nb = flat.double()[:, index].view(3, flat.shape[1], -1)  # independent gather in double
-    w = torch.exp(log_w.double() - 0.5 / 0.2**2 * (nb - flat.double()[..., None]) ** 2)
+    w = torch.exp(log_w.double() - h * (nb - flat.double()[..., None]) ** 2)
     expected = (w * nb).sum(-1) / w.sum(-1)
     torch.testing.assert_close(got.double(), expected, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-6)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bilateral_gather_weights_follow_exp(dtype):
+    """Two voxels 0 and 1, one tap either side (reflected): out(0) = 2w / (1 + 2w) with w = exp(log_w - h), so the
+    kernel's exp can be read back over exponents from 0 to -80 and compared with math.exp."""
+    flat = torch.tensor([[0.0, 1.0]], dtype=dtype)
+    index = bil._neighbour_index((2,), 1, "box")
+    log_w = bil._log_spatial_weights(1, 1, "box", 1.0, dtype, torch.device("cpu"))
+    side = float(log_w[0])
+    for h in np.linspace(0.0, 79.0, 97):
+        out = float(cpu_kernels.bilateral_gather(flat, index, log_w, float(h))[0, 0])
+        w = out / (2.0 * (1.0 - out))
+        assert w == pytest.approx(math.exp(side - h), rel=2e-6 if dtype == torch.float32 else 1e-13)
 
 
 @needs_kernels
