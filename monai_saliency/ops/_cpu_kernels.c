@@ -14,6 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__GNUC__) && !defined(__clang__)
+/* the vector helpers below are always inlined into AVX2 code, so GCC's note on the AVX vector-passing ABI is moot */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 /* one AVX2 build and a baseline build of each loop, chosen at load time by the CPU */
 #define MS_CLONES __attribute__((target_clones("avx2", "default")))
@@ -23,6 +28,7 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define MS_HAVE_FUSED 1
+#include <immintrin.h>
 #define MS_AVX2 __attribute__((target("avx2,fma")))
 #define MS_KB 8 /* output rows per register block: 8 independent FMA chains */
 #define MS_MAX_AXIS 64 /* longest block axis (the butterfly keeps one column on the stack) */
@@ -32,6 +38,48 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
     *before = 1, *after = 1;
     for (int q = 0; q < d; ++q) *before *= dims[q];
     for (int q = d + 1; q < nd; ++q) *after *= dims[q];
+}
+
+/* Lane-minor copies of 8 float rows / 4 double rows of n values: x[p * L + l] = rows[l][p], by in-register
+ * transposes of 8x8 / 4x4 tiles (the scalar copy took a seventh of the energy kernel's time). */
+MS_AVX2 static void ms_transpose_f32(const float *const *rows, Py_ssize_t n, float *x) {
+    Py_ssize_t p0 = 0;
+    for (; p0 + 8 <= n; p0 += 8) {
+        __m256 r[8], t[8], u[8];
+        for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(rows[l] + p0);
+        for (int l = 0; l < 8; l += 2) {
+            t[l] = _mm256_unpacklo_ps(r[l], r[l + 1]);
+            t[l + 1] = _mm256_unpackhi_ps(r[l], r[l + 1]);
+        }
+        for (int l = 0; l < 8; l += 4) {
+            u[l] = _mm256_shuffle_ps(t[l], t[l + 2], _MM_SHUFFLE(1, 0, 1, 0));
+            u[l + 1] = _mm256_shuffle_ps(t[l], t[l + 2], _MM_SHUFFLE(3, 2, 3, 2));
+            u[l + 2] = _mm256_shuffle_ps(t[l + 1], t[l + 3], _MM_SHUFFLE(1, 0, 1, 0));
+            u[l + 3] = _mm256_shuffle_ps(t[l + 1], t[l + 3], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        for (int q = 0; q < 4; ++q) {
+            _mm256_store_ps(x + (p0 + q) * 8, _mm256_permute2f128_ps(u[q], u[q + 4], 0x20));
+            _mm256_store_ps(x + (p0 + q + 4) * 8, _mm256_permute2f128_ps(u[q], u[q + 4], 0x31));
+        }
+    }
+    for (; p0 < n; ++p0)
+        for (int l = 0; l < 8; ++l) x[p0 * 8 + l] = rows[l][p0];
+}
+
+MS_AVX2 static void ms_transpose_f64(const double *const *rows, Py_ssize_t n, double *x) {
+    Py_ssize_t p0 = 0;
+    for (; p0 + 4 <= n; p0 += 4) {
+        __m256d r0 = _mm256_loadu_pd(rows[0] + p0), r1 = _mm256_loadu_pd(rows[1] + p0);
+        __m256d r2 = _mm256_loadu_pd(rows[2] + p0), r3 = _mm256_loadu_pd(rows[3] + p0);
+        __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+        __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+        _mm256_store_pd(x + p0 * 4, _mm256_permute2f128_pd(t0, t2, 0x20));
+        _mm256_store_pd(x + (p0 + 1) * 4, _mm256_permute2f128_pd(t1, t3, 0x20));
+        _mm256_store_pd(x + (p0 + 2) * 4, _mm256_permute2f128_pd(t0, t2, 0x31));
+        _mm256_store_pd(x + (p0 + 3) * 4, _mm256_permute2f128_pd(t1, t3, 0x31));
+    }
+    for (; p0 < n; ++p0)
+        for (int l = 0; l < 4; ++l) x[p0 * 4 + l] = rows[l][p0];
 }
 
 /* Signature energy of small activation blocks with L channels at a time in L1 (one 32-byte vector per voxel): for L
@@ -48,7 +96,7 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
  * sign is elementwise and the inverse reads them in that order (e = E' y_even, o = O' y_odd, x_j = e_j + o_j,
  * x_(n-1-j) = e_j - o_j), so the permutation never shows. An axis takes this path when its matrices have the
  * symmetry (checked) and the padded half products are cheaper (n = 9 and from n = 10 on; not n <= 8). */
-#define FUSED_ENERGY(NAME, T, L)                                                                                    \
+#define FUSED_ENERGY(NAME, T, L, TRANSPOSE)                                                                                  \
     typedef T NAME##_vec __attribute__((vector_size(32)));                                                           \
     typedef T NAME##_quad __attribute__((vector_size(4 * sizeof(T))));                                               \
     typedef double NAME##_dvec __attribute__((vector_size(32)));                                                     \
@@ -154,6 +202,7 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
                 half_e[d][0] = half_e[d][1] = half_o[d][0] = half_o[d][1] = NULL;                                    \
         }                                                                                                            \
         NAME##_vec *x = work, *y = work + voxels, *energy = work + 2 * voxels;                                       \
+        const T *zeros = (const T *)(work + 3 * voxels); /* voxels zeros: the rows of absent channels */              \
         int finite = 1;                                                                                              \
         for (Py_ssize_t b = 0; b < items; ++b)                                                                       \
             for (Py_ssize_t o = 0; o < others; ++o) {                                                                \
@@ -161,12 +210,10 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
                 for (Py_ssize_t s0 = 0; s0 < channels; s0 += L) {                                                    \
                     double norm2[L];                                                                                 \
                     T threshold[L];                                                                                  \
+                    const T *rows[L];                                                                                \
                     for (int l = 0; l < L; ++l)                                                                      \
-                        if (s0 + l < channels) {                                                                     \
-                            const T *src = a + ((b * channels + s0 + l) * others + o) * voxels;                      \
-                            for (Py_ssize_t p = 0; p < voxels; ++p) x[p][l] = src[p];                                \
-                        } else                                                                                       \
-                            for (Py_ssize_t p = 0; p < voxels; ++p) x[p][l] = (T)0;                                  \
+                        rows[l] = s0 + l < channels ? a + ((b * channels + s0 + l) * others + o) * voxels : zeros;   \
+                    TRANSPOSE(rows, voxels, (T *)x);                                                                 \
                     /* squared norms in double, four lanes per vector, two chains against the add latency */         \
                     NAME##_dvec even[L / 4], odd[L / 4];                                                             \
                     for (int q = 0; q < L / 4; ++q) even[q] = odd[q] = (NAME##_dvec){0};                             \
@@ -217,8 +264,8 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
         free(halves);                                                                                                \
         return finite;                                                                                               \
     }
-FUSED_ENERGY(ms_signature_energy_f32, float, 8)
-FUSED_ENERGY(ms_signature_energy_f64, double, 4)
+FUSED_ENERGY(ms_signature_energy_f32, float, 8, ms_transpose_f32)
+FUSED_ENERGY(ms_signature_energy_f64, double, 4, ms_transpose_f64)
 
 static int fused_supported(void) {
     __builtin_cpu_init();
@@ -341,7 +388,8 @@ static PyObject *py_signature_energy(PyObject *self, PyObject *args) {
         voxels *= dims[d];
     }
     void *work = NULL;
-    if (posix_memalign(&work, 64, 3 * 32 * (size_t)voxels) != 0) return PyErr_NoMemory();
+    if (posix_memalign(&work, 64, 4 * 32 * (size_t)voxels) != 0) return PyErr_NoMemory();
+    memset((char *)work + 3 * 32 * (size_t)voxels, 0, 32 * (size_t)voxels);
     int finite;
     Py_BEGIN_ALLOW_THREADS
     if (code == 0)
