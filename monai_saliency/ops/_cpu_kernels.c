@@ -29,6 +29,7 @@
 #if defined(__GNUC__) && defined(__x86_64__)
 #define MS_HAVE_FUSED 1
 #include <immintrin.h>
+#include <pthread.h>
 #define MS_AVX2 __attribute__((target("avx2,fma")))
 #define MS_KB 8 /* output rows per register block: 8 independent FMA chains */
 #define MS_MAX_AXIS 64 /* longest block axis (the butterfly keeps one column on the stack) */
@@ -39,6 +40,23 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
     for (int q = 0; q < d; ++q) *before *= dims[q];
     for (int q = d + 1; q < nd; ++q) *after *= dims[q];
 }
+
+/* One thread's share of a signature energy: the (item, other) pairs [pair_begin, pair_end), and of each the
+ * channel groups (L channels) [group_begin, group_end), their sums written to dst (pairs x voxels). */
+typedef struct {
+    int code; /* 0 float32, 1 float64 */
+    const void *a;
+    void *dst;
+    Py_ssize_t channels, others, voxels, dims[3];
+    int nd;
+    const void *full[3][2];                  /* per axis, forward and inverse matrix, rows padded */
+    const void *half_e[3][2], *half_o[3][2]; /* their butterfly halves, or NULL for the full products */
+    double tol;
+    Py_ssize_t pair_begin, pair_end, group_begin, group_end;
+    void *work; /* 4 x voxels vectors, 32-byte aligned, the last voxels of them zero */
+    int finite, started;
+    pthread_t thread;
+} ms_energy_job;
 
 /* Lane-minor copies of 8 float rows / 4 double rows of n values: x[p * L + l] = rows[l][p], by in-register
  * transposes of 8x8 / 4x4 tiles (the scalar copy took a seventh of the energy kernel's time). */
@@ -86,9 +104,9 @@ MS_AVX2 static void ms_transpose_f64(const double *const *rows, Py_ssize_t n, do
  * channels at a time the block (P voxels, the product of dims) is transposed to lane-minor order (x[p][l]),
  * transformed along each axis with the DCT matrices (forward: last axis first; inverse: first axis first), its
  * signs taken with the relative zero threshold tol * ||A_s||, transformed back, squared and summed over the lanes.
- * a is (B, S, O, P) contiguous; out (B, O, P) gets the channel sums. fwd / inv hold, per axis, its n x n matrix with
- * the rows padded with zeros to a multiple of MS_KB (inverse matrices may carry a per-coefficient scaling). Returns
- * 1, 0 when a channel norm is not finite, -1 when out of memory.
+ * a is (B, S, O, P) contiguous; a job sums the channels of its groups into its dst (B * O, P) and sets finite to 0
+ * when a channel norm is not finite. The matrices hold, per axis, its n x n matrix with the rows padded with zeros to
+ * a multiple of MS_KB (inverse matrices may carry a per-coefficient scaling).
  *
  * Even/odd butterfly: a DCT-II matrix has C[k][n-1-j] = (-1)^k C[k][j], so with u_j = x_j + x_(n-1-j) and
  * v_j = x_j - x_(n-1-j) (j < n/2, plus the middle x_m as u_m for odd n) the even coefficients are E u and the odd
@@ -175,94 +193,91 @@ MS_AVX2 static void ms_transpose_f64(const double *const *rows, Py_ssize_t n, do
                 ho_mat[r * h + c] = inverse ? m[r * n + 2 * c + 1] : m[(2 * r + 1) * n + c];                         \
         return 1;                                                                                                    \
     }                                                                                                                \
-    MS_AVX2 static int NAME(const T *a, T *out, Py_ssize_t items, Py_ssize_t channels, Py_ssize_t others, int nd,    \
-                            const Py_ssize_t *dims, const T *fwd, const T *inv, double tol, NAME##_vec *work) {      \
-        Py_ssize_t voxels = 1, offset[3], total = 0;                                                                 \
-        for (int d = 0; d < nd; ++d) {                                                                               \
-            voxels *= dims[d];                                                                                       \
-            offset[d] = total;                                                                                       \
-            total += (dims[d] + MS_KB - 1) / MS_KB * MS_KB * dims[d];                                                \
-        }                                                                                                            \
-        /* butterfly halves per axis and direction: [d][0] forward, [d][1] inverse; NULL for the full matrix */      \
-        const T *half_e[3][2] = {{NULL}}, *half_o[3][2] = {{NULL}};                                                  \
-        T *halves = malloc(sizeof(T) * 2 * (size_t)total);                                                           \
-        if (halves == NULL) return -1;                                                                               \
+    /* Butterfly halves of the job's matrices where they pay and both directions have the symmetry, written into   \
+     * halves (2 * sum of padded n x n per axis); the others stay NULL (full products). */                          \
+    static void NAME##_plan(ms_energy_job *job, T *halves) {                                                         \
         T *next = halves;                                                                                            \
-        for (int d = 0; d < nd; ++d) {                                                                               \
-            Py_ssize_t n = dims[d], h = n / 2, he = n - h;                                                           \
+        for (int d = 0; d < job->nd; ++d) {                                                                          \
+            Py_ssize_t n = job->dims[d], h = n / 2, he = n - h;                                                      \
             Py_ssize_t pe = (he + MS_KB - 1) / MS_KB * MS_KB, po = (h + MS_KB - 1) / MS_KB * MS_KB;                  \
+            job->half_e[d][0] = job->half_e[d][1] = job->half_o[d][0] = job->half_o[d][1] = NULL;                    \
             if (pe * he + po * h >= (n + MS_KB - 1) / MS_KB * MS_KB * n) continue;                                   \
+            int symmetric = 1;                                                                                       \
             for (int dir = 0; dir < 2; ++dir) {                                                                      \
-                if (NAME##_halves((dir ? inv : fwd) + offset[d], n, dir, next, next + pe * he)) {                    \
-                    half_e[d][dir] = next, half_o[d][dir] = next + pe * he;                                          \
-                    next += pe * he + po * h;                                                                        \
-                }                                                                                                    \
+                job->half_e[d][dir] = next, job->half_o[d][dir] = next + pe * he;                                    \
+                symmetric &= NAME##_halves(job->full[d][dir], n, dir, next, next + pe * he);                         \
+                next += pe * he + po * h;                                                                            \
             }                                                                                                        \
-            if (half_e[d][0] == NULL || half_e[d][1] == NULL) /* both directions or neither */                      \
-                half_e[d][0] = half_e[d][1] = half_o[d][0] = half_o[d][1] = NULL;                                    \
+            if (!symmetric) /* both directions or neither */                                                         \
+                job->half_e[d][0] = job->half_e[d][1] = job->half_o[d][0] = job->half_o[d][1] = NULL;                \
         }                                                                                                            \
-        NAME##_vec *x = work, *y = work + voxels, *energy = work + 2 * voxels;                                       \
-        const T *zeros = (const T *)(work + 3 * voxels); /* voxels zeros: the rows of absent channels */              \
+    }                                                                                                                \
+    MS_AVX2 static void NAME(ms_energy_job *job) {                                                                   \
+        const T *a = job->a;                                                                                         \
+        const Py_ssize_t channels = job->channels, others = job->others, voxels = job->voxels, *dims = job->dims;    \
+        const int nd = job->nd;                                                                                      \
+        const double tol = job->tol;                                                                                 \
+        NAME##_vec *x = job->work, *y = x + voxels, *energy = x + 2 * voxels;                                        \
+        const T *zeros = (const T *)(x + 3 * voxels); /* voxels zeros: the rows of absent channels */                \
         int finite = 1;                                                                                              \
-        for (Py_ssize_t b = 0; b < items; ++b)                                                                       \
-            for (Py_ssize_t o = 0; o < others; ++o) {                                                                \
-                for (Py_ssize_t p = 0; p < voxels; ++p) energy[p] = (NAME##_vec){0};                                 \
-                for (Py_ssize_t s0 = 0; s0 < channels; s0 += L) {                                                    \
-                    double norm2[L];                                                                                 \
-                    T threshold[L];                                                                                  \
-                    const T *rows[L];                                                                                \
-                    for (int l = 0; l < L; ++l)                                                                      \
-                        rows[l] = s0 + l < channels ? a + ((b * channels + s0 + l) * others + o) * voxels : zeros;   \
-                    TRANSPOSE(rows, voxels, (T *)x);                                                                 \
-                    /* squared norms in double, four lanes per vector, two chains against the add latency */         \
-                    NAME##_dvec even[L / 4], odd[L / 4];                                                             \
-                    for (int q = 0; q < L / 4; ++q) even[q] = odd[q] = (NAME##_dvec){0};                             \
-                    for (Py_ssize_t p = 0; p < voxels; ++p)                                                          \
-                        for (int q = 0; q < L / 4; ++q) {                                                            \
-                            NAME##_quad four;                                                                        \
-                            memcpy(&four, (const T *)&x[p] + 4 * q, sizeof four);                                    \
-                            NAME##_dvec d = __builtin_convertvector(four, NAME##_dvec);                              \
-                            if (p & 1)                                                                               \
-                                odd[q] += d * d;                                                                     \
-                            else                                                                                     \
-                                even[q] += d * d;                                                                    \
-                        }                                                                                            \
+        for (Py_ssize_t pair = job->pair_begin; pair < job->pair_end; ++pair) {                                      \
+            Py_ssize_t b = pair / others, o = pair % others;                                                         \
+            for (Py_ssize_t p = 0; p < voxels; ++p) energy[p] = (NAME##_vec){0};                                     \
+            for (Py_ssize_t s0 = job->group_begin * L; s0 < channels && s0 < job->group_end * L; s0 += L) {          \
+                double norm2[L];                                                                                     \
+                T threshold[L];                                                                                      \
+                const T *rows[L];                                                                                    \
+                for (int l = 0; l < L; ++l)                                                                          \
+                    rows[l] = s0 + l < channels ? a + ((b * channels + s0 + l) * others + o) * voxels : zeros;       \
+                TRANSPOSE(rows, voxels, (T *)x);                                                                     \
+                /* squared norms in double, four lanes per vector, two chains against the add latency */             \
+                NAME##_dvec even[L / 4], odd[L / 4];                                                                 \
+                for (int q = 0; q < L / 4; ++q) even[q] = odd[q] = (NAME##_dvec){0};                                 \
+                for (Py_ssize_t p = 0; p < voxels; ++p)                                                              \
+                    for (int q = 0; q < L / 4; ++q) {                                                                \
+                        NAME##_quad four;                                                                            \
+                        memcpy(&four, (const T *)&x[p] + 4 * q, sizeof four);                                        \
+                        NAME##_dvec d = __builtin_convertvector(four, NAME##_dvec);                                  \
+                        if (p & 1)                                                                                   \
+                            odd[q] += d * d;                                                                         \
+                        else                                                                                         \
+                            even[q] += d * d;                                                                        \
+                    }                                                                                                \
+                for (int l = 0; l < L; ++l) {                                                                        \
+                    norm2[l] = even[l / 4][l % 4] + odd[l / 4][l % 4];                                               \
+                    finite &= isfinite(norm2[l]) != 0;                                                               \
+                    threshold[l] = (T)(tol * sqrt(norm2[l]));                                                        \
+                }                                                                                                    \
+                NAME##_vec *cur = x, *nxt = y, *swap;                                                                \
+                for (int d = nd - 1; d >= 0; --d) {                                                                  \
+                    Py_ssize_t before, after;                                                                        \
+                    axis_extent(dims, nd, d, &before, &after);                                                       \
+                    NAME##_axis(cur, nxt, job->full[d][0], job->half_e[d][0], job->half_o[d][0], 0, before, dims[d], \
+                                after);                                                                              \
+                    swap = cur, cur = nxt, nxt = swap;                                                               \
+                }                                                                                                    \
+                for (Py_ssize_t p = 0; p < voxels; ++p)                                                              \
                     for (int l = 0; l < L; ++l) {                                                                    \
-                        norm2[l] = even[l / 4][l % 4] + odd[l / 4][l % 4];                                           \
-                        finite &= isfinite(norm2[l]) != 0;                                                           \
-                        threshold[l] = (T)(tol * sqrt(norm2[l]));                                                    \
+                        T v = cur[p][l];                                                                             \
+                        cur[p][l] = (v > threshold[l]) ? (T)1 : ((v < -threshold[l]) ? (T)-1 : (T)0);                \
                     }                                                                                                \
-                    NAME##_vec *cur = x, *nxt = y, *swap;                                                            \
-                    for (int d = nd - 1; d >= 0; --d) {                                                              \
-                        Py_ssize_t before, after;                                                                    \
-                        axis_extent(dims, nd, d, &before, &after);                                                   \
-                        NAME##_axis(cur, nxt, fwd + offset[d], half_e[d][0], half_o[d][0], 0, before, dims[d],       \
-                                    after);                                                                          \
-                        swap = cur, cur = nxt, nxt = swap;                                                           \
-                    }                                                                                                \
-                    for (Py_ssize_t p = 0; p < voxels; ++p)                                                          \
-                        for (int l = 0; l < L; ++l) {                                                                \
-                            T v = cur[p][l];                                                                         \
-                            cur[p][l] = (v > threshold[l]) ? (T)1 : ((v < -threshold[l]) ? (T)-1 : (T)0);            \
-                        }                                                                                            \
-                    for (int d = 0; d < nd; ++d) {                                                                   \
-                        Py_ssize_t before, after;                                                                    \
-                        axis_extent(dims, nd, d, &before, &after);                                                   \
-                        NAME##_axis(cur, nxt, inv + offset[d], half_e[d][1], half_o[d][1], 1, before, dims[d],       \
-                                    after);                                                                          \
-                        swap = cur, cur = nxt, nxt = swap;                                                           \
-                    }                                                                                                \
-                    for (Py_ssize_t p = 0; p < voxels; ++p) energy[p] += cur[p] * cur[p];                            \
+                for (int d = 0; d < nd; ++d) {                                                                       \
+                    Py_ssize_t before, after;                                                                        \
+                    axis_extent(dims, nd, d, &before, &after);                                                       \
+                    NAME##_axis(cur, nxt, job->full[d][1], job->half_e[d][1], job->half_o[d][1], 1, before, dims[d], \
+                                after);                                                                              \
+                    swap = cur, cur = nxt, nxt = swap;                                                               \
                 }                                                                                                    \
-                T *dst = out + (b * others + o) * voxels;                                                            \
-                for (Py_ssize_t p = 0; p < voxels; ++p) {                                                            \
-                    T sum = (T)0;                                                                                    \
-                    for (int l = 0; l < L; ++l) sum += energy[p][l];                                                 \
-                    dst[p] = sum;                                                                                    \
-                }                                                                                                    \
+                for (Py_ssize_t p = 0; p < voxels; ++p) energy[p] += cur[p] * cur[p];                                \
             }                                                                                                        \
-        free(halves);                                                                                                \
-        return finite;                                                                                               \
+            T *dst = (T *)job->dst + pair * voxels;                                                                  \
+            for (Py_ssize_t p = 0; p < voxels; ++p) {                                                                \
+                T sum = (T)0;                                                                                        \
+                for (int l = 0; l < L; ++l) sum += energy[p][l];                                                     \
+                dst[p] = sum;                                                                                        \
+            }                                                                                                        \
+        }                                                                                                            \
+        job->finite = finite;                                                                                        \
     }
 FUSED_ENERGY(ms_signature_energy_f32, float, 8, ms_transpose_f32)
 FUSED_ENERGY(ms_signature_energy_f64, double, 4, ms_transpose_f64)
@@ -367,40 +382,111 @@ BILATERAL(ms_bilateral_f64, double, 4, ms_f64x4, ms_exp_f64)
 
 static void *as_pointer(Py_ssize_t address) { return (void *)(uintptr_t)address; }
 
+#if MS_HAVE_FUSED
+static void *ms_energy_run(void *arg) {
+    ms_energy_job *job = arg;
+    if (job->code == 0)
+        ms_signature_energy_f32(job);
+    else
+        ms_signature_energy_f64(job);
+    return NULL;
+}
+
+/* Runs the jobs on threads (the first on the caller's), any job whose thread cannot start on the caller's too. */
+static void ms_energy_run_all(ms_energy_job *jobs, int n) {
+    for (int t = 1; t < n; ++t) jobs[t].started = pthread_create(&jobs[t].thread, NULL, ms_energy_run, &jobs[t]) == 0;
+    ms_energy_run(&jobs[0]);
+    for (int t = 1; t < n; ++t)
+        if (jobs[t].started)
+            pthread_join(jobs[t].thread, NULL);
+        else
+            ms_energy_run(&jobs[t]);
+}
+
+static void *ms_aligned(size_t bytes) {
+    void *p = NULL;
+    return posix_memalign(&p, 64, bytes ? bytes : 64) == 0 ? p : NULL;
+}
+#endif
+
+/* signature_energy(code, src, dst, items, channels, others, nd, dims, fwd, inv, tol, threads) -> finite: the work is
+ * split over up to `threads` threads, by (item, other) pairs when there are enough of them, else by channel groups
+ * (each thread then sums into its own buffer, added up at the end). */
 static PyObject *py_signature_energy(PyObject *self, PyObject *args) {
-    int code, nd;
+    int code, nd, threads;
     Py_ssize_t src, dst, items, channels, others, dims[3], fwd, inv;
     double tol;
-    if (!PyArg_ParseTuple(args, "innnnni(nnn)nnd", &code, &src, &dst, &items, &channels, &others, &nd, &dims[0],
-                          &dims[1], &dims[2], &fwd, &inv, &tol))
+    if (!PyArg_ParseTuple(args, "innnnni(nnn)nndi", &code, &src, &dst, &items, &channels, &others, &nd, &dims[0],
+                          &dims[1], &dims[2], &fwd, &inv, &tol, &threads))
         return NULL;
     if (nd < 1 || nd > 3) {
         PyErr_SetString(PyExc_ValueError, "signature_energy: 1 to 3 block axes");
         return NULL;
     }
 #if MS_HAVE_FUSED
-    Py_ssize_t voxels = 1;
+    Py_ssize_t voxels = 1, padded = 0;
     for (int d = 0; d < nd; ++d) {
         if (dims[d] < 1 || dims[d] > MS_MAX_AXIS) {
             PyErr_Format(PyExc_ValueError, "signature_energy: block axes must be 1 to %d long", MS_MAX_AXIS);
             return NULL;
         }
         voxels *= dims[d];
+        padded += (dims[d] + MS_KB - 1) / MS_KB * MS_KB * dims[d];
     }
-    void *work = NULL;
-    if (posix_memalign(&work, 64, 4 * 32 * (size_t)voxels) != 0) return PyErr_NoMemory();
-    memset((char *)work + 3 * 32 * (size_t)voxels, 0, 32 * (size_t)voxels);
-    int finite;
-    Py_BEGIN_ALLOW_THREADS
-    if (code == 0)
-        finite = ms_signature_energy_f32(as_pointer(src), as_pointer(dst), items, channels, others, nd, dims,
-                                         as_pointer(fwd), as_pointer(inv), tol, work);
-    else
-        finite = ms_signature_energy_f64(as_pointer(src), as_pointer(dst), items, channels, others, nd, dims,
-                                         as_pointer(fwd), as_pointer(inv), tol, work);
-    Py_END_ALLOW_THREADS
-    free(work);
-    if (finite < 0) return PyErr_NoMemory();
+    size_t item = code == 0 ? sizeof(float) : sizeof(double);
+    Py_ssize_t lanes = 32 / (Py_ssize_t)item, groups = (channels + lanes - 1) / lanes, pairs = items * others;
+    int by_pairs = pairs >= threads;
+    Py_ssize_t units = by_pairs ? pairs : groups;
+    int n = (int)(threads < 1 ? 1 : (threads > units ? (units > 0 ? units : 1) : threads));
+    ms_energy_job *jobs = calloc((size_t)n, sizeof *jobs);
+    void *halves = malloc(2 * item * (size_t)padded);
+    int ok = jobs != NULL && halves != NULL;
+    for (int t = 0; ok && t < n; ++t) {
+        ms_energy_job *job = &jobs[t];
+        job->code = code, job->a = as_pointer(src), job->channels = channels, job->others = others;
+        job->voxels = voxels, job->nd = nd, job->tol = tol;
+        Py_ssize_t offset = 0;
+        for (int d = 0; d < nd; ++d) {
+            job->dims[d] = dims[d];
+            job->full[d][0] = (const char *)as_pointer(fwd) + item * (size_t)offset;
+            job->full[d][1] = (const char *)as_pointer(inv) + item * (size_t)offset;
+            offset += (dims[d] + MS_KB - 1) / MS_KB * MS_KB * dims[d];
+        }
+        job->pair_begin = by_pairs ? pairs * t / n : 0, job->pair_end = by_pairs ? pairs * (t + 1) / n : pairs;
+        job->group_begin = by_pairs ? 0 : groups * t / n, job->group_end = by_pairs ? groups : groups * (t + 1) / n;
+        job->work = ms_aligned(4 * 32 * (size_t)voxels);
+        job->dst = by_pairs || t == 0 ? as_pointer(dst) : ms_aligned(item * (size_t)(pairs * voxels));
+        ok = job->work != NULL && job->dst != NULL;
+        if (ok) memset((char *)job->work + 3 * 32 * (size_t)voxels, 0, 32 * (size_t)voxels);
+    }
+    int finite = 1;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        if (code == 0)
+            ms_signature_energy_f32_plan(&jobs[0], halves);
+        else
+            ms_signature_energy_f64_plan(&jobs[0], halves);
+        for (int t = 1; t < n; ++t) {
+            memcpy(jobs[t].half_e, jobs[0].half_e, sizeof jobs[0].half_e);
+            memcpy(jobs[t].half_o, jobs[0].half_o, sizeof jobs[0].half_o);
+        }
+        ms_energy_run_all(jobs, n);
+        for (int t = 0; t < n; ++t) finite &= jobs[t].finite;
+        for (int t = 1; t < n && !by_pairs; ++t) /* channel-group partial sums into the output */
+            for (Py_ssize_t i = 0; i < pairs * voxels; ++i)
+                if (code == 0)
+                    ((float *)jobs[0].dst)[i] += ((const float *)jobs[t].dst)[i];
+                else
+                    ((double *)jobs[0].dst)[i] += ((const double *)jobs[t].dst)[i];
+        Py_END_ALLOW_THREADS
+    }
+    for (int t = 0; jobs != NULL && t < n; ++t) {
+        free(jobs[t].work);
+        if (t > 0 && !by_pairs) free(jobs[t].dst);
+    }
+    free(jobs);
+    free(halves);
+    if (!ok) return PyErr_NoMemory();
     return PyBool_FromLong(finite);
 #else
     PyErr_SetString(PyExc_RuntimeError, "signature_energy is not compiled on this platform");

@@ -25,6 +25,7 @@ except ImportError:  # not built (no compiler at install time): callers use thei
 __all__ = ["available", "set_enabled", "usable", "fused_energy_supported", "signature_energy", "bilateral_gather"]
 
 MAX_BLOCK_AXIS = 64  # the C kernel's MS_MAX_AXIS
+PARALLEL_MIN_ELEMENTS = 2**18  # below this the energy kernel runs on one thread (see signature_energy)
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 _FUSED = _ext is not None and _ext.fused_supported()
 _enabled = _ext is not None and os.environ.get("MONAI_SALIENCY_DISABLE_CPU_KERNELS", "0") in ("", "0")
@@ -71,10 +72,19 @@ def fused_energy_supported() -> bool:
 
 
 def signature_energy(
-    a: torch.Tensor, block: tuple[int, ...], forward: torch.Tensor, inverse: torch.Tensor, tol: float
+    a: torch.Tensor,
+    block: tuple[int, ...],
+    forward: torch.Tensor,
+    inverse: torch.Tensor,
+    tol: float,
+    threads: int | None = None,
 ) -> torch.Tensor | None:
     """Channel sum of ``IDCT(sign(DCT(A_s))) ** 2`` over the trailing block of ``a`` ``(B, S, O, P)``, fused: a few
     channels at a time stay in L1 through both transforms (no GEMM, no temporaries).
+
+    The work is shared by up to ``threads`` threads: over the ``B * O`` maps when there are at least as many, else
+    over the channel groups of each map (partial sums added at the end, so the float round-off differs slightly
+    from one thread's).
 
     Args:
         a: contiguous ``(B, S, O, P)`` tensor, ``P = prod(block)``.
@@ -83,6 +93,8 @@ def signature_energy(
             flattened and concatenated; dtype of ``a``.
         inverse: the same for the inverse matrices (``C^T``, possibly with the notebook scaling).
         tol: relative zero threshold: coefficients with ``|c| <= tol * ||A_s||`` count as 0.
+        threads: thread count (>= 1); None for torch's intra-op count when the input holds at least
+            :data:`PARALLEL_MIN_ELEMENTS` activations, else 1 (starting a thread costs ~20 us).
 
     Returns:
         New ``(B, O, P)`` tensor, or None when a channel norm is not finite (NaN / Inf in ``a``).
@@ -95,12 +107,15 @@ def signature_energy(
     _check(all(1 <= n <= MAX_BLOCK_AXIS for n in block), f"signature_energy: block axes must be 1 to {MAX_BLOCK_AXIS}")
     padded = sum(-(-n // 8) * 8 * n for n in block)
     _check(forward.numel() == padded and inverse.numel() == padded, "signature_energy: matrix sizes")
+    if threads is None:
+        threads = torch.get_num_threads() if a.numel() >= PARALLEL_MIN_ELEMENTS else 1
+    _check(int(threads) >= 1, f"signature_energy: threads must be >= 1, got {threads}")
     b, s, o, p = a.shape
     out = torch.empty((b, o, p), dtype=a.dtype)
     dims = (*block, 1, 1)[:3]
     finite = _ext.signature_energy(
         _DTYPE_CODES[a.dtype], a.data_ptr(), out.data_ptr(), b, s, o, len(block), dims, forward.data_ptr(),
-        inverse.data_ptr(), float(tol),
+        inverse.data_ptr(), float(tol), int(threads),
     )
     return out if finite else None
 

@@ -105,6 +105,38 @@ def test_signature_energy_with_arbitrary_matrices(n, symmetric):
 
 
 @needs_fused
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, block", [((5, 20, 2, 49), (7, 7)), ((1, 37, 1, 196), (14, 14)), ((2, 9, 1, 60), (3, 4, 5))])
+def test_signature_energy_threads_agree(shape, block, dtype):
+    """Split over maps (10 maps) or over channel groups (1 or 2 maps, partial sums added): every thread count gives
+    the one-thread result, also counts beyond the number of work units."""
+    a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(5), dtype=dtype))
+    forward, inverse = sig._fused_dct_matrices(block, "ortho", dtype)
+    one = cpu_kernels.signature_energy(a, block, forward, inverse, 1e-5, threads=1)
+    for threads in (2, 3, 64):
+        got = cpu_kernels.signature_energy(a, block, forward, inverse, 1e-5, threads=threads)
+        torch.testing.assert_close(got, one, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-6)
+    big = a.repeat(1, -(-(2**18) // a.numel()), 1, 1)  # large enough for the default thread count
+    torch.testing.assert_close(
+        cpu_kernels.signature_energy(big, block, forward, inverse, 1e-5),
+        cpu_kernels.signature_energy(big, block, forward, inverse, 1e-5, threads=1),
+        rtol=1e-5 if dtype == torch.float32 else 1e-12,
+        atol=1e-4,
+    )
+
+
+@needs_fused
+def test_signature_energy_reports_non_finite_from_any_thread():
+    a = torch.rand(1, 40, 1, 25)
+    a[0, 39, 0, 3] = float("nan")  # in the last channel group: the last thread's share
+    forward, inverse = sig._fused_dct_matrices((5, 5), "ortho", torch.float32)
+    for threads in (1, 2, 5):
+        assert cpu_kernels.signature_energy(a, (5, 5), forward, inverse, 1e-5, threads=threads) is None
+    with pytest.raises(ValueError, match="threads"):
+        cpu_kernels.signature_energy(a, (5, 5), forward, inverse, 1e-5, threads=0)
+
+
+@needs_fused
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_signature_energy_reports_non_finite(bad):
     a = torch.rand(1, 9, 1, 25)
