@@ -25,7 +25,9 @@ except ImportError:  # not built (no compiler at install time): callers use thei
 __all__ = ["available", "set_enabled", "usable", "fused_energy_supported", "signature_energy", "bilateral_gather"]
 
 MAX_BLOCK_AXIS = 64  # the C kernel's MS_MAX_AXIS
-PARALLEL_MIN_ELEMENTS = 2**18  # below this the energy kernel runs on one thread (see signature_energy)
+#: activations per thread of the energy kernel at least: ~200 us of work against ~40 us to start a thread (measured on
+#: a 2-core VM, where two threads on one 512x14x14 map were slower than one)
+ELEMENTS_PER_THREAD = 2**17
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 _FUSED = _ext is not None and _ext.fused_supported()
 _enabled = _ext is not None and os.environ.get("MONAI_SALIENCY_DISABLE_CPU_KERNELS", "0") in ("", "0")
@@ -93,8 +95,8 @@ def signature_energy(
             flattened and concatenated; dtype of ``a``.
         inverse: the same for the inverse matrices (``C^T``, possibly with the notebook scaling).
         tol: relative zero threshold: coefficients with ``|c| <= tol * ||A_s||`` count as 0.
-        threads: thread count (>= 1); None for torch's intra-op count when the input holds at least
-            :data:`PARALLEL_MIN_ELEMENTS` activations, else 1 (starting a thread costs ~20 us).
+        threads: thread count (>= 1); None for torch's intra-op count, capped so that every thread gets at least
+            :data:`ELEMENTS_PER_THREAD` activations.
 
     Returns:
         New ``(B, O, P)`` tensor, or None when a channel norm is not finite (NaN / Inf in ``a``).
@@ -108,7 +110,7 @@ def signature_energy(
     padded = sum(-(-n // 8) * 8 * n for n in block)
     _check(forward.numel() == padded and inverse.numel() == padded, "signature_energy: matrix sizes")
     if threads is None:
-        threads = torch.get_num_threads() if a.numel() >= PARALLEL_MIN_ELEMENTS else 1
+        threads = max(1, min(torch.get_num_threads(), a.numel() // ELEMENTS_PER_THREAD))
     _check(int(threads) >= 1, f"signature_energy: threads must be >= 1, got {threads}")
     b, s, o, p = a.shape
     out = torch.empty((b, o, p), dtype=a.dtype)
