@@ -87,8 +87,11 @@ _KRON_MAX = 64
 #: ... and axes up to this length with per-axis DCT matrices; longer ones with the FFT-based ops.
 _MATMUL_MAX = 64
 #: blocks up to this many voxels go through the fused C kernel (its four lane buffers, 4 x 32 bytes per voxel, stay
-#: within L2)
+#: within L2) ...
 _FUSED_MAX_VOXELS = 4096
+#: ... inputs up to this many activations always, larger ones while torch runs on at most this many threads
+_FUSED_ALWAYS_ELEMENTS = 1 << 17
+_FUSED_BATCH_MAX_THREADS = 4
 _CACHED_MATRICES: dict[tuple[tuple[Any, ...], torch.dtype, str], torch.Tensor] = {}  # and resize matrices
 
 
@@ -407,16 +410,19 @@ def _fused_dct_matrices(
 
 def _fused_energy(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float) -> torch.Tensor | None:
     """:func:`_channel_sum_energy` by the fused C kernel when it applies (AVX2 CPU, contiguous float32 / float64,
-    block axes <= 64 and <= ``_FUSED_MAX_VOXELS`` voxels), else None.
+    block axes <= 64 and <= ``_FUSED_MAX_VOXELS`` voxels) and is expected to be faster, else None.
 
-    Measured on a 2-core AVX2 CPU against the torch path (two-thread GEMMs): one 512x14x14 map 200 vs 415 us, a
-    batch of 8 of them 1.8 vs 6.3 ms, 2048x7x7 maps ~2.5x faster, 56x56 blocks on par or faster; 3D blocks with
-    short axes (4x14x14, 8x8x8) within about 20 % either way.
+    The kernel is single-threaded. Measured on a 2-core AVX2 CPU against the torch path with two threads: one
+    512x14x14 map 200 vs 415 us; batches of 2D blocks 2-3x faster (8x512x14x14, 8x2048x7x7, 2x256x4x14x14 frames);
+    56x56 blocks on par or faster; 3D blocks with short axes (4x14x14, 8x8x8) within about 20 % either way. With
+    more than ``_FUSED_BATCH_MAX_THREADS`` torch threads the torch path's GEMMs could catch up on inputs of more
+    than ``_FUSED_ALWAYS_ELEMENTS`` activations, which then stay on it (not measured here: 2 cores).
     """
     block = tuple(a.shape[a.ndim - n_dct :])
     p = math.prod(block)
     fits = max(block) <= _MATMUL_MAX and p <= _FUSED_MAX_VOXELS
-    if not (fits and cpu_kernels.fused_energy_supported() and cpu_kernels.usable(a)):
+    faster = a.numel() <= _FUSED_ALWAYS_ELEMENTS or torch.get_num_threads() <= _FUSED_BATCH_MAX_THREADS
+    if not (fits and faster and cpu_kernels.fused_energy_supported() and cpu_kernels.usable(a)):
         return None
     forward, inverse = _fused_dct_matrices(block, dct_scaling, a.dtype)
     b, s = a.shape[:2]

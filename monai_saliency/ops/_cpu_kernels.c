@@ -29,7 +29,6 @@
 #if defined(__GNUC__) && defined(__x86_64__)
 #define MS_HAVE_FUSED 1
 #include <immintrin.h>
-#include <pthread.h>
 #define MS_AVX2 __attribute__((target("avx2,fma")))
 #define MS_KB 8 /* output rows per register block: 8 independent FMA chains */
 #define MS_MAX_AXIS 64 /* longest block axis (the butterfly keeps one column on the stack) */
@@ -41,21 +40,16 @@ static inline void axis_extent(const Py_ssize_t *dims, int nd, int d, Py_ssize_t
     for (int q = d + 1; q < nd; ++q) *after *= dims[q];
 }
 
-/* One thread's share of a signature energy: the (item, other) pairs [pair_begin, pair_end), and of each the
- * channel groups (L channels) [group_begin, group_end), their sums written to dst (pairs x voxels). */
+/* The arguments of one signature energy: a (items, channels, others, voxels) -> dst (items * others, voxels). */
 typedef struct {
-    int code; /* 0 float32, 1 float64 */
     const void *a;
     void *dst;
-    Py_ssize_t channels, others, voxels, dims[3];
+    Py_ssize_t items, channels, others, voxels, dims[3];
     int nd;
     const void *full[3][2];                  /* per axis, forward and inverse matrix, rows padded */
     const void *half_e[3][2], *half_o[3][2]; /* their butterfly halves, or NULL for the full products */
     double tol;
-    Py_ssize_t pair_begin, pair_end, group_begin, group_end;
     void *work; /* 4 x voxels vectors, 32-byte aligned, the last voxels of them zero */
-    int finite, started;
-    pthread_t thread;
 } ms_energy_job;
 
 /* Lane-minor copies of 8 float rows / 4 double rows of n values: x[p * L + l] = rows[l][p], by in-register
@@ -104,9 +98,10 @@ MS_AVX2 static void ms_transpose_f64(const double *const *rows, Py_ssize_t n, do
  * channels at a time the block (P voxels, the product of dims) is transposed to lane-minor order (x[p][l]),
  * transformed along each axis with the DCT matrices (forward: last axis first; inverse: first axis first), its
  * signs taken with the relative zero threshold tol * ||A_s||, transformed back, squared and summed over the lanes.
- * a is (B, S, O, P) contiguous; a job sums the channels of its groups into its dst (B * O, P) and sets finite to 0
- * when a channel norm is not finite. The matrices hold, per axis, its n x n matrix with the rows padded with zeros to
- * a multiple of MS_KB (inverse matrices may carry a per-coefficient scaling).
+ * a is (B, S, O, P) contiguous, dst (B * O, P); returns 0 when a channel norm is not finite, else 1. The matrices
+ * hold, per axis, its n x n matrix with the rows padded with zeros to a multiple of MS_KB (inverse matrices may carry
+ * a per-coefficient scaling). Single-threaded: threads of its own would compete with torch's spinning OpenMP
+ * workers, and on a 2-core machine two of them were slower than one inside the signature pipeline.
  *
  * Even/odd butterfly: a DCT-II matrix has C[k][n-1-j] = (-1)^k C[k][j], so with u_j = x_j + x_(n-1-j) and
  * v_j = x_j - x_(n-1-j) (j < n/2, plus the middle x_m as u_m for odd n) the even coefficients are E u and the odd
@@ -212,7 +207,7 @@ MS_AVX2 static void ms_transpose_f64(const double *const *rows, Py_ssize_t n, do
                 job->half_e[d][0] = job->half_e[d][1] = job->half_o[d][0] = job->half_o[d][1] = NULL;                \
         }                                                                                                            \
     }                                                                                                                \
-    MS_AVX2 static void NAME(ms_energy_job *job) {                                                                   \
+    MS_AVX2 static int NAME(const ms_energy_job *job) {                                                              \
         const T *a = job->a;                                                                                         \
         const Py_ssize_t channels = job->channels, others = job->others, voxels = job->voxels, *dims = job->dims;    \
         const int nd = job->nd;                                                                                      \
@@ -220,10 +215,10 @@ MS_AVX2 static void ms_transpose_f64(const double *const *rows, Py_ssize_t n, do
         NAME##_vec *x = job->work, *y = x + voxels, *energy = x + 2 * voxels;                                        \
         const T *zeros = (const T *)(x + 3 * voxels); /* voxels zeros: the rows of absent channels */                \
         int finite = 1;                                                                                              \
-        for (Py_ssize_t pair = job->pair_begin; pair < job->pair_end; ++pair) {                                      \
+        for (Py_ssize_t pair = 0; pair < job->items * others; ++pair) {                                              \
             Py_ssize_t b = pair / others, o = pair % others;                                                         \
             for (Py_ssize_t p = 0; p < voxels; ++p) energy[p] = (NAME##_vec){0};                                     \
-            for (Py_ssize_t s0 = job->group_begin * L; s0 < channels && s0 < job->group_end * L; s0 += L) {          \
+            for (Py_ssize_t s0 = 0; s0 < channels; s0 += L) {                                                        \
                 double norm2[L];                                                                                     \
                 T threshold[L];                                                                                      \
                 const T *rows[L];                                                                                    \
@@ -277,7 +272,7 @@ MS_AVX2 static void ms_transpose_f64(const double *const *rows, Py_ssize_t n, do
                 dst[p] = sum;                                                                                        \
             }                                                                                                        \
         }                                                                                                            \
-        job->finite = finite;                                                                                        \
+        return finite;                                                                                               \
     }
 FUSED_ENERGY(ms_signature_energy_f32, float, 8, ms_transpose_f32)
 FUSED_ENERGY(ms_signature_energy_f64, double, 4, ms_transpose_f64)
@@ -382,111 +377,52 @@ BILATERAL(ms_bilateral_f64, double, 4, ms_f64x4, ms_exp_f64)
 
 static void *as_pointer(Py_ssize_t address) { return (void *)(uintptr_t)address; }
 
-#if MS_HAVE_FUSED
-static void *ms_energy_run(void *arg) {
-    ms_energy_job *job = arg;
-    if (job->code == 0)
-        ms_signature_energy_f32(job);
-    else
-        ms_signature_energy_f64(job);
-    return NULL;
-}
-
-/* Runs the jobs on threads (the first on the caller's), any job whose thread cannot start on the caller's too. */
-static void ms_energy_run_all(ms_energy_job *jobs, int n) {
-    for (int t = 1; t < n; ++t) jobs[t].started = pthread_create(&jobs[t].thread, NULL, ms_energy_run, &jobs[t]) == 0;
-    ms_energy_run(&jobs[0]);
-    for (int t = 1; t < n; ++t)
-        if (jobs[t].started)
-            pthread_join(jobs[t].thread, NULL);
-        else
-            ms_energy_run(&jobs[t]);
-}
-
-static void *ms_aligned(size_t bytes) {
-    void *p = NULL;
-    return posix_memalign(&p, 64, bytes ? bytes : 64) == 0 ? p : NULL;
-}
-#endif
-
-/* signature_energy(code, src, dst, items, channels, others, nd, dims, fwd, inv, tol, threads) -> finite: the work is
- * split over up to `threads` threads, by (item, other) pairs when there are enough of them, else by channel groups
- * (each thread then sums into its own buffer, added up at the end). */
+/* signature_energy(code, src, dst, items, channels, others, nd, dims, fwd, inv, tol) -> whether finite */
 static PyObject *py_signature_energy(PyObject *self, PyObject *args) {
-    int code, nd, threads;
+    int code, nd;
     Py_ssize_t src, dst, items, channels, others, dims[3], fwd, inv;
     double tol;
-    if (!PyArg_ParseTuple(args, "innnnni(nnn)nndi", &code, &src, &dst, &items, &channels, &others, &nd, &dims[0],
-                          &dims[1], &dims[2], &fwd, &inv, &tol, &threads))
+    if (!PyArg_ParseTuple(args, "innnnni(nnn)nnd", &code, &src, &dst, &items, &channels, &others, &nd, &dims[0],
+                          &dims[1], &dims[2], &fwd, &inv, &tol))
         return NULL;
     if (nd < 1 || nd > 3) {
         PyErr_SetString(PyExc_ValueError, "signature_energy: 1 to 3 block axes");
         return NULL;
     }
 #if MS_HAVE_FUSED
-    Py_ssize_t voxels = 1, padded = 0;
+    ms_energy_job job = {.a = as_pointer(src), .dst = as_pointer(dst), .items = items, .channels = channels,
+                         .others = others, .voxels = 1, .nd = nd, .tol = tol};
+    size_t item = code == 0 ? sizeof(float) : sizeof(double);
+    Py_ssize_t padded = 0;
     for (int d = 0; d < nd; ++d) {
         if (dims[d] < 1 || dims[d] > MS_MAX_AXIS) {
             PyErr_Format(PyExc_ValueError, "signature_energy: block axes must be 1 to %d long", MS_MAX_AXIS);
             return NULL;
         }
-        voxels *= dims[d];
+        job.dims[d] = dims[d];
+        job.voxels *= dims[d];
+        job.full[d][0] = (const char *)as_pointer(fwd) + item * (size_t)padded;
+        job.full[d][1] = (const char *)as_pointer(inv) + item * (size_t)padded;
         padded += (dims[d] + MS_KB - 1) / MS_KB * MS_KB * dims[d];
     }
-    size_t item = code == 0 ? sizeof(float) : sizeof(double);
-    Py_ssize_t lanes = 32 / (Py_ssize_t)item, groups = (channels + lanes - 1) / lanes, pairs = items * others;
-    int by_pairs = pairs >= threads;
-    Py_ssize_t units = by_pairs ? pairs : groups;
-    int n = (int)(threads < 1 ? 1 : (threads > units ? (units > 0 ? units : 1) : threads));
-    ms_energy_job *jobs = calloc((size_t)n, sizeof *jobs);
     void *halves = malloc(2 * item * (size_t)padded);
-    int ok = jobs != NULL && halves != NULL;
-    for (int t = 0; ok && t < n; ++t) {
-        ms_energy_job *job = &jobs[t];
-        job->code = code, job->a = as_pointer(src), job->channels = channels, job->others = others;
-        job->voxels = voxels, job->nd = nd, job->tol = tol;
-        Py_ssize_t offset = 0;
-        for (int d = 0; d < nd; ++d) {
-            job->dims[d] = dims[d];
-            job->full[d][0] = (const char *)as_pointer(fwd) + item * (size_t)offset;
-            job->full[d][1] = (const char *)as_pointer(inv) + item * (size_t)offset;
-            offset += (dims[d] + MS_KB - 1) / MS_KB * MS_KB * dims[d];
-        }
-        job->pair_begin = by_pairs ? pairs * t / n : 0, job->pair_end = by_pairs ? pairs * (t + 1) / n : pairs;
-        job->group_begin = by_pairs ? 0 : groups * t / n, job->group_end = by_pairs ? groups : groups * (t + 1) / n;
-        job->work = ms_aligned(4 * 32 * (size_t)voxels);
-        job->dst = by_pairs || t == 0 ? as_pointer(dst) : ms_aligned(item * (size_t)(pairs * voxels));
-        ok = job->work != NULL && job->dst != NULL;
-        if (ok) memset((char *)job->work + 3 * 32 * (size_t)voxels, 0, 32 * (size_t)voxels);
+    if (halves == NULL || posix_memalign(&job.work, 64, 4 * 32 * (size_t)job.voxels) != 0) {
+        free(halves);
+        return PyErr_NoMemory();
     }
-    int finite = 1;
-    if (ok) {
-        Py_BEGIN_ALLOW_THREADS
-        if (code == 0)
-            ms_signature_energy_f32_plan(&jobs[0], halves);
-        else
-            ms_signature_energy_f64_plan(&jobs[0], halves);
-        for (int t = 1; t < n; ++t) {
-            memcpy(jobs[t].half_e, jobs[0].half_e, sizeof jobs[0].half_e);
-            memcpy(jobs[t].half_o, jobs[0].half_o, sizeof jobs[0].half_o);
-        }
-        ms_energy_run_all(jobs, n);
-        for (int t = 0; t < n; ++t) finite &= jobs[t].finite;
-        for (int t = 1; t < n && !by_pairs; ++t) /* channel-group partial sums into the output */
-            for (Py_ssize_t i = 0; i < pairs * voxels; ++i)
-                if (code == 0)
-                    ((float *)jobs[0].dst)[i] += ((const float *)jobs[t].dst)[i];
-                else
-                    ((double *)jobs[0].dst)[i] += ((const double *)jobs[t].dst)[i];
-        Py_END_ALLOW_THREADS
+    memset((char *)job.work + 3 * 32 * (size_t)job.voxels, 0, 32 * (size_t)job.voxels);
+    int finite;
+    Py_BEGIN_ALLOW_THREADS
+    if (code == 0) {
+        ms_signature_energy_f32_plan(&job, halves);
+        finite = ms_signature_energy_f32(&job);
+    } else {
+        ms_signature_energy_f64_plan(&job, halves);
+        finite = ms_signature_energy_f64(&job);
     }
-    for (int t = 0; jobs != NULL && t < n; ++t) {
-        free(jobs[t].work);
-        if (t > 0 && !by_pairs) free(jobs[t].dst);
-    }
-    free(jobs);
+    Py_END_ALLOW_THREADS
+    free(job.work);
     free(halves);
-    if (!ok) return PyErr_NoMemory();
     return PyBool_FromLong(finite);
 #else
     PyErr_SetString(PyExc_RuntimeError, "signature_energy is not compiled on this platform");

@@ -25,9 +25,6 @@ except ImportError:  # not built (no compiler at install time): callers use thei
 __all__ = ["available", "set_enabled", "usable", "fused_energy_supported", "signature_energy", "bilateral_gather"]
 
 MAX_BLOCK_AXIS = 64  # the C kernel's MS_MAX_AXIS
-#: activations per thread of the energy kernel at least: ~200 us of work against ~40 us to start a thread (measured on
-#: a 2-core VM, where two threads on one 512x14x14 map were slower than one)
-ELEMENTS_PER_THREAD = 2**17
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 _FUSED = _ext is not None and _ext.fused_supported()
 _enabled = _ext is not None and os.environ.get("MONAI_SALIENCY_DISABLE_CPU_KERNELS", "0") in ("", "0")
@@ -79,14 +76,11 @@ def signature_energy(
     forward: torch.Tensor,
     inverse: torch.Tensor,
     tol: float,
-    threads: int | None = None,
 ) -> torch.Tensor | None:
     """Channel sum of ``IDCT(sign(DCT(A_s))) ** 2`` over the trailing block of ``a`` ``(B, S, O, P)``, fused: a few
     channels at a time stay in L1 through both transforms (no GEMM, no temporaries).
 
-    The work is shared by up to ``threads`` threads: over the ``B * O`` maps when there are at least as many, else
-    over the channel groups of each map (partial sums added at the end, so the float round-off differs slightly
-    from one thread's).
+    Single-threaded (see :func:`monai_saliency.methods.signature._fused_energy` for when it is used).
 
     Args:
         a: contiguous ``(B, S, O, P)`` tensor, ``P = prod(block)``.
@@ -95,8 +89,6 @@ def signature_energy(
             flattened and concatenated; dtype of ``a``.
         inverse: the same for the inverse matrices (``C^T``, possibly with the notebook scaling).
         tol: relative zero threshold: coefficients with ``|c| <= tol * ||A_s||`` count as 0.
-        threads: thread count (>= 1); None for torch's intra-op count, capped so that every thread gets at least
-            :data:`ELEMENTS_PER_THREAD` activations.
 
     Returns:
         New ``(B, O, P)`` tensor, or None when a channel norm is not finite (NaN / Inf in ``a``).
@@ -109,15 +101,12 @@ def signature_energy(
     _check(all(1 <= n <= MAX_BLOCK_AXIS for n in block), f"signature_energy: block axes must be 1 to {MAX_BLOCK_AXIS}")
     padded = sum(-(-n // 8) * 8 * n for n in block)
     _check(forward.numel() == padded and inverse.numel() == padded, "signature_energy: matrix sizes")
-    if threads is None:
-        threads = max(1, min(torch.get_num_threads(), a.numel() // ELEMENTS_PER_THREAD))
-    _check(int(threads) >= 1, f"signature_energy: threads must be >= 1, got {threads}")
     b, s, o, p = a.shape
     out = torch.empty((b, o, p), dtype=a.dtype)
     dims = (*block, 1, 1)[:3]
     finite = _ext.signature_energy(
         _DTYPE_CODES[a.dtype], a.data_ptr(), out.data_ptr(), b, s, o, len(block), dims, forward.data_ptr(),
-        inverse.data_ptr(), float(tol), int(threads),
+        inverse.data_ptr(), float(tol),
     )
     return out if finite else None
 

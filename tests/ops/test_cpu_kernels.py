@@ -105,38 +105,6 @@ def test_signature_energy_with_arbitrary_matrices(n, symmetric):
 
 
 @needs_fused
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape, block", [((5, 20, 2, 49), (7, 7)), ((1, 37, 1, 196), (14, 14)), ((2, 9, 1, 60), (3, 4, 5))])
-def test_signature_energy_threads_agree(shape, block, dtype):
-    """Split over maps (10 maps) or over channel groups (1 or 2 maps, partial sums added): every thread count gives
-    the one-thread result, also counts beyond the number of work units."""
-    a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(5), dtype=dtype))
-    forward, inverse = sig._fused_dct_matrices(block, "ortho", dtype)
-    one = cpu_kernels.signature_energy(a, block, forward, inverse, 1e-5, threads=1)
-    for threads in (2, 3, 64):
-        got = cpu_kernels.signature_energy(a, block, forward, inverse, 1e-5, threads=threads)
-        torch.testing.assert_close(got, one, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-6)
-    big = a.repeat(1, -(-(2**18) // a.numel()), 1, 1)  # large enough for the default thread count
-    torch.testing.assert_close(
-        cpu_kernels.signature_energy(big, block, forward, inverse, 1e-5),
-        cpu_kernels.signature_energy(big, block, forward, inverse, 1e-5, threads=1),
-        rtol=1e-5 if dtype == torch.float32 else 1e-12,
-        atol=1e-4,
-    )
-
-
-@needs_fused
-def test_signature_energy_reports_non_finite_from_any_thread():
-    a = torch.rand(1, 40, 1, 25)
-    a[0, 39, 0, 3] = float("nan")  # in the last channel group: the last thread's share
-    forward, inverse = sig._fused_dct_matrices((5, 5), "ortho", torch.float32)
-    for threads in (1, 2, 5):
-        assert cpu_kernels.signature_energy(a, (5, 5), forward, inverse, 1e-5, threads=threads) is None
-    with pytest.raises(ValueError, match="threads"):
-        cpu_kernels.signature_energy(a, (5, 5), forward, inverse, 1e-5, threads=0)
-
-
-@needs_fused
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_signature_energy_reports_non_finite(bad):
     a = torch.rand(1, 9, 1, 25)
@@ -258,3 +226,31 @@ def test_signature_map_runs_the_kernels_and_matches_the_torch_path(shape, monkey
     finally:
         cpu_kernels.set_enabled(previous)
     assert np.abs(fused.numpy() - plain.numpy()).max() <= 1e-5
+
+
+@needs_fused
+def test_energy_kernel_routing_follows_size_block_and_threads(monkeypatch):
+    """Small inputs always take the kernel; inputs above ``_FUSED_ALWAYS_ELEMENTS`` only while torch has few
+    threads; blocks beyond the kernel's limits never."""
+    calls = []
+    original = cpu_kernels.signature_energy
+    monkeypatch.setattr(cpu_kernels, "signature_energy", lambda *args: calls.append(args[0].shape) or original(*args))
+    tol = 1e-5
+
+    def routed(shape, n_dct, threads):
+        calls.clear()
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                sig._channel_sum_energy(torch.rand(shape), n_dct, "ortho", tol, 1 << 24)
+        finally:
+            torch.set_num_threads(previous)
+        return bool(calls)
+
+    large = (2, 512, 12, 12)  # 147,456 activations, above 2**17
+    assert math.prod(large) > sig._FUSED_ALWAYS_ELEMENTS
+    assert routed((1, 512, 12, 12), 2, 8) and routed(large, 2, 2)
+    assert not routed(large, 2, sig._FUSED_BATCH_MAX_THREADS + 1)
+    assert not routed((1, 2, 65, 4), 2, 1)  # an axis beyond 64
+    assert not routed((1, 2, 17, 16, 16), 3, 1)  # more than 4096 voxels
