@@ -287,8 +287,7 @@ static int fused_supported(void) { return 0; }
 #endif
 
 /* exp of x <= 0 on 32-byte vectors (Cephes' expf and exp: 2^n times a polynomial / rational in the remainder, ~1 ulp).
- * Arguments below the smallest normal result are clamped to it: e^-87 next to the centre tap's weight 1 changes
- * nothing. */
+ * Below -87 (float) / -708 (double), where the result would be subnormal, and for -inf it returns 0. */
 typedef float ms_f32x8 __attribute__((vector_size(32)));
 typedef int32_t ms_i32x8 __attribute__((vector_size(32)));
 typedef double ms_f64x4 __attribute__((vector_size(32)));
@@ -298,14 +297,15 @@ typedef int64_t ms_i64x4 __attribute__((vector_size(32)));
 /* lo <= x <= 0 lane by lane (C has no vector ?:) */
 MS_INLINE ms_f32x8 ms_clamp_f32(ms_f32x8 x, float lo) {
     ms_i32x8 below = x < lo, above = x > 0.0f;
-    return (ms_f32x8)(((ms_i32x8)x & ~(below | above)) | ((ms_i32x8)(x - x + lo) & below));
+    return (ms_f32x8)(((ms_i32x8)x & ~(below | above)) | ((ms_i32x8)((ms_f32x8){0} + lo) & below));
 }
 MS_INLINE ms_f64x4 ms_clamp_f64(ms_f64x4 x, double lo) {
     ms_i64x4 below = x < lo, above = x > 0.0;
-    return (ms_f64x4)(((ms_i64x4)x & ~(below | above)) | ((ms_i64x4)(x - x + lo) & below));
+    return (ms_f64x4)(((ms_i64x4)x & ~(below | above)) | ((ms_i64x4)((ms_f64x4){0} + lo) & below));
 }
 
 MS_INLINE ms_f32x8 ms_exp_f32(ms_f32x8 x) {
+    ms_i32x8 underflow = x < -87.0f;
     x = ms_clamp_f32(x, -87.0f);
     ms_f32x8 n = x * 1.44269504088896341f + 0.5f;
     ms_i32x8 k = __builtin_convertvector(n, ms_i32x8);
@@ -318,10 +318,11 @@ MS_INLINE ms_f32x8 ms_exp_f32(ms_f32x8 x) {
     p = p * x + 1.6666665459e-1f;
     p = p * x + 5.0000001201e-1f;
     p = p * x * x + x + 1.0f;
-    return p * (ms_f32x8)((k + 127) << 23);
+    return (ms_f32x8)((ms_i32x8)(p * (ms_f32x8)((k + 127) << 23)) & ~underflow);
 }
 
 MS_INLINE ms_f64x4 ms_exp_f64(ms_f64x4 x) {
+    ms_i64x4 underflow = x < -708.0;
     x = ms_clamp_f64(x, -708.0);
     ms_f64x4 n = x * 1.4426950408889634073599 + 0.5;
     ms_i64x4 k = __builtin_convertvector(n, ms_i64x4);
@@ -333,7 +334,7 @@ MS_INLINE ms_f64x4 ms_exp_f64(ms_f64x4 x) {
     ms_f64x4 qx = ((3.00198505138664455042e-6 * xx + 2.52448340349684104192e-3) * xx + 2.27265548208155028766e-1) * xx +
                   2.00000000000000000009e0;
     x = 1.0 + 2.0 * (px / (qx - px));
-    return x * (ms_f64x4)((k + 1023) << 52);
+    return (ms_f64x4)((ms_i64x4)(x * (ms_f64x4)((k + 1023) << 52)) & ~underflow);
 }
 
 /* Bilateral filter of (items, voxels) maps by gathering: out(p) = sum_k w_k x(q_k) / sum_k w_k over the taps q_k =
@@ -360,7 +361,8 @@ MS_INLINE ms_f64x4 ms_exp_f64(ms_f64x4 x) {
                     VEC v;                                                                                           \
                     for (int l = 0; l < L; ++l) v[l] = x[index[lane_voxel[l] * taps + k]];                           \
                     VEC d = v - centre;                                                                              \
-                    VEC w = EXP(log_w[k] - h * d * d);                                                               \
+                    /* without a range term (h == 0) an overflowing d * d must not make 0 * inf = NaN */              \
+                    VEC w = EXP(h > 0 ? log_w[k] - h * d * d : (VEC){0} + log_w[k]);                                 \
                     num += w * v;                                                                                    \
                     den += w;                                                                                        \
                 }                                                                                                    \

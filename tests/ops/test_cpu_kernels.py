@@ -134,7 +134,8 @@ def test_bilateral_gather_matches_brute_force(spatial, radius, window, range_sig
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bilateral_gather_weights_follow_exp(dtype):
     """Two voxels 0 and 1, one tap either side (reflected): out(0) = 2w / (1 + 2w) with w = exp(log_w - h), so the
-    kernel's exp can be read back over exponents from 0 to -80 and compared with math.exp."""
+    kernel's exp can be read back over exponents from 0 to -80 and compared with math.exp; beyond the smallest
+    normal result it is 0."""
     flat = torch.tensor([[0.0, 1.0]], dtype=dtype)
     index = bil._neighbour_index((2,), 1, "box")
     log_w = bil._log_spatial_weights(1, 1, "box", 1.0, dtype, torch.device("cpu"))
@@ -143,6 +144,27 @@ def test_bilateral_gather_weights_follow_exp(dtype):
         out = float(cpu_kernels.bilateral_gather(flat, index, log_w, float(h))[0, 0])
         w = out / (2.0 * (1.0 - out))
         assert w == pytest.approx(math.exp(side - h), rel=2e-6 if dtype == torch.float32 else 1e-13)
+    for h in (100.0, 800.0, 1e30):
+        expect_zero = dtype == torch.float32 or h > 708
+        out = float(cpu_kernels.bilateral_gather(flat, index, log_w, h)[0, 0])
+        assert (out == 0.0) if expect_zero else 0.0 < out < 1e-40
+
+
+@needs_kernels
+@pytest.mark.parametrize("range_sigma", [1e-3, math.inf])
+def test_bilateral_gather_overflowing_differences(range_sigma):
+    """Differences whose square overflows float32: with a range term their weight is exp(-inf) = 0; without one
+    (range_sigma = inf, coefficient 0) the weights are the spatial ones, never 0 * inf = NaN."""
+    x = torch.tensor([[0.0, 3e20, -2e20, 1.0, 5e19, 0.5, -1e25, 2.0, 7.0]])
+    index = bil._neighbour_index((9,), 2, "ball")
+    log_w = bil._log_spatial_weights(2, 1, "ball", 1.3, torch.float32, torch.device("cpu"))
+    h = 0.0 if math.isinf(range_sigma) else 0.5 / range_sigma**2
+    got = cpu_kernels.bilateral_gather(x, index, log_w, h).double()
+    nb = x.double()[:, index].view(1, 9, -1)
+    w = torch.exp(log_w.double() - h * (nb - x.double()[..., None]) ** 2)
+    expected = (w * nb).sum(-1) / w.sum(-1)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=0.0)  # exact zeros where the double result is 0
 
 
 @needs_kernels
