@@ -12,11 +12,10 @@ import torch
 from ignite.engine import Engine, Events
 from matplotlib import colormaps
 from monai.data import MetaTensor
-from monai.networks.utils import eval_mode
 from torch import nn
 
 from monai_saliency.data.io import save_nifti
-from monai_saliency.methods.base import Explainer
+from monai_saliency.methods.base import Explainer, evaluation_mode
 from monai_saliency.ops.normalize import minmax_normalize
 
 __all__ = ["SaliencyHandler", "overlay_rgb"]
@@ -114,7 +113,7 @@ class SaliencyHandler:
             self.explainer = self.spec(network)
         device = next(network.parameters()).device
         x = self.probe.to(device)
-        with eval_mode(network):
+        with evaluation_mode(network):
             maps = self.explainer(x, class_idx=self.class_idx)
         maps = minmax_normalize(maps.as_tensor() if isinstance(maps, MetaTensor) else maps)
         epoch = engine.state.epoch

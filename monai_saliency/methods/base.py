@@ -29,6 +29,7 @@ __all__ = [
     "select_class",
     "model_logits",
     "frozen_parameters",
+    "evaluation_mode",
     "wrap_like",
 ]
 
@@ -94,11 +95,45 @@ def find_layer(model: nn.Module, name: str) -> tuple[str, nn.Module]:
     raise ValueError(f"layer {name!r} not found in {type(model).__name__}.{hint}")
 
 
+def first_output(output: Any) -> Any:
+    """The tensor a layer returns, or the first item of the tuple / list it returns."""
+    return output[0] if isinstance(output, (tuple, list)) and len(output) else output
+
+
+def replace_first_output(output: Any, new: torch.Tensor) -> Any:
+    """``output`` with its tensor (or the first item of its tuple / list) replaced by ``new``: the return value of a
+    forward hook that hands the rest of the network another tensor."""
+    if isinstance(output, list):
+        return [new, *output[1:]]
+    if isinstance(output, tuple) and len(output):
+        return (new, *output[1:])
+    return new
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode inside the block and restore every sub-module's own train/eval flag on exit.
+
+    An explanation of a network in training mode would otherwise update its BatchNorm running statistics and
+    draw dropout masks (maps that change from call to call, batch items that depend on each other). Unlike
+    ``model.train(flag)``, the restore keeps mixed modes (e.g. frozen BatchNorm layers in a training network).
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
 class ActivationHooks:
     """Forward hooks on named layers, registered once and removed by handle.
 
     Activations are kept only inside :meth:`capture`, so the model runs normally (and holds no
-    extra memory) between explanations.
+    extra memory) between explanations. While capturing, each hooked layer's output is recorded and the rest of
+    the network receives a copy of it: a later in-place operation (``ReLU(inplace=True)`` after a convolution)
+    changes the copy, never the recorded activation (one copy of the layer's output per forward pass).
 
     Args:
         model: the network.
@@ -121,13 +156,20 @@ class ActivationHooks:
             self.names.append(resolved)
             self._handles.append(module.register_forward_hook(self._make_hook(resolved)))
 
+    def _record(self, name: str, output: torch.Tensor) -> torch.Tensor:
+        """The tensor to record for a layer's (plain) output; subclasses may swap it for one that tracks grad."""
+        return output
+
     def _make_hook(self, name: str) -> Callable:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            if self._capturing:
-                out = output[0] if isinstance(output, (tuple, list)) else output
-                if isinstance(out, MetaTensor):
-                    out = out.as_tensor()
-                self.activations[name] = out
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if not self._capturing:
+                return None
+            out = first_output(output)
+            if not isinstance(out, torch.Tensor):
+                raise RuntimeError(f"layer {name!r} returned {type(out).__name__}, not a tensor; hook another layer.")
+            recorded = self._record(name, out.as_tensor() if isinstance(out, MetaTensor) else out)
+            self.activations[name] = recorded
+            return replace_first_output(output, recorded.clone())
 
         return hook
 
@@ -251,9 +293,10 @@ class Explainer:
 
     Subclasses implement :meth:`explain` on a validated plain tensor; :meth:`__call__` adds input checks
     and MetaTensor output. Hooks (when ``target_layers`` is given) are registered once here and removed by
-    :meth:`close` or on leaving a ``with`` block. The model's parameters, their ``requires_grad`` flags and its
-    train/eval mode are the same after a call as before; gradient methods enable autograd themselves, so
-    calls work inside ``torch.no_grad()`` (MONAI evaluators).
+    :meth:`close` or on leaving a ``with`` block. The model runs in eval mode during a call (as MONAI's CAM
+    classes do: no BatchNorm statistics updated, no dropout), and its parameters, their ``requires_grad`` flags,
+    its buffers and every sub-module's train/eval flag are the same after a call as before; gradient methods
+    enable autograd themselves, so calls work inside ``torch.no_grad()`` (MONAI evaluators).
 
     Args:
         nn_module: the network; it must return class scores ``(B, K)`` (or a tuple/dict whose first item does).
@@ -291,7 +334,8 @@ class Explainer:
         if self.hooks is not None and len(self.hooks) == 0:
             raise RuntimeError(f"this {type(self).__name__} was closed; create a new one.")
         xt = check_input(x, self.spatial_dims)
-        maps = self.explain(xt, class_idx, **kwargs)
+        with evaluation_mode(self.model):
+            maps = self.explain(xt, class_idx, **kwargs)
         return wrap_like(maps, x)
 
     def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None, **kwargs) -> torch.Tensor:

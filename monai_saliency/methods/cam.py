@@ -17,12 +17,10 @@ Grad-CAM scores ``logits[:, idx]`` (a ``B x B`` block) so each item's map mixes 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.data import MetaTensor
 from torch import nn
 
 from monai_saliency.methods.base import ActivationHooks, Explainer, frozen_parameters, select_class
@@ -74,38 +72,20 @@ class _LeafHooks(ActivationHooks):
     A hooked output that already requires grad (a layer downstream of another hooked layer) is recorded as
     is and replaced by its clone. Gradients w.r.t. the recorded tensors are exactly the gradients w.r.t.
     the layers' outputs; the clones let later in-place operations (``ReLU(inplace=True)``) run. Outside
-    :meth:`capture` the hooks are inert.
+    :meth:`capture` the hooks are inert. With ``detach=False`` (methods that need no gradient) they are the plain
+    :class:`~monai_saliency.methods.base.ActivationHooks`.
     """
 
     def __init__(self, model: nn.Module, layer_names: str | Sequence[str], detach: bool = True) -> None:
         self.detach = detach
         super().__init__(model, layer_names)
 
-    def _make_hook(self, name: str) -> Callable:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-            if not self._capturing:
-                return None
-            is_seq = isinstance(output, (tuple, list))
-            out = output[0] if is_seq else output
-            if not isinstance(out, torch.Tensor):
-                raise RuntimeError(f"layer {name!r} returned {type(out).__name__}, not a tensor; hook another layer.")
-            plain = out.as_tensor() if isinstance(out, MetaTensor) else out
-            if not self.detach:
-                self.activations[name] = plain
-                return None
-            if not plain.is_floating_point():
-                raise RuntimeError(f"layer {name!r} returned a non-float tensor ({plain.dtype}); hook another layer.")
-            if plain.requires_grad:
-                recorded = plain
-            else:
-                recorded = plain.detach().requires_grad_(True)
-            self.activations[name] = recorded
-            new = recorded.clone()
-            if is_seq:
-                return type(output)([new, *output[1:]]) if isinstance(output, list) else (new, *output[1:])
-            return new
-
-        return hook
+    def _record(self, name: str, output: torch.Tensor) -> torch.Tensor:
+        if not self.detach:
+            return output
+        if not output.is_floating_point():
+            raise RuntimeError(f"layer {name!r} returned a non-float tensor ({output.dtype}); hook another layer.")
+        return output if output.requires_grad else output.detach().requires_grad_(True)
 
 
 class _CAMBase(Explainer):

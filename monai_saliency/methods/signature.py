@@ -9,7 +9,8 @@ normalisation to ``[0, 1]`` (:func:`signature_map` is the post-processing on its
 runs batched in torch on the activation's device: one batched DCT / IDCT over all ``B x S`` channels (chunked over
 channels under an explicit element budget), no Python loop over channels or batch items. On CPUs with AVX2, maps
 whose DCT blocks have axes up to 64 and up to 4096 voxels (every usual CNN layer) go instead through one fused C
-kernel (:mod:`monai_saliency.ops.cpu_kernels`, built when a compiler is present; same results to round-off).
+kernel (:mod:`monai_saliency.ops.cpu_kernels`, built when a compiler is present; same results to round-off), when
+the input holds at most 2**17 activations or torch runs on at most 4 threads (the kernel is single-threaded).
 
 Differences between the paper and the authors' published notebook (``dtak/signature-activation``), and the
 choices made here:
@@ -50,7 +51,8 @@ choices made here:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -70,6 +72,7 @@ __all__ = [
     "signature_energy",
     "signature_reconstruction",
     "bilateral_filter_axes",
+    "bilateral_options",
     "BILATERAL_DEFAULTS", "DCT_AXES", "DCT_SCALINGS"]
 
 #: bilateral filter defaults on the ``[0, 1]`` scale (the notebook's 5-tap window and range sigma 140 / 255).
@@ -92,10 +95,47 @@ _FUSED_MAX_VOXELS = 4096
 #: ... inputs up to this many activations always, larger ones while torch runs on at most this many threads
 _FUSED_ALWAYS_ELEMENTS = 1 << 17
 _FUSED_BATCH_MAX_THREADS = 4
-_CACHED_MATRICES: dict[tuple[tuple[Any, ...], torch.dtype, str], torch.Tensor] = {}  # and resize matrices
+#: constant matrices (DCT, resize) by shape, dtype and device, least recently used first; bounded in bytes so that
+#: inputs of ever new sizes cannot grow it without limit
+_CACHED_MATRICES: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_CACHE_MAX_BYTES = 32 << 20
+#: a batched stack of DCT matrices larger than this is an expanded view of one matrix, neither copied nor cached
+_STACK_MAX_BYTES = 1 << 20
 
 
 _NON_FINITE_SIGNAL = "the signal (target layer's activations) contains NaN or Inf; check the model and its input."
+
+
+class _NonFiniteNorms(ValueError):
+    """Raised for a non-finite channel norm: a NaN / Inf in the channel, or a float32 overflow of finite values."""
+
+
+def _nbytes(value: torch.Tensor | tuple[torch.Tensor, ...]) -> int:
+    tensors = value if isinstance(value, tuple) else (value,)
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    """The cached value of ``key``, built by ``build()`` on a miss.
+
+    Values are built outside inference mode (a tensor created under ``torch.inference_mode()`` and cached there would
+    break a later autograd caller that uses it). The cache keeps the most recently used values up to
+    ``_CACHE_MAX_BYTES``; a value above a quarter of that is returned without being cached.
+    """
+    value = _CACHED_MATRICES.get(key)
+    if value is not None:
+        _CACHED_MATRICES.move_to_end(key)
+        return value
+    with torch.inference_mode(False):
+        value = build()
+    size = _nbytes(value)
+    if size <= _CACHE_MAX_BYTES // 4:
+        _CACHED_MATRICES[key] = value
+        total = sum(_nbytes(v) for v in _CACHED_MATRICES.values())
+        while total > _CACHE_MAX_BYTES:
+            _, dropped = _CACHED_MATRICES.popitem(last=False)
+            total -= _nbytes(dropped)
+    return value
 
 
 def _default_zero_tol(dtype: torch.dtype) -> float:
@@ -105,29 +145,27 @@ def _default_zero_tol(dtype: torch.dtype) -> float:
 def _kron_dct_matrix(sizes: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``K = C_1 (x) ... (x) C_k`` with ``C_i`` the orthonormal DCT-II matrix of length ``sizes[i]``, built once from
     :func:`monai_saliency.ops.dct.dct` (``dct(eye(n), dim=0) = C``): ``vec(DCT(X)) = K vec(X)``, row-major ``vec``."""
-    key = (tuple(sizes), dtype, str(device))
-    mat = _CACHED_MATRICES.get(key)
-    if mat is None:
+
+    def build() -> torch.Tensor:
         mat = torch.ones(1, 1, dtype=torch.float64)
         for n in sizes:
             mat = torch.kron(mat, dct(torch.eye(n, dtype=torch.float64), dim=0))
-        mat = mat.to(dtype=dtype, device=device)
-        _CACHED_MATRICES[key] = mat
-    return mat
+        return mat.to(dtype=dtype, device=device)
+
+    return _cached(("kron", tuple(sizes), dtype, str(device)), build)
 
 
 def _batched_dct_matrix(
     n: int, batch: int, inverse: bool, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
     """``(batch, n, n)`` contiguous stack of the DCT matrix ``C`` (or ``C^T`` for the inverse), cached: the left
-    operand of a batched one-axis transform, built once rather than expanded and transposed on every call."""
-    key = (("batched", n, batch, inverse), dtype, str(device))
-    mat = _CACHED_MATRICES.get(key)
-    if mat is None:
-        mat = _kron_dct_matrix((n,), dtype, device)
-        mat = (mat.T if inverse else mat).expand(batch, n, n).contiguous()
-        _CACHED_MATRICES[key] = mat
-    return mat
+    operand of a batched one-axis transform, built once rather than expanded and transposed on every call. A stack
+    above ``_STACK_MAX_BYTES`` is an expanded view instead (its copy would cost more memory than it saves time)."""
+    base = _kron_dct_matrix((n,), dtype, device)
+    base = base.T if inverse else base
+    if batch * n * n * base.element_size() > _STACK_MAX_BYTES:
+        return base.expand(batch, n, n)
+    return _cached(("batched", n, batch, inverse, dtype, str(device)), lambda: base.expand(batch, n, n).contiguous())
 
 
 def _transform(x: torch.Tensor, dims: Sequence[int], inverse: bool) -> torch.Tensor:
@@ -166,8 +204,8 @@ def _transform(x: torch.Tensor, dims: Sequence[int], inverse: bool) -> torch.Ten
 def _clamped_norms(norms: torch.Tensor) -> torch.Tensor:
     """Channel norms ``||A_s||`` (a temporary, clamped in place) made safe to divide by: all-zero channels get the
     smallest normal number."""
-    if not all_finite(norms):  # a NaN / Inf anywhere in a channel makes its norm non-finite
-        raise ValueError(_NON_FINITE_SIGNAL)
+    if not all_finite(norms):  # a NaN / Inf anywhere in a channel (or an overflow) makes its norm non-finite
+        raise _NonFiniteNorms(_NON_FINITE_SIGNAL)
     return norms.clamp_min_(torch.finfo(norms.dtype).tiny)
 
 
@@ -185,6 +223,35 @@ def _masked_sign(
     return torch.hardshrink(coeffs.div_(norms), zero_tol, out=out).sign_()
 
 
+def _working_dtype(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is in a half-precision type (whose ``eps`` would make the zero threshold coarse and
+    whose FFTs are not supported on every device), else ``x`` itself."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _unit_max_scaled(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    """``x`` with every group over ``dims`` scaled by a power of two so that its largest ``|x|`` lies in ``[0.5, 1)``.
+
+    The scaling is exact and positive per group, and the signature of a group depends only on the signs of its DCT
+    coefficients relative to its norm: the result is unchanged, but norms of finite values cannot overflow.
+    """
+    _, exponent = torch.frexp(x.abs().amax(dim=tuple(dims), keepdim=True))
+    return x * torch.exp2(-exponent.to(x.dtype))
+
+
+def _on_finite_overflow(
+    x: torch.Tensor, dims: Sequence[int], compute: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """``compute(x)``, repeated on :func:`_unit_max_scaled` ``x`` when a norm overflowed although ``x`` is finite
+    (float32 values above ~1e19); NaN / Inf in ``x`` raise ``ValueError``."""
+    try:
+        return compute(x)
+    except _NonFiniteNorms:
+        if not all_finite(x):
+            raise ValueError(_NON_FINITE_SIGNAL) from None
+    return compute(_unit_max_scaled(x, dims))
+
+
 def _check_scaling(dct_scaling: str, zero_tol: float | None, dtype: torch.dtype) -> float:
     if dct_scaling not in DCT_SCALINGS:
         raise ValueError(f"dct_scaling must be one of {DCT_SCALINGS}, got {dct_scaling!r}.")
@@ -200,7 +267,9 @@ def signature_reconstruction(
     """The image-signature reconstruction ``IDCT(sign(DCT(x)))`` over ``dims`` (Hou et al. 2012; seed 001, Def. 6.1).
 
     Every other axis is batched. Coefficients with ``|c| <= zero_tol * ||x||_2`` (norm over ``dims``) count as exact
-    zeros, so a constant signal gives a constant reconstruction and an all-zero signal gives zeros.
+    zeros, so a constant signal gives a constant reconstruction and an all-zero signal gives zeros. Half-precision
+    inputs are computed in float32. The reconstruction is piecewise constant in ``x`` (its gradient is zero wherever
+    it exists), so it is returned without an autograd graph.
 
     Args:
         x: floating-point tensor.
@@ -210,21 +279,27 @@ def signature_reconstruction(
         zero_tol: relative zero threshold; None for ``64 * eps(dtype)``.
 
     Returns:
-        Tensor shaped like ``x``.
+        Tensor shaped like ``x``, same dtype.
 
     Raises:
         ValueError: for an unknown ``dct_scaling``, a negative ``zero_tol``, ``"notebook"`` without the last two axes,
             or NaN / Inf values in ``x``.
     """
-    tol = _check_scaling(dct_scaling, zero_tol, x.dtype)
+    xw = _working_dtype(x)
+    tol = _check_scaling(dct_scaling, zero_tol, xw.dtype)
     norm_dims = [d % x.ndim for d in dims]
     if dct_scaling == "notebook" and (x.ndim - 2 not in norm_dims or x.ndim - 1 not in norm_dims):
         raise ValueError("dct_scaling='notebook' needs a DCT over (at least) the last two axes (rows, columns).")
-    norms = _clamped_norms(torch.linalg.vector_norm(x, dim=norm_dims, keepdim=True))
-    sig = _masked_sign(_transform(x, norm_dims, inverse=False), norms, tol)
-    if dct_scaling == "notebook":
-        sig[..., 0, :] *= 1.0 / math.sqrt(2.0)
-    return _transform(sig, norm_dims, inverse=True)
+
+    def reconstruct(v: torch.Tensor) -> torch.Tensor:
+        norms = _clamped_norms(torch.linalg.vector_norm(v, dim=norm_dims, keepdim=True))
+        sig = _masked_sign(_transform(v, norm_dims, inverse=False), norms, tol)
+        if dct_scaling == "notebook":
+            sig[..., 0, :] *= 1.0 / math.sqrt(2.0)
+        return _transform(sig, norm_dims, inverse=True)
+
+    with torch.no_grad():
+        return _on_finite_overflow(xw.detach(), norm_dims, reconstruct).to(x.dtype)
 
 
 def _axis_transform(
@@ -345,8 +420,10 @@ def signature_energy(
     The DCT runs over the trailing ``len(dims)`` axes. Small blocks (``prod <= 64``, e.g. 7x7) use one GEMM with a
     cached Kronecker DCT matrix on channel rows; larger ones move the channels to the last axis once and apply
     each one-axis DCT as a GEMM over all channels (axes longer than 64: FFT-based). Channels are processed in
-    chunks of at most ``max_elements`` elements. Single small maps on AVX2 CPUs use the fused C kernel instead
-    (module docstring), which needs no chunking: it holds a few channels at a time.
+    chunks of at most ``max_elements`` elements. Small maps on AVX2 CPUs use the fused C kernel instead
+    (module docstring), which needs no chunking: it holds a few channels at a time. Half-precision activations are
+    computed in float32. The energy is piecewise constant in the activations, so it is returned without an autograd
+    graph.
 
     Args:
         activations: floating-point tensor ``(B, S, *sp)``.
@@ -362,8 +439,11 @@ def signature_energy(
         ValueError: for an unknown ``dct_scaling``, a negative ``zero_tol``, a non-positive ``max_elements``,
             ``dims`` that are not the trailing spatial axes, ``"notebook"`` with a one-axis DCT, or NaN / Inf.
     """
-    n_dct, tol = _energy_arguments(activations, dims, dct_scaling, zero_tol, max_elements)
-    return _channel_sum_energy(activations, n_dct, dct_scaling, tol, max_elements).div_(activations.shape[1])
+    a = _working_dtype(activations)
+    n_dct, tol = _energy_arguments(a, dims, dct_scaling, zero_tol, max_elements)
+    with torch.no_grad():
+        energy = _channel_sum_energy(a.detach(), n_dct, dct_scaling, tol, max_elements)
+    return energy.div_(a.shape[1]).to(activations.dtype)
 
 
 def _energy_arguments(
@@ -380,8 +460,8 @@ def _energy_arguments(
         raise ValueError(f"dims must be the trailing spatial axes of (B, S, *sp) activations, got {list(dims)}.")
     if dct_scaling == "notebook" and n_dct < 2:
         raise ValueError("dct_scaling='notebook' needs a DCT over (at least) the last two axes (rows, columns).")
-    if activations.shape[1] == 0:
-        raise ValueError(f"activations have no channels: shape {tuple(activations.shape)}.")
+    if activations.numel() == 0:
+        raise ValueError(f"activations are empty: shape {tuple(activations.shape)}.")
     return n_dct, tol
 
 
@@ -391,9 +471,8 @@ def _fused_dct_matrices(
     """Forward and inverse DCT matrices of the block axes in the layout of
     :func:`monai_saliency.ops.cpu_kernels.signature_energy` (rows zero-padded to a multiple of 8, concatenated),
     cached. With ``"notebook"`` the inverse of axis ``-2`` weighs the DC coefficient by ``1/sqrt(2)``."""
-    key = (("fused", block, dct_scaling), dtype, "cpu")
-    mats = _CACHED_MATRICES.get(key)
-    if mats is None:
+
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
         forward, inverse = [], []
         for axis, n in enumerate(block):
             c = _kron_dct_matrix((n,), torch.float64, torch.device("cpu"))
@@ -403,9 +482,9 @@ def _fused_dct_matrices(
             rows = -(-n // 8) * 8
             forward.append(F.pad(c, (0, 0, 0, rows - n)).reshape(-1))
             inverse.append(F.pad(inv, (0, 0, 0, rows - n)).reshape(-1))
-        mats = (torch.cat(forward).to(dtype), torch.cat(inverse).to(dtype))
-        _CACHED_MATRICES[key] = mats
-    return mats
+        return torch.cat(forward).to(dtype), torch.cat(inverse).to(dtype)
+
+    return _cached(("fused", block, dct_scaling, dtype), build)
 
 
 def _fused_energy(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float) -> torch.Tensor | None:
@@ -428,13 +507,22 @@ def _fused_energy(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float) -> 
     b, s = a.shape[:2]
     energy = cpu_kernels.signature_energy(a.reshape(b, s, -1, p), block, forward, inverse, tol)
     if energy is None:
-        raise ValueError(_NON_FINITE_SIGNAL)
+        raise _NonFiniteNorms(_NON_FINITE_SIGNAL)
     return energy.view(b, *a.shape[2:])
 
 
 def _channel_sum_energy(a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float, max_elements: int) -> torch.Tensor:
     """``S`` times :func:`signature_energy`, on validated arguments (``n_dct`` trailing axes, ``S >= 1`` channels);
     a new contiguous tensor."""
+    block_dims = range(a.ndim - n_dct, a.ndim)
+    return _on_finite_overflow(
+        a, block_dims, lambda v: _channel_sum_energy_of(v, n_dct, dct_scaling, tol, max_elements)
+    )
+
+
+def _channel_sum_energy_of(
+    a: torch.Tensor, n_dct: int, dct_scaling: str, tol: float, max_elements: int
+) -> torch.Tensor:
     fused = _fused_energy(a, n_dct, dct_scaling, tol)
     if fused is not None:
         return fused
@@ -461,7 +549,23 @@ def bilateral_filter_axes(
     check_finite: bool = True,
 ) -> torch.Tensor:
     """Bilateral-filter the trailing ``n_filter`` axes of ``m``, skipping singleton axes and shrinking the window
-    radius to ``min(size) - 1`` on tiny maps (other arguments as :func:`monai_saliency.ops.bilateral_filter`)."""
+    radius to ``min(size) - 1`` on tiny maps.
+
+    Args:
+        m: floating-point tensor ``(*leading, *spatial)``; the leading axes are batched.
+        n_filter: number of trailing axes to filter (1 to 3 of them longer than 1).
+        spatial_sigma: spatial standard deviation, in voxels.
+        range_sigma: range standard deviation, in the units of ``m``.
+        radius: window radius in voxels; None for ``max(round(1.5 * spatial_sigma), 1)`` (OpenCV's rule).
+        window: ``"ball"`` or ``"box"`` (see :func:`monai_saliency.ops.bilateral_filter`).
+        check_finite: reject NaN / Inf in ``m`` (skip only when the caller knows ``m`` is finite).
+
+    Returns:
+        The filtered tensor, shaped like ``m`` (``m`` itself when no axis can be filtered).
+
+    Raises:
+        ValueError: for bad sigmas or window, or NaN / Inf in ``m`` when ``check_finite``.
+    """
     if radius is None:
         radius = max(int(round(1.5 * spatial_sigma)), 1)
     lead, spatial = m.shape[: m.ndim - n_filter], m.shape[m.ndim - n_filter :]
@@ -500,14 +604,13 @@ def _bilateral_on_unit_range(m: torch.Tensor, n_filter: int, opts: Mapping[str, 
 def _linear_resize_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``(n_out, n_in)`` matrix ``R`` with ``R @ x`` = 1D linear interpolation of ``x`` to ``n_out`` samples
     (``align_corners=False``), built once by interpolating the identity with ``F.interpolate`` itself."""
-    key = (("resize", n_in, n_out), dtype, str(device))
-    mat = _CACHED_MATRICES.get(key)
-    if mat is None:
+
+    def build() -> torch.Tensor:
         eye = torch.eye(n_in, dtype=torch.float64)[None]
         mat = F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T.contiguous()
-        mat = mat.to(dtype=dtype, device=device)
-        _CACHED_MATRICES[key] = mat
-    return mat
+        return mat.to(dtype=dtype, device=device)
+
+    return _cached(("resize", n_in, n_out, dtype, str(device)), build)
 
 
 def _resize(m: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
@@ -532,7 +635,20 @@ def _resize(m: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
     return F.interpolate(m, size=tuple(size), mode="nearest")
 
 
-def _bilateral_options(bilateral: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
+def bilateral_options(bilateral: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The complete bilateral filter options of a ``bilateral`` argument.
+
+    Args:
+        bilateral: True (:data:`BILATERAL_DEFAULTS`, ball window), False / None (no filter), or a dict overriding
+            ``spatial_sigma``, ``range_sigma``, ``radius``, ``window``.
+
+    Returns:
+        ``{spatial_sigma, range_sigma, radius, window}``, or None for no filter.
+
+    Raises:
+        TypeError: for any other type.
+        ValueError: for unknown keys or non-positive sigmas.
+    """
     if bilateral is None or bilateral is False:
         return None
     opts: dict[str, Any] = {**BILATERAL_DEFAULTS, "window": "ball"}
@@ -579,7 +695,8 @@ def signature_map(
         ``(B, 1, *spatial_size)`` maps in ``[0, 1]`` (all zeros for an item whose map is constant).
 
     Raises:
-        ValueError: for a bad rank, an unknown mode, or ``"frames"`` without a time axis.
+        ValueError: for a bad rank, empty activations, an output size that does not match or has a zero axis, an
+            unknown mode, ``"frames"`` without a time axis, bad ``bilateral`` options, or NaN / Inf activations.
         TypeError: for non-floating activations or a bad ``bilateral`` value.
     """
     if not isinstance(activations, torch.Tensor) or not activations.is_floating_point():
@@ -598,7 +715,7 @@ def signature_map(
         raise ValueError(
             f"dct_axes='frames' needs activations (B, S, T, H, W); got {nd} spatial axes. Use dct_axes='spatial'."
         )
-    opts = _bilateral_options(bilateral)
+    opts = bilateral_options(bilateral)
     a = activations if activations.dtype in (torch.float32, torch.float64) else activations.float()
     n_dct = 2 if dct_axes == "frames" else nd
     if spatial_size is not None and len(spatial_size) != nd:
@@ -606,6 +723,8 @@ def signature_map(
             f"the layer has {nd} spatial axes but the output size {tuple(spatial_size)} has {len(spatial_size)}; "
             "choose a layer that keeps every spatial axis of the input."
         )
+    if spatial_size is not None and min(int(n) for n in spatial_size) < 1:
+        raise ValueError(f"spatial_size must be positive, got {tuple(spatial_size)}.")
     n_dct, tol = _energy_arguments(a, range(a.ndim - n_dct, a.ndim), dct_scaling, zero_tol, max_elements)
     # inference mode drops the autograd bookkeeping of ~40 small ops (~10 % of the time on a 14x14 map); the map is
     # not differentiable in the activations anyway (sign). The last min-max runs outside, so the result is an
@@ -646,7 +765,9 @@ class SignatureActivation(Explainer):
         max_elements: element budget of one temporary in the channel-chunked DCT (default ``2**24``: 64 MiB float32).
 
     Raises:
-        ValueError: unknown layer (close names listed), unknown option values.
+        ValueError: unknown layer (close names listed), unknown option values, a negative ``zero_tol`` or a
+            non-positive ``max_elements``.
+        TypeError: for a ``bilateral`` value that is neither a bool, None nor a dict.
     """
 
     class_agnostic = True
@@ -668,7 +789,11 @@ class SignatureActivation(Explainer):
             raise ValueError(f"upsample_mode must be one of {_UPSAMPLE_MODES}, got {upsample_mode!r}.")
         if dct_scaling not in DCT_SCALINGS:
             raise ValueError(f"dct_scaling must be one of {DCT_SCALINGS}, got {dct_scaling!r}.")
-        _bilateral_options(bilateral)  # validate early
+        bilateral_options(bilateral)  # validate early
+        if zero_tol is not None and not zero_tol >= 0:
+            raise ValueError(f"zero_tol must be >= 0 or None, got {zero_tol!r}.")
+        if not max_elements > 0:
+            raise ValueError(f"max_elements must be > 0, got {max_elements!r}.")
         super().__init__(nn_module, target_layers, spatial_dims=3 if dct_axes == "frames" else None)
         self.dct_axes = dct_axes
         self.bilateral = bilateral
@@ -680,8 +805,18 @@ class SignatureActivation(Explainer):
     def explain(self, x: torch.Tensor, class_idx: Any = None, **kwargs: Any) -> torch.Tensor:
         """Compute ``(B, 1, *spatial)`` maps for a validated plain tensor (``class_idx`` is ignored).
 
+        Args:
+            x: input ``(B, C, *spatial)``.
+            class_idx: ignored (the method is class-agnostic).
+            kwargs: none are accepted; options are set in the constructor.
+
+        Returns:
+            ``(B, 1, *spatial)`` maps in ``[0, 1]``, the input's dtype.
+
         Raises:
-            ValueError: if a target layer's output lost a spatial axis (e.g. after global pooling).
+            ValueError: if a target layer's output lost a spatial axis (e.g. after global pooling), or has a single
+                voxel (no spatial information) while the input has more; NaN / Inf activations.
+            TypeError: for keyword options.
         """
         if kwargs:
             raise TypeError(f"unexpected option(s) {sorted(kwargs)}; set options in the constructor.")
@@ -694,6 +829,11 @@ class SignatureActivation(Explainer):
                     raise ValueError(
                         f"layer {name!r} outputs shape {tuple(act.shape)} but the input is {tuple(x.shape)}; "
                         "choose a layer that keeps every spatial axis (before global pooling / flattening)."
+                    )
+                if math.prod(act.shape[2:]) == 1 < math.prod(x.shape[2:]):
+                    raise ValueError(
+                        f"layer {name!r} outputs a single voxel per channel (shape {tuple(act.shape)}), so its map "
+                        "would be constant; choose an earlier layer (before global pooling) or a larger input."
                     )
                 m = signature_map(
                     act,

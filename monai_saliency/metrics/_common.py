@@ -11,7 +11,7 @@ from monai.data import MetaTensor
 from scipy import stats as sps
 from torch import nn
 
-from monai_saliency.methods.base import model_logits, select_class
+from monai_saliency.methods.base import evaluation_mode, model_logits, select_class
 from monai_saliency.ops.checks import all_finite
 from monai_saliency.ops.normalize import reduce_channels
 
@@ -100,8 +100,10 @@ def location_map(maps: torch.Tensor, reduce: str = "auto") -> torch.Tensor:
 
 
 def model_scores(model: nn.Module, x: torch.Tensor, idx: torch.Tensor, score: str) -> torch.Tensor:
-    """Score of class ``idx`` per item: softmax probability (``"prob"``) or raw logit (``"logit"``)."""
-    logits = model_logits(model(x)).float()
+    """Score of class ``idx`` per item: softmax probability (``"prob"``) or raw logit (``"logit"``), with the model
+    in eval mode (:func:`~monai_saliency.methods.base.evaluation_mode`)."""
+    with evaluation_mode(model):
+        logits = model_logits(model(x)).float()
     if score == "prob":
         logits = torch.softmax(logits, dim=1)
     return logits.gather(1, idx[:, None].to(logits.device))[:, 0]
@@ -116,7 +118,7 @@ def check_score(score: str) -> str:
 
 def resolve_class(model: nn.Module, x: torch.Tensor, class_idx: Any) -> torch.Tensor:
     """Class per item (None -> the model's argmax on ``x``), as a long tensor ``(B,)``."""
-    with torch.no_grad():
+    with torch.no_grad(), evaluation_mode(model):
         logits = model_logits(model(x))
     return select_class(logits, class_idx)
 

@@ -33,9 +33,9 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_dst_type
 
 from monai_saliency.methods.signature import (
-    BILATERAL_DEFAULTS,
     DCT_AXES,
     bilateral_filter_axes,
+    bilateral_options,
     signature_reconstruction,
 )
 from monai_saliency.ops.normalize import minmax_normalize
@@ -85,12 +85,16 @@ class ImageSignature(Transform):
             ``"reconstruction"`` (signed ``IDCT(sign(DCT(I)))`` per channel, no smoothing).
         smooth: ``"gaussian"`` (default, Hou et al.), ``"bilateral"`` (as Signature Activation) or ``"none"``.
         blur_sigma: Gaussian sigma as a fraction of the width (last axis); default 0.045 (Hou et al.).
-        bilateral: options overriding :data:`BILATERAL_DEFAULTS` for ``smooth="bilateral"``.
+        bilateral: options overriding :data:`~monai_saliency.methods.signature.BILATERAL_DEFAULTS` for
+            ``smooth="bilateral"`` (``spatial_sigma``, ``range_sigma`` on the ``[0, 1]`` scale, ``radius``,
+            ``window``).
         reduce_channels: average the squared reconstructions over channels (Hou et al.) -> ``(1, *spatial)``.
         zero_tol: relative threshold for zero DCT coefficients (None: ``64 * eps(dtype)``).
 
     Raises:
-        ValueError: for unknown option values, too few spatial axes, NaN/Inf values.
+        ValueError: for unknown option values or ``bilateral`` keys, non-positive sigmas, a negative ``zero_tol``;
+            when called: too few or (with ``dct_axes="spatial"``) more than 3 spatial axes, NaN/Inf values.
+        TypeError: for a ``bilateral`` value that is not a dict.
     """
 
     backend = [torch.Tensor, np.ndarray]
@@ -117,7 +121,11 @@ class ImageSignature(Transform):
         self.output = output
         self.smooth = smooth
         self.blur_sigma = float(blur_sigma)
-        self.bilateral = {**BILATERAL_DEFAULTS, "window": "ball", **(dict(bilateral) if bilateral else {})}
+        if bilateral is not None and not isinstance(bilateral, Mapping):
+            raise TypeError(f"bilateral must be a dict of options or None, got {type(bilateral).__name__}.")
+        if zero_tol is not None and not zero_tol >= 0:
+            raise ValueError(f"zero_tol must be >= 0 or None, got {zero_tol!r}.")
+        self.bilateral = bilateral_options(bilateral or True)
         self.reduce_channels = reduce_channels
         self.zero_tol = zero_tol
 
@@ -129,11 +137,30 @@ class ImageSignature(Transform):
                     f"dct_axes='frames' needs at least two spatial axes (C, [T,] H, W), got shape {tuple(data.shape)}."
                 )
             return 2
+        if nsp > 3:
+            raise ValueError(
+                f"dct_axes='spatial' supports 1 to 3 spatial axes, got shape {tuple(data.shape)}; "
+                "use dct_axes='frames' for a stack of 2D frames."
+            )
         return nsp
 
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-        """Compute the signature of ``img`` ``(C, *spatial)``; metadata of a MetaTensor is kept."""
+        """Compute the signature of ``img``.
+
+        Args:
+            img: channel-first image ``(C, *spatial)``: tensor, MetaTensor or array (integers are read as float32,
+                half precision is computed in float32).
+
+        Returns:
+            The saliency ``(1, *spatial)`` (``(C, *spatial)`` without ``reduce_channels``) or the reconstruction
+            ``(C, *spatial)``, of ``img``'s type and floating dtype; a MetaTensor keeps its metadata.
+
+        Raises:
+            ValueError: for too few / too many spatial axes, or NaN/Inf values.
+        """
         data = channel_first_float(img)
+        if data.dtype in (torch.float16, torch.bfloat16):
+            data = data.float()
         nd = self._dct_ndim(data)
         dims = list(range(data.ndim - nd, data.ndim))
         rec = signature_reconstruction(data, dims, zero_tol=self.zero_tol)
@@ -152,7 +179,11 @@ class ImageSignature(Transform):
                     energy, nd, b["spatial_sigma"], b["range_sigma"], b["radius"], b["window"]
                 )
             out = minmax_normalize(energy[None])[0]
-        dtype = out.dtype if isinstance(img, torch.Tensor) else out.numpy().dtype
+        if isinstance(img, torch.Tensor):
+            dtype = img.dtype if img.is_floating_point() else out.dtype
+        else:
+            in_dtype = np.asarray(img).dtype
+            dtype = in_dtype if np.issubdtype(in_dtype, np.floating) else out.numpy().dtype
         return convert_to_dst_type(out, img, dtype=dtype)[0]
 
 
@@ -181,7 +212,17 @@ class ImageSignatured(MapTransform):
         self.signature = ImageSignature(**kwargs)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """Apply :class:`ImageSignature` to every key."""
+        """Apply :class:`ImageSignature` to every key.
+
+        Args:
+            data: a mapping holding the keys (others are copied unchanged; the input mapping is not modified).
+
+        Returns:
+            A new dict with the results under the keys (or under ``output_key``).
+
+        Raises:
+            KeyError: for a missing key unless ``allow_missing_keys``.
+        """
         d = dict(data)
         for key in self.key_iterator(d):
             d[self.output_key if self.output_key is not None else key] = self.signature(d[key])

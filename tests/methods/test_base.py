@@ -264,3 +264,83 @@ def test_wrap_like_keeps_batch_flag():
     like.is_batch = True
     out = wrap_like(torch.ones(2, 1, 4, 4), like)
     assert out.is_batch and isinstance(out, MetaTensor)
+
+
+# ---------------------------------------------------------------- eval mode and in-place layers
+
+
+class _BatchNormDropoutNet(nn.Module):
+    """A network whose train mode shows: BatchNorm statistics and dropout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.relu = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.relu(self.bn(self.conv(x)))
+        return self.head(self.drop(h.mean(dim=(2, 3))))
+
+
+def _explainers(net):
+    from monai_saliency.methods.cam import EigenCAM, GradCAM
+    from monai_saliency.methods.signature import SignatureActivation
+
+    return [VanillaGrad(net), GradCAM(net, "conv"), EigenCAM(net, "conv"), SignatureActivation(net, "conv")]
+
+
+def test_explainers_run_in_eval_mode_and_restore_every_flag():
+    """A network left in train mode: no BatchNorm statistic changes, no dropout (repeated calls agree, items are
+    independent of their batch), and every sub-module's own flag comes back (here a frozen BatchNorm)."""
+    torch.manual_seed(0)
+    net = _BatchNormDropoutNet().train()
+    net.bn.eval()  # mixed modes, as with frozen BatchNorm during fine-tuning
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    x = torch.randn(3, 2, 12, 12)
+    for explainer in _explainers(net):
+        first, again, alone = explainer(x), explainer(x), explainer(x[:1])
+        torch.testing.assert_close(first, again, rtol=0, atol=0)
+        torch.testing.assert_close(first[:1], alone, rtol=1e-5, atol=1e-6)
+        assert all(torch.equal(v, buffers[k]) for k, v in net.named_buffers())
+        assert net.training and net.drop.training and not net.bn.training
+        explainer.close()
+
+
+def test_evaluation_mode_restores_flags_after_an_error():
+    from monai_saliency.methods.base import evaluation_mode
+
+    net = _BatchNormDropoutNet().train()
+    net.bn.eval()
+    with pytest.raises(RuntimeError, match="boom"), evaluation_mode(net):
+        assert not net.training and not net.drop.training
+        raise RuntimeError("boom")
+    assert [m.training for m in net.modules()] == [True, True, False, True, True, True]
+
+
+def test_in_place_op_after_the_hooked_layer_does_not_alter_the_activation():
+    """``bn`` is followed by ``ReLU(inplace=True)``: the hooks must see the BatchNorm's own output (negative values
+    included), and the network's output must be what it is without hooks."""
+    torch.manual_seed(1)
+    net = _BatchNormDropoutNet().eval()
+    x = torch.randn(2, 2, 12, 12)
+    with torch.no_grad():
+        bn_out = net.bn(net.conv(x))
+        logits = net(x)
+    assert (bn_out < 0).any()
+    from monai_saliency.methods.cam import EigenCAM, GradCAM
+    from monai_saliency.methods.signature import SignatureActivation, signature_map
+
+    for explainer in (GradCAM(net, "bn"), EigenCAM(net, "bn"), SignatureActivation(net, "bn")):
+        _, acts = explainer.forward_with_activations(x)
+        torch.testing.assert_close(acts["bn"].detach(), bn_out)
+        explainer.close()
+    with SignatureActivation(net, "bn") as sa:
+        torch.testing.assert_close(sa(x), signature_map(bn_out, (12, 12)))
+    hooks = ActivationHooks(net, "bn")
+    with torch.no_grad(), hooks.capture() as acts:
+        torch.testing.assert_close(net(x), logits)
+        torch.testing.assert_close(acts["bn"], bn_out)
+    hooks.remove()

@@ -216,12 +216,14 @@ def test_constant_or_zero_activations_give_zero_map(kernel_path):
 
 
 def test_tiny_layer_maps(cnn2d):
-    """Layers of 2x2 or 1x1: window shrinks or the filter is skipped; finite output."""
-    with SignatureActivation(cnn2d, "features.7") as sa:
-        for n in (8, 4):  # features.7 is at a quarter of the input size: 2x2 then 1x1
-            m = sa(torch.randn(2, 2, n, n))
-            assert m.shape == (2, 1, n, n) and torch.isfinite(m).all()
-            assert m.min() >= 0 and m.max() <= 1
+    """A 2x2 layer map: the window shrinks, finite output. A 1x1 layer map carries no spatial information: a clear
+    error instead of an all-zero map."""
+    with SignatureActivation(cnn2d, "features.7") as sa:  # features.7 is at a quarter of the input size
+        m = sa(torch.randn(2, 2, 8, 8))
+        assert m.shape == (2, 1, 8, 8) and torch.isfinite(m).all()
+        assert m.min() >= 0 and m.max() <= 1 and m.amax(dim=(1, 2, 3)).eq(1).all()
+        with pytest.raises(ValueError, match="single voxel"):
+            sa(torch.randn(2, 2, 4, 4))
 
 
 class _Wrapper(nn.Module):
@@ -484,3 +486,118 @@ def test_gemm_groups_follow_the_thread_count_exactly(shape, threads, kernel_path
         torch.set_num_threads(before)
     ref = reference_map(a.numpy(), shape[2:], frames=frames, bilateral=False)
     assert np.abs(got.numpy() - ref).max() <= 1e-4
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Input edge cases: half precision, float32 overflow of the norms, empty input, gradients, constructor checks.
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32(acts2d, dtype, kernel_path):
+    """The default zero threshold of float16 (64 eps = 0.06 of the norm) would zero most coefficients: half inputs
+    are computed in float32 and returned in their own dtype."""
+    from monai_saliency.methods.signature import signature_energy, signature_reconstruction
+
+    low = acts2d.to(dtype)
+    energy = signature_energy(low, (-2, -1))
+    assert energy.dtype == dtype
+    torch.testing.assert_close(energy.float(), signature_energy(low.float(), (-2, -1)), rtol=1e-2, atol=1e-3)
+    rec = signature_reconstruction(low, (-2, -1))
+    assert rec.dtype == dtype
+    torch.testing.assert_close(rec.float(), signature_reconstruction(low.float(), (-2, -1)), rtol=1e-2, atol=1e-2)
+    m = signature_map(low, (40, 40))
+    assert m.dtype == dtype
+    torch.testing.assert_close(m.float(), signature_map(low.float(), (40, 40)), rtol=0, atol=1e-2)
+
+
+def test_float32_overflow_of_the_norms_is_not_reported_as_nan(acts2d, kernel_path):
+    """Finite float32 activations whose squares overflow (|a| > ~1e19) give the same map as scaled-down ones, also
+    when another channel holds tiny values (each norm group is scaled by its own power of two)."""
+    from monai_saliency.methods.signature import signature_energy, signature_reconstruction
+
+    a = acts2d.clone()
+    a[:, ::2] *= 1e30
+    a[:, 1::4] *= 1e-30
+    assert not torch.isfinite(torch.linalg.vector_norm(a, dim=(-2, -1))).all()  # the case at hand
+    # the signature of a channel does not depend on its positive scale: same results as the unscaled activations
+    torch.testing.assert_close(signature_map(a, (40, 40)), signature_map(acts2d, (40, 40)), rtol=0, atol=1e-5)
+    torch.testing.assert_close(signature_energy(a, (-2, -1)), signature_energy(acts2d, (-2, -1)))
+    rec = signature_reconstruction(a, (-2, -1))
+    torch.testing.assert_close(rec, signature_reconstruction(acts2d, (-2, -1)))
+    a[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        signature_map(a)
+
+
+def test_empty_activations_and_sizes_raise():
+    with pytest.raises(ValueError, match="empty"):
+        signature_map(torch.zeros(0, 3, 5, 5))
+    with pytest.raises(ValueError, match="empty"):
+        signature_map(torch.zeros(1, 3, 0, 5))
+    with pytest.raises(ValueError, match="positive"):
+        signature_map(torch.rand(1, 3, 5, 5), (0, 5))
+
+
+def test_energy_and_reconstruction_of_inputs_that_require_grad(acts2d):
+    """Both are piecewise constant in their input: computed without a graph, equal to the detached computation."""
+    from monai_saliency.methods.signature import signature_energy, signature_reconstruction
+
+    a = acts2d.clone().requires_grad_(True)
+    e = signature_energy(a, (-2, -1))
+    assert not e.requires_grad
+    torch.testing.assert_close(e, signature_energy(acts2d, (-2, -1)))
+    r = signature_reconstruction(a, (-2, -1))
+    assert not r.requires_grad
+    torch.testing.assert_close(r, signature_reconstruction(acts2d, (-2, -1)))
+
+
+def test_options_are_checked_in_the_constructor(cnn2d):
+    with pytest.raises(ValueError, match="zero_tol"):
+        SignatureActivation(cnn2d, "features.7", zero_tol=-1.0)
+    with pytest.raises(ValueError, match="max_elements"):
+        SignatureActivation(cnn2d, "features.7", max_elements=0)
+    with pytest.raises(TypeError, match="bilateral"):
+        SignatureActivation(cnn2d, "features.7", bilateral=1)
+
+
+def test_global_pooling_that_keeps_its_axes_is_reported():
+    """``AdaptiveAvgPool2d(1)`` keeps the rank: the single-voxel layer map is an error, not an all-zero map."""
+    net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    with SignatureActivation(net, "1") as sa, pytest.raises(ValueError, match="single voxel"):
+        sa(torch.rand(2, 2, 16, 16))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The matrix cache: bounded, and never holding inference tensors.
+# ----------------------------------------------------------------------------------------------------------------------
+def test_matrix_cache_is_bounded_and_holds_no_inference_tensors(kernel_path, monkeypatch):
+    from monai_saliency.methods import signature as sig
+
+    monkeypatch.setattr(sig, "_CACHE_MAX_BYTES", 1 << 18)  # 256 KiB: the run below needs several MB
+    sig._CACHED_MATRICES.clear()
+    first_key = ("resize", 40, 120, torch.float32, "cpu")
+    for n in range(40, 64, 2):  # a run over many input sizes, e.g. whole volumes of different shapes
+        signature_map(torch.rand(2, 4, 16, n, n), (32, 2 * n, 2 * n))
+        signature_map(torch.rand(1, 3, n, n + 1), (3 * n, 3 * n))
+        if n == 40:
+            assert first_key in sig._CACHED_MATRICES
+    values = list(sig._CACHED_MATRICES.values())
+    assert values and sum(sig._nbytes(v) for v in values) <= sig._CACHE_MAX_BYTES
+    assert first_key not in sig._CACHED_MATRICES  # the least recently used went first
+    tensors = [t for v in values for t in (v if isinstance(v, tuple) else (v,))]
+    assert not any(t.is_inference() for t in tensors)
+    # the stack of a long batch is an expanded view of one matrix, not a copy
+    stack = sig._batched_dct_matrix(62, 4096, False, torch.float32, torch.device("cpu"))
+    assert stack.shape == (4096, 62, 62) and stack.stride(0) == 0
+    torch.testing.assert_close(stack[7], sig._kron_dct_matrix((62,), torch.float32, torch.device("cpu")))
+
+
+def test_cached_matrices_work_for_autograd_callers_after_a_map(acts2d, kernel_path):
+    """Matrices first built inside the map's inference mode are reused by a differentiable caller."""
+    from monai_saliency.methods import signature as sig
+
+    sig._CACHED_MATRICES.clear()
+    signature_map(acts2d[:1, :, :9, :10])
+    x = torch.rand(3, 9, 10, requires_grad=True)
+    y = sig._transform(x, (-2, -1), inverse=False)
+    y.square().sum().backward()
+    torch.testing.assert_close(x.grad, 2 * x.detach())  # an orthonormal transform preserves the norm

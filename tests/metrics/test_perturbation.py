@@ -236,3 +236,24 @@ def test_protocol_explainer_metatensor_video(cnn3d):
     assert torch.equal(res.class_idx, idx) and res.curve.shape == (2, 6)
     assert mu_fidelity(cnn3d, x, explainer, class_idx=idx, n_subsets=8, cell_size=(2, 4, 4)).shape == (2,)
     assert stability(explainer, x, class_idx=idx, n_samples=2).shape == (2,)
+
+
+def test_metrics_run_a_training_network_in_eval_mode():
+    """A network left in train mode: deletion / μ-fidelity leave its BatchNorm statistics and its modes alone, and
+    score every perturbed batch as in eval mode (a curve that does not depend on the batch size)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3),
+    ).train()
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    x, sal = torch.randn(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    curve = deletion_curve(net, x, sal, steps=8, batch_size=3)
+    again = deletion_curve(net, x, sal, steps=8, batch_size=9)
+    torch.testing.assert_close(curve.auc, again.auc)
+    mu = mu_fidelity(net, x, sal, n_subsets=8, cell_size=2)
+    assert torch.isfinite(mu).all()
+    assert all(torch.equal(v, buffers[k]) for k, v in net.named_buffers())
+    assert all(m.training for m in net.modules())
+    net.eval()
+    torch.testing.assert_close(deletion_curve(net, x, sal, steps=8).auc, curve.auc)

@@ -43,7 +43,6 @@ def _energy_reference(a: np.ndarray, tol: float, notebook: bool) -> np.ndarray:
     (B, S, O, *block), zero threshold tol * ||A_s||, notebook scaling on the DC row of axis -2."""
     import scipy.fft as sfft
 
-    axes = tuple(range(3, a.ndim))
     out = np.zeros((a.shape[0], a.shape[2], *a.shape[3:]))
     for b, s, o in np.ndindex(*a.shape[:3]):
         x = a[b, s, o].astype(np.float64)

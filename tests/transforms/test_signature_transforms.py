@@ -123,3 +123,37 @@ def test_foreground_suppression_appendix_a():
         cos_img.append(float((raw * mask).sum() / (np.linalg.norm(raw) * np.linalg.norm(mask))))
     assert np.mean(cos_sig) >= 0.5
     assert np.mean(cos_sal) > 0.8 > 0.4 > np.mean(cos_img)
+
+
+def test_bilateral_options_and_axes_are_checked():
+    with pytest.raises(ValueError, match="unknown bilateral"):
+        ImageSignature(smooth="bilateral", bilateral={"sigma": 1.0})
+    with pytest.raises(TypeError, match="bilateral"):
+        ImageSignature(smooth="bilateral", bilateral=0.5)
+    with pytest.raises(ValueError, match="zero_tol"):
+        ImageSignature(zero_tol=-1.0)
+    with pytest.raises(ValueError, match="1 to 3 spatial axes"):
+        ImageSignature(dct_axes="spatial")(torch.rand(1, 3, 4, 5, 6))
+    assert ImageSignature(dct_axes="frames")(torch.rand(1, 3, 4, 5, 6)).shape == (1, 3, 4, 5, 6)
+    custom = ImageSignature(smooth="bilateral", bilateral={"range_sigma": 0.1})(torch.rand(1, 12, 12))
+    default = ImageSignature(smooth="bilateral")(torch.rand(1, 12, 12))
+    assert custom.shape == default.shape == (1, 12, 12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_image(image, dtype):
+    """Computed in float32 (float16's 64 eps would zero most coefficients), returned in the input's dtype."""
+    low = torch.as_tensor(image).to(dtype)
+    for output in ("saliency", "reconstruction"):
+        got = ImageSignature(output=output)(low)
+        assert got.dtype == dtype
+        ref = ImageSignature(output=output)(low.float())
+        torch.testing.assert_close(got.float(), ref, rtol=0, atol=2e-2 if dtype == torch.float16 else 1e-1)
+
+
+def test_dictionary_twin_missing_keys():
+    data = {"image": torch.rand(1, 8, 8), "label": 1}
+    out = ImageSignatured(["image", "other"], allow_missing_keys=True)(data)
+    assert set(out) == {"image", "label"} and out["image"].shape == (1, 8, 8) and data["image"] is not out["image"]
+    with pytest.raises(KeyError, match="other"):
+        ImageSignatured(["image", "other"])(data)
