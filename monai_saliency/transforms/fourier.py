@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_dst_type
+from monai.utils import TransformBackends, convert_to_dst_type
 
 from monai_saliency.ops.fourier import ideal_lowpass
 from monai_saliency.transforms._common import channel_first_float
@@ -45,7 +45,7 @@ class FourierLowPass(Transform):
         ValueError: for ``sigma <= 0``, an image without spatial axes, or NaN/Inf values.
     """
 
-    backend = [torch.Tensor, np.ndarray]
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, sigma: float) -> None:
         self.sigma = _check_sigma(sigma)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Mapping
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, SaveImage, Transform
+from monai.utils import TransformBackends
 
 from monai_saliency.data.io import AtomicNibabelWriter
 from monai_saliency.ops.normalize import minmax_normalize
@@ -19,27 +21,31 @@ __all__ = ["ScaleToUnit", "ScaleToUnitd", "SaveMapsd"]
 class ScaleToUnit(Transform):
     """Min-max scale one channel-first map ``(C, *spatial)`` to [0, 1] (zeros for a constant map), metadata kept."""
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """Scale ``img``.
 
         Args:
-            img: ``(C, *spatial)`` float map; a MetaTensor stays one.
+            img: ``(C, *spatial)`` map (tensor, MetaTensor or array); a MetaTensor stays one, an array stays one.
 
         Returns:
-            The scaled map.
+            The scaled map, float32.
 
         Raises:
             ValueError: if the map holds NaN/Inf.
         """
-        data = img.as_tensor() if isinstance(img, MetaTensor) else img
+        data = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
         scaled = minmax_normalize(data.float()[None])[0]
         if isinstance(img, MetaTensor):
             return MetaTensor(scaled, meta=img.meta, applied_operations=img.applied_operations)
-        return scaled
+        return scaled.numpy() if isinstance(img, np.ndarray) else scaled
 
 
 class ScaleToUnitd(MapTransform):
     """Dictionary twin of :class:`ScaleToUnit`."""
+
+    backend = ScaleToUnit.backend
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -66,6 +72,8 @@ class SaveMapsd(MapTransform):
         writer: writer class (default atomic NIfTI for ``.nii``/``.nii.gz``, MONAI's choice otherwise).
         allow_missing_keys: skip absent keys.
     """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
+from monai.utils import TransformBackends
 
 from monai_saliency.models.pca import PCAProjection
 
@@ -39,7 +40,7 @@ class PCAProject(Transform):
         ValueError: if the volume does not match the fitted grid, or holds NaN/Inf inside the mask.
     """
 
-    backend = [torch.Tensor]
+    backend = [TransformBackends.TORCH]
 
     def __init__(self, projection: PCAProjection) -> None:
         self.projection = _check_projection(projection)
@@ -68,7 +69,7 @@ class PCABackProject(Transform):
         ValueError: if the input does not hold ``K`` values.
     """
 
-    backend = [torch.Tensor]
+    backend = [TransformBackends.TORCH]
 
     def __init__(self, projection: PCAProjection, add_mean: bool = True) -> None:
         self.projection = _check_projection(projection)

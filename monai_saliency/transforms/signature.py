@@ -8,7 +8,8 @@ For a channel-first image ``I`` ``(C, *spatial)``::
 with an orthonormal DCT over the last two axes of each frame (``dct_axes="frames"``: a 2D image, or every frame of a
 cine ``(C, T, H, W)``) or over all spatial axes (``dct_axes="spatial"``). ``G`` is a Gaussian blur of standard
 deviation ``blur_sigma * width`` (Hou et al.'s default ``blur_sigma = 0.045`` of the map width, the last axis) with
-mirrored borders and a kernel truncated at 3 sigma (Hou et al.'s MATLAB kernel spans +-2 sigma), or a bilateral filter (``smooth="bilateral"``, on the ``[0, 1]``-scaled map with
+mirrored borders and a kernel truncated at 3 sigma (Hou et al.'s MATLAB kernel spans +-2 sigma), or a bilateral
+filter (``smooth="bilateral"``, on the ``[0, 1]``-scaled map with
 :data:`~monai_saliency.methods.signature.BILATERAL_DEFAULTS`), or none. Hou et al. also resize the image to a width of
 64 pixels first (their scale of "sparse"); this transform works at the resolution it is given: resize before it
 (e.g. ``Resize``) to choose the scale. Channels are averaged as in Hou et al.; ``reduce_channels=False`` keeps them.
@@ -30,7 +31,7 @@ from monai.config import KeysCollection
 from monai.networks.layers import separable_filtering
 from monai.networks.layers.convutils import gaussian_1d
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_dst_type
+from monai.utils import TransformBackends, convert_to_dst_type
 
 from monai_saliency.methods.signature import (
     DCT_AXES,
@@ -97,7 +98,7 @@ class ImageSignature(Transform):
         TypeError: for a ``bilateral`` value that is not a dict.
     """
 
-    backend = [torch.Tensor, np.ndarray]
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_dst_type
+from monai.utils import TransformBackends, convert_to_dst_type
 
 from monai_saliency.methods.structured import structured_prox
 from monai_saliency.ops.normalize import minmax_normalize
@@ -39,7 +39,7 @@ class StructuredProx(Transform):
         ValueError: for bad options, a missing spatial axis, or NaN/Inf input.
     """
 
-    backend = [torch.Tensor, np.ndarray]
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(
         self,
