@@ -1,9 +1,10 @@
 """Signature Activation speed (issue 4): ratios measured in one run.
 
 1. Total time of ``SignatureActivation`` vs one plain ``no_grad`` forward pass (its bound: one forward), on a 2D
-   ResNet-18 (MONAI, batch 8, 3x224x224, layer4 = 512x7x7) and a 3D video ResNet-18 (MONAI, batch 2, 1x16x112x112;
-   the 3D DCT over (T, H, W) on ``layer4`` (T = 1 there, so in effect 2D), ``layer3`` (T = 2) and ``layer2`` (T = 4),
-   and ``layer3`` per frame). Each row prints the layer's activation shape. Target <= 1.15x.
+   ResNet-18 (MONAI, batch 8, 3x224x224, layer4 = 512x14x14: MONAI keeps its first conv at stride 1) and a 3D
+   video ResNet-18 (MONAI, batch 2, 1x16x112x112; the 3D DCT over (T, H, W) on ``layer4`` (T = 1 there, so in
+   effect 2D), ``layer3`` (T = 2) and ``layer2`` (T = 4), and ``layer3`` per frame). Each row prints the layer's
+   activation shape. Target <= 1.15x.
 2. Post-processing alone (DCT/sign/IDCT/mean/min-max/bilateral/resize to 224^2) vs the authors' notebook:
    a per-channel Python loop with scipy.fftpack ``dct2``/``idct2``, then ``cv2.bilateralFilter`` and ``cv2.resize``,
    on 2048x7x7 and 512x14x14 activations, for one image and per image of a batch of 8 (the notebook loops over
@@ -214,7 +215,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     repeats = 2 if args.quick else args.repeats
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, quick={args.quick}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, quick={args.quick}, "
+        f"model pairs {repeats}, post-processing pairs {3 if args.quick else args.post_pairs}"
+    )
 
     if args.only in ("all", "models"):
         run_models(args.quick, repeats)
