@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_saliency.methods.base import Explainer, check_input, model_logits, select_class
+from monai_saliency.methods.base import Explainer, check_input, evaluation_mode, model_logits, select_class
 from monai_saliency.ops.fourier import ideal_lowpass
 from monai_saliency.ops.normalize import minmax_normalize, reduce_channels
 
@@ -262,7 +262,8 @@ class FORGrad(Explainer):
         """Pick ``sigma*`` maximising a faithfulness score on held-out data; return the whole curve.
 
         The base map of each batch is computed once; each radius only re-filters it. Targets are the
-        labels when the data provides them, else the model's argmax.
+        labels when the data provides them, else the model's argmax. The model runs in eval mode throughout (its
+        sub-modules' flags are restored afterwards), as in every explanation.
 
         Args:
             data: a tensor ``(B, C, *sp)``, an ``(images, labels)`` pair, a dict batch with ``"image"``
@@ -284,6 +285,28 @@ class FORGrad(Explainer):
         sig_list = None if sigmas is None else sorted(_check_sigma(s) for s in sigmas)
         if sig_list is not None and not sig_list:
             raise ValueError("give at least one sigma.")
+        with evaluation_mode(self.model):  # as in __call__: no BatchNorm update, no dropout while scoring
+            per_batch, sig_list = self._calibration_scores(data, sig_list, metric, n_steps, batch_size)
+        if not per_batch:
+            raise ValueError("calibrate got no data.")
+        per_item = torch.cat(per_batch, dim=1)
+        means = per_item.mean(1)
+        best = int(means.argmax())
+        result = CalibrationResult(
+            sigmas=list(sig_list),
+            scores=means.tolist(),
+            per_item=per_item,
+            best_sigma=sig_list[best],
+            best_score=float(means[best]),
+        )
+        if apply:
+            self.sigma = result.best_sigma
+        return result
+
+    def _calibration_scores(
+        self, data: Any, sig_list: list[float] | None, metric: MetricFn | None, n_steps: int, batch_size: int
+    ) -> tuple[list[torch.Tensor], list[float]]:
+        """Scores ``(len(sigmas), B)`` of every batch of ``data`` and the radii tried (see :meth:`calibrate`)."""
         per_batch: list[torch.Tensor] = []
         for x_raw, labels in _iter_batches(data):
             x = check_input(x_raw, self.spatial_dims)
@@ -305,21 +328,7 @@ class FORGrad(Explainer):
                         )
                 scores.append(val.detach().to(torch.float64).cpu())
             per_batch.append(torch.stack(scores))
-        if not per_batch:
-            raise ValueError("calibrate got no data.")
-        per_item = torch.cat(per_batch, dim=1)
-        means = per_item.mean(1)
-        best = int(means.argmax())
-        result = CalibrationResult(
-            sigmas=list(sig_list),
-            scores=means.tolist(),
-            per_item=per_item,
-            best_sigma=sig_list[best],
-            best_score=float(means[best]),
-        )
-        if apply:
-            self.sigma = result.best_sigma
-        return result
+        return per_batch, sig_list
 
 
 def _as_index(labels: Any, x: torch.Tensor) -> torch.Tensor:

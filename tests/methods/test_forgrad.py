@@ -161,3 +161,28 @@ def test_calibrate_default_metric_runs_on_dict_batches(cnn2d, x2d):
     assert len(res.scores) == 2 and all(np.isfinite(res.scores))
     assert res.best_score == max(res.scores) and fg.sigma == res.best_sigma
     assert default_sigmas((15, 18))[-1] == 18.0 and default_sigmas((15, 18))[0] == 1.0
+
+
+def test_calibrate_runs_a_training_network_in_eval_mode():
+    """A network left in train mode: calibration leaves its BatchNorm statistics and flags alone, and the scores are
+    those of the network in eval mode."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    ).double().train()
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    x = torch.randn(3, 1, 12, 12, dtype=torch.float64)
+    seen = []
+
+    def score(model, xb, sal, idx):  # records the mode the metric sees; prefers the smoothest map
+        seen.append(model.training)
+        return -(sal.diff(dim=-1).abs().flatten(1).sum(1))
+
+    res = FORGrad(VanillaGrad(net), reduce="abs_sum").calibrate(x, sigmas=[2, 12], metric=score, apply=False)
+    assert seen == [False, False]
+    assert all(torch.equal(v, buffers[k]) for k, v in net.named_buffers())
+    assert all(m.training for m in net.modules())
+    net.eval()
+    again = FORGrad(VanillaGrad(net), reduce="abs_sum").calibrate(x, sigmas=[2, 12], metric=score, apply=False)
+    torch.testing.assert_close(res.per_item, again.per_item)
