@@ -98,7 +98,7 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from monai_saliency.methods.base import Explainer, frozen_parameters
+from monai_saliency.methods.base import Explainer, evaluation_mode, frozen_parameters
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet, damped_newton, tanh_net_forward
 
@@ -214,15 +214,16 @@ class MorchSaliency(Explainer):
             raise TypeError(f"unexpected options {sorted(kwargs)}.")
         order = order or self.order
         _check_choice("order", order, ORDERS)
-        if order == "retrain":
-            if voxels is None:
-                raise ValueError("order='retrain' needs voxels=<indices of masked voxels>; it retrains once per voxel.")
-            idx = _voxel_index(voxels, self.projection.n_voxels)
-            vals = self.retrain(x, targets, idx)
-            flat = torch.zeros(self.projection.n_voxels, dtype=vals.dtype)
-            flat[idx] = vals
-        else:
-            flat = self.cost_changes(x, targets, orders=(order,))[order]
+        if order == "retrain" and voxels is None:
+            raise ValueError("order='retrain' needs voxels=<indices of masked voxels>; it retrains once per voxel.")
+        with evaluation_mode(self.model):  # the cost of the trained head, without dropout, as in every explanation
+            if order == "retrain":
+                idx = _voxel_index(voxels, self.projection.n_voxels)
+                vals = self.retrain(x, targets, idx)
+                flat = torch.zeros(self.projection.n_voxels, dtype=vals.dtype)
+                flat[idx] = vals
+            else:
+                flat = self.cost_changes(x, targets, orders=(order,))[order]
         vol = self.projection.to_volume(flat)[None]
         affine = _affine_of(x)
         if affine is not None:

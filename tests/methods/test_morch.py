@@ -264,3 +264,17 @@ def test_uncentred_projection_and_input_dtype(setup, dtype):
     ref = MorchSaliency(Wrapped(net), pca).cost_changes(xin.double(), y)
     for k in ("first", "second"):
         torch.testing.assert_close(out[k].double(), ref[k], **tol)
+
+
+def test_generic_head_with_dropout_is_explained_in_eval_mode(setup):
+    """A head with dropout left in train mode: the saliency is the eval-mode one (deterministic), flags restored."""
+    x, mask, y, pca, net = setup
+    mlp = nn.Sequential(nn.Linear(pca.k, 3), nn.Tanh(), nn.Dropout(0.5), nn.Linear(3, 1)).double()
+    with torch.no_grad():
+        mlp[0].weight.copy_(net.weight_in)
+        mlp[3].weight.copy_(net.weight_out[None])
+    ref = MorchSaliency(mlp.eval(), pca, order="first", weight_decay=0.0)(x, y)
+    mlp.train()
+    for _ in range(2):
+        torch.testing.assert_close(MorchSaliency(mlp, pca, order="first", weight_decay=0.0)(x, y), ref)
+    assert mlp.training and mlp[2].training
