@@ -73,6 +73,7 @@ __all__ = [
     "signature_reconstruction",
     "bilateral_filter_axes",
     "bilateral_options",
+    "zero_tolerance",
     "BILATERAL_DEFAULTS", "DCT_AXES", "DCT_SCALINGS"]
 
 #: bilateral filter defaults on the ``[0, 1]`` scale (the notebook's 5-tap window and range sigma 140 / 255).
@@ -252,12 +253,25 @@ def _on_finite_overflow(
     return compute(_unit_max_scaled(x, dims))
 
 
-def _check_scaling(dct_scaling: str, zero_tol: float | None, dtype: torch.dtype) -> float:
+def zero_tolerance(dct_scaling: str, zero_tol: float | None, dtype: torch.dtype = torch.float32) -> float:
+    """The relative zero threshold of the DCT coefficients, after checking the signature options.
+
+    Args:
+        dct_scaling: ``"ortho"`` or ``"notebook"``.
+        zero_tol: a threshold ``>= 0``, or None for ``64 * eps(dtype)``.
+        dtype: the dtype the DCT is computed in.
+
+    Returns:
+        The threshold.
+
+    Raises:
+        ValueError: for an unknown ``dct_scaling`` or a negative / NaN ``zero_tol``.
+    """
     if dct_scaling not in DCT_SCALINGS:
         raise ValueError(f"dct_scaling must be one of {DCT_SCALINGS}, got {dct_scaling!r}.")
     tol = _default_zero_tol(dtype) if zero_tol is None else float(zero_tol)
-    if tol < 0:
-        raise ValueError(f"zero_tol must be >= 0, got {zero_tol!r}.")
+    if not tol >= 0:
+        raise ValueError(f"zero_tol must be >= 0 or None, got {zero_tol!r}.")
     return tol
 
 
@@ -286,7 +300,7 @@ def signature_reconstruction(
             or NaN / Inf values in ``x``.
     """
     xw = _working_dtype(x)
-    tol = _check_scaling(dct_scaling, zero_tol, xw.dtype)
+    tol = zero_tolerance(dct_scaling, zero_tol, xw.dtype)
     norm_dims = [d % x.ndim for d in dims]
     if dct_scaling == "notebook" and (x.ndim - 2 not in norm_dims or x.ndim - 1 not in norm_dims):
         raise ValueError("dct_scaling='notebook' needs a DCT over (at least) the last two axes (rows, columns).")
@@ -450,7 +464,7 @@ def _energy_arguments(
     activations: torch.Tensor, dims: Sequence[int], dct_scaling: str, zero_tol: float | None, max_elements: int
 ) -> tuple[int, float]:
     """Validate :func:`signature_energy`'s arguments; returns the number of DCT axes and the zero tolerance."""
-    tol = _check_scaling(dct_scaling, zero_tol, activations.dtype)
+    tol = zero_tolerance(dct_scaling, zero_tol, activations.dtype)
     if max_elements <= 0:
         raise ValueError(f"max_elements must be > 0, got {max_elements!r}.")
     nd = activations.ndim
@@ -787,11 +801,8 @@ class SignatureActivation(Explainer):
             raise ValueError(f"dct_axes must be one of {DCT_AXES}, got {dct_axes!r}.")
         if upsample_mode not in _UPSAMPLE_MODES:
             raise ValueError(f"upsample_mode must be one of {_UPSAMPLE_MODES}, got {upsample_mode!r}.")
-        if dct_scaling not in DCT_SCALINGS:
-            raise ValueError(f"dct_scaling must be one of {DCT_SCALINGS}, got {dct_scaling!r}.")
-        bilateral_options(bilateral)  # validate early
-        if zero_tol is not None and not zero_tol >= 0:
-            raise ValueError(f"zero_tol must be >= 0 or None, got {zero_tol!r}.")
+        zero_tolerance(dct_scaling, zero_tol)  # validate early
+        bilateral_options(bilateral)
         if not max_elements > 0:
             raise ValueError(f"max_elements must be > 0, got {max_elements!r}.")
         super().__init__(nn_module, target_layers, spatial_dims=3 if dct_axes == "frames" else None)

@@ -38,6 +38,7 @@ from monai_saliency.methods.signature import (
     bilateral_filter_axes,
     bilateral_options,
     signature_reconstruction,
+    zero_tolerance,
 )
 from monai_saliency.ops.normalize import minmax_normalize
 from monai_saliency.transforms._common import channel_first_float
@@ -124,8 +125,7 @@ class ImageSignature(Transform):
         self.blur_sigma = float(blur_sigma)
         if bilateral is not None and not isinstance(bilateral, Mapping):
             raise TypeError(f"bilateral must be a dict of options or None, got {type(bilateral).__name__}.")
-        if zero_tol is not None and not zero_tol >= 0:
-            raise ValueError(f"zero_tol must be >= 0 or None, got {zero_tol!r}.")
+        zero_tolerance("ortho", zero_tol)  # validate early
         self.bilateral = bilateral_options(bilateral or True)
         self.reduce_channels = reduce_channels
         self.zero_tol = zero_tol

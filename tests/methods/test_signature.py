@@ -553,6 +553,8 @@ def test_energy_and_reconstruction_of_inputs_that_require_grad(acts2d):
 def test_options_are_checked_in_the_constructor(cnn2d):
     with pytest.raises(ValueError, match="zero_tol"):
         SignatureActivation(cnn2d, "features.7", zero_tol=-1.0)
+    with pytest.raises(ValueError, match="zero_tol"):
+        signature_map(torch.rand(1, 3, 5, 5), zero_tol=float("nan"))
     with pytest.raises(ValueError, match="max_elements"):
         SignatureActivation(cnn2d, "features.7", max_elements=0)
     with pytest.raises(TypeError, match="bilateral"):
