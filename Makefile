@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo blob-demo test venv clean experiments benchmarks
+.PHONY: demo blob-demo test venv clean experiments benchmarks test-reference venv-reference
 
 venv: $(STAMP)
 
@@ -31,6 +31,27 @@ blob-demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Optional reference environment (.venv-ref): independent implementations that need torchvision, which here comes
+# only with a CUDA build of torch (it runs on CPU), so it is kept out of .venv. Tests under tests/reference/ compare
+# our methods with them (pytorch-grad-cam: Grad-CAM, Grad-CAM++, Eigen-CAM); under `make test` they skip, here a
+# missing reference package fails them (MONAI_SALIENCY_REFERENCE=1). Reusable: add tests to tests/reference/.
+REF_VENV ?= .venv-ref
+REF_PY := $(REF_VENV)/bin/python
+REF_STAMP := $(REF_VENV)/.installed
+REF_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+venv-reference: $(REF_STAMP)
+
+$(REF_STAMP): pyproject.toml setup.py monai_saliency/ops/_cpu_kernels.c Makefile
+	test -x $(REF_PY) || $(PYTHON) -m venv $(REF_VENV)
+	$(REF_PY) -m pip install -q --upgrade pip
+	$(REF_PY) -m pip install -q $(REF_TORCH_SPEC)
+	$(REF_PY) -m pip install -q -e ".[test,reference]"
+	touch $(REF_STAMP)
+
+test-reference: $(REF_STAMP)
+	MONAI_SALIENCY_REFERENCE=1 $(REF_PY) -m pytest -q tests/reference $(PYTEST_ARGS)
+
 # Reproductions of the seed papers' experiments: tables and figures in outputs/<name>/.
 experiments: $(STAMP)
 	$(PY) benchmarks/exp_seed000_structured.py
@@ -48,4 +69,4 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/bench_morch.py | tee outputs/benchmarks/morch.txt
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) $(REF_VENV) outputs .pytest_cache

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -33,6 +35,22 @@ def cnn3d() -> nn.Module:
 
 
 @pytest.fixture
+def confident():
+    """``confident(model, factor=100)``: a copy of a SmallCNN whose logits are ``factor`` times larger (a trained
+    net's confidence). On an untrained tiny net ``(sum A) g`` is ~0.01 and every Grad-CAM++ variant is close to
+    Grad-CAM; scaled, it spans ~0.1-70 and the Grad-CAM++ formulas differ."""
+
+    def scale(model: nn.Module, factor: float = 100.0) -> nn.Module:
+        model = copy.deepcopy(model)
+        with torch.no_grad():
+            model.head.weight.mul_(factor)
+            model.head.bias.mul_(factor)
+        return model
+
+    return scale
+
+
+@pytest.fixture
 def evaluator_maps():
     """Run an explainer as the inferer of a MONAI ``SupervisedEvaluator`` (iterations under ``torch.no_grad()``)
     over ``images`` in batches of 2; returns the maps of the last batch, stacked."""
@@ -51,7 +69,9 @@ def evaluator_maps():
     def run(network: nn.Module, explainer, images: torch.Tensor) -> torch.Tensor:
         data = [{"image": img, "label": torch.tensor(0)} for img in images]
         evaluator = SupervisedEvaluator(
-            device=torch.device("cpu"), val_data_loader=DataLoader(Dataset(data), batch_size=2), network=network,
+            device=torch.device("cpu"),
+            val_data_loader=DataLoader(Dataset(data), batch_size=2),
+            network=network,
             inferer=ExplainInferer(explainer),
         )
         evaluator.run()

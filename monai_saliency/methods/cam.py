@@ -17,6 +17,7 @@ Grad-CAM scores ``logits[:, idx]`` (a ``B x B`` block) so each item's map mixes 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 from monai_saliency.methods.base import ActivationHooks, Explainer, frozen_parameters, select_class
 from monai_saliency.ops.normalize import minmax_normalize
 
-__all__ = ["GradCAM", "GradCAMpp", "EigenCAM", "upsample_maps"]
+__all__ = ["EigenCAM", "GradCAM", "GradCAMpp", "upsample_maps"]
 
 _LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -191,19 +192,26 @@ class GradCAM(_CAMBase):
 
 
 class GradCAMpp(_CAMBase):
-    """Grad-CAM++ (Chattopadhyay et al. 2018), batched.
+    """Grad-CAM++ (Chattopadhay et al. 2018, eq. 19), batched.
 
-    With ``g = dS_c/dA`` (spatial positions ``ij``)::
+    With ``g = dS_c/dA`` at channel ``k`` and position ``ij`` of the hooked layer::
 
-        alpha_kij = g^2 / (2 g^2 + sum_ij A_kij g^3)      (0 where the denominator is 0)
+        alpha_kij = g_kij^2 / (2 g_kij^2 + (sum_ab A_kab) g_kij^3)      (eq. 19)
         w_k       = sum_ij alpha_kij ReLU(g_kij)
         map       = ReLU(sum_k w_k A_k)
 
-    The paper derives this closed form for ``Y_c = exp(S_c)``, whose weights carry an extra per-item factor
-    ``exp(S_c)`` (MONAI multiplies by ``score.exp()``). That factor is one positive scalar per item, so it
-    cancels in the min-max normalisation; we omit it to avoid overflow for large logits (``exp_score=True``
-    restores it for raw, un-normalised maps). MONAI's version fails for ``B > 1`` (it multiplies a
-    ``B x B`` score block into the gradients); this one selects per-item scores with ``gather``.
+    This is the closed form the paper derives for ``Y_c = exp(S_c)`` (its higher derivatives are powers of the
+    first one); like pytorch-grad-cam we use the gradients of ``S_c`` and drop the per-item factor ``exp(S_c)``
+    of the weights, which cancels in the min-max normalisation and overflows for large logits (``exp_score=True``
+    restores it, as MONAI does, for raw maps). Only positions with ``g > 0`` contribute, so the weights are
+    computed in the equivalent stable form ``ReLU(g) / (2 + (sum_ab A_kab) g)`` (no ``g^2`` underflow, the same
+    value for an item alone or in any batch); positions where the denominator vanishes (possible only when
+    ``sum_ab A_kab < 0``, i.e. a layer with negative activations) contribute 0.
+
+    Where MONAI (1.6.1) differs: its denominator is ``2 g^2 + sum_ab(A_kab g_kab^3)`` (the activation-weighted
+    sum of ``g^3``, one number per channel) instead of eq. 19's ``2 g_kij^2 + (sum_ab A_kab) g_kij^3`` (the sum
+    runs over the activations only, ``g_kij^3`` is per position), and it adds ``1e-7`` to it; for ``B > 1`` it
+    also multiplies a ``B x B`` score block into the gradients. Per-item scores are selected with ``gather`` here.
 
     Args:
         nn_module: classifier returning ``(B, K)`` scores.
@@ -212,10 +220,15 @@ class GradCAMpp(_CAMBase):
         normalize: min-max normalise each item to ``[0, 1]``.
         spatial_dims: required number of spatial axes of the input, or None.
         exp_score: multiply the weights by ``exp(S_c)`` as in the paper/MONAI (only matters if not normalising).
-        eps: added to the alpha denominator (MONAI uses 1e-7).
+        eps: added to eq. 19's full denominator ``2 g^2 + (sum A) g^3``. The default 0 is the paper's formula;
+            pytorch-grad-cam adds ``1e-6`` (MONAI ``1e-7``), which shrinks ``alpha`` wherever ``g^2`` is not much
+            larger than ``eps`` (small gradients), so its maps depend on the scale of the gradients.
 
     Returns (on call):
         ``(B, 1, *spatial)`` maps at the input's size.
+
+    Raises:
+        ValueError: if ``eps`` is negative or not finite.
     """
 
     def __init__(
@@ -226,11 +239,38 @@ class GradCAMpp(_CAMBase):
         normalize: bool = True,
         spatial_dims: int | None = None,
         exp_score: bool = False,
-        eps: float = 1e-7,
+        eps: float = 0.0,
     ) -> None:
+        if not (math.isfinite(eps) and eps >= 0.0):
+            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}.")
         super().__init__(nn_module, target_layers, upsample_mode, normalize, spatial_dims)
         self.exp_score = exp_score
-        self.eps = eps
+        self.eps = float(eps)
+
+    @staticmethod
+    def weights(acts: torch.Tensor, grads: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+        """Eq. 19 channel weights ``w_k = sum_ij alpha_kij ReLU(g_kij)`` of activations and gradients ``(B, C, *sp)``.
+
+        Args:
+            acts: activations ``A``.
+            grads: gradients ``g = dS_c/dA`` (same shape).
+            eps: added to the full denominator ``2 g^2 + (sum A) g^3``.
+
+        Returns:
+            ``(B, C)`` weights, computed in at least float32.
+        """
+        dtype = torch.promote_types(acts.dtype, torch.float32)
+        a, g = acts.to(dtype), grads.to(dtype)
+        act_sum = a.flatten(2).sum(2)[(...,) + (None,) * (a.ndim - 2)]  # sum_ab A_kab, (B, C, 1, ...)
+        pos = g > 0
+        gp = torch.where(pos, g, torch.ones_like(g))
+        # alpha * ReLU(g) = g^3 / (g^2 (2 + S g) + eps) = g / (2 + S g + eps / g^2) for g > 0, else 0
+        denom = 2.0 + act_sum * gp
+        if eps:
+            denom = denom + eps / gp.square()
+        ok = pos & (denom != 0)
+        term = torch.where(ok, gp / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(g))
+        return term.flatten(2).sum(2)
 
     def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         acts, grads, scores, _ = self._scores_and_grads(x, class_idx)
@@ -239,14 +279,10 @@ class GradCAMpp(_CAMBase):
             a, g = acts[name], grads[name]
             self._check_spatial(a, name)
             expand = (...,) + (None,) * (a.ndim - 2)
-            g2 = g.pow(2)
-            denom = 2.0 * g2 + (a * g.pow(3)).flatten(2).sum(2)[expand]
-            denom = torch.where(denom != 0.0, denom, torch.ones_like(denom))
-            alpha = g2 / (denom + self.eps)
-            weights = (alpha * F.relu(g)).flatten(2).sum(2)
+            weights = self.weights(a, g, self.eps)
             if self.exp_score:
-                weights = weights * scores.exp()[:, None]
-            maps.append(F.relu((weights[expand] * a).sum(1, keepdim=True)))
+                weights = weights * scores.to(weights.dtype).exp()[:, None]
+            maps.append(F.relu((weights[expand] * a.to(weights.dtype)).sum(1, keepdim=True)).to(a.dtype))
         return self._finish(maps, x)
 
 
