@@ -334,3 +334,15 @@ def test_gradcampp_eps_and_negative_activations():
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="eps"):
             GradCAMpp(nn.Sequential(nn.Conv2d(1, 1, 1)), "0", eps=bad)
+
+
+def test_gradcampp_half_precision(cnn2d, x2d, confident):
+    """A float16 model and input: the weights are computed in float32, the map is float16 and close to float32's."""
+    model = confident(cnn2d)
+    targets = torch.tensor([0, 2, 1, 1])
+    with GradCAMpp(model, LAYER) as cam:
+        full = cam(x2d, class_idx=targets)
+    with GradCAMpp(copy.deepcopy(model).half(), LAYER) as cam:
+        half = cam(x2d.half(), class_idx=targets)
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), full, atol=2e-2, rtol=0)

@@ -12,15 +12,13 @@ in pytorch-grad-cam (it then clips negatives), so its projection is compared up 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _reference import reference_module
+from _reference import pytorch_grad_cam_maps, reference_module
 
 from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp
 
-pgc = reference_module("pytorch_grad_cam")
 model_targets = reference_module("pytorch_grad_cam.utils.model_targets")
 
 pytestmark = pytest.mark.reference
@@ -40,23 +38,8 @@ def _case(dims, cnn2d, cnn3d, confident):
 
 
 def _theirs(method, model, layer, x, targets):
-    """pytorch-grad-cam's public call; returns (raw layer-resolution maps recorded from get_cam_image, output)."""
-    cam = getattr(pgc, THEIRS[method])(model=model, target_layers=[model.get_submodule(layer)])
-    raw = []
-    get_cam_image = cam.get_cam_image
-
-    def record(*args, **kwargs):
-        out = get_cam_image(*args, **kwargs)
-        raw.append(np.array(out, dtype=np.float64))
-        return out
-
-    cam.get_cam_image = record
-    try:
-        out = cam(input_tensor=x, targets=[model_targets.ClassifierOutputTarget(int(t)) for t in targets])
-    finally:
-        cam.activations_and_grads.release()
-    assert len(raw) == 1
-    return torch.from_numpy(raw[0])[:, None], torch.from_numpy(np.asarray(out, dtype=np.float64))[:, None]
+    targets = [model_targets.ClassifierOutputTarget(int(t)) for t in targets]
+    return pytorch_grad_cam_maps(THEIRS[method], model, layer, x, targets)
 
 
 def _ours(method, model, layer, x, targets, **kwargs):
