@@ -619,7 +619,8 @@ def test_cached_matrices_work_for_autograd_callers_after_a_map(acts2d, kernel_pa
 @pytest.mark.parametrize("shape", [(14, 14), (7, 9), (2, 5)])
 def test_default_filter_is_the_notebooks_opencv_call(shape, kernel_path):
     """BILATERAL_DEFAULTS on a [0, 1] map is cv2.bilateralFilter(map, 2, 140, 140) on its 0..255 scale, with float32
-    input (to float32 round-off) and uint8 input (to one grey level: OpenCV rounds its 8-bit output down)."""
+    input (to float32 round-off) and uint8 input (within one grey level: OpenCV's 8-bit output is not always the
+    nearest integer; ours minus OpenCV's was seen in [-0.5, 1))."""
     from monai_saliency.methods.signature import BILATERAL_DEFAULTS, bilateral_filter_axes
 
     m = np.random.default_rng(4).random((3, *shape))
