@@ -25,18 +25,35 @@ choices made here:
 * **Layer.** The paper says "the last convolutional layer"; the notebook and the paper's figures use the second to
   last stage of ConvNeXt-Large (``add_32``). No default is given here: ``target_layers`` is required. Use a layer
   that still has every spatial axis (for 3D video nets one that keeps the time axis, DESIGN §7).
-* **Bilateral filter.** The paper gives no parameters. The notebook min-max scales the map to 0..255 and filters
-  it with a 5-tap window and range sigma 140. Here the map is min-max scaled to ``[0, 1]`` before filtering, so
-  the same range sigma is ``140 / 255 = 0.549`` (:data:`BILATERAL_DEFAULTS`); the 5-tap window is ``radius=2``
-  (ball window, as OpenCV); the spatial sigma is ``4/3`` voxel, the value for which OpenCV's own window rule
-  ``radius = round(1.5 * sigma)`` yields that 5-tap window (the notebook's spatial sigma is not reproduced).
-  On a layer map smaller than the window the radius is reduced to ``min(size) - 1``; singleton axes are not
-  filtered; ``bilateral=False`` skips the filter.
-* **Zero coefficients.** In floating point the DCT of a constant channel has round-off values (``~1e-8``) at
-  non-DC frequencies whose signs are random; taking ``sign`` of those would turn a constant channel into noise.
+* **Bilateral filter.** The paper gives no parameters. The notebook min-max scales the map to 0..255 and calls
+  ``cv2.bilateralFilter(map, 2, 140, 140)``: OpenCV takes ``radius = d // 2 = 1`` and keeps the window offsets with
+  Euclidean norm ``<= radius``, i.e. 5 taps (centre and 4-neighbours), mirrored borders (``BORDER_REFLECT_101``);
+  ``sigmaSpace = 140`` makes the spatial weights ``exp(-1 / (2 * 140**2)) = 0.99997``, practically flat. Here the
+  map is min-max scaled to ``[0, 1]`` before filtering, so the same range sigma is ``140 / 255 = 0.549``;
+  :data:`BILATERAL_DEFAULTS` is ``radius=1`` (ball window), ``spatial_sigma=140`` voxels, ``range_sigma=140/255``:
+  on a 2D map, OpenCV's filter of the 0..255 map divided by 255 (float32 input; a uint8 input as well, up to its
+  quantisation; tested). 3D maps (``dct_axes="spatial"`` over ``(T, H, W)`` or a volume) are filtered in 3D with
+  the same rule, the ball of radius 1: 7 taps (centre and 6 face neighbours); ``dct_axes="frames"`` filters each
+  frame in 2D with OpenCV's 5 taps (the range sigma relative to the clip's min-max, which keeps frames
+  comparable). Singleton axes are not filtered (a ``(1, H, W)`` map is filtered as a 2D map); on an axis of length
+  ``<= radius`` the radius is reduced to ``min(size) - 1``; ``bilateral=False`` skips the filter. A dict of
+  options overrides single values (``radius=None`` derives the radius from ``spatial_sigma`` by OpenCV's
+  ``round(1.5 * sigma)``).
+* **Zero coefficients.** In floating point the DCT of a constant channel has round-off values at non-DC
+  frequencies whose signs are random; taking ``sign`` of those would turn a constant channel into noise.
   Coefficients with ``|c| <= zero_tol * ||A_s||_2`` are treated as exact zeros (``sign(0) = 0``, as in
-  ``numpy.sign``); default ``zero_tol = 64 * eps(dtype)`` (``7.6e-6`` in float32). This keeps the map invariant to
-  positive scaling of ``A`` and makes constant or all-zero activations give an all-zero map (never NaN).
+  ``numpy.sign``); default ``zero_tol = 8 * eps(dtype)`` (``9.5e-7`` in float32, ``1.8e-15`` in float64;
+  :func:`zero_tolerance`). This keeps the map invariant to positive scaling of ``A`` and makes constant or all-zero
+  activations give an all-zero map (never NaN). The value is measured (``benchmarks/roundoff_signature.py``): on
+  random ReLU activations (512x14x14, 2048x7x7, 64x28x28, 256x56x56, 128x4x28x28, 64x8x8x8, small 3x3 / 2x2 / 1D
+  and FFT-sized 96x96 / 200 / 72x72x72 maps) the float32 coefficients of every torch path differ from scipy's
+  float64 ones by at most ``1.86 eps * ||A_s||`` (99.99 % below ``1.4 eps``); coefficients that are zero in exact
+  arithmetic (a single voxel at the centre of odd axes, constant channels or lines) come out at most ``0.73 eps``
+  (float32) / ``1.5 eps`` (float64) on the torch paths and the C kernel. ``8 eps`` is 4x above all of them. A real
+  coefficient below the threshold is zeroed; at ``|c| <~ 2 eps * ||A_s||`` float32 cannot resolve its sign in any
+  case, and their count grows linearly with the threshold (512x14x14, two items: 3 of 200,704 coefficients below
+  ``8 eps``, 20 below the former ``64 eps``; zeroing such coefficients moved float32 maps by 0.004 to 0.04 from
+  float64 in the tests' inputs).
 * **Resize.** The paper resizes ``M`` to the input size without saying how; default ``upsample_mode="linear"``
   (bilinear / trilinear, ``align_corners=False``, like MONAI's CAM upsampler and OpenCV's ``INTER_LINEAR``),
   followed by a final min-max to ``[0, 1]``.
@@ -67,17 +84,22 @@ from monai_saliency.ops.dct import dct, dctn, idct, idctn
 from monai_saliency.ops.normalize import minmax_normalize
 
 __all__ = [
+    "BILATERAL_DEFAULTS",
+    "DCT_AXES",
+    "DCT_SCALINGS",
+    "ZERO_TOL_EPS",
     "SignatureActivation",
-    "signature_map",
-    "signature_energy",
-    "signature_reconstruction",
     "bilateral_filter_axes",
     "bilateral_options",
+    "signature_energy",
+    "signature_map",
+    "signature_reconstruction",
     "zero_tolerance",
-    "BILATERAL_DEFAULTS", "DCT_AXES", "DCT_SCALINGS"]
+]
 
-#: bilateral filter defaults on the ``[0, 1]`` scale (the notebook's 5-tap window and range sigma 140 / 255).
-BILATERAL_DEFAULTS: dict[str, float | int] = {"spatial_sigma": 4.0 / 3.0, "range_sigma": 140.0 / 255.0, "radius": 2}
+#: bilateral filter defaults on the ``[0, 1]`` scale: the notebook's ``cv2.bilateralFilter(map, 2, 140, 140)`` on
+#: 0..255 (radius ``2 // 2 = 1``: 5 taps in 2D, 7 in 3D; spatial sigma 140 voxels; range sigma 140 / 255).
+BILATERAL_DEFAULTS: dict[str, float | int] = {"spatial_sigma": 140.0, "range_sigma": 140.0 / 255.0, "radius": 1}
 DCT_AXES = ("spatial", "frames")
 DCT_SCALINGS = ("ortho", "notebook")
 _LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
@@ -139,8 +161,12 @@ def _cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
     return value
 
 
+#: default relative zero threshold in units of the DCT's ``eps`` (measured round-off <= 1.86 eps; module docstring)
+ZERO_TOL_EPS = 8.0
+
+
 def _default_zero_tol(dtype: torch.dtype) -> float:
-    return 64.0 * torch.finfo(dtype).eps
+    return ZERO_TOL_EPS * torch.finfo(dtype).eps
 
 
 def _kron_dct_matrix(sizes: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -156,9 +182,7 @@ def _kron_dct_matrix(sizes: tuple[int, ...], dtype: torch.dtype, device: torch.d
     return _cached(("kron", tuple(sizes), dtype, str(device)), build)
 
 
-def _batched_dct_matrix(
-    n: int, batch: int, inverse: bool, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
+def _batched_dct_matrix(n: int, batch: int, inverse: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``(batch, n, n)`` contiguous stack of the DCT matrix ``C`` (or ``C^T`` for the inverse), cached: the left
     operand of a batched one-axis transform, built once rather than expanded and transposed on every call. A stack
     above ``_STACK_MAX_BYTES`` is an expanded view instead (its copy would cost more memory than it saves time)."""
@@ -258,7 +282,8 @@ def zero_tolerance(dct_scaling: str, zero_tol: float | None, dtype: torch.dtype 
 
     Args:
         dct_scaling: ``"ortho"`` or ``"notebook"``.
-        zero_tol: a threshold ``>= 0``, or None for ``64 * eps(dtype)``.
+        zero_tol: a threshold ``>= 0``, or None for ``8 * eps(dtype)`` (:data:`ZERO_TOL_EPS`): 4x the largest
+            round-off measured on the DCT coefficients (``1.86 eps * ||A_s||``; module docstring).
         dtype: the dtype the DCT is computed in.
 
     Returns:
@@ -290,7 +315,7 @@ def signature_reconstruction(
         dims: axes of the transform.
         dct_scaling: ``"ortho"`` (orthonormal inverse, the paper) or ``"notebook"`` (the authors' notebook: the
             ``k = 0`` row of axis ``-2`` weighted by ``1/sqrt(2)``; needs the last two axes in ``dims``).
-        zero_tol: relative zero threshold; None for ``64 * eps(dtype)``.
+        zero_tol: relative zero threshold; None for ``8 * eps(dtype)``.
 
     Returns:
         Tensor shaped like ``x``, same dtype.
@@ -443,7 +468,7 @@ def signature_energy(
         activations: floating-point tensor ``(B, S, *sp)``.
         dims: axes (of ``activations``) the DCT runs over: the trailing spatial axes, e.g. ``(-2, -1)``.
         dct_scaling: ``"ortho"`` (paper) or ``"notebook"`` (DC row of axis ``-2`` weighted by ``1/sqrt(2)``).
-        zero_tol: coefficients with ``|c| <= zero_tol * ||A_s||_2`` count as zero; None for ``64 * eps(dtype)``.
+        zero_tol: coefficients with ``|c| <= zero_tol * ||A_s||_2`` count as zero; None for ``8 * eps(dtype)``.
         max_elements: element budget of one temporary; channels are processed in chunks that fit it.
 
     Returns:
@@ -591,7 +616,13 @@ def bilateral_filter_axes(
         return m
     flat = m.reshape(*lead, *kept)
     out = bilateral_filter(
-        flat, spatial_sigma, range_sigma, radius=radius, spatial_dims=len(kept), window=window, check_finite=check_finite
+        flat,
+        spatial_sigma,
+        range_sigma,
+        radius=radius,
+        spatial_dims=len(kept),
+        window=window,
+        check_finite=check_finite,
     )
     return out.reshape(m.shape)
 
@@ -767,14 +798,15 @@ class SignatureActivation(Explainer):
         dct_axes: ``"spatial"`` (default: the paper's DCT of the whole activation map, N-d for volumes and for the
             ``(T, H, W)`` of a video layer) or ``"frames"`` (2D DCT and 2D bilateral filter per frame of
             ``(B, C, T, H, W)`` inputs: the paper's per-frame angiogram view, Fig. 1 / Fig. 3).
-        bilateral: True (default; the notebook's filter moved to the ``[0, 1]`` scale: 5-tap ball window, range sigma
-            140/255, spatial sigma 4/3 so that OpenCV's window rule gives 5 taps; :data:`BILATERAL_DEFAULTS`),
+        bilateral: True (default; the notebook's ``cv2.bilateralFilter(map, 2, 140, 140)`` moved to the ``[0, 1]``
+            scale: radius 1 ball window (5 taps in 2D, 7 in 3D), range sigma 140/255, spatial sigma 140;
+            :data:`BILATERAL_DEFAULTS`),
             False/None, or a dict overriding ``spatial_sigma``, ``range_sigma``, ``radius``, ``window``.
         upsample_mode: ``"linear"`` (default: bi/trilinear with ``align_corners=False``, as MONAI's CAM upsampler and
             OpenCV's ``INTER_LINEAR``; the paper does not say), ``"nearest"`` or ``"area"``.
         dct_scaling: ``"ortho"`` (default: the paper's IDCT, orthonormal as Hou et al.'s proof needs) or
             ``"notebook"`` (the authors' notebook: un-normalised inverse along the rows).
-        zero_tol: relative threshold for zero DCT coefficients; None for ``64 * eps(dtype)`` (round-off level, so that
+        zero_tol: relative threshold for zero DCT coefficients; None for ``8 * eps(dtype)`` (round-off level, so that
             constant channels give constant reconstructions instead of sign noise).
         max_elements: element budget of one temporary in the channel-chunked DCT (default ``2**24``: 64 MiB float32).
 

@@ -91,7 +91,8 @@ class ImageSignature(Transform):
             ``smooth="bilateral"`` (``spatial_sigma``, ``range_sigma`` on the ``[0, 1]`` scale, ``radius``,
             ``window``).
         reduce_channels: average the squared reconstructions over channels (Hou et al.) -> ``(1, *spatial)``.
-        zero_tol: relative threshold for zero DCT coefficients (None: ``64 * eps(dtype)``).
+        zero_tol: relative threshold for zero DCT coefficients (None: ``8 * eps(dtype)``, the round-off level; see
+            :func:`~monai_saliency.methods.signature.zero_tolerance`).
 
     Raises:
         ValueError: for unknown option values or ``bilateral`` keys, non-positive sigmas, a negative ``zero_tol``;

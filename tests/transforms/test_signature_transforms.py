@@ -9,9 +9,10 @@ import torch
 from monai.data import MetaTensor
 from scipy.ndimage import gaussian_filter
 
+from monai_saliency.methods.signature import ZERO_TOL_EPS
 from monai_saliency.transforms.signature import ImageSignature, ImageSignatured
 
-TOL = 64 * np.finfo(np.float64).eps
+TOL = ZERO_TOL_EPS * np.finfo(np.float64).eps
 
 
 def _rec(a: np.ndarray) -> np.ndarray:
@@ -142,7 +143,7 @@ def test_bilateral_options_and_axes_are_checked():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_image(image, dtype):
-    """Computed in float32 (float16's 64 eps would zero most coefficients), returned in the input's dtype."""
+    """Computed in float32 (float16's 8 eps would zero many coefficients), returned in the input's dtype."""
     low = torch.as_tensor(image).to(dtype)
     for output in ("saliency", "reconstruction"):
         got = ImageSignature(output=output)(low)
@@ -157,3 +158,20 @@ def test_dictionary_twin_missing_keys():
     assert set(out) == {"image", "label"} and out["image"].shape == (1, 8, 8) and data["image"] is not out["image"]
     with pytest.raises(KeyError, match="other"):
         ImageSignatured(["image", "other"])(data)
+
+
+def test_float32_reconstruction_matches_float64_signs():
+    """A float32 image gives the reconstruction of float64 ``np.sign`` (no threshold) within 1e-4: the default
+    threshold (8 eps * ||I_c||) zeroes no coefficient that float32 resolves. This image's coefficients all lie above
+    10 eps * ||I_c|| (asserted), while 2 lie below the former 64 eps, which zeroed them (a change of ~0.04)."""
+    image = np.random.default_rng(0).random((3, 40, 56))
+    c = sfft.dctn(image, axes=(1, 2), norm="ortho")
+    rel = np.abs(c) / np.linalg.norm(image, axis=(1, 2), keepdims=True)
+    eps = np.finfo(np.float32).eps
+    assert rel.min() > (ZERO_TOL_EPS + 2) * eps and (rel <= 64 * eps).sum() > 0
+    ref = sfft.idctn(np.sign(c), axes=(1, 2), norm="ortho")
+    got = ImageSignature(output="reconstruction")(torch.from_numpy(image).float())
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.double().numpy(), ref, atol=1e-4, rtol=0)
+    saliency = ImageSignature(smooth="none")(torch.from_numpy(image).float())
+    np.testing.assert_allclose(saliency[0].double().numpy(), _minmax(np.mean(ref**2, axis=0)), atol=1e-4, rtol=0)
