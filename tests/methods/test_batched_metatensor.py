@@ -10,8 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.data import DataLoader, Dataset, MetaTensor, decollate_batch
-from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged, Resized, SaveImaged, ScaleIntensityd
+from monai.data import MetaTensor, decollate_batch
+from monai.transforms import Invertd, SaveImaged
 
 from monai_saliency.methods import (
     EigenCAM,
@@ -26,9 +26,6 @@ from monai_saliency.methods import (
     wrap_like,
 )
 
-NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
-# three 3D files shipped with nibabel, each with its own shape and affine (flipped, shifted, scaled axes)
-FILES = [NIB_DATA / name for name in ("anatomical.nii", "reoriented_anat_moved.nii", "standard.nii.gz")]
 SIZE = (8, 8, 8)
 LAYER = "features.7"
 N_SMOOTH = 3
@@ -46,24 +43,6 @@ EXPLAINERS = {
 }
 
 
-def preprocessing() -> Compose:
-    return Compose(
-        [
-            LoadImaged("image", image_only=True),
-            EnsureChannelFirstd("image"),
-            ScaleIntensityd("image"),
-            Resized("image", spatial_size=SIZE, mode="trilinear"),
-        ]
-    )
-
-
-def batches(batch_size: int, transform: Compose | None = None) -> list[dict]:
-    """All batches of a MONAI DataLoader over ``FILES`` (``transform`` default :func:`preprocessing`)."""
-    data = Dataset([{"image": str(f)} for f in FILES], transform=transform or preprocessing())
-    loader = DataLoader(data, batch_size=batch_size)
-    return list(loader)
-
-
 def _op_classes(ops: list) -> list[list[str]]:
     return [[op["class"] for op in item_ops] for item_ops in ops]
 
@@ -79,11 +58,11 @@ def _item_kwargs(name: str, b: int) -> list[dict]:
 
 @pytest.mark.parametrize("batch_size", [2, 3])
 @pytest.mark.parametrize("name", list(EXPLAINERS))
-def test_batched_metatensor_keeps_each_items_metadata_and_geometry(name, batch_size, cnn3d, tmp_path):
-    pre = preprocessing()
+def test_batched_metatensor_keeps_each_items_metadata_and_geometry(name, batch_size, cnn3d, nifti_batches, tmp_path):
+    loaded, pre = nifti_batches(batch_size, SIZE)
     sizes = []
     with EXPLAINERS[name](cnn3d) as explainer:
-        for n_batch, batch in enumerate(batches(batch_size, pre)):
+        for n_batch, batch in enumerate(loaded):
             x = batch["image"]
             b = x.shape[0]
             sizes.append(b)
@@ -122,23 +101,23 @@ def test_batched_metatensor_keeps_each_items_metadata_and_geometry(name, batch_s
     assert sizes == ([2, 1] if batch_size == 2 else [3])  # a full batch, and a last short batch for B=2
 
 
-def test_nibabel_files_differ_in_affine_and_shape():
+def test_nibabel_files_differ_in_affine_and_shape(nibabel_files):
     """The premise of the batch tests: the items' original grids all differ."""
-    headers = [nib.load(str(f)) for f in FILES]
+    headers = [nib.load(str(f)) for f in nibabel_files]
     for i in range(len(headers)):
         for j in range(i):
             assert not np.allclose(headers[i].affine, headers[j].affine)
             assert headers[i].shape != headers[j].shape
 
 
-def test_wrap_like_batched_is_a_deep_copy():
-    x = batches(3)[0]["image"]
+def test_wrap_like_batched_is_a_deep_copy(nifti_batches, nibabel_files):
+    x = nifti_batches(3, SIZE)[0][0]["image"]
     maps = wrap_like(torch.zeros(3, 1, *SIZE), x)
     maps.affine[0, 0, 0] = 123.0
     maps.applied_operations[0].clear()
     maps.meta["filename_or_obj"][1] = "changed"
     assert x.affine[0, 0, 0] != 123.0
     assert len(x.applied_operations[0]) == len(maps.applied_operations[1])
-    assert x.meta["filename_or_obj"][1] == str(FILES[1])
+    assert x.meta["filename_or_obj"][1] == str(nibabel_files[1])
     plain = torch.zeros(1, 1, 2)
     assert wrap_like(plain, torch.zeros(1, 1, 2)) is plain  # a plain ``like``: the maps as they are
