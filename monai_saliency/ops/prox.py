@@ -250,8 +250,8 @@ def solve_structured_exact(
     (Beck & Teboulle 2009) with projection onto the ball. Since ``D(y) <= F* <= F(s(y))``, the duality gap
     ``F(s(y)) - D(y) = lam_tv TV(s) - <grad s, y> >= 0`` bounds the primal sub-optimality. Each item's result is
     kept at the first check (every ``check_every`` iterations) where its own ``gap <= tol * max(F(s), 1e-12)``, and
-    iterations stop when every item has one: an item's map is the one it gets alone, whatever the other items of
-    the batch (the iterations are per item; only the stopping point used to be shared).
+    iterations stop when every item has one: an item's result is the one it gets alone, whatever the other items
+    of the batch.
 
     Args:
         g: ``(B, C, *sp)``.
