@@ -36,6 +36,8 @@ EXPLAINERS = {
     "integratedgradients": lambda net: IntegratedGradients(net, n_steps=4, batch_size=8),
     "forgrad": lambda net: FORGrad(VanillaGrad(net), sigma=2.0, reduce="abs_sum"),
     "structured": lambda net: StructuredGradient(VanillaGrad(net), steps=2),
+    # the exact solver stops per item: each item's map is the one it gets alone
+    "structured_exact": lambda net: StructuredGradient(VanillaGrad(net), solver="exact", tol=1e-6),
     "gradcam": lambda net: GradCAM(net, target_layers=LAYER),
     "gradcampp": lambda net: GradCAMpp(net, target_layers=LAYER),
     "eigencam": lambda net: EigenCAM(net, target_layers=LAYER),
