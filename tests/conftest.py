@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
+import nibabel as nib
 import pytest
 import torch
 from torch import nn
@@ -78,3 +80,39 @@ def evaluator_maps():
         return torch.stack([torch.as_tensor(item["pred"]) for item in evaluator.state.output])
 
     return run
+
+
+#: three 3D NIfTI files shipped with nibabel, each with its own shape and affine (flipped, shifted, scaled axes)
+NIBABEL_FILES = [
+    Path(nib.__file__).parent / "tests" / "data" / name
+    for name in ("anatomical.nii", "reoriented_anat_moved.nii", "standard.nii.gz")
+]
+
+
+@pytest.fixture
+def nibabel_files() -> list[Path]:
+    """:data:`NIBABEL_FILES`: three 3D NIfTI files whose shapes and affines all differ."""
+    return list(NIBABEL_FILES)
+
+
+@pytest.fixture
+def nifti_batches():
+    """A factory ``(batch_size, spatial_size=(8, 8, 8)) -> (batches, preprocessing)``: every batch of a MONAI
+    DataLoader over :data:`NIBABEL_FILES` (dicts with a collated MetaTensor ``"image"``: ``LoadImaged``,
+    ``EnsureChannelFirstd``, ``ScaleIntensityd``, ``Resized``), and the preprocessing ``Compose`` (to invert)."""
+    from monai.data import DataLoader, Dataset
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Resized, ScaleIntensityd
+
+    def make(batch_size: int, spatial_size: tuple[int, ...] = (8, 8, 8)) -> tuple[list[dict], Compose]:
+        pre = Compose(
+            [
+                LoadImaged("image", image_only=True),
+                EnsureChannelFirstd("image"),
+                ScaleIntensityd("image"),
+                Resized("image", spatial_size=spatial_size, mode="trilinear"),
+            ]
+        )
+        data = Dataset([{"image": str(f)} for f in NIBABEL_FILES], transform=pre)
+        return list(DataLoader(data, batch_size=batch_size)), pre
+
+    return make

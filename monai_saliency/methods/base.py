@@ -278,13 +278,24 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
 def wrap_like(maps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Return ``maps`` as a MetaTensor carrying ``like``'s metadata when ``like`` is a MetaTensor.
 
-    The copy holds ``meta``, ``applied_operations`` and ``is_batch`` (deep-copied), so ``Invertd`` and
-    ``SaveImage(d)`` treat the map exactly like the input it explains.
+    The copy holds ``meta``, ``applied_operations``, ``is_batch`` and the spatial rank (deep-copied), so
+    ``Invertd`` and ``SaveImage(d)`` treat the map exactly like the input it explains. A collated batch (``is_batch``,
+    per-item affines ``(B, 4, 4)``, per-item lists of meta values and applied operations) stays one:
+    ``decollate_batch`` gives each item's map with that item's own metadata. The metadata is copied attribute by
+    attribute, as ``MetaTensor(like)`` does, but without the constructor's checks that read a single item's meta
+    (they fail on batched meta).
+
+    Args:
+        maps: the maps ``(B, C', *spatial)``, a plain tensor (a MetaTensor's own metadata is replaced).
+        like: the input the maps explain.
+
+    Returns:
+        ``maps`` itself when ``like`` is not a MetaTensor, else a MetaTensor sharing ``maps``' data.
     """
     if not isinstance(like, MetaTensor):
         return maps
-    out = MetaTensor(maps, meta=deepcopy(like.meta), applied_operations=deepcopy(like.applied_operations))
-    out.is_batch = like.is_batch
+    out = MetaTensor(maps.as_tensor() if isinstance(maps, MetaTensor) else maps)
+    out.__dict__.update(deepcopy(like.__dict__))
     return out
 
 
@@ -316,7 +327,9 @@ class Explainer:
         self.spatial_dims = spatial_dims
         self.hooks = ActivationHooks(nn_module, target_layers) if target_layers is not None else None
 
-    def __call__(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
         """Explain a batch.
 
         Args:
@@ -338,7 +351,9 @@ class Explainer:
             maps = self.explain(xt, class_idx, **kwargs)
         return wrap_like(maps, x)
 
-    def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    def explain(
+        self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
         """Compute the maps for a validated plain tensor (implemented by subclasses)."""
         raise NotImplementedError
 

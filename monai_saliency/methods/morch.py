@@ -393,7 +393,11 @@ class MorchSaliency(Explainer):
         joint = need_second and self.hessian in ("gauss_newton", "exact")
         hess_exact = self._exact_hessian_parts(st) if need_second and self.hessian == "exact" else None
         # temporaries per voxel (elements): centred voxels (J), then (K) products or the (J) matrix M
-        per_voxel = 2 * j + (3 * j if joint else 3 * st.k) + (j * st.k if hess_exact is not None and not self.closed_form else 0)
+        per_voxel = (
+            2 * j
+            + (3 * j if joint else 3 * st.k)
+            + (j * st.k if hess_exact is not None and not self.closed_form else 0)
+        )
         step = self._chunk(per_voxel)
         first = torch.empty(n_vox, dtype=self.dtype, device=st.b.device)
         second = torch.empty_like(first) if need_second else None
@@ -512,7 +516,9 @@ class MorchSaliency(Explainer):
         n = vp.shape[0]
         vp = vp.to(theta0.dtype)
         theta = theta0[None].expand(n, -1).contiguous()
-        theta, _, gmax, n_iter = damped_newton(objective, theta, vp, tol=self.retrain_tol, max_iter=self.retrain_max_iter)
+        theta, _, gmax, n_iter = damped_newton(
+            objective, theta, vp, tol=self.retrain_tol, max_iter=self.retrain_max_iter
+        )
         if bool((gmax > self.retrain_tol).any()):
             warnings.warn(
                 f"retraining stopped after {n_iter} iterations with max |grad| {float(gmax.max()):.3g} > retrain_tol "
@@ -529,7 +535,9 @@ class _State:
     """Shared quantities of one saliency computation: raw voxels ``(J, I)`` (input dtype), centring ``c``, basis,
     targets; then projections ``V``, outputs ``F`` and residuals ``e``."""
 
-    def __init__(self, raw: torch.Tensor, mean: torch.Tensor, b: torch.Tensor, y: torch.Tensor, zero_mean: bool) -> None:
+    def __init__(
+        self, raw: torch.Tensor, mean: torch.Tensor, b: torch.Tensor, y: torch.Tensor, zero_mean: bool
+    ) -> None:
         self.raw, self.mean, self.b, self.y = raw, mean, b, y
         self.j, self.n_vox = raw.shape
         self.k = b.shape[1]
@@ -615,7 +623,20 @@ def _voxel_index(voxels: Any, n_vox: int) -> torch.Tensor:
 
 
 def _affine_of(x: Any) -> torch.Tensor | None:
-    if isinstance(x, MetaTensor):
-        aff = x.affine
-        return aff[0] if aff.ndim == 3 else aff
-    return None
+    """The grid of the volumes ``x``: a MetaTensor's affine (one for a collated batch, whose volumes must share it).
+
+    Raises:
+        ValueError: if the volumes of a collated batch lie on different grids.
+    """
+    if not isinstance(x, MetaTensor):
+        return None
+    aff = x.affine
+    if aff.ndim == 3:
+        if not torch.allclose(aff, aff[:1].expand_as(aff), rtol=1e-5, atol=1e-5):
+            raise ValueError(
+                "the volumes have different affines: the saliency of a fitted model is one map on one voxel grid, "
+                "so resample every volume to the grid the projection was fitted on (e.g. with Spacingd / a template) "
+                "first."
+            )
+        aff = aff[0]
+    return aff

@@ -39,3 +39,21 @@ def test_list_studies(tmp_path):
         list_studies(tmp_path, ["*.dcm"])
     with pytest.raises(FileNotFoundError, match="dataset_dir"):
         list_studies(tmp_path / "missing")
+
+
+def test_studies_of_different_shapes_in_one_batch_are_named(nibabel_files):
+    """batch_size > 1 over studies the preprocessing leaves at their own sizes: a clear error that names them and
+    the fix, not torch's stack error with MONAI's hint to pad (padding would change the maps)."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Resized
+
+    data = [{"image": str(f)} for f in nibabel_files]
+    native = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])
+    loader = DataLoader(TolerantDataset(data, transform=native), batch_size=2, collate_fn=tolerant_collate)
+    with pytest.raises(ValueError, match="different shapes") as err:
+        next(iter(loader))
+    message = str(err.value)
+    assert "anatomical.nii (1, 33, 41, 25)" in message and "reoriented_anat_moved.nii (1, 21, 26, 22)" in message
+    assert "--dataloader#batch_size 1" in message
+    resized = Compose([*native.transforms, Resized("image", spatial_size=(6, 6, 6))])
+    batch = next(iter(DataLoader(TolerantDataset(data, transform=resized), batch_size=3, collate_fn=tolerant_collate)))
+    assert batch["image"].shape == (3, 1, 6, 6, 6) and batch["image"].affine.shape == (3, 4, 4)

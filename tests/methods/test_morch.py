@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from monai.data import MetaTensor
+from monai.data import DataLoader, Dataset, MetaTensor
 from torch import nn
 
 from monai_saliency.methods.morch import MorchSaliency
@@ -168,6 +168,26 @@ def test_volume_output_mask_geometry_and_clipping(setup):
     assert (flat < 0).any() and (flat > 0).any()
     clipped = MorchSaliency(net, pca, order="first", clip_negative=True)(x, y)
     torch.testing.assert_close(clipped.as_tensor()[0][mask], flat.clamp_min(0))
+
+
+def test_collated_batch_of_volumes_on_one_grid_or_a_clear_error(setup):
+    """Volumes collated by a MONAI DataLoader (batched MetaTensor, one affine per volume): the map gets their shared
+    affine; volumes on different grids cannot share one map and are refused by name."""
+    x, _mask, y, pca, net = setup
+    affine = torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0], dtype=torch.float64))
+    items = [{"image": MetaTensor(v[None], affine=affine.clone())} for v in x]
+    batch = next(iter(DataLoader(Dataset(items), batch_size=len(items))))["image"]
+    assert batch.is_batch and batch.affine.shape == (len(items), 4, 4)
+    sal = MorchSaliency(net, pca, order="first")
+    vol = sal(batch, y)
+    torch.testing.assert_close(vol.affine.double(), affine)
+    torch.testing.assert_close(vol.as_tensor(), sal(x, y).as_tensor())
+    shifted = affine.clone()
+    shifted[:3, 3] += 1.0  # one volume one voxel-ish off the others
+    items[3]["image"].affine = shifted
+    moved = next(iter(DataLoader(Dataset(items), batch_size=len(items))))["image"]
+    with pytest.raises(ValueError, match="different affines"):
+        sal(moved, y)
 
 
 def test_retraining_tiny_problem(setup):

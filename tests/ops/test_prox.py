@@ -57,8 +57,10 @@ def test_sparse_group_prox_is_the_prox_by_brute_force():
             return 0.5 * np.sum((s - v) ** 2) + l1 * np.abs(s).sum() + lg * np.linalg.norm(s)
 
         best = min(
-            (minimize(f, x0, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 20000})
-             for x0 in (v, np.zeros(3), closed + 0.1)),
+            (
+                minimize(f, x0, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 20000})
+                for x0 in (v, np.zeros(3), closed + 0.1)
+            ),
             key=lambda r: r.fun,
         )
         assert f(closed) <= best.fun + 1e-9
@@ -160,3 +162,20 @@ def test_negative_weights_rejected():
         soft_threshold(g, -1)
     with pytest.raises(ValueError, match="lambda_grp"):
         solve_structured_seed(g, lam_grp=-0.5)
+
+
+def test_exact_items_get_the_result_they_get_alone():
+    """An item's solution does not depend on the other items of the batch: two items that stop at different
+    iterations alone keep, batched together, the results they have alone."""
+    smooth = torch.linspace(0, 1, 16).reshape(1, 1, 16, 1).expand(1, 2, 16, 16).contiguous().double()
+    rough = _rand(1, 2, 16, 16, seed=5)
+    lam = {"lam_grp": 0.05, "lam_l1": 0.01, "lam_tv": 0.2}
+    alone = [solve_structured_exact(g, **lam, tol=1e-4, max_iter=3000) for g in (smooth, rough)]
+    its = [info["iterations"] for _, info in alone]
+    assert its[0] != its[1]  # the premise: different stopping points
+    s, info = solve_structured_exact(torch.cat([smooth, rough]), **lam, tol=1e-4, max_iter=3000)
+    for b, (s_alone, info_alone) in enumerate(alone):
+        torch.testing.assert_close(s[b : b + 1], s_alone, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(info["gap"][b : b + 1], info_alone["gap"], rtol=1e-12, atol=1e-15)
+    assert info["item_iterations"].tolist() == its
+    assert info["iterations"] == max(its) and info["converged"]
