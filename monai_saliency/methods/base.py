@@ -20,6 +20,7 @@ from monai.data import MetaTensor
 from torch import nn
 
 from monai_saliency.ops.checks import all_finite
+from monai_saliency.ops.precision import cast_back, model_input_dtype, upcast, working_tensor
 
 __all__ = [
     "Explainer",
@@ -31,6 +32,7 @@ __all__ = [
     "frozen_parameters",
     "evaluation_mode",
     "wrap_like",
+    "require_autograd",
 ]
 
 
@@ -167,9 +169,11 @@ class ActivationHooks:
             out = first_output(output)
             if not isinstance(out, torch.Tensor):
                 raise RuntimeError(f"layer {name!r} returned {type(out).__name__}, not a tensor; hook another layer.")
-            recorded = self._record(name, out.as_tensor() if isinstance(out, MetaTensor) else out)
+            plain = out.as_tensor() if isinstance(out, MetaTensor) else out
+            recorded = self._record(name, upcast(plain))  # a half-precision model's activations in float32
             self.activations[name] = recorded
-            return replace_first_output(output, recorded.clone())
+            passed_on = recorded.to(plain.dtype) if recorded.dtype != plain.dtype else recorded.clone()
+            return replace_first_output(output, passed_on)
 
         return hook
 
@@ -275,6 +279,22 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+def require_autograd(who: str) -> None:
+    """Raise a clear error when gradients are requested under ``torch.inference_mode()``.
+
+    Args:
+        who: the method or function named in the message.
+
+    Raises:
+        RuntimeError: if inference mode is enabled (``torch.enable_grad()`` cannot lift it, unlike ``no_grad``).
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{who} was called under torch.inference_mode(); gradients cannot be computed there: call it outside "
+            "inference_mode (torch.no_grad() is fine, the method enables gradients itself)."
+        )
+
+
 def wrap_like(maps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Return ``maps`` as a MetaTensor carrying ``like``'s metadata when ``like`` is a MetaTensor.
 
@@ -307,7 +327,10 @@ class Explainer:
     :meth:`close` or on leaving a ``with`` block. The model runs in eval mode during a call (as MONAI's CAM
     classes do: no BatchNorm statistics updated, no dropout), and its parameters, their ``requires_grad`` flags,
     its buffers and every sub-module's train/eval flag are the same after a call as before; gradient methods
-    enable autograd themselves, so calls work inside ``torch.no_grad()`` (MONAI evaluators).
+    enable autograd themselves, so calls work inside ``torch.no_grad()`` (MONAI evaluators), but not under
+    ``torch.inference_mode()`` (a clear error; gradient-free methods work there). An inference tensor passed outside
+    inference mode is copied to an ordinary tensor. float16 / bfloat16 inputs are explained in float32 (a
+    half-precision model receives its own dtype at its input) and the map is returned in the input's dtype.
 
     Args:
         nn_module: the network; it must return class scores ``(B, K)`` (or a tuple/dict whose first item does).
@@ -347,9 +370,10 @@ class Explainer:
         if self.hooks is not None and len(self.hooks) == 0:
             raise RuntimeError(f"this {type(self).__name__} was closed; create a new one.")
         xt = check_input(x, self.spatial_dims)
-        with evaluation_mode(self.model):
-            maps = self.explain(xt, class_idx, **kwargs)
-        return wrap_like(maps, x)
+        # float16 / bfloat16 inputs are explained in float32 and the map is returned in their dtype
+        with evaluation_mode(self.model), model_input_dtype(self.model):
+            maps = self.explain(working_tensor(xt), class_idx, **kwargs)
+        return wrap_like(cast_back(maps, xt.dtype, "map"), x)
 
     def explain(
         self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None, **kwargs

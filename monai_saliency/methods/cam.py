@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_saliency.methods.base import ActivationHooks, Explainer, frozen_parameters, select_class
+from monai_saliency.methods.base import ActivationHooks, Explainer, frozen_parameters, require_autograd, select_class
 from monai_saliency.ops.normalize import minmax_normalize
 
 __all__ = ["EigenCAM", "GradCAM", "GradCAMpp", "upsample_maps"]
@@ -128,7 +128,11 @@ class _CAMBase(Explainer):
 
         Returns:
             ``(activations, gradients, per-item scores (B,), class indices (B,))``, all detached.
+
+        Raises:
+            RuntimeError: under ``torch.inference_mode()``, or if a layer gets no gradient from the score.
         """
+        require_autograd(type(self).__name__)
         with torch.enable_grad(), frozen_parameters(self.model):
             logits, acts = self.forward_with_activations(x.detach())
             idx = select_class(logits, class_idx)

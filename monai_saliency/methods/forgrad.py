@@ -26,6 +26,7 @@ from torch import nn
 from monai_saliency.methods.base import Explainer, check_input, evaluation_mode, model_logits, select_class
 from monai_saliency.ops.fourier import ideal_lowpass
 from monai_saliency.ops.normalize import minmax_normalize, reduce_channels
+from monai_saliency.ops.precision import model_input_dtype, working_tensor
 
 __all__ = ["FORGrad", "CalibrationResult", "insertion_deletion_score", "default_sigmas"]
 
@@ -285,7 +286,8 @@ class FORGrad(Explainer):
         sig_list = None if sigmas is None else sorted(_check_sigma(s) for s in sigmas)
         if sig_list is not None and not sig_list:
             raise ValueError("give at least one sigma.")
-        with evaluation_mode(self.model):  # as in __call__: no BatchNorm update, no dropout while scoring
+        # as in __call__: no BatchNorm update, no dropout while scoring; half precision computed in float32
+        with evaluation_mode(self.model), model_input_dtype(self.model):
             per_batch, sig_list = self._calibration_scores(data, sig_list, metric, n_steps, batch_size)
         if not per_batch:
             raise ValueError("calibrate got no data.")
@@ -309,7 +311,7 @@ class FORGrad(Explainer):
         """Scores ``(len(sigmas), B)`` of every batch of ``data`` and the radii tried (see :meth:`calibrate`)."""
         per_batch: list[torch.Tensor] = []
         for x_raw, labels in _iter_batches(data):
-            x = check_input(x_raw, self.spatial_dims)
+            x = working_tensor(check_input(x_raw, self.spatial_dims))
             if sig_list is None:
                 sig_list = default_sigmas(x.shape[2:])
             with torch.no_grad():

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from monai_saliency.methods.base import Explainer, frozen_parameters, model_logits, select_class
+from monai_saliency.methods.base import Explainer, frozen_parameters, model_logits, require_autograd, select_class
 from monai_saliency.ops.normalize import reduce_channels
 
 __all__ = ["input_gradients", "VanillaGrad", "SmoothGrad", "IntegratedGradients", "integration_rule", "IG_METHODS"]
@@ -37,8 +37,10 @@ def input_gradients(
         ``(gradients (B, C, *spatial), logits (B, K) detached, class indices (B,))``.
 
     Raises:
-        RuntimeError: if the class score does not depend on the input through autograd.
+        RuntimeError: if the class score does not depend on the input through autograd, or under
+            ``torch.inference_mode()``.
     """
+    require_autograd("a gradient method (input_gradients)")
     with torch.enable_grad(), frozen_parameters(model) if freeze_params else nullcontext():
         xg = x.detach().requires_grad_(True)
         logits = model_logits(model(xg))

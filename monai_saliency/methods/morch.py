@@ -98,7 +98,7 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from monai_saliency.methods.base import Explainer, evaluation_mode, frozen_parameters
+from monai_saliency.methods.base import Explainer, evaluation_mode, frozen_parameters, require_autograd
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet, damped_newton, tanh_net_forward
 
@@ -377,6 +377,7 @@ class MorchSaliency(Explainer):
         if self.closed_form:
             with torch.no_grad():
                 return self.head.input_gradient(st.v.to(st.head_dtype)).to(self.dtype)
+        require_autograd("MorchSaliency with a head other than TanhNet")
         vr = st.v.to(st.head_dtype).detach().requires_grad_(True)
         with torch.enable_grad(), frozen_parameters(self.head):
             out = _head_out(self.head, vr)

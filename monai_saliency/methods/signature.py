@@ -82,6 +82,7 @@ from monai_saliency.ops.bilateral import bilateral_filter
 from monai_saliency.ops.checks import all_finite
 from monai_saliency.ops.dct import dct, dctn, idct, idctn
 from monai_saliency.ops.normalize import minmax_normalize
+from monai_saliency.ops.precision import upcast
 
 __all__ = [
     "BILATERAL_DEFAULTS",
@@ -248,12 +249,6 @@ def _masked_sign(
     return torch.hardshrink(coeffs.div_(norms), zero_tol, out=out).sign_()
 
 
-def _working_dtype(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in float32 when it is in a half-precision type (whose ``eps`` would make the zero threshold coarse and
-    whose FFTs are not supported on every device), else ``x`` itself."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
 def _unit_max_scaled(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
     """``x`` with every group over ``dims`` scaled by a power of two so that its largest ``|x|`` lies in ``[0.5, 1)``.
 
@@ -324,7 +319,7 @@ def signature_reconstruction(
         ValueError: for an unknown ``dct_scaling``, a negative ``zero_tol``, ``"notebook"`` without the last two axes,
             or NaN / Inf values in ``x``.
     """
-    xw = _working_dtype(x)
+    xw = upcast(x)  # half precision: eps would make the zero threshold coarse
     tol = zero_tolerance(dct_scaling, zero_tol, xw.dtype)
     norm_dims = [d % x.ndim for d in dims]
     if dct_scaling == "notebook" and (x.ndim - 2 not in norm_dims or x.ndim - 1 not in norm_dims):
@@ -478,7 +473,7 @@ def signature_energy(
         ValueError: for an unknown ``dct_scaling``, a negative ``zero_tol``, a non-positive ``max_elements``,
             ``dims`` that are not the trailing spatial axes, ``"notebook"`` with a one-axis DCT, or NaN / Inf.
     """
-    a = _working_dtype(activations)
+    a = upcast(activations)
     n_dct, tol = _energy_arguments(a, dims, dct_scaling, zero_tol, max_elements)
     with torch.no_grad():
         energy = _channel_sum_energy(a.detach(), n_dct, dct_scaling, tol, max_elements)

@@ -8,7 +8,12 @@ is replaced by::
 **Scale convention** (both solvers): ``g~ = g / max|g|`` per item, so the lambdas are relative to the largest
 gradient entry (the seed's defaults assume an O(1) gradient). The returned structured gradient is
 ``max|g| * s*`` (gradient units); the reported objective is in the normalised units. A zero gradient gives
-a zero map. The scalar map is ``||s||_2`` across channels, min-max normalised per item to [0, 1].
+a zero map. The scalar map is ``||s||_2`` across channels, min-max normalised per item to [0, 1]; it is computed
+from the normalised solution ``s*`` (the same map, since the scale is one positive number per item), so tiny
+gradients cannot underflow in the squares.
+
+Precision: float16 / bfloat16 gradients are solved in float32 (the seed's ``eps = 1e-8`` is 0 in float16, and the
+thresholds ``lam`` are coarse there) and ``s`` is returned in their dtype.
 
 Solvers:
 
@@ -31,6 +36,7 @@ from torch import nn
 from monai_saliency.methods.base import Explainer
 from monai_saliency.ops.checks import all_finite
 from monai_saliency.ops.normalize import minmax_normalize
+from monai_saliency.ops.precision import upcast
 from monai_saliency.ops.prox import (
     _check_lambda,
     l2_norm,
@@ -39,7 +45,7 @@ from monai_saliency.ops.prox import (
     structured_objective,
 )
 
-__all__ = ["StructuredGradient", "structured_prox"]
+__all__ = ["StructuredGradient", "structured_map", "structured_prox"]
 
 SOLVERS = ("seed", "exact")
 
@@ -56,6 +62,7 @@ def structured_prox(
     eps: float = 1e-8,
     tol: float = 1e-4,
     max_iter: int = 1000,
+    normalized: bool = False,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Structured proxy of a batch of gradients ``(B, C, *sp)`` under the module's scale convention.
 
@@ -65,10 +72,12 @@ def structured_prox(
         tv_iters, tv_step, steps, eps: the seed solver's knobs (``T_tv``, ``eta_tv``, cycles, epsilon).
         solver: ``"seed"`` or ``"exact"``.
         tol, max_iter: the exact solver's relative duality-gap tolerance and iteration cap.
+        normalized: return ``s* = s / max|g|`` (normalised units; float32 for half-precision ``g``) instead of ``s``.
 
     Returns:
-        ``(s (B, C, *sp) in gradient units, info)`` with ``info["objective"]`` ``(B,)`` (normalised units),
-        ``info["scale"]`` ``(B,)`` = ``max|g|``, and for ``"exact"`` also ``gap``, ``iterations``, ``converged``.
+        ``(s (B, C, *sp) in gradient units and g's dtype, info)`` with ``info["objective"]`` ``(B,)`` (normalised
+        units), ``info["scale"]`` ``(B,)`` = ``max|g|``, and for ``"exact"`` also ``gap``, ``iterations``,
+        ``converged``.
 
     Raises:
         ValueError: for an unknown solver, negative weights/steps, a wrong rank, or NaN/Inf gradients.
@@ -85,10 +94,10 @@ def structured_prox(
     if not g.is_floating_point() or not all_finite(g):
         raise ValueError("gradients must be finite floating-point values (no NaN/Inf).")
     b = g.shape[0]
-    scale = g.detach().abs().reshape(b, -1).amax(1)
+    gw = upcast(g.detach())  # half precision: solved in float32
+    scale = gw.abs().reshape(b, -1).amax(1)
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    view = (-1,) + (1,) * (g.ndim - 1)
-    gn = g.detach() / safe.reshape(view)
+    gn = gw / safe.reshape((-1,) + (1,) * (g.ndim - 1))
     if solver == "seed":
         sn = solve_structured_seed(gn, lambda_grp, lambda_l1, steps, tv_iters, tv_step, eps)
         info: dict[str, Any] = {}
@@ -96,7 +105,16 @@ def structured_prox(
         sn, info = solve_structured_exact(gn, lambda_grp, lambda_l1, lambda_tv, tol=tol, max_iter=max_iter)
     info["objective"] = structured_objective(sn, gn, lambda_grp, lambda_l1, lambda_tv)
     info["scale"] = scale
-    return sn * scale.reshape(view), info
+    if normalized:
+        return sn, info
+    return (sn * scale.reshape((-1,) + (1,) * (g.ndim - 1))).to(g.dtype), info
+
+
+def structured_map(sn: torch.Tensor) -> torch.Tensor:
+    """The scalar map ``(B, 1, *sp)``: ``||s||_2`` over channels, min-max normalised per item, computed from the
+    normalised solution ``sn`` of ``structured_prox(..., normalized=True)`` (the same map as from ``s``, since the
+    scale is one positive number per item, but tiny gradients cannot underflow in the squares)."""
+    return minmax_normalize(l2_norm(sn, dim=1, keepdim=True))
 
 
 class StructuredGradient(Explainer):
@@ -172,8 +190,9 @@ class StructuredGradient(Explainer):
         return out
 
     def explain(self, x: torch.Tensor, class_idx: Any = None) -> torch.Tensor:
-        s, info = structured_prox(self.base_maps(x, class_idx), **self.options)
+        g = self.base_maps(x, class_idx)
+        sn, info = structured_prox(g, normalized=True, **self.options)
         self.last_info = info
         if self.output == "structured":
-            return s
-        return minmax_normalize(l2_norm(s, dim=1, keepdim=True))
+            return sn * info["scale"].reshape((-1,) + (1,) * (g.ndim - 1))
+        return structured_map(sn)

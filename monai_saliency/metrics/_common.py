@@ -11,13 +11,15 @@ from monai.data import MetaTensor
 from scipy import stats as sps
 from torch import nn
 
-from monai_saliency.methods.base import evaluation_mode, model_logits, select_class
+from monai_saliency.methods.base import check_input, evaluation_mode, model_logits, select_class
 from monai_saliency.ops.checks import all_finite
 from monai_saliency.ops.normalize import reduce_channels
+from monai_saliency.ops.precision import model_input_dtype, upcast, working_tensor
 
 __all__ = [
     "plain",
     "check_maps",
+    "check_model_input",
     "check_map_for_input",
     "location_map",
     "resolve_maps",
@@ -42,8 +44,16 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_model_input(x: Any) -> torch.Tensor:
+    """:func:`~monai_saliency.methods.base.check_input`, then the tensor a metric computes on: float16 / bfloat16 in
+    float32 (a half-precision model gets its own dtype at its input, see :func:`model_scores`), an inference tensor
+    copied to an ordinary one."""
+    return working_tensor(check_input(x))
+
+
 def check_maps(maps: Any, name: str = "maps", min_ndim: int = 3) -> torch.Tensor:
-    """Validate a batch of saliency maps ``(B, C, *spatial)``: floating, finite, non-empty.
+    """Validate a batch of saliency maps ``(B, C, *spatial)``: floating (float16 / bfloat16 read as float32),
+    finite, non-empty.
 
     Raises:
         TypeError: if not a tensor.
@@ -61,8 +71,7 @@ def check_maps(maps: Any, name: str = "maps", min_ndim: int = 3) -> torch.Tensor
         )
     if maps.numel() == 0:
         raise ValueError(f"{name} is empty: shape {tuple(maps.shape)}.")
-    if not maps.is_floating_point():
-        maps = maps.float()
+    maps = upcast(maps) if maps.is_floating_point() else maps.float()
     if not all_finite(maps):
         raise ValueError(f"{name} contains NaN or Inf; fix the explainer or clean the map (e.g. torch.nan_to_num).")
     return maps
@@ -102,7 +111,7 @@ def location_map(maps: torch.Tensor, reduce: str = "auto") -> torch.Tensor:
 def model_scores(model: nn.Module, x: torch.Tensor, idx: torch.Tensor, score: str) -> torch.Tensor:
     """Score of class ``idx`` per item: softmax probability (``"prob"``) or raw logit (``"logit"``), with the model
     in eval mode (:func:`~monai_saliency.methods.base.evaluation_mode`)."""
-    with evaluation_mode(model):
+    with evaluation_mode(model), model_input_dtype(model):
         logits = model_logits(model(x)).float()
     if score == "prob":
         logits = torch.softmax(logits, dim=1)
@@ -118,7 +127,7 @@ def check_score(score: str) -> str:
 
 def resolve_class(model: nn.Module, x: torch.Tensor, class_idx: Any) -> torch.Tensor:
     """Class per item (None -> the model's argmax on ``x``), as a long tensor ``(B,)``."""
-    with torch.no_grad(), evaluation_mode(model):
+    with torch.no_grad(), evaluation_mode(model), model_input_dtype(model):
         logits = model_logits(model(x))
     return select_class(logits, class_idx)
 

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_saliency.methods.base import check_input
 from monai_saliency.metrics._common import (
+    check_model_input,
     check_positive_int,
     check_score,
     location_map,
@@ -124,7 +124,7 @@ def saliency_ranks(maps: torch.Tensor, reduce: str = "auto") -> torch.Tensor:
 def _prepare(model: nn.Module, x: torch.Tensor, saliency: SaliencyLike, class_idx, steps: int, batch_size: int):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    x = check_input(x)
+    x = check_model_input(x)
     steps = check_positive_int(steps, "steps")
     check_positive_int(batch_size, "batch_size")
     idx = resolve_class(model, x, class_idx)
@@ -395,7 +395,7 @@ def stability(
     Raises:
         ValueError: bad options, NaN maps, maps whose shape does not match the input.
     """
-    x = check_input(x)
+    x = check_model_input(x)
     n_samples = check_positive_int(n_samples, "n_samples")
     batch_size = check_positive_int(batch_size, "batch_size")
     if not (math.isfinite(noise_std) and noise_std > 0):

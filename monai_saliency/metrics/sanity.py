@@ -24,8 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_saliency.methods.base import check_input, find_layer
-from monai_saliency.metrics._common import check_map_for_input, location_map, plain, resolve_class, rowwise_corr
+from monai_saliency.methods.base import find_layer
+from monai_saliency.metrics._common import (
+    check_map_for_input,
+    check_model_input,
+    location_map,
+    plain,
+    resolve_class,
+    rowwise_corr,
+)
 from monai_saliency.ops.normalize import minmax_normalize
 
 __all__ = ["SanityResult", "ssim_nd", "parameter_layers", "randomize_layer", "model_randomization_test"]
@@ -146,7 +153,7 @@ def model_randomization_test(
     """
     if mode not in ("cascading", "independent"):
         raise ValueError(f"mode must be 'cascading' or 'independent', got {mode!r}.")
-    x = check_input(x)
+    x = check_model_input(x)
     names = parameter_layers(model) if layers is None else [find_layer(model, n)[0] for n in layers]
     if not names:
         raise ValueError("the model has no layer with parameters to randomise; pass layers=[...].")

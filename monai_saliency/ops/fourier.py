@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from monai_saliency.ops.precision import upcast
+
 __all__ = ["frequency_radius", "ideal_lowpass_mask", "ideal_lowpass"]
 
 
@@ -72,7 +74,7 @@ def ideal_lowpass(x: torch.Tensor, radius: float, spatial_dims: int | None = Non
         spatial_dims: number of trailing axes to filter; default ``x.ndim - 2`` (batch and channel first).
 
     Returns:
-        Filtered tensor of the same shape and dtype.
+        Filtered tensor of the same shape and dtype (float16 / bfloat16 are filtered in float32).
 
     Raises:
         TypeError: if ``x`` is not floating point.
@@ -88,6 +90,6 @@ def ideal_lowpass(x: torch.Tensor, radius: float, spatial_dims: int | None = Non
     if bool(mask.all()):
         return x.clone()
     dims = tuple(range(-nd, 0))
-    spectrum = torch.fft.rfftn(x, dim=dims)
+    spectrum = torch.fft.rfftn(upcast(x), dim=dims)  # CPU FFTs have no half precision: float32 there
     spectrum = spectrum * mask.to(spectrum.real.dtype)
     return torch.fft.irfftn(spectrum, s=shape, dim=dims).to(x.dtype)

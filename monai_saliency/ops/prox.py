@@ -158,7 +158,9 @@ def _tv_flow_(x: torch.Tensor, step: float, iters: int, eps: float, nd: int) -> 
         torch.mul(diffs[0], diffs[0], out=norm)
         for d in diffs[1:]:
             norm.addcmul_(d, d)
-        norm.sqrt_().add_(eps)
+        # a flat neighbourhood has a zero field and a zero norm: with eps = 0 (or an eps that rounds to 0 in the dtype)
+        # 0 / 0 would be NaN; the smallest normal number makes that field 0 and changes no other value
+        norm.sqrt_().add_(eps).clamp_min_(torch.finfo(norm.dtype).tiny)
         for d, (ax, n) in zip(diffs, axes):
             field = d.narrow(ax, 0, n - 1).div_(norm.narrow(ax, 0, n - 1))
             x.narrow(ax, 0, n - 1).add_(field, alpha=step)

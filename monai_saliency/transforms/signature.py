@@ -41,6 +41,7 @@ from monai_saliency.methods.signature import (
     zero_tolerance,
 )
 from monai_saliency.ops.normalize import minmax_normalize
+from monai_saliency.ops.precision import upcast
 from monai_saliency.transforms._common import channel_first_float
 
 __all__ = ["ImageSignature", "ImageSignatured", "gaussian_smooth"]
@@ -160,9 +161,7 @@ class ImageSignature(Transform):
         Raises:
             ValueError: for too few / too many spatial axes, or NaN/Inf values.
         """
-        data = channel_first_float(img)
-        if data.dtype in (torch.float16, torch.bfloat16):
-            data = data.float()
+        data = upcast(channel_first_float(img))
         nd = self._dct_ndim(data)
         dims = list(range(data.ndim - nd, data.ndim))
         rec = signature_reconstruction(data, dims, zero_tol=self.zero_tol)

@@ -15,9 +15,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type
 
-from monai_saliency.methods.structured import structured_prox
-from monai_saliency.ops.normalize import minmax_normalize
-from monai_saliency.ops.prox import l2_norm
+from monai_saliency.methods.structured import structured_map, structured_prox
+from monai_saliency.ops.precision import cast_back
 from monai_saliency.transforms._common import channel_first_float
 
 __all__ = ["StructuredProx", "StructuredProxd"]
@@ -68,9 +67,10 @@ class StructuredProx(Transform):
     def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """Return the map ``(1, *spatial)`` or the structured gradient ``(C, *spatial)``."""
         data = channel_first_float(img, "gradient", check_finite=False)
-        s, info = structured_prox(data[None], **self.options)
+        sn, info = structured_prox(data[None], normalized=True, **self.options)
         self.last_info = info
-        out = s[0] if self.output == "structured" else minmax_normalize(l2_norm(s, dim=1, keepdim=True))[0]
+        out = structured_map(sn)[0] if self.output == "map" else sn[0] * info["scale"][0]
+        out = cast_back(out, data.dtype, "structured gradient")
         dtype = out.dtype if isinstance(img, torch.Tensor) else out.numpy().dtype
         return convert_to_dst_type(out, img, dtype=dtype)[0]
 
