@@ -33,12 +33,12 @@ def _unwrap(network: nn.Module) -> nn.Module:
 class SaliencyInferer(Inferer):
     """Run the network and one or more explainers on a batch, in any MONAI evaluator or model-zoo bundle.
 
-    With ``returns="pred"`` (default) the inferer is a drop-in for the bundle's inferer: it returns exactly what
-    ``inferer`` returns (so the engine's ``pred``, its post-processing and its handlers are unchanged) and keeps
-    the maps of the batch. Add the inferer to the evaluator's handlers as well: :meth:`attach` moves the maps
-    into ``engine.state.output`` under their own keys (the explainer names) before MONAI decollates the batch,
-    and, with ``output_dir``, writes each item's maps (min-max scaled to [0, 1]) with :class:`SaveMapsd`.
-    The two-line override that adds saliency to a model-zoo bundle (``inferer``, ``handlers`` and
+    Added to the evaluator's handlers as well (the default ``returns=None`` then means ``"pred"``), the inferer
+    is a drop-in for a bundle's inferer: it returns exactly what ``inferer`` returns, so the engine's ``pred``,
+    its post-processing and its handlers are unchanged, and :meth:`attach` moves the maps of each batch into
+    ``engine.state.output`` under their own keys (the explainer names) before MONAI decollates the batch; with
+    ``output_dir`` it also writes each item's maps (min-max scaled to [0, 1]) with :class:`SaveMapsd`. The
+    two-line override that adds saliency to a model-zoo bundle (``inferer``, ``handlers`` and
     ``evaluator#val_handlers: "@handlers"`` are the zoo's names)::
 
         python -m monai.bundle run --config_file configs/inference.json \\
@@ -47,9 +47,11 @@ class SaliencyInferer(Inferer):
                                                    'nn_module': '@network', 'target_layers': 'layer4'}}}" \\
             --evaluator#val_handlers '$@handlers + [@inferer]'
 
-    With ``returns="dict"`` it returns ``{pred_key: scores (B, K), name: maps, ...}`` (``pred_key`` defaults to
-    ``"logits"``), which MONAI evaluators store under ``"pred"``; ``FlattenSubKeysd(keys="pred")`` lifts the
-    entries to top-level keys for post transforms (the pipelines of this project's own bundles).
+    Not attached (or with ``returns="dict"``) it returns ``{pred_key: scores (B, K), name: maps, ...}``
+    (``pred_key`` defaults to ``"logits"``), which MONAI evaluators store under ``"pred"``;
+    ``FlattenSubKeysd(keys="pred")`` lifts the entries to top-level keys for post transforms (the pipelines of
+    this project's own bundles). With ``returns="pred"`` it returns the prediction even when used directly;
+    :meth:`pop_maps` then hands out the maps of the last batch.
 
     Maps are MetaTensors carrying the batch's ``meta`` and ``applied_operations``, so ``Invertd`` and
     ``SaveImaged`` write them in the input's original geometry. Explainers enable autograd themselves, so the
@@ -62,19 +64,22 @@ class SaliencyInferer(Inferer):
     Args:
         explainers: an explainer, or a mapping ``name -> explainer or factory``.
         class_idx: None explains each item's predicted class; an int or (B,) tensor fixes the class.
-        pred_key: key of the scores in the returned dict (``returns="dict"`` only).
+        pred_key: key of the scores in the returned dict.
         inferer: inferer producing the prediction (default ``SimpleInferer``); it runs under ``no_grad``.
-        returns: ``"pred"`` (the prediction; maps reach the engine through :meth:`attach` or :meth:`pop_maps`)
-            or ``"dict"`` (prediction and maps in one dict).
-        output_dir: with ``returns="pred"``, an attached inferer writes every item's maps there as
-            ``{input name}_{explainer name}{output_ext}``.
+        returns: ``None`` (``"pred"`` once attached to an engine, else ``"dict"``), ``"pred"`` (the prediction;
+            maps through :meth:`attach` or :meth:`pop_maps`) or ``"dict"`` (prediction and maps in one dict).
+        output_dir: an attached inferer writes every item's maps there as ``{input name}_{explainer name}{ext}``.
         output_ext: ``".nii.gz"`` (2D or 3D maps) or an 8-bit format such as ``".png"`` (2D maps).
         scale: min-max scale each written map to [0, 1] (needed by 8-bit formats).
+        save_transform: applied to each item before its maps are scaled and written; the item holds the batch's
+            entries and the engine's outputs (maps under their names), so e.g. ``Invertd(keys=<names>,
+            transform=<preprocessing>, orig_keys="image")`` writes the maps in each input's original grid.
 
     Raises:
-        ValueError: if no explainer is given, a name collides with ``pred_key`` or an engine key
-            (``image``, ``label``, ``pred``, ``loss``), ``returns`` is unknown, ``output_dir`` is given with
-            ``returns="dict"``, or a built explainer wraps a different network.
+        ValueError: if no explainer is given, a name is reserved (``pred_key``, or an engine key ``image``,
+            ``label``, ``pred``, ``loss``), ``returns`` is unknown, ``output_dir`` is given with
+            ``returns="dict"`` (or ``save_transform`` without ``output_dir``), or a built explainer wraps a
+            different network.
     """
 
     def __init__(
@@ -83,33 +88,39 @@ class SaliencyInferer(Inferer):
         class_idx: int | torch.Tensor | None = None,
         pred_key: str = "logits",
         inferer: Inferer | None = None,
-        returns: str = "pred",
+        returns: str | None = None,
         output_dir: str | os.PathLike | None = None,
         output_ext: str = ".nii.gz",
         scale: bool = True,
+        save_transform: Callable | None = None,
     ) -> None:
         super().__init__()
         specs = dict(explainers) if isinstance(explainers, Mapping) else {"saliency": explainers}
         if not specs:
             raise ValueError("give at least one explainer.")
-        if returns not in _RETURNS:
-            raise ValueError(f"returns must be one of {_RETURNS}, got {returns!r}.")
-        reserved = {"dict": ("pred_key", (pred_key,)), "pred": ("the engine's output keys", _ENGINE_KEYS)}[returns]
-        clash = sorted(set(map(str, specs)) & set(reserved[1]))
+        if returns is not None and returns not in _RETURNS:
+            raise ValueError(f"returns must be None or one of {_RETURNS}, got {returns!r}.")
+        reserved = {"dict": (pred_key,), "pred": _ENGINE_KEYS, None: (pred_key, *_ENGINE_KEYS)}[returns]
+        clash = sorted(set(map(str, specs)) & set(reserved))
         if clash:
-            raise ValueError(f"explainer names {clash} collide with {reserved[0]} {reserved[1]}; rename them.")
+            raise ValueError(f"explainer names {clash} are reserved ({reserved}); rename them.")
         if output_dir is not None and returns == "dict":
-            raise ValueError("output_dir needs returns='pred' (with returns='dict' save maps in post-processing).")
+            raise ValueError("output_dir needs the inferer attached to the engine; returns='dict' never is.")
+        if save_transform is not None and output_dir is None:
+            raise ValueError("save_transform acts on the maps written to output_dir; give output_dir too.")
         self.specs = specs
         self.class_idx = class_idx
         self.pred_key = pred_key
         self.inferer = inferer or SimpleInferer()
         self.returns = returns
+        self.mode = returns or "dict"
+        self._attached = False
         keys = list(specs)
-        saver = SaveMapsd(keys, output_dir, output_ext) if output_dir is not None else None
-        self.saver: Callable | None = (
-            None if saver is None else Compose([ScaleToUnitd(keys), saver] if scale else [saver])
-        )
+        self.saver: Callable | None = None
+        if output_dir is not None:
+            steps = [save_transform] if save_transform is not None else []
+            steps += [ScaleToUnitd(keys)] if scale else []
+            self.saver = Compose([*steps, SaveMapsd(keys, output_dir, output_ext)])
         self._bound: dict[str, Explainer] = {}
         self._network: nn.Module | None = None
         self._pending: dict[str, torch.Tensor] | None = None
@@ -136,14 +147,20 @@ class SaliencyInferer(Inferer):
         """Predict and explain ``inputs`` ``(B, C, *spatial)`` with ``network``.
 
         Returns:
-            ``returns="pred"``: the output of ``inferer``, unchanged (the maps are kept for :meth:`attach` /
-            :meth:`pop_maps`); ``returns="dict"``: ``{pred_key: scores (B, K), name: maps}``.
+            Attached or ``returns="pred"``: the output of ``inferer``, unchanged (the maps are kept for
+            :meth:`attach` / :meth:`pop_maps`); else ``{pred_key: scores (B, K), name: maps}``.
 
         Raises:
-            RuntimeError: with ``returns="pred"``, if the maps of the previous batch were never collected (the
-                inferer is not attached to the engine, so its maps would be lost).
+            RuntimeError: if ``output_dir`` is set but the inferer is not attached to an engine, or with
+                ``returns="pred"`` if the maps of the previous batch were never collected (they would be lost).
         """
-        if self.returns == "pred" and self._pending is not None:
+        if self.saver is not None and not self._attached:
+            raise RuntimeError(
+                "output_dir is set but the SaliencyInferer is not attached to the engine, so no map would be "
+                "written: add it to the evaluator's handlers too (in a bundle: "
+                "--evaluator#val_handlers '$@handlers + [@inferer]')."
+            )
+        if self.mode == "pred" and self._pending is not None:
             raise RuntimeError(
                 "the saliency maps of the previous batch were never collected: add the SaliencyInferer to the "
                 "evaluator's handlers too (in a bundle: --evaluator#val_handlers '$@handlers + [@inferer]'), or "
@@ -158,13 +175,13 @@ class SaliencyInferer(Inferer):
             name: explainer(inputs, class_idx=None if explainer.class_agnostic else targets)
             for name, explainer in explainers.items()
         }
-        if self.returns == "dict":
+        if self.mode == "dict":
             return {self.pred_key: scores, **maps}
         self._pending = maps
         return pred
 
     def pop_maps(self) -> dict[str, torch.Tensor]:
-        """Maps ``{name: (B, C, *spatial)}`` of the last batch (``returns="pred"``); they are handed out once.
+        """Maps ``{name: (B, C, *spatial)}`` of the last batch (attached or ``returns="pred"``), handed out once.
 
         Raises:
             RuntimeError: if no batch has been explained since the last call.
@@ -184,10 +201,11 @@ class SaliencyInferer(Inferer):
         Raises:
             ValueError: with ``returns="dict"``, or if ``engine`` runs another inferer.
         """
-        if self.returns != "pred":
-            raise ValueError("attach needs returns='pred'; with returns='dict' the maps are already in 'pred'.")
+        if self.returns == "dict":
+            raise ValueError("attach needs returns=None or 'pred'; with returns='dict' the maps are already in 'pred'.")
         if getattr(engine, "inferer", self) is not self:
             raise ValueError("this SaliencyInferer is not the engine's inferer; set it as the evaluator's inferer.")
+        self.mode, self._attached = "pred", True
         engine.add_event_handler(Events.STARTED, self._reset)
         engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._to_output)
         if self.saver is not None:
@@ -205,10 +223,14 @@ class SaliencyInferer(Inferer):
         output.update(maps)
 
     def _save(self, engine: Engine) -> None:
-        output = engine.state.output
-        items = output if isinstance(output, list) else decollate_batch({k: output[k] for k in self.specs})
-        for item in items:
-            self.saver(item)
+        batch, output = engine.state.batch, engine.state.output
+        if not isinstance(output, list):  # an evaluator built with decollate=False
+            output = decollate_batch(output)
+            batch = decollate_batch(batch) if isinstance(batch, Mapping) else batch
+        if not isinstance(batch, list) or len(batch) != len(output):
+            batch = [{}] * len(output)
+        for item, out in zip(batch, output):
+            self.saver({**item, **out} if isinstance(item, Mapping) else dict(out))
 
     def close(self) -> None:
         """Remove the hooks of explainers this inferer built from factories."""

@@ -23,7 +23,7 @@ def _count_hooks(model):
 def test_saliency_inferer_in_evaluator_prediction_and_maps(cnn2d):
     images = torch.randn(4, 2, 16, 16)
     data = [{"image": MetaTensor(images[i], affine=torch.eye(4) * 2), "label": torch.tensor(0)} for i in range(4)]
-    inferer = SaliencyInferer({"grad": lambda net: VanillaGrad(net, reduce="abs_sum")}, returns="dict")
+    inferer = SaliencyInferer({"grad": lambda net: VanillaGrad(net, reduce="abs_sum")})  # not attached: dict
     evaluator = SupervisedEvaluator(
         device=torch.device("cpu"),
         val_data_loader=DataLoader(Dataset(data), batch_size=2),
@@ -44,7 +44,7 @@ def test_saliency_inferer_in_evaluator_prediction_and_maps(cnn2d):
 
 
 def test_saliency_inferer_binds_once_and_checks_network(cnn2d):
-    inferer = SaliencyInferer(lambda net: VanillaGrad(net), returns="dict")
+    inferer = SaliencyInferer(lambda net: VanillaGrad(net))
     x = torch.randn(2, 2, 16, 16)
     first = inferer(x, cnn2d)
     bound = inferer._bound["saliency"]
@@ -55,9 +55,9 @@ def test_saliency_inferer_binds_once_and_checks_network(cnn2d):
     other = SmallCNN(2, 2, 3)
     with pytest.raises(ValueError, match="different model"):
         SaliencyInferer({"g": VanillaGrad(other)})(x, cnn2d)
-    with pytest.raises(ValueError, match="collide with pred_key"):
-        SaliencyInferer({"logits": VanillaGrad(cnn2d)}, returns="dict")
-    with pytest.raises(ValueError, match="collide with the engine's output keys"):
+    with pytest.raises(ValueError, match="reserved"):
+        SaliencyInferer({"logits": VanillaGrad(cnn2d)})
+    with pytest.raises(ValueError, match="reserved"):
         SaliencyInferer({"pred": VanillaGrad(cnn2d)})
 
 
@@ -150,7 +150,7 @@ def _evaluator(network, inferer, batch_size, postprocessing=None, handlers=None)
 
 
 def test_saliency_inferer_keeps_pred_and_carries_maps_to_own_keys(cnn2d, tmp_path):
-    """returns='pred': 'pred' is what SimpleInferer gives (zoo post-processing untouched), maps have their own keys."""
+    """Attached: 'pred' is what SimpleInferer gives (zoo post-processing untouched), maps have their own keys."""
     from monai.transforms import Activationsd, AsDiscreted
 
     post = Compose([Activationsd("pred", softmax=True), AsDiscreted("pred", argmax=True)])  # a zoo classifier's
@@ -174,7 +174,7 @@ def test_saliency_inferer_keeps_pred_and_carries_maps_to_own_keys(cnn2d, tmp_pat
 
 
 def test_saliency_inferer_pred_mode_errors(cnn2d):
-    inferer = SaliencyInferer(lambda net: VanillaGrad(net))
+    inferer = SaliencyInferer(lambda net: VanillaGrad(net), returns="pred")
     x = torch.randn(2, 2, 16, 16)
     torch.testing.assert_close(inferer(x, cnn2d), cnn2d(x))
     assert inferer.pop_maps()["saliency"].shape == (2, 2, 16, 16)
@@ -186,8 +186,10 @@ def test_saliency_inferer_pred_mode_errors(cnn2d):
     _, evaluator = _evaluator(cnn2d, SaliencyInferer(lambda net: VanillaGrad(net)), 2)
     with pytest.raises(ValueError, match="not the engine's inferer"):
         inferer.attach(evaluator)
-    with pytest.raises(ValueError, match="returns='pred'"):
+    with pytest.raises(ValueError, match="attached"):
         SaliencyInferer(lambda net: VanillaGrad(net), returns="dict", output_dir="x")
+    with pytest.raises(RuntimeError, match="not attached.*val_handlers"):  # output_dir but the handler line forgotten
+        SaliencyInferer(lambda net: VanillaGrad(net), output_dir="x")(x, cnn2d)
     with pytest.raises(ValueError, match="returns must be"):
         SaliencyInferer(lambda net: VanillaGrad(net), returns="tuple")
 
