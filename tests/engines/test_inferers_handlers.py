@@ -129,7 +129,7 @@ def test_overlay_rgb_and_handler_bad_input():
         SaliencyHandler(lambda n: n, torch.rand(4, 4))
 
 
-def _evaluator(network, inferer, batch_size, postprocessing=None, handlers=None):
+def _evaluator(network, inferer, batch_size, postprocessing=None, handlers=None, decollate=True):
     images = torch.randn(5, 2, 16, 16, generator=torch.Generator().manual_seed(1))
     affines = [torch.diag(torch.tensor([1.0 + i, 2.0, 1.0, 1.0])) for i in range(5)]
     data = [
@@ -146,6 +146,7 @@ def _evaluator(network, inferer, batch_size, postprocessing=None, handlers=None)
         inferer=inferer,
         postprocessing=postprocessing,
         val_handlers=handlers,
+        decollate=decollate,
     )
 
 
@@ -171,6 +172,17 @@ def test_saliency_inferer_keeps_pred_and_carries_maps_to_own_keys(cnn2d, tmp_pat
     torch.testing.assert_close(maps, ref)
     assert [float(o["grad"].affine[0, 0]) for o in outputs] == [1.0, 2.0, 3.0, 4.0, 5.0]  # each item's own meta
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"case{i}_grad.png" for i in range(5)]
+
+
+def test_attached_inferer_writes_maps_without_decollation(cnn2d, tmp_path):
+    inferer = SaliencyInferer({"grad": lambda net: VanillaGrad(net, reduce="abs_sum")}, output_dir=tmp_path)
+    images, evaluator = _evaluator(cnn2d, inferer, 2, handlers=[inferer], decollate=False)
+    evaluator.run()
+    assert evaluator.state.output["grad"].shape == (1, 1, 16, 16)  # the last batch, still collated
+    written = nib.load(str(tmp_path / "case3_grad.nii.gz"))
+    ref = VanillaGrad(cnn2d, reduce="abs_sum")(images[3:4], class_idx=cnn2d(images[3:4]).argmax(1))[0, 0]
+    np.testing.assert_allclose(written.get_fdata(), minmax_normalize(ref[None])[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.diag(written.affine)[:2], [4.0, 2.0])
 
 
 def test_saliency_inferer_pred_mode_errors(cnn2d):
