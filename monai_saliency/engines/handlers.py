@@ -26,6 +26,11 @@ FIRST_BATCH = "first_batch"
 ExplainerSpec = Union[Explainer, Callable[[nn.Module], Explainer]]
 
 
+def _is_loader(probe: Any) -> bool:
+    """An iterable of batches (a data loader, a list of batches), not an array."""
+    return isinstance(probe, Iterable) and not isinstance(probe, (str, np.ndarray, torch.Tensor))
+
+
 def _middle_slice(volume: torch.Tensor) -> torch.Tensor:
     """Middle slice of every trailing axis beyond the last two: (*sp) -> (H, W)."""
     while volume.ndim > 2:
@@ -102,7 +107,7 @@ class SaliencyHandler:
         self.source: str | Iterable | None = None
         if isinstance(probe, torch.Tensor):
             self.probe: torch.Tensor | None = self._check_probe(probe)
-        elif probe == FIRST_BATCH or (isinstance(probe, Iterable) and not isinstance(probe, str)):
+        elif probe == FIRST_BATCH if isinstance(probe, str) else _is_loader(probe):
             self.probe, self.source = None, probe
         else:
             raise ValueError(f"probe must be a batched tensor, {FIRST_BATCH!r} or a data loader, got {probe!r}.")

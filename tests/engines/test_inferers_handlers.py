@@ -244,5 +244,7 @@ def test_handler_probe_first_batch_and_first_validation_batch(tmp_path):
     assert affines == [1.0, 2.0]
     with pytest.raises(ValueError, match="first_batch"):
         SaliencyHandler(lambda n: n, "first_btach")
+    with pytest.raises(ValueError, match="data loader"):
+        SaliencyHandler(lambda n: n, np.zeros((2, 1, 16, 16)))
     with pytest.raises(ValueError, match="has no 'img'"):
         SaliencyHandler(lambda n: n, val_loader, image_key="img")(trainer)
