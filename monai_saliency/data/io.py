@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,7 +38,9 @@ def source_paths(*tensors: torch.Tensor) -> list[Path]:
 
 
 @contextmanager
-def atomic_output(path: str | os.PathLike, protect: Iterable[str | os.PathLike] = (), overwrite: bool = True) -> Iterator[Path]:
+def atomic_output(
+    path: str | os.PathLike, protect: Iterable[str | os.PathLike] = (), overwrite: bool = True
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path`` atomically.
 
     On an exception the temporary file is removed and ``path`` is left untouched, so no partial output
@@ -106,7 +108,9 @@ def save_nifti(
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         raise ValueError(f"NIfTI output needs a .nii or .nii.gz name, got {path.name!r}.")
     if image.ndim not in (2, 3, 4):
-        raise ValueError(f"expected a channel-first image (C, *spatial) with 1-3 spatial axes, got {tuple(image.shape)}.")
+        raise ValueError(
+            f"expected a channel-first image (C, *spatial) with 1-3 spatial axes, got {tuple(image.shape)}."
+        )
     if affine is None and isinstance(image, MetaTensor):
         affine = image.affine
     affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
@@ -131,6 +135,25 @@ class AtomicNibabelWriter(NibabelWriter):
     Use it with ``SaveImage(d)(..., writer=AtomicNibabelWriter)`` (or ``"monai_saliency.data.io.AtomicNibabelWriter"``
     in a bundle config).
     """
+
+    def set_metadata(self, meta_dict: Mapping | None, resample: bool = True, **options) -> None:
+        """Take the affine from ``meta_dict``; resample to the original affine only if ``resample``.
+
+        ``NibabelWriter`` always goes through MONAI's resampler, which fails on 2D maps ``(1, H, W)`` even when
+        nothing is to be resampled; without ``resample`` the data are written as they are, with their affine.
+
+        Args:
+            meta_dict: metadata with ``affine`` (and ``original_affine``, ``spatial_shape`` for resampling).
+            resample: resample to ``original_affine`` (MONAI's behaviour).
+            options: as ``NibabelWriter.set_metadata``.
+        """
+        if resample:
+            super().set_metadata(meta_dict, resample=True, **options)
+            return
+        _, affine, _ = self.get_meta_info(meta_dict)
+        if self.output_dtype is None and hasattr(self.data_obj, "dtype"):
+            self.output_dtype = self.data_obj.dtype
+        self.affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
 
     def write(self, filename: os.PathLike | str, verbose: bool = False, **obj_kwargs) -> None:
         """Write to a temporary file beside ``filename`` and rename it into place.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Union
 
@@ -12,6 +12,7 @@ import torch
 from ignite.engine import Engine, Events
 from matplotlib import colormaps
 from monai.data import MetaTensor
+from monai.utils import CommonKeys
 from torch import nn
 
 from monai_saliency.data.io import save_nifti
@@ -20,7 +21,14 @@ from monai_saliency.ops.normalize import minmax_normalize
 
 __all__ = ["SaliencyHandler", "overlay_rgb"]
 
+FIRST_BATCH = "first_batch"
+
 ExplainerSpec = Union[Explainer, Callable[[nn.Module], Explainer]]
+
+
+def _is_loader(probe: Any) -> bool:
+    """An iterable of batches (a data loader, a list of batches), not an array."""
+    return isinstance(probe, Iterable) and not isinstance(probe, (str, np.ndarray, torch.Tensor))
 
 
 def _middle_slice(volume: torch.Tensor) -> torch.Tensor:
@@ -63,35 +71,47 @@ class SaliencyHandler:
     Args:
         explainer: an Explainer on the engine's network, or a factory ``network -> Explainer`` (built once, at
             the first event).
-        probe: input batch ``(B, C, *spatial)``; a MetaTensor's affine is used for the NIfTI files.
+        probe: input batch ``(B, C, *spatial)``; a MetaTensor's affine is used for the NIfTI files. Or
+            ``"first_batch"``: the first batch the attached engine loads (its ``image_key`` entry, kept fixed for
+            the whole run); or a data loader (any iterable of batches, e.g. ``"@val_dataloader"`` in a bundle):
+            its first batch, drawn once at the first event.
         interval: run every ``interval`` epochs.
         output_dir: if given, write ``{tag}_epoch{N}_item{i}.nii.gz`` there (atomically).
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` (or anything with ``add_image``), optional.
         tag: name prefix of the images and files.
         class_idx: class to explain (None: each item's predicted class).
         network: the network to explain; default ``engine.network``.
+        image_key: key of the input in dict batches (``"first_batch"`` or a data loader); tuple/list batches use
+            their first item.
 
     Raises:
-        ValueError: for ``interval < 1`` or a probe that is not a batched tensor.
+        ValueError: for ``interval < 1`` or a probe that is not a batched tensor (checked when it is drawn, for
+            ``"first_batch"`` and data loaders).
     """
 
     def __init__(
         self,
         explainer: ExplainerSpec,
-        probe: torch.Tensor,
+        probe: torch.Tensor | str | Iterable,
         interval: int = 1,
         output_dir: str | os.PathLike | None = None,
         summary_writer: Any | None = None,
         tag: str = "saliency",
         class_idx: int | torch.Tensor | None = None,
         network: nn.Module | None = None,
+        image_key: str = CommonKeys.IMAGE,
     ) -> None:
         if interval < 1:
             raise ValueError(f"interval must be >= 1 epoch, got {interval}.")
-        if not isinstance(probe, torch.Tensor) or probe.ndim < 3:
-            raise ValueError("probe must be a batched tensor (B, C, *spatial).")
+        self.image_key = image_key
+        self.source: str | Iterable | None = None
+        if isinstance(probe, torch.Tensor):
+            self.probe: torch.Tensor | None = self._check_probe(probe)
+        elif probe == FIRST_BATCH if isinstance(probe, str) else _is_loader(probe):
+            self.probe, self.source = None, probe
+        else:
+            raise ValueError(f"probe must be a batched tensor, {FIRST_BATCH!r} or a data loader, got {probe!r}.")
         self.spec = explainer
-        self.probe = probe
         self.interval = interval
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.writer = summary_writer
@@ -101,11 +121,41 @@ class SaliencyHandler:
         self.explainer: Explainer | None = explainer if isinstance(explainer, Explainer) else None
         self.written: list[Path] = []
 
+    @staticmethod
+    def _check_probe(probe: Any) -> torch.Tensor:
+        if not isinstance(probe, torch.Tensor) or probe.ndim < 3:
+            shape = tuple(probe.shape) if isinstance(probe, torch.Tensor) else type(probe).__name__
+            raise ValueError(f"probe must be a batched tensor (B, C, *spatial), got {shape}.")
+        return probe
+
+    def _probe_from_batch(self, batch: Any) -> torch.Tensor:
+        """The input of a (collated) batch, detached and copied so later iterations cannot change it."""
+        if isinstance(batch, Mapping):
+            if self.image_key not in batch:
+                raise ValueError(
+                    f"the batch has no {self.image_key!r} (keys {sorted(map(str, batch))}); set image_key."
+                )
+            image = batch[self.image_key]
+        else:
+            image = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self._check_probe(image).detach().clone()
+
+    def _capture_first_batch(self, engine: Engine) -> None:
+        if self.probe is None:
+            self.probe = self._probe_from_batch(engine.state.batch)
+
     def attach(self, engine: Engine) -> None:
-        """Run on ``EPOCH_COMPLETED`` every ``interval`` epochs of ``engine``."""
+        """Run on ``EPOCH_COMPLETED`` every ``interval`` epochs of ``engine`` (with ``probe="first_batch"``, also
+        keep the first batch ``engine`` loads)."""
+        if self.source == FIRST_BATCH:
+            engine.add_event_handler(Events.GET_BATCH_COMPLETED, self._capture_first_batch)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
     def __call__(self, engine: Engine) -> torch.Tensor:
+        if self.probe is None:
+            if self.source == FIRST_BATCH:
+                raise RuntimeError("probe='first_batch' but no batch was captured: attach the handler with attach().")
+            self.probe = self._probe_from_batch(next(iter(self.source)))
         network = self.network or getattr(engine, "network", None)
         if network is None:
             raise ValueError("the engine has no .network; pass network= to SaliencyHandler.")

@@ -1,19 +1,29 @@
-"""A MONAI inferer that returns the prediction and saliency maps of a batch."""
+"""A MONAI inferer that returns the prediction of a batch and computes its saliency maps."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, Union
 
 import torch
+from ignite.engine import Engine, Events
+from monai.data import decollate_batch
+from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer
+from monai.transforms import Compose
+from monai.utils import CommonKeys
 from torch import nn
 
 from monai_saliency.methods.base import Explainer, model_logits
+from monai_saliency.transforms.io import SaveMapsd, ScaleToUnitd
 
 __all__ = ["SaliencyInferer"]
 
 ExplainerSpec = Union[Explainer, Callable[[nn.Module], Explainer]]
+
+_RETURNS = ("pred", "dict")
+_ENGINE_KEYS = (CommonKeys.IMAGE, CommonKeys.LABEL, CommonKeys.PRED, CommonKeys.LOSS)
 
 
 def _unwrap(network: nn.Module) -> nn.Module:
@@ -21,10 +31,28 @@ def _unwrap(network: nn.Module) -> nn.Module:
 
 
 class SaliencyInferer(Inferer):
-    """Run the network and one or more explainers on a batch, for any MONAI evaluator.
+    """Run the network and one or more explainers on a batch, in any MONAI evaluator or model-zoo bundle.
 
-    Returns a dict ``{pred_key: scores (B, K), name: maps, ...}`` (``pred_key`` defaults to ``"logits"``); MONAI evaluators store it under
-    ``"pred"``, and ``FlattenSubKeysd(keys="pred")`` lifts the entries to top-level keys for post transforms.
+    Added to the evaluator's handlers as well (the default ``returns=None`` then means ``"pred"``), the inferer
+    is a drop-in for a bundle's inferer: it returns exactly what ``inferer`` returns, so the engine's ``pred``,
+    its post-processing and its handlers are unchanged, and :meth:`attach` moves the maps of each batch into
+    ``engine.state.output`` under their own keys (the explainer names) before MONAI decollates the batch; with
+    ``output_dir`` it also writes each item's maps (min-max scaled to [0, 1]) with :class:`SaveMapsd`. The
+    two-line override that adds saliency to a model-zoo bundle (``inferer``, ``handlers`` and
+    ``evaluator#val_handlers: "@handlers"`` are the zoo's names)::
+
+        python -m monai.bundle run --config_file configs/inference.json \\
+            --inferer "{'_target_': 'monai_saliency.engines.SaliencyInferer', 'output_dir': '@output_dir',
+                        'explainers': {'gradcam': {'_target_': 'monai_saliency.methods.GradCAM',
+                                                   'nn_module': '@network', 'target_layers': 'layer4'}}}" \\
+            --evaluator#val_handlers '$@handlers + [@inferer]'
+
+    Not attached (or with ``returns="dict"``) it returns ``{pred_key: scores (B, K), name: maps, ...}``
+    (``pred_key`` defaults to ``"logits"``), which MONAI evaluators store under ``"pred"``;
+    ``FlattenSubKeysd(keys="pred")`` lifts the entries to top-level keys for post transforms (the pipelines of
+    this project's own bundles). With ``returns="pred"`` it returns the prediction even when used directly;
+    :meth:`pop_maps` then hands out the maps of the last batch.
+
     Maps are MetaTensors carrying the batch's ``meta`` and ``applied_operations``, so ``Invertd`` and
     ``SaveImaged`` write them in the input's original geometry. Explainers enable autograd themselves, so the
     evaluator's ``torch.no_grad()`` needs no ``mode="train"`` workaround.
@@ -37,10 +65,21 @@ class SaliencyInferer(Inferer):
         explainers: an explainer, or a mapping ``name -> explainer or factory``.
         class_idx: None explains each item's predicted class; an int or (B,) tensor fixes the class.
         pred_key: key of the scores in the returned dict.
-        inferer: inferer producing the scores (default ``SimpleInferer``); it runs under ``no_grad``.
+        inferer: inferer producing the prediction (default ``SimpleInferer``); it runs under ``no_grad``.
+        returns: ``None`` (``"pred"`` once attached to an engine, else ``"dict"``), ``"pred"`` (the prediction;
+            maps through :meth:`attach` or :meth:`pop_maps`) or ``"dict"`` (prediction and maps in one dict).
+        output_dir: an attached inferer writes every item's maps there as ``{input name}_{explainer name}{ext}``.
+        output_ext: ``".nii.gz"`` (2D or 3D maps) or an 8-bit format such as ``".png"`` (2D maps).
+        scale: min-max scale each written map to [0, 1] (needed by 8-bit formats).
+        save_transform: applied to each item before its maps are scaled and written; the item holds the batch's
+            entries and the engine's outputs (maps under their names), so e.g. ``Invertd(keys=<names>,
+            transform=<preprocessing>, orig_keys="image")`` writes the maps in each input's original grid.
 
     Raises:
-        ValueError: if no explainer is given, or a built explainer wraps a different network.
+        ValueError: if no explainer is given, a name is reserved (``pred_key``, or an engine key ``image``,
+            ``label``, ``pred``, ``loss``), ``returns`` is unknown, ``output_dir`` is given with
+            ``returns="dict"`` (or ``save_transform`` without ``output_dir``), or a built explainer wraps a
+            different network.
     """
 
     def __init__(
@@ -49,19 +88,42 @@ class SaliencyInferer(Inferer):
         class_idx: int | torch.Tensor | None = None,
         pred_key: str = "logits",
         inferer: Inferer | None = None,
+        returns: str | None = None,
+        output_dir: str | os.PathLike | None = None,
+        output_ext: str = ".nii.gz",
+        scale: bool = True,
+        save_transform: Callable | None = None,
     ) -> None:
         super().__init__()
         specs = dict(explainers) if isinstance(explainers, Mapping) else {"saliency": explainers}
         if not specs:
             raise ValueError("give at least one explainer.")
-        if pred_key in specs:
-            raise ValueError(f"explainer name {pred_key!r} collides with pred_key; rename one of them.")
+        if returns is not None and returns not in _RETURNS:
+            raise ValueError(f"returns must be None or one of {_RETURNS}, got {returns!r}.")
+        reserved = {"dict": (pred_key,), "pred": _ENGINE_KEYS, None: (pred_key, *_ENGINE_KEYS)}[returns]
+        clash = sorted(set(map(str, specs)) & set(reserved))
+        if clash:
+            raise ValueError(f"explainer names {clash} are reserved ({reserved}); rename them.")
+        if output_dir is not None and returns == "dict":
+            raise ValueError("output_dir needs the inferer attached to the engine; returns='dict' never is.")
+        if save_transform is not None and output_dir is None:
+            raise ValueError("save_transform acts on the maps written to output_dir; give output_dir too.")
         self.specs = specs
         self.class_idx = class_idx
         self.pred_key = pred_key
         self.inferer = inferer or SimpleInferer()
+        self.returns = returns
+        self.mode = returns or "dict"
+        self._attached = False
+        keys = list(specs)
+        self.saver: Callable | None = None
+        if output_dir is not None:
+            steps = [save_transform] if save_transform is not None else []
+            steps += [ScaleToUnitd(keys)] if scale else []
+            self.saver = Compose([*steps, SaveMapsd(keys, output_dir, output_ext)])
         self._bound: dict[str, Explainer] = {}
         self._network: nn.Module | None = None
+        self._pending: dict[str, torch.Tensor] | None = None
 
     def _bind(self, network: nn.Module) -> dict[str, Explainer]:
         if self._network is network:
@@ -81,20 +143,94 @@ class SaliencyInferer(Inferer):
         self._bound, self._network = bound, network
         return bound
 
-    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> Any:
         """Predict and explain ``inputs`` ``(B, C, *spatial)`` with ``network``.
 
         Returns:
-            ``{pred_key: scores (B, K), name: maps}``.
+            Attached or ``returns="pred"``: the output of ``inferer``, unchanged (the maps are kept for
+            :meth:`attach` / :meth:`pop_maps`); else ``{pred_key: scores (B, K), name: maps}``.
+
+        Raises:
+            RuntimeError: if ``output_dir`` is set but the inferer is not attached to an engine, or with
+                ``returns="pred"`` if the maps of the previous batch were never collected (they would be lost).
         """
+        if self.saver is not None and not self._attached:
+            raise RuntimeError(
+                "output_dir is set but the SaliencyInferer is not attached to the engine, so no map would be "
+                "written: add it to the evaluator's handlers too (in a bundle: "
+                "--evaluator#val_handlers '$@handlers + [@inferer]')."
+            )
+        if self.mode == "pred" and self._pending is not None:
+            raise RuntimeError(
+                "the saliency maps of the previous batch were never collected: add the SaliencyInferer to the "
+                "evaluator's handlers too (in a bundle: --evaluator#val_handlers '$@handlers + [@inferer]'), or "
+                "call pop_maps() after each batch when using it directly."
+            )
         explainers = self._bind(network)
         with torch.no_grad():
-            scores = model_logits(self.inferer(inputs, network, *args, **kwargs))
+            pred = self.inferer(inputs, network, *args, **kwargs)
+        scores = model_logits(pred)
         targets = scores.argmax(dim=1) if self.class_idx is None else self.class_idx
-        out: dict[str, torch.Tensor] = {self.pred_key: scores}
-        for name, explainer in explainers.items():
-            out[name] = explainer(inputs, class_idx=None if explainer.class_agnostic else targets)
-        return out
+        maps = {
+            name: explainer(inputs, class_idx=None if explainer.class_agnostic else targets)
+            for name, explainer in explainers.items()
+        }
+        if self.mode == "dict":
+            return {self.pred_key: scores, **maps}
+        self._pending = maps
+        return pred
+
+    def pop_maps(self) -> dict[str, torch.Tensor]:
+        """Maps ``{name: (B, C, *spatial)}`` of the last batch (attached or ``returns="pred"``), handed out once.
+
+        Raises:
+            RuntimeError: if no batch has been explained since the last call.
+        """
+        if self._pending is None:
+            raise RuntimeError("no saliency maps pending: run the inferer on a batch first.")
+        maps, self._pending = self._pending, None
+        return maps
+
+    def attach(self, engine: Engine) -> None:
+        """Carry the maps of each iteration of ``engine`` (a MONAI evaluator using this inferer) to their keys.
+
+        On ``FORWARD_COMPLETED`` the maps join ``engine.state.output`` beside ``pred`` (so MONAI decollates
+        them with it and post transforms see them as ``output[name]``); with ``output_dir`` each item's maps are
+        written on ``ITERATION_COMPLETED``, after post-processing.
+
+        Raises:
+            ValueError: with ``returns="dict"``, or if ``engine`` runs another inferer.
+        """
+        if self.returns == "dict":
+            raise ValueError("attach needs returns=None or 'pred'; with returns='dict' the maps are already in 'pred'.")
+        if getattr(engine, "inferer", self) is not self:
+            raise ValueError("this SaliencyInferer is not the engine's inferer; set it as the evaluator's inferer.")
+        self.mode, self._attached = "pred", True
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._to_output)
+        if self.saver is not None:
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self._save)
+
+    def _reset(self, _engine: Engine) -> None:
+        self._pending = None
+
+    def _to_output(self, engine: Engine) -> None:
+        output = engine.state.output
+        maps = self.pop_maps()
+        clash = sorted(set(maps) & set(output))
+        if clash:
+            raise ValueError(f"explainer names {clash} are already keys of the engine's output; rename them.")
+        output.update(maps)
+
+    def _save(self, engine: Engine) -> None:
+        batch, output = engine.state.batch, engine.state.output
+        if not isinstance(output, list):  # an evaluator built with decollate=False
+            output = decollate_batch(output)
+            batch = decollate_batch(batch) if isinstance(batch, Mapping) else batch
+        if not isinstance(batch, list) or len(batch) != len(output):
+            batch = [{}] * len(output)
+        for item, out in zip(batch, output):
+            self.saver({**item, **out} if isinstance(item, Mapping) else dict(out))
 
     def close(self) -> None:
         """Remove the hooks of explainers this inferer built from factories."""

@@ -30,3 +30,33 @@ def test_save_maps_one_file_per_key_named_after_input(tmp_path):
     img = nib.load(str(tmp_path / "out" / "study7_grad.nii.gz"))
     np.testing.assert_allclose(img.affine, affine)
     np.testing.assert_allclose(img.get_fdata(), a[0].numpy(), atol=1e-6)
+
+
+def test_save_maps_2d_nifti_and_png(tmp_path):
+    """2D maps (1, H, W) save as NIfTI (formerly "cannot find a suitable writer") and as 8-bit PNG (formerly all 0)."""
+    from monai.transforms import LoadImage
+
+    affine = torch.diag(torch.tensor([2.0, 3.0, 1.0, 1.0]))
+    m = MetaTensor(torch.rand(1, 8, 9), affine=affine, meta={"filename_or_obj": str(tmp_path / "img3.png")})
+    SaveMapsd("grad", output_dir=tmp_path / "nii")({"grad": m})
+    img = nib.load(str(tmp_path / "nii" / "img3_grad.nii.gz"))
+    assert img.shape == (8, 9)
+    np.testing.assert_allclose(img.affine, affine.numpy())
+    np.testing.assert_allclose(img.get_fdata(), m[0].numpy(), atol=1e-6)
+    SaveMapsd("grad", output_dir=tmp_path / "png", output_ext=".png")({"grad": m})
+    back = LoadImage(image_only=True)(str(tmp_path / "png" / "img3_grad.png"))  # MONAI's own PNG convention
+    assert back.shape == (8, 9)
+    np.testing.assert_allclose(back.numpy(), np.round(m[0].numpy() * 255), atol=1)
+    assert back.max() > 200  # not truncated to 0/1
+
+
+def test_save_maps_clear_errors_for_unsupported(tmp_path):
+    meta = {"filename_or_obj": str(tmp_path / "x.nii.gz")}
+    saver = SaveMapsd("g", output_dir=tmp_path, output_ext=".png")
+    with pytest.raises(ValueError, match=r"2D maps .* shape \(1, 4, 5, 6\)"):
+        saver({"g": MetaTensor(torch.rand(1, 4, 5, 6), meta=dict(meta))})
+    with pytest.raises(ValueError, match="ScaleToUnitd"):
+        saver({"g": MetaTensor(torch.rand(1, 4, 5) * 3, meta=dict(meta))})
+    with pytest.raises(ValueError, match="no image writer for '.xyz'"):
+        SaveMapsd("g", output_dir=tmp_path, output_ext=".xyz")
+    assert not list(tmp_path.glob("x_g*"))
