@@ -29,20 +29,6 @@ GRADCAM = {
 }
 
 
-def _explainers_take_collated_batches() -> bool:
-    """Whether maps can carry a collated batch's metadata (``wrap_like``; fixed on the batched-MetaTensor branch)."""
-    from monai.data import MetaTensor, list_data_collate
-
-    from monai_saliency.methods.base import wrap_like
-
-    batch = list_data_collate([{"image": MetaTensor(torch.zeros(1, 4, 4), meta={"original_channel_dim": -1})}] * 2)
-    try:
-        wrap_like(torch.zeros(2, 1, 4, 4), batch["image"])
-    except RuntimeError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def zoo_bundle(tmp_path_factory) -> Path:
     """The fixture configs plus what a zoo user downloads: a checkpoint and a data list of PNG images."""
@@ -99,14 +85,7 @@ def _saliency(maps_dir: Path, **inferer: object) -> list[str]:
     return ["--inferer", repr(spec), "--evaluator#val_handlers", "$@handlers + [@inferer]"]
 
 
-BATCHED = pytest.mark.xfail(
-    not _explainers_take_collated_batches(),
-    strict=True,
-    reason="explainers fail on collated MetaTensor metadata until the batched-MetaTensor fix is merged",
-)
-
-
-@pytest.mark.parametrize("batch_size", [1, pytest.param(4, marks=BATCHED)])
+@pytest.mark.parametrize("batch_size", [1, 4])
 def test_zoo_bundle_predictions_unchanged_and_maps_written(zoo_bundle, tmp_path, batch_size):
     _run(zoo_bundle, tmp_path / "plain", batch_size)
     if batch_size == 1:  # exactly the documented override: NIfTI maps in the network's input grid
