@@ -52,21 +52,28 @@ $(REF_STAMP): pyproject.toml setup.py monai_saliency/ops/_cpu_kernels.c Makefile
 test-reference: $(REF_STAMP)
 	MONAI_SALIENCY_REFERENCE=1 $(REF_PY) -m pytest -q tests/reference $(PYTEST_ARGS)
 
-# Reproductions of the seed papers' experiments: tables and figures in outputs/<name>/.
+# Reproductions of the seed papers' experiments, the angiogram study and the image signature demo: each writes its
+# tables and figures to benchmarks/experiments/results/<name>/, the committed results (a rerun updates them).
 experiments: $(STAMP)
-	$(PY) benchmarks/exp_seed000_structured.py
-	$(PY) benchmarks/exp_forgrad.py
-	$(PY) benchmarks/exp_sanity.py
-	$(PY) benchmarks/exp_morch.py
-	$(PY) benchmarks/study_angiogram.py --out outputs/angiogram_study
-	$(PY) benchmarks/demo_image_signature.py
+	$(PY) -m benchmarks.experiments.exp_seed000_structured
+	$(PY) -m benchmarks.experiments.exp_forgrad
+	$(PY) -m benchmarks.experiments.exp_sanity
+	$(PY) -m benchmarks.experiments.exp_morch
+	$(PY) -m benchmarks.experiments.study_angiogram
+	$(PY) -m benchmarks.experiments.demo_image_signature
 
 # Speed benchmarks (ratios against MONAI/captum/reference loops measured in the same run); run on a quiet machine.
+# Each table goes to benchmarks/speed/results/ (the committed results, with the settings they were run with);
+# forgrad_overhead.txt, gradients_2d_smoothgrad.txt and gradients_2d_chunk16_partial.txt there are one-off runs.
+SPEED_RESULTS := benchmarks/speed/results
+benchmarks: SHELL := /bin/bash
+benchmarks: .SHELLFLAGS := -o pipefail -c
 benchmarks: $(STAMP)
-	mkdir -p outputs/benchmarks
-	$(PY) benchmarks/bench_gradients.py | tee outputs/benchmarks/gradients.txt
-	$(PY) benchmarks/bench_signature.py | tee outputs/benchmarks/signature.txt
-	$(PY) benchmarks/bench_morch.py | tee outputs/benchmarks/morch.txt
+	$(PY) -m benchmarks.speed.bench_gradients --only 2d --chunk 8 --repeats 1 | tee $(SPEED_RESULTS)/gradients_2d.txt
+	$(PY) -m benchmarks.speed.bench_gradients --only 3d | tee $(SPEED_RESULTS)/gradients_3d.txt
+	$(PY) -m benchmarks.speed.bench_signature --repeats 15 | tee $(SPEED_RESULTS)/signature.txt
+	$(PY) -m benchmarks.speed.bench_morch | tee $(SPEED_RESULTS)/morch.txt
+	$(PY) -m benchmarks.speed.roundoff_signature | tee $(SPEED_RESULTS)/roundoff_signature.txt
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) outputs .pytest_cache

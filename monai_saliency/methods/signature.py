@@ -44,7 +44,7 @@ choices made here:
   Coefficients with ``|c| <= zero_tol * ||A_s||_2`` are treated as exact zeros (``sign(0) = 0``, as in
   ``numpy.sign``); default ``zero_tol = 8 * eps(dtype)`` (``9.5e-7`` in float32, ``1.8e-15`` in float64;
   :func:`zero_tolerance`). This keeps the map invariant to positive scaling of ``A`` and makes constant or all-zero
-  activations give an all-zero map (never NaN). The value is measured (``benchmarks/roundoff_signature.py``): on
+  activations give an all-zero map (never NaN). The value is measured (``benchmarks/speed/roundoff_signature.py``): on
   random ReLU activations (512x14x14, 2048x7x7, 64x28x28, 256x56x56, 128x4x28x28, 64x8x8x8, small 3x3 / 2x2 / 1D
   and FFT-sized 96x96 / 200 / 72x72x72 maps) the float32 coefficients of every torch path differ from scipy's
   float64 ones by at most ``1.86 eps * ||A_s||`` (99.99 % below ``1.4 eps``); coefficients that are zero in exact

@@ -15,8 +15,8 @@ Targets (issue 7, 2-core machine): first+second <= 2 s; exact <= 120 s at <= 4 G
 
 Usage::
 
-    python benchmarks/bench_morch.py            # paper size
-    python benchmarks/bench_morch.py --quick    # tiny smoke run
+    python -m benchmarks.speed.bench_morch            # paper size
+    python -m benchmarks.speed.bench_morch --quick    # tiny smoke run
 """
 
 from __future__ import annotations

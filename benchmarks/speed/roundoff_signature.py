@@ -14,7 +14,7 @@ channel norm ``||A_s||``:
 Also the coefficients that are exactly zero in exact arithmetic (channels with one nonzero voxel at the centre of
 odd-sized axes, constant channels): the largest computed ``|c| / ||A_s||`` (pure round-off), float32 and float64.
 
-Run: ``python benchmarks/roundoff_signature.py`` (a few seconds).
+Run: ``python -m benchmarks.speed.roundoff_signature`` (a few seconds).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ with a bootstrap 95 % CI, so machine-speed drift lands on both sides. Absolute t
 
 Usage::
 
-    python benchmarks/bench_gradients.py            # full: ResNet-18 2D (8x3x224x224), DenseNet121 3D (2x1x32x96x96)
-    python benchmarks/bench_gradients.py --quick    # tiny sizes, smoke test
+    python -m benchmarks.speed.bench_gradients          # full: ResNet-18 2D (8x3x224x224), DenseNet121 3D (2x1x32x96x96)
+    python -m benchmarks.speed.bench_gradients --quick  # tiny sizes, smoke test
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ import argparse
 import ctypes
 import gc
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from captum.attr import IntegratedGradients as CaptumIG
@@ -31,14 +29,12 @@ from monai.networks.nets import DenseNet121, resnet18
 from monai.visualize import GradCAM as MonaiGradCAM
 from monai.visualize import SmoothGrad as MonaiSmoothGrad
 
+from benchmarks.speed._timing import Paired, paired, timeit
 from monai_saliency.methods.base import frozen_parameters
 from monai_saliency.methods.cam import GradCAM
 from monai_saliency.methods.forgrad import FORGrad
 from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad, input_gradients
 from monai_saliency.methods.structured import StructuredGradient
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import Paired, paired, timeit  # noqa: E402
 
 
 def _rss_bytes() -> int:

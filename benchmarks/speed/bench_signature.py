@@ -17,16 +17,14 @@
 3. Versus Grad-CAM, Grad-CAM++ and Eigen-CAM (``monai_saliency.methods.cam``) and MONAI's GradCAM on the 2D model.
 
 Timings are medians of ``--repeats`` runs after one warm-up; absolute times are context only.
-Run: ``python benchmarks/bench_signature.py [--quick]``
+Run: ``python -m benchmarks.speed.bench_signature [--quick]``
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -35,10 +33,8 @@ from monai.networks.nets import resnet18
 from scipy.fftpack import dct as fp_dct
 from scipy.fftpack import idct as fp_idct
 
+from benchmarks.speed._timing import paired, timeit
 from monai_saliency.methods.signature import SignatureActivation, signature_map
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import paired, timeit
 
 
 def notebook_signature(acts: np.ndarray) -> np.ndarray:

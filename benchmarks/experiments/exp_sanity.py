@@ -7,7 +7,7 @@ trained model's maps, 95 % bootstrap CIs over images, and the pass/fail rule of
 
 Usage::
 
-    python benchmarks/exp_sanity.py [--config configs/sanity.yaml] [--quick] [--output-dir outputs/sanity]
+    python -m benchmarks.experiments.exp_sanity [--config configs/sanity.yaml] [--quick] [--output-dir DIR]
 
 Writes ``table.md`` and ``figure.png``.
 """
@@ -15,25 +15,22 @@ Writes ``table.md`` and ``figure.png``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _blobcnn import ROOT, train_blob_cnn  # noqa: E402
-
-from monai_saliency.data.blobs import make_blob_dataset  # noqa: E402
-from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp  # noqa: E402
-from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad  # noqa: E402
-from monai_saliency.metrics.sanity import model_randomization_test  # noqa: E402
-from monai_saliency.metrics.stats import bootstrap_ci  # noqa: E402
+from benchmarks.experiments._blobcnn import train_blob_cnn
+from benchmarks.experiments._output import OUTPUT_DIR_HELP, ROOT, output_dir
+from monai_saliency.data.blobs import make_blob_dataset
+from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp
+from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad
+from monai_saliency.metrics.sanity import model_randomization_test
+from monai_saliency.metrics.stats import bootstrap_ci
 
 try:  # Signature Activation lands with its own issue; the experiment runs without it
-    from monai_saliency.methods.signature import SignatureActivation  # noqa: E402
+    from monai_saliency.methods.signature import SignatureActivation
 except ImportError:  # pragma: no cover
     SignatureActivation = None
 
@@ -58,15 +55,14 @@ def factories(cfg: dict) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "sanity.yaml"))
-    parser.add_argument("--output-dir", default=str(ROOT / "outputs" / "sanity"))
+    parser.add_argument("--output-dir", default=None, help=OUTPUT_DIR_HELP)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     args = parser.parse_args(argv)
     cfg = yaml.safe_load(Path(args.config).read_text())
     if args.quick:
         cfg.update(images=2, bootstrap_resamples=999, smoothgrad={"n_samples": 4, "stdev_spread": 0.15}, ig={"n_steps": 4})
         cfg["model"] = dict(cfg["model"], n_train=64, epochs=1)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir("sanity", args.output_dir, args.quick)
     t0 = time.perf_counter()
     model, info = train_blob_cnn(**cfg["model"], cache_dir=(out / "models") if args.quick else None)
     shape = (cfg["model"]["size"],) * cfg["model"]["spatial_dims"]

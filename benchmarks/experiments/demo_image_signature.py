@@ -13,9 +13,10 @@ background sparsity ``K / n`` the script reports, as mean +- sd over ``--trials`
 * ``cos_image``: the same for the image's own energy ``minmax(I ** 2)`` (no suppression), as the baseline.
 
 A cine (``T`` frames, moving foreground, one smooth background) is also processed per frame (``dct_axes="frames"``).
-Writes ``outputs/image_signature_demo/results.json`` and ``example.png`` (image | map | overlay).
+Writes ``results.json`` and ``example.png`` (image | map | overlay) to ``--output-dir`` (default:
+``benchmarks/experiments/results/image_signature_demo``; ``outputs/quick/image_signature_demo`` with ``--quick``).
 
-Run: ``python benchmarks/demo_image_signature.py [--quick]``
+Run: ``python -m benchmarks.experiments.demo_image_signature [--quick] [--output-dir DIR]``
 """
 
 from __future__ import annotations
@@ -23,16 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.experiments._output import OUTPUT_DIR_HELP, output_dir
 from monai_saliency.data.io import atomic_output
 from monai_saliency.ops.dct import idctn
 from monai_saliency.transforms.signature import ImageSignature
-
-OUT = Path(__file__).resolve().parents[1] / "outputs" / "image_signature_demo"
 
 
 def make_image(rng: np.random.Generator, n: int, bg_frac: float, fg_frac: float, fg_scale: float = 0.5):
@@ -77,14 +76,15 @@ def scores(f: np.ndarray, b: np.ndarray, dct_axes: str = "frames") -> dict[str, 
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--fg-frac", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--output-dir", default=None, help=OUTPUT_DIR_HELP)
+    args = parser.parse_args(argv)
     n, trials = (48, 4) if args.quick else (args.size, args.trials)
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
@@ -123,7 +123,7 @@ def main() -> None:
         f"{whole['cos_support']:.3f} (image energy {whole['cos_image']:.3f})"
     )
 
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = output_dir("image_signature_demo", args.output_dir, args.quick)
     result = {
         "size": n,
         "trials": trials,
@@ -136,7 +136,7 @@ def main() -> None:
         ),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    with atomic_output(OUT / "results.json") as tmp:
+    with atomic_output(out / "results.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2))
     try:
         from monai_saliency.visualize.overlay import save_overlay_png
@@ -144,10 +144,10 @@ def main() -> None:
         f, b = make_image(np.random.default_rng(args.seed), n, 0.05, 0.005)
         img = f + b
         sal = ImageSignature()(torch.from_numpy(img)[None])[0].numpy()
-        save_overlay_png(img, sal, OUT / "example.png", title="image signature: sparse foreground on smooth background")
+        save_overlay_png(img, sal, out / "example.png", title="image signature: sparse foreground on smooth background")
     except ImportError:  # matplotlib missing: numbers only
         pass
-    print(f"wrote {OUT / 'results.json'}")
+    print(f"wrote {out / 'results.json'}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ low-pass for FORGrad).
 
 Usage::
 
-    python benchmarks/exp_forgrad.py [--config configs/forgrad.yaml] [--quick] [--output-dir outputs/forgrad]
+    python -m benchmarks.experiments.exp_forgrad [--config configs/forgrad.yaml] [--quick] [--output-dir DIR]
 
 Writes ``table.md`` and ``figure.png``.
 """
@@ -18,25 +18,22 @@ Writes ``table.md`` and ``figure.png``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _blobcnn import ROOT, train_blob_cnn  # noqa: E402
-
-from monai_saliency.data.blobs import make_blob_dataset  # noqa: E402
-from monai_saliency.methods.forgrad import FORGrad, default_sigmas  # noqa: E402
-from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad  # noqa: E402
-from monai_saliency.metrics.localization import mask_energy  # noqa: E402
-from monai_saliency.metrics.perturbation import deletion_curve, insertion_curve, mu_fidelity, stability  # noqa: E402
-from monai_saliency.metrics.spectrum import high_frequency_power_ratio  # noqa: E402
-from monai_saliency.metrics.stats import bootstrap_ci, paired_wilcoxon, significance_stars  # noqa: E402
-from monai_saliency.ops.normalize import reduce_channels  # noqa: E402
+from benchmarks.experiments._blobcnn import train_blob_cnn
+from benchmarks.experiments._output import OUTPUT_DIR_HELP, ROOT, output_dir
+from monai_saliency.data.blobs import make_blob_dataset
+from monai_saliency.methods.forgrad import FORGrad, default_sigmas
+from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad
+from monai_saliency.metrics.localization import mask_energy
+from monai_saliency.metrics.perturbation import deletion_curve, insertion_curve, mu_fidelity, stability
+from monai_saliency.metrics.spectrum import high_frequency_power_ratio
+from monai_saliency.metrics.stats import bootstrap_ci, paired_wilcoxon, significance_stars
+from monai_saliency.ops.normalize import reduce_channels
 
 METRICS = [  # key, column title, direction (+1 higher is better, -1 lower is better, 0 descriptor)
     ("deletion", "Deletion AUC (lower better)", -1),
@@ -193,12 +190,11 @@ def write_figure(results: dict, out: Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "forgrad.yaml"))
-    parser.add_argument("--output-dir", default=str(ROOT / "outputs" / "forgrad"))
+    parser.add_argument("--output-dir", default=None, help=OUTPUT_DIR_HELP)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     args = parser.parse_args(argv)
     cfg = yaml.safe_load(Path(args.config).read_text())
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir("forgrad", args.output_dir, args.quick)
     if args.quick:
         cfg["models"] = {k: dict(v, n_train=32, epochs=1) for k, v in cfg["models"].items()}
         cfg["calibration"]["images"], cfg["evaluation"]["images"] = 2, 4

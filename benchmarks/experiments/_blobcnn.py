@@ -13,10 +13,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks.experiments._output import ROOT
 from monai_saliency.data.blobs import make_blob_dataset
 from monai_saliency.models.small_cnn import SmallCNN
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def train_blob_cnn(

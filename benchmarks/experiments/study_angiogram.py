@@ -24,15 +24,14 @@ boxes, one map per method: like the paper's Fig. 3/4), ``cine.gif`` (a cine with
 
 Usage::
 
-    python benchmarks/study_angiogram.py --quick            # tiny smoke run (writes to a temp folder)
-    python benchmarks/study_angiogram.py --out benchmarks/results/angiogram_study
+    python -m benchmarks.experiments.study_angiogram --quick   # tiny smoke run (outputs/quick/angiogram_study)
+    python -m benchmarks.experiments.study_angiogram           # benchmarks/experiments/results/angiogram_study
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.experiments._output import OUTPUT_DIR_HELP, ROOT, output_dir
 from monai_saliency.data.angiogram import AngiogramBatch, make_angiogram_dataset
 from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp
 from monai_saliency.methods.signature import SignatureActivation
@@ -50,7 +50,6 @@ from monai_saliency.models.train_video import QUICK, train_video_classifier
 from monai_saliency.models.video import VideoLesionNet
 from monai_saliency.visualize.cine import cine_strip_png, save_cine_gif
 
-ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "bundles" / "angiogram_signature_activation" / "models" / "model.pt"
 LAYER = VideoLesionNet.cam_layer
 REFERENCE = "SignatureActivation-spatial"
@@ -238,12 +237,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=str, default=None, help="output folder (default: a temp folder)")
+    p.add_argument("--output-dir", default=None, help=OUTPUT_DIR_HELP)
     a = p.parse_args(argv)
     if a.quick:
         a.n, a.n_pair, a.steps, a.resamples = 8, 4, 4, 200
     torch.set_num_threads(a.threads)
-    out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="angiogram_study_"))
+    out = output_dir("angiogram_study", a.output_dir, a.quick)
     model, source = load_model(a.quick)
     data = make_angiogram_dataset(a.n, seed=777)
     if data.labels.min() == data.labels.max():
@@ -266,7 +265,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     text = header + table + "\n\nTime relative to one forward pass (" + f"{forward_s * 1e3:.1f} ms per cine):\n" + ratio
     print(text)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text + "\n")
     (out / "results.json").write_text(json.dumps({"stats": stats, "forward_seconds": forward_s}, indent=1))
     # figure rows: a mild+moderate case, a positive and a negative held-out case

@@ -1,24 +1,19 @@
-"""benchmarks/exp_morch.py: its helpers against independent references, and a --quick smoke run (slow)."""
+"""benchmarks.experiments.exp_morch: its helpers against independent references, and a --quick smoke run (slow)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
 def exp():
-    spec = importlib.util.spec_from_file_location("exp_morch", BENCH / "exp_morch.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from benchmarks.experiments import exp_morch
+
+    return exp_morch
 
 
 def test_roc_auc_matches_pairwise_count(exp):

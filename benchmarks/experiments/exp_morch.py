@@ -27,7 +27,7 @@ Three experiments:
 
 Usage::
 
-    python benchmarks/exp_morch.py [--config configs/morch.yaml] [--quick] [--output-dir outputs/morch]
+    python -m benchmarks.experiments.exp_morch [--config configs/morch.yaml] [--quick] [--output-dir DIR]
 
 Writes ``table.md``, ``figure.png`` (Fig. 4 + localisation), ``fig2.png`` (the slices) and ``fig4.png`` to the
 output directory. Runs single-threaded by default (``threads`` in the config): the problems are tiny (64 examples,
@@ -49,13 +49,12 @@ import torch
 import yaml
 from scipy.stats import rankdata, spearmanr
 
+from benchmarks.experiments._output import OUTPUT_DIR_HELP, ROOT, output_dir
 from monai_saliency.data.pet_study import make_pet_study
 from monai_saliency.methods.morch import MorchSaliency
 from monai_saliency.metrics.stats import bootstrap_ci, paired_wilcoxon, significance_stars
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet
-
-ROOT = Path(__file__).resolve().parents[1]
 
 #: estimate names -> (MorchSaliency hessian, order) ; "exact" is dE_c (eq. 11)
 LABELS = {
@@ -233,7 +232,7 @@ def write_table(loc: dict, fig4: dict, cfg: dict, out: Path, elapsed: float) -> 
         f"shape {tuple(cfg['study']['shape'])}, I = {n_vox} voxels in the brain mask); PCA with K = rank; eq. 1 tanh net, "
         f"A = {mc['hidden']}, ridge {mc['weight_decay']:g}, {mc['optimizer']} to max|grad| <= {mc['tol']:g}; targets "
         "centred (graded: level - 4.5; rest/task: -1/+1). Mean [95 % bootstrap CI] over independent studies. "
-        "Config: `configs/morch.yaml`; script: `benchmarks/exp_morch.py`.",
+        "Config: `configs/morch.yaml`; script: `benchmarks/experiments/exp_morch.py`.",
         "",
         "## Localisation of the activated region (ROC AUC of the map vs the true mask, inside the brain)",
         "",
@@ -523,14 +522,13 @@ def _merge(base: dict, over: dict) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "morch.yaml"))
-    parser.add_argument("--output-dir", default=str(ROOT / "outputs" / "morch"))
+    parser.add_argument("--output-dir", default=None, help=OUTPUT_DIR_HELP)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     args = parser.parse_args(argv)
     cfg = yaml.safe_load(Path(args.config).read_text())
     if args.quick:
         cfg = _merge(cfg, QUICK)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir("morch", args.output_dir, args.quick)
     threads = torch.get_num_threads()
     torch.set_num_threads(int(cfg.get("threads", 1)))
     try:

@@ -15,8 +15,8 @@ lambda_grp sweep of the seed's Fig. 2, and the seed's Table 2 printed beside our
 
 Usage::
 
-    python benchmarks/exp_seed000_structured.py [--config configs/seed000_structured.yaml] [--quick]
-        [--output-dir outputs/seed000]
+    python -m benchmarks.experiments.exp_seed000_structured [--config configs/seed000_structured.yaml] [--quick]
+        [--output-dir DIR]
 
 Writes ``table.md`` and ``figure.png`` to the output directory.
 """
@@ -33,13 +33,12 @@ import torch
 import yaml
 from torch import nn
 
+from benchmarks.experiments._output import OUTPUT_DIR_HELP, ROOT, output_dir
 from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad
 from monai_saliency.methods.structured import StructuredGradient
 from monai_saliency.metrics.perturbation import deletion_curve, insertion_curve
 from monai_saliency.metrics.sparsity import fraction_below_median, gini_index
 from monai_saliency.metrics.stats import bootstrap_ci, paired_wilcoxon, significance_stars
-
-ROOT = Path(__file__).resolve().parents[1]
 
 #: seed 000, Table 2 (mean [95 % CI]); its "Deletion AUC" is declared "higher is better".
 SEED_TABLE2 = {
@@ -290,15 +289,14 @@ QUICK = dict(runs=3, inputs_per_run=2, size=[24, 24], steps=10, bootstrap_resamp
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "seed000_structured.yaml"))
-    parser.add_argument("--output-dir", default=str(ROOT / "outputs" / "seed000"))
+    parser.add_argument("--output-dir", default=None, help=OUTPUT_DIR_HELP)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     args = parser.parse_args(argv)
     cfg = yaml.safe_load(Path(args.config).read_text())
     if args.quick:
         cfg.update(QUICK)
         cfg["structured"] = dict(cfg["structured"], exact_max_iter=50)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir("seed000", args.output_dir, args.quick)
     torch.manual_seed(int(cfg["seed"]))
     t0 = time.perf_counter()
     per_run, sweep, extra = evaluate(cfg)
