@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from monai_saliency.methods.base import Explainer, frozen_parameters, model_logits, require_autograd, select_class
+from monai_saliency.ops.item_noise import check_seed, item_keys, keyed_draws
 from monai_saliency.ops.normalize import reduce_channels
 
-__all__ = ["input_gradients", "VanillaGrad", "SmoothGrad", "IntegratedGradients", "integration_rule", "IG_METHODS"]
+__all__ = ["IG_METHODS", "IntegratedGradients", "SmoothGrad", "VanillaGrad", "input_gradients", "integration_rule"]
 
 
 def input_gradients(
@@ -172,6 +173,14 @@ class SmoothGrad(Explainer):
 
     The class explained is chosen once on the clean input (argmax per item when ``class_idx`` is None).
 
+    Noise and reproducibility: with an integer ``seed`` (default 0), noise sample ``s`` of an item is drawn by a
+    generator seeded from ``(seed, a digest of the item's values, s)`` (:mod:`monai_saliency.ops.item_noise`), so
+    an item's map is the same alone or in any batch, at any position, for any ``batch_size``, and across runs,
+    without touching the global RNG. Equal seeds give equal maps; another seed gives another Monte-Carlo draw.
+    The draws are made on the input's device (CPU and CUDA streams differ). ``seed=None`` draws from the global
+    torch RNG chunk by chunk (captum's behaviour: a map then depends on the RNG state, the batch and
+    ``batch_size``); so does an explicit ``generator``.
+
     Args:
         nn_module: classifier returning ``(B, K)`` scores.
         n_samples: noisy copies per item.
@@ -180,8 +189,9 @@ class SmoothGrad(Explainer):
         magnitude: average squared gradients instead of gradients.
         batch_size: model inputs per forward/backward pass (memory bound).
         reduce: channel reduction (``"none"`` keeps ``(B, C, *spatial)``; see ``reduce_channels``).
-        generator: ``torch.Generator`` for reproducible noise (on the input's device), or None (global RNG).
-            Noise is drawn chunk by chunk, so a seeded run is reproducible for a fixed ``batch_size``.
+        seed: seed of the per-item noise (see above), or None for the global RNG.
+        generator: a ``torch.Generator`` (on the input's device) to draw from chunk by chunk instead; overrides
+            ``seed``. Reproducible for a fixed batch and ``batch_size`` only.
 
     Returns (on call):
         ``(B, C, *spatial)`` (or ``(B, 1, *spatial)`` when reduced). ``explain(x, class_idx, noise=...)``
@@ -189,6 +199,7 @@ class SmoothGrad(Explainer):
 
     Raises:
         ValueError: for non-positive ``n_samples``/``batch_size``, negative noise, or injected noise of the wrong shape.
+        TypeError: for a seed that is not an int or None.
     """
 
     def __init__(
@@ -200,6 +211,7 @@ class SmoothGrad(Explainer):
         magnitude: bool = False,
         batch_size: int = 32,
         reduce: str = "none",
+        seed: int | None = 0,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(nn_module)
@@ -211,6 +223,7 @@ class SmoothGrad(Explainer):
         self.stdev_spread, self.stdev = float(stdev_spread), stdev
         self.magnitude = magnitude
         self.reduce = reduce
+        self.seed = check_seed(seed)
         self.generator = generator
 
     def explain(
@@ -232,12 +245,20 @@ class SmoothGrad(Explainer):
             flat = x.reshape(b, -1)
             std = self.stdev_spread * (flat.amax(1) - flat.amin(1))
         view = (-1,) + (1,) * (x.ndim - 1)
+        keyed = noise is None and self.generator is None and self.seed is not None
+        keys = item_keys(x) if keyed else []
 
-        def make_inputs(flat_idx: torch.Tensor, _s: torch.Tensor, b_idx: torch.Tensor) -> torch.Tensor:
+        def make_inputs(flat_idx: torch.Tensor, s_idx: torch.Tensor, b_idx: torch.Tensor) -> torch.Tensor:
             if noise is not None:
                 return x[b_idx] + noise_flat[flat_idx]
-            shape = (flat_idx.numel(), *x.shape[1:])
-            eps = torch.randn(shape, generator=self.generator, dtype=x.dtype, device=x.device)
+            if keyed:  # per (item, sample): independent of the batch and of the chunking
+                rows = b_idx.tolist()
+                eps = keyed_draws(
+                    torch.randn, self.seed, [keys[r] for r in rows], s_idx, x.shape[1:], x.dtype, x.device
+                )
+            else:
+                shape = (flat_idx.numel(), *x.shape[1:])
+                eps = torch.randn(shape, generator=self.generator, dtype=x.dtype, device=x.device)
             return x[b_idx] + eps * std[b_idx].reshape(view)
 
         with frozen_parameters(self.model):

@@ -34,14 +34,15 @@ from monai_saliency.metrics._common import (
     resolve_maps,
     rowwise_corr,
 )
+from monai_saliency.ops.item_noise import item_keys, keyed_draws
 
 __all__ = [
     "PerturbationCurve",
-    "gaussian_blur_nd",
-    "saliency_ranks",
     "deletion_curve",
+    "gaussian_blur_nd",
     "insertion_curve",
     "mu_fidelity",
+    "saliency_ranks",
     "stability",
 ]
 
@@ -322,7 +323,9 @@ def mu_fidelity(
         n_subsets: subsets per item (>= 2). subset_fraction: fraction of cells per subset, in (0, 1).
         cell_size: cell edge in voxels (one or per axis). baseline: replacement value.
         correlation: ``"pearson"`` or ``"spearman"``. score: ``"logit"`` or ``"prob"``.
-        batch_size: perturbed inputs per forward pass. seed: seed of the subset draw.
+        batch_size: perturbed inputs per forward pass. seed: seed of the subset draw; an item's subsets come from
+            ``(seed, a digest of the item's values)`` (:mod:`monai_saliency.ops.item_noise`), so its score does not
+            depend on its batch-mates or position.
 
     Returns:
         ``(B,)`` float64 tensor of correlations.
@@ -340,8 +343,9 @@ def mu_fidelity(
     if n_cells < 2:
         raise ValueError(f"the grid has {n_cells} cell(s); use a smaller cell_size.")
     k = min(max(1, round(subset_fraction * n_cells)), n_cells - 1)
-    gen = torch.Generator().manual_seed(int(seed))
-    chosen = torch.rand(b, n_subsets, n_cells, generator=gen).argsort(dim=2)[..., :k].to(x.device)
+    # per-item draws (CPU, device-independent): an item's subsets do not depend on its batch-mates
+    draws = keyed_draws(torch.rand, int(seed), item_keys(x), [0] * b, (n_subsets, n_cells), torch.float32, "cpu")
+    chosen = draws.argsort(dim=2)[..., :k].to(x.device)
     in_s = torch.zeros(b, n_subsets, n_cells, dtype=torch.bool, device=x.device).scatter_(2, chosen, True)
     loc_attr = maps.sum(dim=1).reshape(b, -1).double()
     cell_attr = torch.zeros(b, n_cells, dtype=torch.float64, device=x.device).index_add_(1, ids, loc_attr)
@@ -387,7 +391,9 @@ def stability(
         x: input ``(B, C, *spatial)``.
         class_idx: None, int or ``(B,)`` tensor; repeated for the noisy copies.
         n_samples: noise draws per item. noise_std: noise level. relative_to_range: scale σ by the item's range.
-        batch_size: inputs per explainer call (memory bound). seed: seed of the noise.
+        batch_size: inputs per explainer call (memory bound). seed: seed of the noise; draw ``j`` of an item comes
+            from ``(seed, a digest of the item's values, j)``, so its score does not depend on its batch-mates,
+            position or ``batch_size``.
 
     Returns:
         ``(B,)`` float64 tensor.
@@ -411,13 +417,15 @@ def stability(
     flat = x.reshape(b, -1)
     sigma = noise_std * ((flat.amax(1) - flat.amin(1)) if relative_to_range else torch.ones(b, device=x.device))
     sigma = sigma.reshape(b, *([1] * (x.ndim - 1)))
-    gen = torch.Generator().manual_seed(int(seed))
+    keys = item_keys(x)
     total = b * n_samples
     out = torch.empty(total, dtype=torch.float64)
     for lo in range(0, total, batch_size):
         p = torch.arange(lo, min(lo + batch_size, total))
         item = p // n_samples
-        noise = torch.randn((len(p), *x.shape[1:]), generator=gen, dtype=x.dtype).to(x.device)
+        # per (item, draw), on the CPU: independent of the batch-mates, the chunking and the device
+        rows = [keys[i] for i in item.tolist()]
+        noise = keyed_draws(torch.randn, int(seed), rows, p % n_samples, x.shape[1:], x.dtype, "cpu").to(x.device)
         xn = x[item] + noise * sigma[item]
         c = cls[item] if isinstance(cls, torch.Tensor) else cls
         maps = resolve_maps(explainer, xn, c).double()
