@@ -28,8 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.networks.layers import separable_filtering
-from monai.networks.layers.convutils import gaussian_1d
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type
 
@@ -40,6 +38,7 @@ from monai_saliency.methods.signature import (
     signature_reconstruction,
     zero_tolerance,
 )
+from monai_saliency.ops.blur import gaussian_blur
 from monai_saliency.ops.normalize import minmax_normalize
 from monai_saliency.ops.precision import upcast
 from monai_saliency.transforms._common import channel_first_float
@@ -51,31 +50,22 @@ _OUTPUTS = ("saliency", "reconstruction")
 
 
 def gaussian_smooth(x: torch.Tensor, sigma: float, spatial_dims: int, truncate: float = 3.0) -> torch.Tensor:
-    """Separable Gaussian blur of the trailing ``spatial_dims`` axes with mirrored borders (MONAI's separable filter).
+    """Separable Gaussian blur of the trailing ``spatial_dims`` axes with mirrored borders (scipy's ``"mirror"``).
 
     Args:
         x: floating-point tensor ``(*leading, *spatial)``.
         sigma: standard deviation in voxels (``<= 0`` returns ``x``).
-        spatial_dims: number of trailing axes to blur (1 to 3).
-        truncate: kernel half-width in sigmas (reduced per axis so it stays below the axis size).
+        spatial_dims: number of trailing axes to blur.
+        truncate: kernel half-width in sigmas, ``int(truncate * sigma + 0.5)``, capped per axis at the axis size
+            minus one.
 
     Returns:
         Blurred tensor, same shape and dtype.
     """
     if sigma <= 0:
         return x
-    spatial = x.shape[x.ndim - spatial_dims :]
-    kernels = []
-    for n in spatial:
-        trunc = min(truncate, (n - 1) / sigma) if n > 1 else 0.0
-        if trunc * sigma < 0.5:
-            kernels.append(torch.ones(1, dtype=x.dtype, device=x.device))
-            continue
-        sig_t = torch.tensor(sigma, dtype=x.dtype, device=x.device)
-        k = gaussian_1d(sig_t, truncated=trunc, approx="sampled", normalize=True)
-        kernels.append(k.to(x.dtype))
-    flat = x.reshape(-1, 1, *spatial)
-    return separable_filtering(flat, kernels, mode="reflect").reshape(x.shape)
+    radii = [int(min(truncate * sigma, n - 1) + 0.5) for n in x.shape[x.ndim - spatial_dims :]]
+    return gaussian_blur(x, sigma, spatial_dims=spatial_dims, mode="mirror", radius=radii)
 
 
 class ImageSignature(Transform):
