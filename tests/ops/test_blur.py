@@ -116,7 +116,7 @@ def test_forgrad_blur_is_scipy_mirror_with_nearest_fallback(shape, sigma):
 @pytest.mark.parametrize("shape, nsp, sigma", [((1, 12, 30), 2, 2.0), ((2, 3, 5, 40), 2, 2.5), ((1, 4, 9, 9), 3, 1.2)])
 def test_signature_blur_is_scipy_mirror_with_radius_capped_by_the_axis(shape, nsp, sigma):
     """ImageSignature's smoothing: 'mirror' borders, radius int(3 sigma + 0.5) capped at size - 1 per axis."""
-    from monai_saliency.transforms.signature import gaussian_smooth
+    from monai_saliency.transforms.utils import gaussian_smooth
 
     x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
     radii = [int(min(3 * sigma, n - 1) + 0.5) for n in shape[-nsp:]]
