@@ -16,7 +16,7 @@ from monai.utils import CommonKeys
 from torch import nn
 
 from monai_saliency.methods.base import Explainer, model_logits
-from monai_saliency.transforms.io import SaveMapsd, ScaleToUnitd
+from monai_saliency.transforms import SaveMapsd, ScaleToUnitd
 
 __all__ = ["SaliencyInferer"]
 

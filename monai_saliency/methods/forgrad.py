@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from monai_saliency.methods.base import Explainer, check_input, evaluation_mode, model_logits, select_class
+from monai_saliency.ops.blur import gaussian_blur
 from monai_saliency.ops.fourier import ideal_lowpass
 from monai_saliency.ops.normalize import minmax_normalize, reduce_channels
 from monai_saliency.ops.precision import model_input_dtype, working_tensor
@@ -58,26 +58,13 @@ def default_sigmas(spatial_shape: Sequence[int], num: int = 12) -> list[float]:
 
 
 def _blur(x: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """Separable Gaussian blur of the spatial axes of ``(B, C, *sp)`` (reflect padding where it fits)."""
-    nd = x.ndim - 2
-    radius = max(1, int(math.ceil(3 * sigma_px)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma_px) ** 2)
-    k = k / k.sum()
-    b, c = x.shape[:2]
-    out = x.reshape(b * c, 1, *x.shape[2:])
-    conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1] if nd <= 3 else None
-    if conv is None:
-        raise ValueError(f"the internal blur supports 1-3 spatial axes, got {nd}.")
-    for axis in range(nd):
-        shape = [1, 1] + [1] * nd
-        shape[2 + axis] = k.numel()
-        pad = [0, 0] * nd
-        pad[2 * (nd - 1 - axis)] = pad[2 * (nd - 1 - axis) + 1] = radius
-        size = out.shape[2 + axis]
-        mode = "reflect" if size > radius else "replicate"
-        out = conv(F.pad(out, pad, mode=mode), k.reshape(shape))
-    return out.reshape(x.shape)
+    """Separable Gaussian blur of the spatial axes of ``(B, C, *sp)``: radius ``ceil(3 sigma)``, mirrored borders
+    (torch's ``"reflect"`` padding) on axes longer than the radius, replicated borders on the others."""
+    if not (math.isfinite(sigma_px) and sigma_px > 0):
+        raise ValueError(f"blur_sigma must be a positive number of voxels, got {sigma_px!r}.")
+    radius = max(1, math.ceil(3 * sigma_px))
+    modes = ["mirror" if n > radius else "nearest" for n in x.shape[2:]]
+    return gaussian_blur(x, sigma_px, mode=modes, radius=radius)
 
 
 def insertion_deletion_score(

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from monai_saliency.metrics._common import (
@@ -34,6 +33,7 @@ from monai_saliency.metrics._common import (
     resolve_maps,
     rowwise_corr,
 )
+from monai_saliency.ops.blur import gaussian_blur
 from monai_saliency.ops.item_noise import item_keys, keyed_draws
 
 __all__ = [
@@ -74,6 +74,8 @@ class PerturbationCurve:
 def gaussian_blur_nd(x: torch.Tensor, sigma: float | Sequence[float], truncate: float = 4.0) -> torch.Tensor:
     """Separable Gaussian blur over every spatial axis of ``(B, C, *spatial)``, replicate padding.
 
+    :func:`monai_saliency.ops.blur.gaussian_blur` with ``mode="nearest"``.
+
     Args:
         x: floating tensor ``(B, C, *spatial)``.
         sigma: standard deviation in voxels, one value or one per spatial axis; 0 leaves an axis as is.
@@ -86,26 +88,7 @@ def gaussian_blur_nd(x: torch.Tensor, sigma: float | Sequence[float], truncate: 
     Raises:
         ValueError: for a negative or non-finite sigma or a wrong number of sigmas.
     """
-    nsp = x.ndim - 2
-    sig = [float(sigma)] * nsp if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
-    if len(sig) != nsp or any(not math.isfinite(s) or s < 0 for s in sig):
-        raise ValueError(f"sigma must be >= 0, one value or one per spatial axis ({nsp}), got {sigma!r}.")
-    out = x
-    for axis, s in enumerate(sig):
-        if s == 0:
-            continue
-        radius = int(truncate * s + 0.5)
-        t = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
-        kernel = torch.exp(-0.5 * (t / s) ** 2)
-        kernel = (kernel / kernel.sum()).to(x.dtype)
-        moved = out.movedim(axis + 2, -1)
-        shape = moved.shape
-        flat = moved.reshape(-1, 1, shape[-1])
-        # replicate padding with pads longer than the axis: index-clamp instead of F.pad's size limit
-        idx = torch.arange(-radius, shape[-1] + radius, device=x.device).clamp_(0, shape[-1] - 1)
-        flat = F.conv1d(flat[..., idx], kernel.view(1, 1, -1))
-        out = flat.reshape(shape).movedim(-1, axis + 2)
-    return out
+    return gaussian_blur(x, sigma, truncate=truncate, mode="nearest")
 
 
 def saliency_ranks(maps: torch.Tensor, reduce: str = "auto") -> torch.Tensor:

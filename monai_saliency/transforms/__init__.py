@@ -1,25 +1,38 @@
-"""MONAI array transforms and their dictionary twins over ``monai_saliency.ops``."""
+"""MONAI transforms over ``monai_saliency.ops``: array transforms in :mod:`.array`, their dictionary twins (and
+:class:`SaveMapsd`) in :mod:`.dictionary`, shared helpers in :mod:`.utils`."""
 
 from __future__ import annotations
 
-from monai_saliency.transforms.fourier import FourierLowPass, FourierLowPassd
-from monai_saliency.transforms.io import SaveMapsd, ScaleToUnit, ScaleToUnitd
-from monai_saliency.transforms.pca import PCABackProject, PCABackProjectd, PCAProject, PCAProjectd
-from monai_saliency.transforms.signature import ImageSignature, ImageSignatured
-from monai_saliency.transforms.structured import StructuredProx, StructuredProxd
+from monai_saliency.transforms.array import (
+    FourierLowPass,
+    ImageSignature,
+    PCABackProject,
+    PCAProject,
+    ScaleToUnit,
+    StructuredProx,
+)
+from monai_saliency.transforms.dictionary import (
+    FourierLowPassd,
+    ImageSignatured,
+    PCABackProjectd,
+    PCAProjectd,
+    SaveMapsd,
+    ScaleToUnitd,
+    StructuredProxd,
+)
 
 __all__ = [
     "FourierLowPass",
     "FourierLowPassd",
-    "SaveMapsd",
-    "ScaleToUnit",
-    "ScaleToUnitd",
+    "ImageSignature",
+    "ImageSignatured",
     "PCABackProject",
     "PCABackProjectd",
     "PCAProject",
     "PCAProjectd",
-    "ImageSignature",
-    "ImageSignatured",
+    "SaveMapsd",
+    "ScaleToUnit",
+    "ScaleToUnitd",
     "StructuredProx",
     "StructuredProxd",
 ]

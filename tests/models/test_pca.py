@@ -6,7 +6,7 @@ import torch
 from monai.data import MetaTensor
 
 from monai_saliency.models.pca import PCAProjection
-from monai_saliency.transforms.pca import PCABackProject, PCABackProjectd, PCAProject, PCAProjectd
+from monai_saliency.transforms import PCABackProject, PCABackProjectd, PCAProject, PCAProjectd
 
 
 @pytest.fixture

@@ -26,3 +26,11 @@ def test_backends_are_transform_backends():
     assert len(classes) == len(transforms.__all__)
     for cls in classes:
         assert cls.backend and all(isinstance(b, TransformBackends) for b in cls.backend), (cls, cls.backend)
+
+
+def test_dictionary_twins_share_their_array_transforms_backend():
+    from monai_saliency.transforms import array, dictionary
+
+    for name in dictionary.__all__:
+        if name != "SaveMapsd":
+            assert getattr(dictionary, name).backend == getattr(array, name[:-1]).backend, name

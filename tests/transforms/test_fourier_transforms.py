@@ -6,7 +6,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from monai_saliency.transforms.fourier import FourierLowPass, FourierLowPassd
+from monai_saliency.transforms import FourierLowPass, FourierLowPassd
 
 
 def _numpy_lowpass(a: np.ndarray, sigma: float) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_saliency.transforms.io import SaveMapsd, ScaleToUnit, ScaleToUnitd
+from monai_saliency.transforms import SaveMapsd, ScaleToUnit, ScaleToUnitd
 
 
 def test_scale_to_unit_keeps_meta_and_handles_constant():

@@ -7,7 +7,7 @@ from monai.data import MetaTensor
 
 from monai_saliency.methods.structured import structured_prox
 from monai_saliency.ops.normalize import minmax_normalize
-from monai_saliency.transforms.structured import StructuredProx, StructuredProxd
+from monai_saliency.transforms import StructuredProx, StructuredProxd
 
 
 @pytest.fixture
