@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_saliency.methods.base import Explainer, check_input, evaluation_mode, model_logits, select_class
+from monai_saliency.core import check_input, evaluation_mode, model_logits, select_class
+from monai_saliency.methods.base import Explainer
 from monai_saliency.ops.fourier import ideal_lowpass
 from monai_saliency.ops.normalize import minmax_normalize, reduce_channels
 from monai_saliency.ops.precision import model_input_dtype, working_tensor
