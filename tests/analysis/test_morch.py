@@ -414,3 +414,33 @@ def test_is_an_analysis_not_an_explainer(setup):
     assert not isinstance(sal, Explainer)
     with pytest.raises(TypeError):
         sal(x, y, class_idx=0)  # no class: one map per training set
+
+
+class OwnObjective(nn.Module):
+    """A head that is not a TanhNet but brings its own training objective (the RetrainableHead capability): here
+    the TanhNet's, whose ridge spares the biases."""
+
+    def __init__(self, net: TanhNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.net(v)
+
+    def flat_parameters(self) -> torch.Tensor:
+        return self.net.flat_parameters()
+
+    def objective_fn(self, v: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0):
+        return self.net.objective_fn(v, y, weight_decay)
+
+
+def test_retraining_uses_the_heads_own_objective(biased_setup):
+    """Retraining re-minimises a RetrainableHead's own objective (found by the capability, not by the class): the
+    TanhNet's numbers, not those of the generic ridge on every parameter (which also penalises the biases)."""
+    x, y, pca, net = biased_setup
+    voxels = torch.tensor([1, 7])
+    own = MorchSaliency(OwnObjective(net), pca, weight_decay=1e-2).retrain(x, y, voxels)
+    ref = MorchSaliency(net, pca, weight_decay=1e-2).retrain(x, y, voxels)
+    generic = MorchSaliency(Wrapped(net), pca, weight_decay=1e-2).retrain(x, y, voxels)
+    torch.testing.assert_close(own, ref, rtol=1e-9, atol=1e-14)
+    assert (generic - ref).abs().max() > 1e-3 * ref.abs().max()
