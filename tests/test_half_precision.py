@@ -21,13 +21,13 @@ from torch import nn
 
 from monai_saliency import metrics as M
 from monai_saliency import transforms as T
+from monai_saliency.analysis import MorchSaliency
 from monai_saliency.methods import (
     EigenCAM,
     FORGrad,
     GradCAM,
     GradCAMpp,
     IntegratedGradients,
-    MorchSaliency,
     SignatureActivation,
     SmoothGrad,
     StructuredGradient,

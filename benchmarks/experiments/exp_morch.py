@@ -51,7 +51,7 @@ from scipy.stats import rankdata, spearmanr
 
 from benchmarks.experiments._output import OUTPUT_DIR_HELP, ROOT, output_dir
 from monai_saliency.data.pet_study import make_pet_study
-from monai_saliency.methods.morch import MorchSaliency
+from monai_saliency.analysis import MorchSaliency
 from monai_saliency.metrics.stats import bootstrap_ci, paired_wilcoxon, significance_stars
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet

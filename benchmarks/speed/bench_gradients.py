@@ -30,7 +30,7 @@ from monai.visualize import GradCAM as MonaiGradCAM
 from monai.visualize import SmoothGrad as MonaiSmoothGrad
 
 from benchmarks.speed._timing import Paired, paired, timeit
-from monai_saliency.methods.base import frozen_parameters
+from monai_saliency.core import frozen_parameters
 from monai_saliency.methods.cam import GradCAM
 from monai_saliency.methods.forgrad import FORGrad
 from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad, input_gradients

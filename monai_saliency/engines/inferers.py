@@ -15,7 +15,8 @@ from monai.transforms import Compose
 from monai.utils import CommonKeys
 from torch import nn
 
-from monai_saliency.methods.base import Explainer, model_logits
+from monai_saliency.core import model_logits
+from monai_saliency.methods.base import Explainer
 from monai_saliency.transforms import SaveMapsd, ScaleToUnitd
 
 __all__ = ["SaliencyInferer"]

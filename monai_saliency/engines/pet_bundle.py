@@ -50,7 +50,7 @@ import torch
 from monai.data import MetaTensor
 
 from monai_saliency.data.io import atomic_output, save_nifti
-from monai_saliency.methods.morch import MorchSaliency
+from monai_saliency.analysis import MorchSaliency
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet
 

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_saliency.methods.base import ActivationHooks, Explainer, frozen_parameters, require_autograd, select_class
+from monai_saliency.core import ActivationHooks, frozen_parameters, require_autograd, select_class
+from monai_saliency.methods.base import Explainer
 from monai_saliency.ops.normalize import minmax_normalize
 
 __all__ = ["EigenCAM", "GradCAM", "GradCAMpp", "upsample_maps"]

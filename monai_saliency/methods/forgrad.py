@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from monai_saliency.methods.base import Explainer, check_input, evaluation_mode, model_logits, select_class
+from monai_saliency.core import check_input, evaluation_mode, model_logits, select_class
+from monai_saliency.methods.base import Explainer
 from monai_saliency.ops.blur import gaussian_blur
 from monai_saliency.ops.fourier import ideal_lowpass
 from monai_saliency.ops.normalize import minmax_normalize, reduce_channels

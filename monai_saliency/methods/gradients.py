@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from monai_saliency.methods.base import Explainer, frozen_parameters, model_logits, require_autograd, select_class
+from monai_saliency.core import frozen_parameters, model_logits, require_autograd, select_class
+from monai_saliency.methods.base import Explainer
 from monai_saliency.ops.item_noise import check_seed, item_keys, keyed_draws
 from monai_saliency.ops.normalize import reduce_channels
 

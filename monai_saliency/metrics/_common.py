@@ -11,7 +11,7 @@ from monai.data import MetaTensor
 from scipy import stats as sps
 from torch import nn
 
-from monai_saliency.methods.base import check_input, evaluation_mode, model_logits, select_class
+from monai_saliency.core import check_input, evaluation_mode, model_logits, select_class
 from monai_saliency.ops.checks import all_finite
 from monai_saliency.ops.normalize import reduce_channels
 from monai_saliency.ops.precision import model_input_dtype, upcast, working_tensor
@@ -45,7 +45,7 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
 
 
 def check_model_input(x: Any) -> torch.Tensor:
-    """:func:`~monai_saliency.methods.base.check_input`, then the tensor a metric computes on: float16 / bfloat16 in
+    """:func:`~monai_saliency.core.check_input`, then the tensor a metric computes on: float16 / bfloat16 in
     float32 (a half-precision model gets its own dtype at its input, see :func:`model_scores`), an inference tensor
     copied to an ordinary one."""
     return working_tensor(check_input(x))
@@ -110,7 +110,7 @@ def location_map(maps: torch.Tensor, reduce: str = "auto") -> torch.Tensor:
 
 def model_scores(model: nn.Module, x: torch.Tensor, idx: torch.Tensor, score: str) -> torch.Tensor:
     """Score of class ``idx`` per item: softmax probability (``"prob"``) or raw logit (``"logit"``), with the model
-    in eval mode (:func:`~monai_saliency.methods.base.evaluation_mode`)."""
+    in eval mode (:func:`~monai_saliency.core.evaluation_mode`)."""
     with evaluation_mode(model), model_input_dtype(model):
         logits = model_logits(model(x)).float()
     if score == "prob":

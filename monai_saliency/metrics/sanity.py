@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_saliency.methods.base import find_layer
+from monai_saliency.core import find_layer
 from monai_saliency.metrics._common import (
     check_map_for_input,
     check_model_input,

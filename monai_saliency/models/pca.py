@@ -209,6 +209,24 @@ class PCAProjection(nn.Module):
             )
         return x
 
+    def check_volumes(self, volumes: torch.Tensor | np.ndarray, name: str = "volumes") -> torch.Tensor:
+        """Validate volumes against the fitted grid: ``(N, *spatial)`` or ``(N, 1, *spatial)`` -> ``(N, *spatial)``.
+
+        Args:
+            volumes: the volumes (a MetaTensor or numpy array is accepted); not copied, not cast.
+            name: the argument named in error messages.
+
+        Returns:
+            A plain tensor view ``(N, *spatial)`` (a singleton channel axis dropped).
+
+        Raises:
+            RuntimeError: if the projection is not fitted.
+            TypeError: if ``volumes`` is not a tensor or array.
+            ValueError: for a shape that does not match the fitted volumes.
+        """
+        self._require_fit()
+        return self._items(_plain(volumes, name), self.mask.shape, name)
+
     # ------------------------------------------------------------------ mapping
     def flatten(self, volumes: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Masked voxels of each volume, **not** centred: ``(N, *spatial) -> (N, I)`` in the fitted dtype.
@@ -216,8 +234,7 @@ class PCAProjection(nn.Module):
         Raises:
             ValueError: for a shape that does not match the fitted volumes, or NaN/Inf inside the mask.
         """
-        self._require_fit()
-        x = self._items(_plain(volumes, "volumes"), self.mask.shape, "volumes")
+        x = self.check_volumes(volumes)
         xm = x[:, self.mask.to(x.device)].to(self.dtype)
         if not torch.isfinite(xm).all():
             raise ValueError("volumes contain NaN or Inf inside the mask.")

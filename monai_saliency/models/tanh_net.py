@@ -215,6 +215,15 @@ class TanhNet(nn.Module):
         h = self.hidden_activations(v)
         return ((1 - h * h) * self.weight_out) @ self.weight_in
 
+    def tanh_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The parameters of eq. 1, detached: ``(w (A, K), W (A,), beta (A,) or None, W_0 or None)``.
+
+        This is the :class:`~monai_saliency.analysis.heads.TanhHead` capability: Mørch saliency then uses the closed
+        forms of eq. 8-10 instead of autograd.
+        """
+        params = (self.weight_in, self.weight_out, self.bias_in, self.bias_out)
+        return tuple(None if p is None else p.detach() for p in params)
+
     def penalty(self) -> torch.Tensor:
         """``|w|^2 + |W|^2`` (biases excluded)."""
         return self.weight_in.pow(2).sum() + self.weight_out.pow(2).sum()

@@ -4,7 +4,7 @@ float16 / bfloat16 inputs are computed in float32 and the result is returned in 
 epsilons of the algorithms (``1e-8`` is 0 in float16), squared values (``(1e-4)**2`` underflows to 0 in float16) and
 CPU FFTs (no half support) are only meaningful or available there. A half-precision *model* is run in its own dtype:
 :func:`model_input_dtype` casts the float32 working tensor to the model's dtype at its input, so gradients with
-respect to the input and recorded activations stay float32 (see :class:`~monai_saliency.methods.base.ActivationHooks`).
+respect to the input and recorded activations stay float32 (see :class:`~monai_saliency.core.ActivationHooks`).
 """
 
 from __future__ import annotations

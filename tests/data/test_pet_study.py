@@ -92,7 +92,7 @@ def test_bad_arguments():
 
 
 def test_morch_saliency_localises_the_motor_region(rest_task):
-    from monai_saliency.methods.morch import MorchSaliency
+    from monai_saliency.analysis import MorchSaliency
     from monai_saliency.models.pca import PCAProjection
     from monai_saliency.models.tanh_net import TanhNet
 

@@ -1,20 +1,12 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from monai_saliency.methods.base import (
-    ActivationHooks,
-    Explainer,
-    check_input,
-    find_layer,
-    model_logits,
-    select_class,
-    wrap_like,
-)
+from monai_saliency.core import ActivationHooks
+from monai_saliency.methods.base import Explainer
 from monai_saliency.methods.gradients import VanillaGrad, input_gradients
 
 
@@ -31,31 +23,7 @@ def _count_forward_hooks(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) for m in model.modules())
 
 
-# ---------------------------------------------------------------- input checks
-
-
-@pytest.mark.parametrize(
-    "bad, err, msg",
-    [
-        (np.zeros((1, 1, 4, 4), dtype=np.float32), TypeError, "torch.Tensor"),
-        (torch.zeros(1, 1, 4, 4, dtype=torch.int64), TypeError, "floating-point"),
-        (torch.zeros(4, 4), ValueError, "batched"),
-        (torch.full((1, 1, 4, 4), float("nan")), ValueError, "NaN"),
-        (torch.full((1, 1, 4, 4), float("inf")), ValueError, "NaN or Inf"),
-        (torch.zeros(0, 1, 4, 4), ValueError, "empty"),
-    ],
-)
-def test_check_input_rejects_bad_input(bad, err, msg):
-    with pytest.raises(err, match=msg):
-        check_input(bad)
-
-
-def test_check_input_spatial_dims_and_metatensor():
-    with pytest.raises(ValueError, match="2 spatial axes"):
-        check_input(torch.zeros(1, 1, 4, 4, 4), spatial_dims=2)
-    mt = MetaTensor(torch.zeros(1, 1, 4, 4))
-    out = check_input(mt)
-    assert type(out) is torch.Tensor and out.data_ptr() == mt.data_ptr()
+# ---------------------------------------------------------------- input checks (core: tests/core)
 
 
 def test_explainer_rejects_wrong_rank_before_running_model(cnn2d):
@@ -64,21 +32,6 @@ def test_explainer_rejects_wrong_rank_before_running_model(cnn2d):
 
 
 # ---------------------------------------------------------------- layers and hooks
-
-
-def test_find_layer_accepts_and_strips_module_prefix(cnn2d):
-    name, module = find_layer(cnn2d, "module.features.4")
-    assert name == "features.4" and module is cnn2d.features[4]
-    wrapped = nn.DataParallel(cnn2d)  # names become module.features.4 (works on CPU)
-    name, module = find_layer(wrapped, "features.4")
-    assert name == "module.features.4" and module is cnn2d.features[4]
-
-
-def test_unknown_layer_lists_close_matches(cnn2d):
-    with pytest.raises(ValueError, match=r"features\.4"):
-        find_layer(cnn2d, "feature.4")
-    with pytest.raises(ValueError, match="not found"):
-        ActivationHooks(cnn2d, ["features.7", "nonexistent_layer"])
 
 
 def test_hooks_registered_once_no_accumulation_and_removed(cnn2d):
@@ -133,30 +86,6 @@ def test_layer_off_the_forward_path_is_reported():
 
 
 # ---------------------------------------------------------------- class selection
-
-
-def test_select_class_variants():
-    logits = torch.tensor([[0.1, 2.0, 0.3], [5.0, 0.0, 1.0]])
-    assert select_class(logits, None).tolist() == [1, 0]
-    assert select_class(logits, 2).tolist() == [2, 2]
-    assert select_class(logits, torch.tensor([0, 2])).tolist() == [0, 2]
-    assert select_class(logits, [2, 1]).tolist() == [2, 1]
-    with pytest.raises(ValueError, match="out of range"):
-        select_class(logits, 3)
-    with pytest.raises(ValueError, match="out of range"):
-        select_class(logits, -1)
-    with pytest.raises(ValueError, match="entries for a batch of 2"):
-        select_class(logits, torch.tensor([0, 1, 2]))
-    with pytest.raises(TypeError):
-        select_class(logits, torch.tensor([0.0, 1.0]))
-
-
-def test_model_logits_shapes():
-    assert model_logits((torch.zeros(2, 3), "aux")).shape == (2, 3)
-    assert model_logits({"out": torch.zeros(2, 3)}).shape == (2, 3)
-    assert model_logits(torch.zeros(4)).shape == (4, 1)
-    with pytest.raises(ValueError, match="segmentation"):
-        model_logits(torch.zeros(2, 3, 8, 8))
 
 
 def test_per_item_targets_equal_per_item_loop(cnn2d):
@@ -259,13 +188,6 @@ def test_metatensor_in_metatensor_out_with_meta_copied(cnn3d):
     assert type(plain) is torch.Tensor
 
 
-def test_wrap_like_keeps_batch_flag():
-    like = MetaTensor(torch.zeros(2, 1, 4, 4))
-    like.is_batch = True
-    out = wrap_like(torch.ones(2, 1, 4, 4), like)
-    assert out.is_batch and isinstance(out, MetaTensor)
-
-
 # ---------------------------------------------------------------- eval mode and in-place layers
 
 
@@ -307,17 +229,6 @@ def test_explainers_run_in_eval_mode_and_restore_every_flag():
         assert all(torch.equal(v, buffers[k]) for k, v in net.named_buffers())
         assert net.training and net.drop.training and not net.bn.training
         explainer.close()
-
-
-def test_evaluation_mode_restores_flags_after_an_error():
-    from monai_saliency.methods.base import evaluation_mode
-
-    net = _BatchNormDropoutNet().train()
-    net.bn.eval()
-    with pytest.raises(RuntimeError, match="boom"), evaluation_mode(net):
-        assert not net.training and not net.drop.training
-        raise RuntimeError("boom")
-    assert [m.training for m in net.modules()] == [True, True, False, True, True, True]
 
 
 def test_in_place_op_after_the_hooked_layer_does_not_alter_the_activation():

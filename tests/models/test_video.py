@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from monai_saliency.data.angiogram import make_angiogram_dataset
-from monai_saliency.methods.base import find_layer
+from monai_saliency.core import find_layer
 from monai_saliency.models.train_video import QUICK, TrainConfig, evaluate_auc, main, train_video_classifier
 from monai_saliency.models.video import Conv2Plus1d, TemporalMinPool, VideoLesionNet
 

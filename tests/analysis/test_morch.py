@@ -7,7 +7,7 @@ import torch
 from monai.data import DataLoader, Dataset, MetaTensor
 from torch import nn
 
-from monai_saliency.methods.morch import MorchSaliency
+from monai_saliency.analysis import MorchSaliency
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet
 
@@ -298,3 +298,149 @@ def test_generic_head_with_dropout_is_explained_in_eval_mode(setup):
     for _ in range(2):
         torch.testing.assert_close(MorchSaliency(mlp, pca, order="first", weight_decay=0.0)(x, y), ref)
     assert mlp.training and mlp[2].training
+
+
+# ---------------------------------------------------------------- heads: any differentiable module, or a capability
+
+
+def _mlp_copy_of(net: TanhNet) -> nn.Sequential:
+    """The same function as ``net`` (eq. 1 with both biases) as a plain nn.Sequential: no capability, autograd."""
+    a, k = net.weight_in.shape
+    mlp = nn.Sequential(nn.Linear(k, a), nn.Tanh(), nn.Linear(a, 1)).double()
+    with torch.no_grad():
+        mlp[0].weight.copy_(net.weight_in)
+        mlp[0].bias.copy_(net.bias_in)
+        mlp[2].weight.copy_(net.weight_out[None])
+        mlp[2].bias.copy_(net.bias_out)
+    return mlp
+
+
+class ClosedFormTanh(nn.Module):
+    """A user's eq. 1 head, not a TanhNet, that implements the TanhHead capability (``tanh_parameters()``)."""
+
+    def __init__(self, k: int, a: int, lie: bool = False) -> None:
+        super().__init__()
+        self.hidden_layer = nn.Linear(k, a).double()
+        self.out = nn.Linear(a, 1).double()
+        self.lie = lie
+        self.calls = 0
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.hidden_layer(v)))[:, 0]
+
+    def tanh_parameters(self):
+        self.calls += 1
+        w_out = self.out.weight[0].detach()
+        return (
+            self.hidden_layer.weight.detach(),
+            -w_out if self.lie else w_out,
+            self.hidden_layer.bias.detach(),
+            (self.out.bias[0].detach()),
+        )
+
+
+@pytest.fixture(scope="module")
+def biased_setup(setup):
+    x, mask, y, pca, _ = setup
+    net = TanhNet(pca.k, 3, bias=True, output_bias=True, seed=3)
+    assert net.fit(pca(x), y, weight_decay=1e-2).converged
+    return x, y, pca, net
+
+
+@pytest.mark.parametrize("hessian", HESSIANS)
+def test_plain_mlp_head_equals_the_tanh_closed_form(biased_setup, hessian):
+    """An nn.Sequential computing eq. 1 has no capability: it takes the autograd path and gives the closed form's
+    numbers for every order."""
+    x, y, pca, net = biased_setup
+    mlp = _mlp_copy_of(net)
+    sal = MorchSaliency(mlp, pca, hessian=hessian)
+    assert not sal.closed_form
+    auto = sal.cost_changes(x, y)
+    closed = MorchSaliency(net, pca, hessian=hessian).cost_changes(x, y)
+    for k in closed:
+        torch.testing.assert_close(auto[k], closed[k], rtol=1e-9, atol=1e-14)
+    with pytest.raises(ValueError, match="tanh_parameters"):
+        MorchSaliency(mlp, pca, closed_form=True)
+
+
+def test_deeper_mlp_head_exact_and_first_order_against_brute_force(setup):
+    """Any differentiable head: a two-hidden-layer MLP, exact cost changes against the loop that zeroes each basis
+    row and re-runs the pipeline, and the first order against a central difference of phi_i at 0."""
+    x, mask, y, pca, _ = setup
+    torch.manual_seed(4)
+    mlp = nn.Sequential(nn.Linear(pca.k, 4), nn.SiLU(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 1)).double()
+    out = MorchSaliency(mlp, pca).cost_changes(x, y, orders=("first", "exact"))
+    e0 = cost(pca, mlp, x, y, pca.basis)
+    brute = torch.stack([phi(pca, mlp, x, y, i, 1.0) - e0 for i in range(pca.n_voxels)])
+    torch.testing.assert_close(out["exact"], brute, rtol=1e-9, atol=1e-13)
+    h = 1e-5
+    fd = torch.stack([(phi(pca, mlp, x, y, i, h) - phi(pca, mlp, x, y, i, -h)) / (2 * h) for i in range(6)])
+    torch.testing.assert_close(out["first"][:6], fd, rtol=1e-5, atol=1e-12)
+
+
+def test_custom_head_with_the_closed_form_capability_is_used(biased_setup):
+    """A head that is not a TanhNet but implements tanh_parameters() gets the closed forms (found by the capability,
+    no isinstance), with the autograd path's numbers; a head whose declared parameters do not reproduce its output
+    is refused instead of giving a silently wrong map."""
+    x, y, pca, net = biased_setup
+    head = ClosedFormTanh(pca.k, 3)
+    with torch.no_grad():
+        head.hidden_layer.weight.copy_(net.weight_in)
+        head.hidden_layer.bias.copy_(net.bias_in)
+        head.out.weight.copy_(net.weight_out[None])
+        head.out.bias.copy_(net.bias_out[None])
+    sal = MorchSaliency(head, pca, hessian="exact")
+    assert sal.closed_form
+    head.calls = 0
+    closed = sal.cost_changes(x, y)
+    assert head.calls > 0  # the declared parameters were read: the closed-form path ran
+    auto = MorchSaliency(head, pca, hessian="exact", closed_form=False).cost_changes(x, y)
+    for k in closed:
+        torch.testing.assert_close(closed[k], auto[k], rtol=1e-9, atol=1e-14)
+    torch.testing.assert_close(sal(x, y, order="exact"), MorchSaliency(net, pca)(x, y, order="exact"))
+    liar = ClosedFormTanh(pca.k, 3, lie=True)
+    with pytest.raises(ValueError, match="do not reproduce its output"):
+        MorchSaliency(liar, pca).cost_changes(x, y, orders=("first",))
+    MorchSaliency(liar, pca, closed_form=False).cost_changes(x, y, orders=("first",))  # autograd: its own output
+    with pytest.raises(ValueError, match="K="):
+        MorchSaliency(ClosedFormTanh(pca.k + 1, 3), pca)
+
+
+def test_is_an_analysis_not_an_explainer(setup):
+    from monai_saliency.methods.base import Explainer
+
+    x, mask, y, pca, net = setup
+    sal = MorchSaliency(net, pca)
+    assert not isinstance(sal, Explainer)
+    with pytest.raises(TypeError):
+        sal(x, y, class_idx=0)  # no class: one map per training set
+
+
+class OwnObjective(nn.Module):
+    """A head that is not a TanhNet but brings its own training objective (the RetrainableHead capability): here
+    the TanhNet's, whose ridge spares the biases."""
+
+    def __init__(self, net: TanhNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.net(v)
+
+    def flat_parameters(self) -> torch.Tensor:
+        return self.net.flat_parameters()
+
+    def objective_fn(self, v: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0):
+        return self.net.objective_fn(v, y, weight_decay)
+
+
+def test_retraining_uses_the_heads_own_objective(biased_setup):
+    """Retraining re-minimises a RetrainableHead's own objective (found by the capability, not by the class): the
+    TanhNet's numbers, not those of the generic ridge on every parameter (which also penalises the biases)."""
+    x, y, pca, net = biased_setup
+    voxels = torch.tensor([1, 7])
+    own = MorchSaliency(OwnObjective(net), pca, weight_decay=1e-2).retrain(x, y, voxels)
+    ref = MorchSaliency(net, pca, weight_decay=1e-2).retrain(x, y, voxels)
+    generic = MorchSaliency(Wrapped(net), pca, weight_decay=1e-2).retrain(x, y, voxels)
+    torch.testing.assert_close(own, ref, rtol=1e-9, atol=1e-14)
+    assert (generic - ref).abs().max() > 1e-3 * ref.abs().max()
