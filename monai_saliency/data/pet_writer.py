@@ -41,7 +41,7 @@ from monai.data import ImageWriter, register_writer
 
 from monai_saliency.data.pet_study import read_pet_series, write_parametric_map
 
-__all__ = ["ParametricMapWriter", "register_parametric_map_writer", "source_series_folder"]
+__all__ = ["ParametricMapWriter", "parametric_map_saver", "register_parametric_map_writer", "source_series_folder"]
 
 
 def source_series_folder(meta: Mapping[str, Any]) -> Path:
@@ -194,3 +194,20 @@ def register_parametric_map_writer(ext: Sequence[str] | str = ("dcm",)) -> None:
     """
     for e in [ext] if isinstance(ext, str) else ext:
         register_writer(e, ParametricMapWriter)
+
+
+def parametric_map_saver(output_dir: str | os.PathLike, **kwargs: Any) -> Any:
+    """A ``SaveImage`` writing ``.dcm`` Parametric Maps with :class:`ParametricMapWriter` passed explicitly (no
+    global registration), values kept (``output_dtype=None``), no per-image sub-folder, no log line.
+
+    Args:
+        output_dir: destination folder.
+        kwargs: further ``SaveImage`` arguments (override the defaults above).
+
+    Returns:
+        The ``monai.transforms.SaveImage``.
+    """
+    from monai.transforms import SaveImage
+
+    opts = {"output_ext": ".dcm", "output_dtype": None, "separate_folder": False, "print_log": False, **kwargs}
+    return SaveImage(output_dir=str(output_dir), writer=ParametricMapWriter, **opts)
