@@ -46,7 +46,7 @@ from monai_saliency.methods.signature import SignatureActivation
 from monai_saliency.metrics.localization import mask_energy, pointing_game, wsol_box_error
 from monai_saliency.metrics.perturbation import deletion_curve, insertion_curve
 from monai_saliency.metrics.stats import bootstrap_ci, paired_wilcoxon
-from monai_saliency.models.train_video import QUICK, train_video_classifier
+from monai_saliency.models.training import QUICK, train_video_classifier
 from monai_saliency.models.video import VideoLesionNet
 from monai_saliency.visualize.cine import cine_strip_png, save_cine_gif
 

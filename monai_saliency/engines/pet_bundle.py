@@ -8,17 +8,12 @@ in the source checkout this package is imported from.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 
-_BUNDLE_SCRIPTS = Path(__file__).resolve().parents[2] / "bundles" / "pet_morch_saliency" / "scripts"
-_PACKAGE = "_pet_morch_saliency_scripts"
+from monai_saliency._deprecation import bundle_scripts, forward_getattr
+
 _WHERE = {
     "StudyError": "study",
     "PETStudyFolder": "study",
@@ -53,23 +48,6 @@ __all__ = [  # noqa: F822 - forwarded by __getattr__
 ]
 
 
-def _scripts(module: str) -> Any:
-    """``bundles/pet_morch_saliency/scripts/<module>.py``, imported as a submodule of a private package."""
-    if _PACKAGE not in sys.modules:
-        init = _BUNDLE_SCRIPTS / "__init__.py"
-        if not init.is_file():
-            raise ImportError(
-                f"monai_saliency.engines.pet_bundle moved into the pet_morch_saliency bundle's scripts, which are not "
-                f"at {_BUNDLE_SCRIPTS}; import them from the bundle (``import scripts.study`` with the bundle root on "
-                "sys.path)."
-            )
-        spec = importlib.util.spec_from_file_location(_PACKAGE, init, submodule_search_locations=[str(_BUNDLE_SCRIPTS)])
-        pkg = importlib.util.module_from_spec(spec)
-        sys.modules[_PACKAGE] = pkg
-        spec.loader.exec_module(pkg)
-    return importlib.import_module(f"{_PACKAGE}.{module}")
-
-
 def _roc_auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
     """The old ``roc_auc(labels, scores)`` (NaN for one class), on :func:`monai_saliency.metrics.roc_auc.roc_auc`."""
     from monai_saliency.metrics.roc_auc import roc_auc
@@ -78,21 +56,21 @@ def _roc_auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
     return roc_auc(scores, lab) if 0 < int(lab.sum()) < lab.numel() else float("nan")
 
 
-def __getattr__(name: str) -> Any:
-    if name == "shard_bounds":
-        from monai_saliency.engines.sharding import shard_bounds as value
+def _from_scripts(module: str, name: str) -> Any:
+    return lambda: getattr(bundle_scripts("pet_morch_saliency", module), name)
 
-        new = "monai_saliency.engines.sharding.shard_bounds"
-    elif name == "roc_auc":
-        value, new = _roc_auc, "monai_saliency.metrics.roc_auc.roc_auc(scores, labels)"
-    elif name in _WHERE:
-        value = getattr(_scripts(_WHERE[name]), name)
-        new = f"the pet_morch_saliency bundle's scripts.{_WHERE[name]}.{name}"
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"monai_saliency.engines.pet_bundle.{name} is deprecated and will be removed in the next release; use {new}.",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return value
+
+def _shard_bounds() -> Any:
+    from monai_saliency.engines.sharding import shard_bounds
+
+    return shard_bounds
+
+
+__getattr__ = forward_getattr(
+    __name__,
+    {
+        **{n: (f"the pet_morch_saliency bundle's scripts.{m}.{n}", _from_scripts(m, n)) for n, m in _WHERE.items()},
+        "shard_bounds": ("monai_saliency.engines.sharding.shard_bounds", _shard_bounds),
+        "roc_auc": ("monai_saliency.metrics.roc_auc.roc_auc(scores, labels)", lambda: _roc_auc),
+    },
+)

@@ -53,17 +53,8 @@ def schema_path() -> Path:
 
 
 def load_bundle_scripts(bundle: str, module: str):
-    """``bundles/<bundle>/scripts/<module>.py`` as a submodule of a package private to the tests (the bundles'
+    """``bundles/<bundle>/scripts/<module>.py``, under a package name private to that bundle (the bundles'
     ``scripts`` packages share one name, so they cannot all be imported as ``scripts``)."""
-    import importlib
-    import importlib.util
+    from monai_saliency._deprecation import bundle_scripts
 
-    package = f"_{bundle}_scripts"
-    if package not in sys.modules:
-        folder = BUNDLES / bundle / "scripts"
-        spec = importlib.util.spec_from_file_location(
-            package, folder / "__init__.py", submodule_search_locations=[str(folder)]
-        )
-        sys.modules[package] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[package])
-    return importlib.import_module(f"{package}.{module}")
+    return bundle_scripts(bundle, module)

@@ -12,7 +12,7 @@ fixed seeds 500-502, outside the training seeds 0-2 and their fallbacks) to ``sa
 
 Re-running it gives identical pixels, UIDs, affine and labels; only the DICOM dates/times (the run's) differ.
 
-``models/model.pt`` is *not* written here: it was trained with ``python -m monai_saliency.models.train_video --out
+``models/model.pt`` is *not* written here: it was trained with ``python scripts/train_video.py --out
 models/model.pt`` (held-out AUC 0.978), and ``configs/train.json`` retrains it with a MONAI ``SupervisedTrainer``
 into ``--output_dir``.
 """
