@@ -6,12 +6,12 @@ import importlib
 import importlib.util
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["bundle_scripts", "forward_getattr", "warn_moved"]
+__all__ = ["bundle_scripts", "forward_getattr", "forward_module", "warn_moved"]
 
 #: bundles/ of the source checkout this package is imported from (bundle glue lives there, not in the package)
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
@@ -56,5 +56,24 @@ def forward_getattr(old_module: str, targets: Mapping[str, tuple[str, Callable[[
         new, load = targets[name]
         warn_moved(f"{old_module}.{name}", new)
         return load()
+
+    return __getattr__
+
+
+def forward_module(
+    old_module: str, new_modules: Sequence[str], removed: Mapping[str, str] | None = None
+) -> Callable[[str], Any]:
+    """A module-level ``__getattr__`` for a module that was split/moved: every name in a new module's ``__all__``
+    is forwarded from ``old_module`` with a warning; ``removed[name]`` is the hint of a name that is gone."""
+
+    def __getattr__(name: str) -> Any:
+        for new in new_modules:
+            module = importlib.import_module(new)
+            if name in getattr(module, "__all__", ()):
+                warn_moved(f"{old_module}.{name}", f"{new}.{name}")
+                return getattr(module, name)
+        if removed and name in removed:
+            raise AttributeError(f"{old_module}.{name} was removed: {removed[name]}")
+        raise AttributeError(f"module {old_module!r} has no attribute {name!r}")
 
     return __getattr__

@@ -14,7 +14,7 @@ from matplotlib import colormaps
 from monai.data import MetaTensor
 from torch import nn
 
-from monai_saliency.data.io import save_nifti
+from monai_saliency.data.nifti import save_nifti
 from monai_saliency.methods.base import Explainer, evaluation_mode
 from monai_saliency.ops.normalize import minmax_normalize
 

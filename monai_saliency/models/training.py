@@ -2,7 +2,7 @@
 
 * :func:`fit_classifier` / :func:`accuracy`: a minimal loop (the demo, the 3D bundle's sample weights).
 * :func:`train_video_classifier`: :class:`~monai_saliency.models.video.VideoLesionNet` on synthetic angiogram cines
-  with three seeded splits from :func:`~monai_saliency.data.angiogram.make_angiogram_dataset` (train, validation
+  with three seeded splits from :func:`~monai_saliency.data.synthetic.angiogram.make_angiogram_dataset` (train, validation
   for the best epoch, held-out test AUC); :func:`save_if_good` writes the weights only if they pass. The
   command line that built the angiogram bundle's weights is the bundle's ``scripts/train_video.py``.
 """
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_saliency.data.angiogram import make_angiogram_dataset
-from monai_saliency.data.io import atomic_output
+from monai_saliency.data.atomic import atomic_output
+from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
 from monai_saliency.metrics.roc_auc import roc_auc
 from monai_saliency.models.video import VideoLesionNet
 

@@ -12,7 +12,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, SaveImage, Transform
 from monai.utils import TransformBackends
 
-from monai_saliency.data.io import AtomicNibabelWriter
+from monai_saliency.data.nifti import AtomicNibabelWriter
 from monai_saliency.ops.normalize import minmax_normalize
 
 __all__ = ["ScaleToUnit", "ScaleToUnitd", "SaveMapsd"]

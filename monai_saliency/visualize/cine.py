@@ -11,7 +11,7 @@ GIF timing: the format stores frame delays in centiseconds, so ``frame_time_ms``
 10 ms (66.7 ms -> 70 ms) and raised to at least 20 ms (browsers slow shorter delays to 100 ms). The cine is shown on
 its own [min, max] range over all frames (one window for the whole run, so contrast wash-in stays visible); the map
 is min-max scaled over all frames to [0, 1] (a constant map shows as zero). Every file is written atomically
-through :func:`monai_saliency.data.io.atomic_output` (no partial file on an error, never over an input).
+through :func:`monai_saliency.data.atomic.atomic_output` (no partial file on an error, never over an input).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from PIL import Image
 
-from monai_saliency.data.io import atomic_output, source_paths
+from monai_saliency.data.atomic import atomic_output, source_paths
 
 __all__ = ["SaveCineGif", "SaveCineGifd", "cine_strip_png", "gif_frame_ms", "save_cine_gif"]
 
@@ -242,7 +242,7 @@ class SaveCineGif(Transform):
     """MONAI transform: write the GIF overlay of ``(cine, saliency)`` to ``{output_dir}/{input name}_{postfix}.gif``.
 
     The input name comes from the cine's ``meta["filename_or_obj"]`` (``".nii.gz"``/``".dcm"`` etc. stripped); the
-    frame time from its ``meta["frame_time_ms"]`` (XA cines read by :mod:`monai_saliency.data.dicom_xa` carry it),
+    frame time from its ``meta["frame_time_ms"]`` (XA cines read by :mod:`monai_saliency.data.dicom.xa` carry it),
     else ``frame_time_ms``.
 
     Args:

@@ -10,7 +10,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from monai_saliency.data.io import atomic_output
+from monai_saliency.data.atomic import atomic_output
 
 __all__ = ["save_overlay_png"]
 

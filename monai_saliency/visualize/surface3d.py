@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-from monai_saliency.data.io import atomic_output
+from monai_saliency.data.atomic import atomic_output
 
 __all__ = ["SurfaceParts", "save_surface_figure", "surface_components", "voxel_to_world"]
 

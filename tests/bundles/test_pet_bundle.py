@@ -13,8 +13,9 @@ import pydicom
 import pytest
 import torch
 
-from monai_saliency.data.io import save_nifti
-from monai_saliency.data.pet_study import make_pet_study, read_parametric_map
+from monai_saliency.data.dicom.parametric_map import read_parametric_map
+from monai_saliency.data.nifti import save_nifti
+from monai_saliency.data.synthetic.pet_phantom import make_pet_study
 from monai_saliency.engines.sharding import shard_bounds
 from tests.bundles.conftest import load_bundle_scripts
 
@@ -267,7 +268,7 @@ def test_study_errors(small, tmp_path):
 
 
 def test_packed_nifti_layout_of_save_pet_study_nifti(tmp_path):
-    from monai_saliency.data.pet_study import save_pet_study_nifti
+    from monai_saliency.data.synthetic.pet_phantom import save_pet_study_nifti
 
     st = make_pet_study("rest_task", shape=(10, 12, 9), n_subjects=2, n_scans=2, seed=2)
     save_pet_study_nifti(st, tmp_path)

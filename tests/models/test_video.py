@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from monai_saliency.data.angiogram import make_angiogram_dataset
+from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
 from monai_saliency.methods.base import find_layer
 from monai_saliency.models.training import QUICK, TrainConfig, evaluate_auc, train_video_classifier
 from monai_saliency.models.video import Conv2Plus1d, TemporalMinPool, VideoLesionNet

@@ -7,7 +7,7 @@ Usage, from the bundle root::
     python scripts/train_video.py --quick                 # CI smoke run (seconds)
     python scripts/train_video.py --out models/model.pt
 
-The training, validation and test sets come from :func:`~monai_saliency.data.angiogram.make_angiogram_dataset`
+The training, validation and test sets come from :func:`~monai_saliency.data.synthetic.angiogram.make_angiogram_dataset`
 with three different seeds derived from ``--seed``, so the reported AUC is on held-out cases (new trees, new
 lesions, new backgrounds); see :func:`monai_saliency.models.training.train_video_classifier`. The checkpoint (a plain
 ``state_dict``) is written atomically, and only if the test AUC reaches ``--min-auc`` and the file is at most

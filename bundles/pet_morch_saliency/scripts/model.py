@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from monai_saliency.data.io import atomic_output
+from monai_saliency.data.atomic import atomic_output
 from monai_saliency.methods.morch import MorchSaliency
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet

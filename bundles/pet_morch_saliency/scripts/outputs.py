@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-from monai_saliency.data.io import atomic_output, save_nifti
+from monai_saliency.data.atomic import atomic_output
+from monai_saliency.data.nifti import save_nifti
 from monai_saliency.engines.sharding import gather_shards, shard_bounds
 from monai_saliency.methods.morch import MorchSaliency
 from monai_saliency.metrics.roc_auc import nmse, roc_auc
@@ -103,7 +104,7 @@ def _write_parametric_maps(
 ) -> None:
     """``morch_<order>.dcm``: DICOM Parametric Maps referencing ``study.reference_series``. The writer is passed
     to ``SaveImage`` explicitly: nothing is registered for ``.dcm`` globally."""
-    from monai_saliency.data.pet_writer import parametric_map_saver
+    from monai_saliency.data.dicom.parametric_map import parametric_map_saver
 
     saver = parametric_map_saver(out)
     for o, vol in vols.items():

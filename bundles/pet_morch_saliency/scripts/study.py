@@ -144,7 +144,7 @@ def _culprit(folder: Path) -> tuple[Path, Exception] | None:
 def _read_scan(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One scan: ``((X, Y, Z) float32, RAS affine)``; raises StudyError naming the file."""
     if path.is_dir():
-        from monai_saliency.data.pet_study import read_pet_series
+        from monai_saliency.data.dicom.pet_series import read_pet_series
 
         try:
             vol, _ = read_pet_series(path)
@@ -212,7 +212,7 @@ def _read_listed(folder: Path, targets_file: str | None, progress: bool):
 
 
 def _read_packed(folder: Path):
-    """The layout of :func:`monai_saliency.data.pet_study.save_pet_study_nifti`: a 4D ``images.nii.gz`` (scans
+    """The layout of :func:`monai_saliency.data.synthetic.pet_phantom.save_pet_study_nifti`: a 4D ``images.nii.gz`` (scans
     last) and ``study.json`` holding ``targets``."""
     path = folder / "images.nii.gz"
     try:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.stats import rankdata
 
-from monai_saliency.data.pet_study import load_pet_study_nifti, make_pet_study, save_pet_study_nifti
+from monai_saliency.data.synthetic.pet_phantom import load_pet_study_nifti, make_pet_study, save_pet_study_nifti
 
 SHAPE = (24, 28, 20)
 
@@ -119,7 +119,7 @@ def test_pet_dicom_series_roundtrip(graded, tmp_path, rotated):
     import pydicom
     from monai.transforms import LoadImage
 
-    from monai_saliency.data.pet_study import read_pet_series, write_pet_series
+    from monai_saliency.data.dicom.pet_series import read_pet_series, write_pet_series
 
     vol = graded.images.as_tensor()[5]
     affine = _rotated_affine() if rotated else graded.affine
@@ -140,12 +140,8 @@ def test_pet_dicom_series_roundtrip(graded, tmp_path, rotated):
 def test_parametric_map_references_the_series(graded, tmp_path):
     import pydicom
 
-    from monai_saliency.data.pet_study import (
-        read_parametric_map,
-        read_pet_series,
-        write_parametric_map,
-        write_pet_series,
-    )
+    from monai_saliency.data.dicom.parametric_map import read_parametric_map, write_parametric_map
+    from monai_saliency.data.dicom.pet_series import read_pet_series, write_pet_series
 
     write_pet_series(graded.images.as_tensor()[0], tmp_path / "pt", graded.affine)
     _, dss = read_pet_series(tmp_path / "pt")
@@ -170,7 +166,8 @@ def test_parametric_map_references_the_series(graded, tmp_path):
 
 
 def test_study_dicom_layout(tmp_path):
-    from monai_saliency.data.pet_study import read_pet_series, save_pet_study_dicom
+    from monai_saliency.data.dicom.pet_series import read_pet_series
+    from monai_saliency.data.synthetic.pet_phantom import save_pet_study_dicom
 
     st = make_pet_study("rest_task", shape=(12, 12, 10), seed=1, n_subjects=2, n_scans=2)
     folders = save_pet_study_dicom(st, tmp_path)
