@@ -212,27 +212,25 @@ def _read_listed(folder: Path, targets_file: str | None, progress: bool):
 
 
 def _read_packed(folder: Path):
-    """The layout of :func:`monai_saliency.data.synthetic.pet_phantom.save_pet_study_nifti`: a 4D ``images.nii.gz`` (scans
-    last) and ``study.json`` holding ``targets``."""
+    """The layout of :func:`monai_saliency.data.synthetic.pet_phantom.save_pet_study_nifti` (read with its
+    :func:`~monai_saliency.data.synthetic.pet_phantom.read_pet_study_images`): a 4D ``images.nii.gz`` (scans last)
+    and ``study.json`` holding ``targets``."""
+    from monai_saliency.data.synthetic.pet_phantom import read_pet_study_images
+
     path = folder / "images.nii.gz"
     try:
-        img = nib.load(str(path))
-        data = np.asarray(img.get_fdata(dtype=np.float32))
-        info = json.loads((folder / "study.json").read_text())
+        images, info = read_pet_study_images(folder)
         values = [float(t) for t in info["targets"]]
     except Exception as exc:
         raise StudyError(f"cannot read the packed study {path} / study.json: {type(exc).__name__}: {exc}") from exc
-    data = data[..., None] if data.ndim == 3 else data
-    if data.ndim != 4 or data.shape[3] != len(values) or len(values) < 2:
-        raise StudyError(
-            f"{path} holds {data.shape} but study.json lists {len(values)} targets (need >= 2, one per scan)."
-        )
+    data = images.as_tensor().numpy()
+    if len(values) < 2:
+        raise StudyError(f"{path} holds {data.shape[0]} scan(s); PCA + network need at least 2.")
     if not np.isfinite(data).all() or not all(math.isfinite(v) for v in values):
         raise StudyError(f"{path} or its targets contain NaN/Inf.")
-    vols = list(np.moveaxis(data, 3, 0))
-    names = [f"images.nii.gz[{n}]" for n in range(len(vols))]
-    extra = [{"subject": str(s)} for s in info.get("subjects", [""] * len(vols))]
-    return names, values, extra, vols, np.asarray(img.affine, dtype=np.float64), data.shape[:3]
+    names = [f"images.nii.gz[{n}]" for n in range(len(data))]
+    extra = [{"subject": str(s)} for s in info.get("subjects", [""] * len(data))]
+    return names, values, extra, list(data), images.affine.numpy().astype(np.float64), data.shape[1:]
 
 
 def load_study(

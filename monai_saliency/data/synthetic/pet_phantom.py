@@ -44,6 +44,7 @@ __all__ = [
     "brain_phantom",
     "load_pet_study_nifti",
     "make_pet_study",
+    "read_pet_study_images",
     "save_pet_study_dicom",
     "save_pet_study_nifti",
 ]
@@ -262,6 +263,33 @@ def save_pet_study_nifti(study: PETStudy, folder: str | os.PathLike, overwrite: 
     return folder
 
 
+def read_pet_study_images(folder: str | os.PathLike) -> tuple[MetaTensor, dict]:
+    """The scans and ``study.json`` of a folder written by :func:`save_pet_study_nifti` (the one reader of that
+    layout: :func:`load_pet_study_nifti` and the ``pet_morch_saliency`` bundle use it).
+
+    Returns:
+        ``(images (J, X, Y, Z) float32 MetaTensor with the RAS affine, study.json as a dict)``.
+
+    Raises:
+        FileNotFoundError: ``images.nii.gz`` or ``study.json`` is missing.
+        ValueError: ``study.json`` has no ``targets`` or lists a different number of scans than the images hold.
+    """
+    folder = Path(folder)
+    for name in (_FILES["images"], "study.json"):
+        if not (folder / name).exists():
+            raise FileNotFoundError(f"{folder / name} is missing; write the study with save_pet_study_nifti.")
+    img = nib.load(str(folder / _FILES["images"]))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data = np.moveaxis(data, -1, 0) if data.ndim == 4 else data[None]
+    info = json.loads((folder / "study.json").read_text())
+    if not isinstance(info, dict) or "targets" not in info:
+        raise ValueError(f"{folder / 'study.json'} has no 'targets' list.")
+    if len(info["targets"]) != data.shape[0]:
+        raise ValueError(f"{data.shape[0]} scans in the images but {len(info['targets'])} targets in study.json.")
+    affine = torch.as_tensor(img.affine, dtype=torch.float64)
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(data)), affine=affine), info
+
+
 def load_pet_study_nifti(folder: str | os.PathLike) -> PETStudy:
     """Read a study written by :func:`save_pet_study_nifti`.
 
@@ -273,19 +301,13 @@ def load_pet_study_nifti(folder: str | os.PathLike) -> PETStudy:
     for name in [*_FILES.values(), "study.json"]:
         if not (folder / name).exists():
             raise FileNotFoundError(f"{folder / name} is missing; write the study with save_pet_study_nifti.")
-    img = nib.load(str(folder / _FILES["images"]))
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    data = np.moveaxis(data, -1, 0) if data.ndim == 4 else data[None]
-    affine = torch.as_tensor(img.affine, dtype=torch.float64)
-    info = json.loads((folder / "study.json").read_text())
-    if len(info["targets"]) != data.shape[0]:
-        raise ValueError(f"{data.shape[0]} scans in the images but {len(info['targets'])} targets in study.json.")
+    images, info = read_pet_study_images(folder)
 
     def vol(key: str) -> np.ndarray:
         return np.asarray(nib.load(str(folder / _FILES[key])).dataobj)
 
     return PETStudy(
-        images=MetaTensor(torch.from_numpy(np.ascontiguousarray(data)), affine=affine.clone()),
+        images=images,
         mask=torch.from_numpy(vol("mask") > 0),
         truth=torch.from_numpy(vol("truth") > 0),
         targets=torch.tensor(info["targets"], dtype=torch.float64),
@@ -293,7 +315,7 @@ def load_pet_study_nifti(folder: str | os.PathLike) -> PETStudy:
         scans=torch.tensor(info["scans"], dtype=torch.long),
         anatomy=torch.from_numpy(vol("anatomy").astype(np.float32)),
         paradigm=info["paradigm"],
-        affine=affine,
+        affine=images.affine.clone(),
     )
 
 

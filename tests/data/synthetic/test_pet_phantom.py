@@ -5,7 +5,12 @@ import pytest
 import torch
 from scipy.stats import rankdata
 
-from monai_saliency.data.synthetic.pet_phantom import load_pet_study_nifti, make_pet_study, save_pet_study_nifti
+from monai_saliency.data.synthetic.pet_phantom import (
+    load_pet_study_nifti,
+    make_pet_study,
+    read_pet_study_images,
+    save_pet_study_nifti,
+)
 
 SHAPE = (24, 28, 20)
 
@@ -177,3 +182,18 @@ def test_study_dicom_layout(tmp_path):
     assert "target=1" in vols[1][1][0].SeriesDescription
     tol = float(st.images.abs().max()) / 32000
     torch.testing.assert_close(torch.stack([v[0][0] for v in vols]), st.images.as_tensor(), atol=tol, rtol=0)
+
+
+def test_read_pet_study_images_is_the_one_packed_reader(tmp_path):
+    st = make_pet_study("rest_task", shape=(8, 9, 8), n_subjects=2, n_scans=2, seed=3)
+    save_pet_study_nifti(st, tmp_path)
+    images, info = read_pet_study_images(tmp_path)
+    torch.testing.assert_close(images.as_tensor(), st.images.as_tensor())
+    torch.testing.assert_close(images.affine.double(), st.affine)
+    assert info["targets"] == st.targets.tolist() and info["paradigm"] == "rest_task"
+    (tmp_path / "study.json").write_text('{"targets": [1, 2, 3]}')
+    with pytest.raises(ValueError, match="4 scans in the images but 3 targets"):
+        read_pet_study_images(tmp_path)
+    (tmp_path / "study.json").unlink()
+    with pytest.raises(FileNotFoundError, match="study.json is missing"):
+        read_pet_study_images(tmp_path)
