@@ -289,3 +289,15 @@ def test_old_engines_pet_bundle_path_warns_and_forwards():
         assert old.shard_bounds is shard_bounds
     with pytest.warns(DeprecationWarning, match="roc_auc"):
         assert old.roc_auc(torch.tensor([0, 1, 1]), torch.tensor([0.1, 0.3, 0.2])) == 1.0
+
+
+def test_runs_from_outside_the_bundle_folder(tmp_path):
+    """``scripts`` is resolved after MONAI puts the bundle root on sys.path (``_target_``, not ``imports``)."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "train.json")]
+    cmd += ["--bundle_root", str(BUNDLE), "--model_dir", str(tmp_path)]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "model.pt").is_file()
