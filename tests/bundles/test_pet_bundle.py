@@ -301,3 +301,13 @@ def test_runs_from_outside_the_bundle_folder(tmp_path):
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "model.pt").is_file()
+
+
+def test_folder_and_synthetic_studies_are_one_dataclass(small):
+    from monai_saliency.data.synthetic.pet_phantom import PETStudy
+
+    folder, study, _ = small
+    assert type(study) is PETStudy and study.folder == folder and study.kind == "nifti"
+    assert study.subjects is None and study.paradigm == "" and len(study.input_files) == 8
+    synthetic = make_pet_study("graded", shape=(8, 8, 8), n_subjects=1, n_scans=2, seed=0)
+    assert type(synthetic) is PETStudy and synthetic.kind == "synthetic" and synthetic.input_files == []

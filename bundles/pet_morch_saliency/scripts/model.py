@@ -12,11 +12,12 @@ from typing import Any
 import torch
 
 from monai_saliency.data.atomic import atomic_output
+from monai_saliency.data.synthetic.pet_phantom import PETStudy
 from monai_saliency.methods.morch import MorchSaliency
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet
 
-from .study import PETStudyFolder, StudyError
+from .study import StudyError
 
 __all__ = ["MorchModel", "build_saliency", "fit_model", "load_model", "save_model"]
 
@@ -43,7 +44,7 @@ class MorchModel:
 
 
 def fit_model(
-    study: PETStudyFolder,
+    study: PETStudy,
     n_components: int | None = None,
     hidden: int = 8,
     bias: bool = False,
@@ -132,7 +133,7 @@ def save_model(model: MorchModel, path: str | os.PathLike, protect: Sequence[str
     return Path(path)
 
 
-def load_model(path: str | os.PathLike, study: PETStudyFolder | None = None) -> MorchModel:
+def load_model(path: str | os.PathLike, study: PETStudy | None = None) -> MorchModel:
     """Load a model saved by :func:`save_model`; check it fits the study's grid.
 
     Raises:

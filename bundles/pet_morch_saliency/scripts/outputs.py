@@ -24,12 +24,12 @@ from monai.data import MetaTensor
 
 from monai_saliency.data.atomic import atomic_output
 from monai_saliency.data.nifti import save_nifti
+from monai_saliency.data.synthetic.pet_phantom import PETStudy
 from monai_saliency.engines.sharding import gather_shards, shard_bounds
 from monai_saliency.methods.morch import MorchSaliency
 from monai_saliency.metrics.roc_auc import nmse, roc_auc
 
 from .model import MorchModel
-from .study import PETStudyFolder
 
 __all__ = ["ORDER_NAMES", "compute_maps", "shard_cost_changes", "summarize", "write_outputs"]
 
@@ -48,7 +48,7 @@ def shard_cost_changes(
 
 def compute_maps(
     sal: MorchSaliency,
-    study: PETStudyFolder,
+    study: PETStudy,
     model: MorchModel,
     orders: Sequence[str] = ORDER_NAMES,
     distributed: bool = False,
@@ -78,7 +78,7 @@ def compute_maps(
     return out if rank == 0 else None
 
 
-def summarize(maps: dict[str, torch.Tensor], study: PETStudyFolder, model: MorchModel) -> list[dict[str, Any]]:
+def summarize(maps: dict[str, torch.Tensor], study: PETStudy, model: MorchModel) -> list[dict[str, Any]]:
     """One row per order: range, share of negative values, NMSE against the exact change, ROC AUC vs the truth."""
     truth = study.truth[model.pca.mask] if study.truth is not None else None
     rows = []
@@ -99,9 +99,7 @@ def summarize(maps: dict[str, torch.Tensor], study: PETStudyFolder, model: Morch
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def _write_parametric_maps(
-    vols: dict[str, torch.Tensor], study: PETStudyFolder, out: Path, written: dict[str, Path]
-) -> None:
+def _write_parametric_maps(vols: dict[str, torch.Tensor], study: PETStudy, out: Path, written: dict[str, Path]) -> None:
     """``morch_<order>.dcm``: DICOM Parametric Maps referencing ``study.reference_series``. The writer is passed
     to ``SaveImage`` explicitly: nothing is registered for ``.dcm`` globally."""
     from monai_saliency.data.dicom.parametric_map import parametric_map_saver
@@ -120,7 +118,7 @@ def _write_parametric_maps(
 
 
 def _write_summaries(
-    rows: list[dict[str, Any]], study: PETStudyFolder, model: MorchModel, out: Path, written: dict[str, Path]
+    rows: list[dict[str, Any]], study: PETStudy, model: MorchModel, out: Path, written: dict[str, Path]
 ) -> None:
     """``summary.csv`` (one row per order) and ``summary.json`` (study, model, rows, outputs)."""
     protect = study.input_files
@@ -148,7 +146,7 @@ def _write_summaries(
 
 def write_outputs(
     maps: dict[str, torch.Tensor] | None,
-    study: PETStudyFolder,
+    study: PETStudy,
     model: MorchModel,
     output_dir: str | os.PathLike,
     write_dicom: bool = True,

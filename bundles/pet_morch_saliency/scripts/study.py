@@ -25,7 +25,6 @@ import csv
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -33,7 +32,9 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-__all__ = ["PETStudyFolder", "StudyError", "load_study"]
+from monai_saliency.data.synthetic.pet_phantom import PETStudy
+
+__all__ = ["PETStudy", "PETStudyFolder", "StudyError", "load_study"]
 
 _NIFTI = (".nii", ".nii.gz")
 
@@ -42,45 +43,9 @@ class StudyError(ValueError):
     """A study folder that cannot be used; the message names the offending file and the fix."""
 
 
-@dataclass
-class PETStudyFolder:
-    """A study read from a folder.
-
-    Attributes:
-        folder: the study folder.
-        images: ``(J, *spatial)`` float32 MetaTensor with the scans' RAS affine.
-        targets: ``(J,)`` float64.
-        names: scan entries of the targets file, in order.
-        sources: resolved series folders / NIfTI files, in order.
-        kind: ``"dicom"`` (all scans PT series), ``"nifti"`` or ``"mixed"``.
-        affine: ``(4, 4)`` float64 RAS voxel-to-world matrix shared by the scans.
-        mask: bool ``(*spatial)`` brain mask, or None (not given in the folder).
-        truth: bool ``(*spatial)`` ground-truth activation, or None.
-        anatomy: ``(*spatial)`` figure background, or None.
-        reference_series: folder of the PT series the parametric maps reference (DICOM studies), else None.
-        extra: further columns of the targets file, per scan.
-    """
-
-    folder: Path
-    images: MetaTensor
-    targets: torch.Tensor
-    names: list[str]
-    sources: list[Path]
-    kind: str
-    affine: torch.Tensor
-    mask: torch.Tensor | None = None
-    truth: torch.Tensor | None = None
-    anatomy: torch.Tensor | None = None
-    reference_series: Path | None = None
-    extra: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def input_files(self) -> list[Path]:
-        """Every input file (never to be overwritten)."""
-        files = []
-        for s in self.sources:
-            files += sorted(p.resolve() for p in s.iterdir()) if s.is_dir() else [s.resolve()]
-        return files
+PETStudyFolder = PETStudy
+"""A study read from a folder is a :class:`monai_saliency.data.synthetic.pet_phantom.PETStudy` with ``folder``,
+``names``, ``sources``, ``kind``, ``reference_series`` and ``extra`` set (the old name, kept)."""
 
 
 def _read_targets(folder: Path, targets_file: str | None) -> tuple[list[str], list[float], list[dict[str, str]], Path]:
@@ -241,7 +206,7 @@ def load_study(
     anatomy_file: str = "anatomy.nii.gz",
     reference_scan: str | None = None,
     progress: bool = True,
-) -> PETStudyFolder:
+) -> PETStudy:
     """Read every scan named in the study's targets file (see the module docstring for the layout).
 
     Args:
@@ -252,7 +217,7 @@ def load_study(
         progress: show a progress bar over the scans.
 
     Returns:
-        :class:`PETStudyFolder`.
+        A :class:`~monai_saliency.data.synthetic.pet_phantom.PETStudy` with the folder fields set.
 
     Raises:
         StudyError: a missing/unreadable/corrupt file (named), scans on different grids, NaN/Inf voxels,
@@ -292,17 +257,20 @@ def load_study(
     else:
         ref = next((p for p in sources if p.is_dir()), None)
     aff_t = torch.as_tensor(affine, dtype=torch.float64)
-    return PETStudyFolder(
-        folder=folder,
+    return PETStudy(
         images=MetaTensor(torch.from_numpy(np.stack(vols)), affine=aff_t.clone()),
+        mask=None if aux["mask"] is None else torch.from_numpy(aux["mask"] > 0),
+        truth=None if aux["truth"] is None else torch.from_numpy(aux["truth"] > 0),
         targets=torch.tensor(values, dtype=torch.float64),
+        subjects=None,
+        scans=None,
+        anatomy=None if aux["anatomy"] is None else torch.from_numpy(aux["anatomy"].astype(np.float32)),
+        paradigm="",
+        affine=aff_t,
+        folder=folder,
         names=names,
         sources=sources,
         kind=kind,
-        affine=aff_t,
-        mask=None if aux["mask"] is None else torch.from_numpy(aux["mask"] > 0),
-        truth=None if aux["truth"] is None else torch.from_numpy(aux["truth"] > 0),
-        anatomy=None if aux["anatomy"] is None else torch.from_numpy(aux["anatomy"].astype(np.float32)),
         reference_series=ref,
         extra=extra,
     )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -56,29 +56,50 @@ _REGIONS = {"graded": (0.0, -0.8, 0.05), "rest_task": (0.55, 0.05, 0.6)}
 
 @dataclass
 class PETStudy:
-    """A synthetic activation study.
+    """A PET activation study: scans on one grid with one target each, generated (:func:`make_pet_study`) or read
+    from a folder (the ``pet_morch_saliency`` bundle's ``scripts.study.load_study``).
 
     Attributes:
-        images: ``(J, *shape)`` float32 MetaTensor (affine in mm, RAS-like axes), ``J = n_subjects * n_scans``.
-        mask: ``(*shape)`` bool brain mask.
-        truth: ``(*shape)`` bool ground-truth activation region (inside the mask).
-        targets: ``(J,)`` float64: activation level 1..8 (graded) or -1/+1 (rest/task).
-        subjects: ``(J,)`` long subject index.
-        scans: ``(J,)`` long scan index within the subject.
-        anatomy: ``(*shape)`` float32 noise-free template (grey/white/CSF), e.g. for figure backgrounds.
-        paradigm: ``"graded"`` or ``"rest_task"``.
+        images: ``(J, *shape)`` float32 MetaTensor (affine in mm, RAS axes).
+        mask: ``(*shape)`` bool brain mask (None: a folder without one).
+        truth: ``(*shape)`` bool ground-truth activation region (None: unknown).
+        targets: ``(J,)`` float64: activation level 1..8 (graded) or -1/+1 (rest/task), or a folder's targets.
+        subjects: ``(J,)`` long subject index (None: unknown).
+        scans: ``(J,)`` long scan index within the subject (None: unknown).
+        anatomy: ``(*shape)`` float32 noise-free template (grey/white/CSF), e.g. for figure backgrounds (or None).
+        paradigm: ``"graded"`` or ``"rest_task"`` (``""``: unknown).
         affine: ``(4, 4)`` float64 voxel-to-world matrix.
+        folder: the folder the study was read from (None: generated).
+        names: scan entries of the folder's targets file, in order.
+        sources: the resolved series folders / NIfTI files the scans were read from, in order.
+        kind: ``"dicom"`` (all scans PT series), ``"nifti"``, ``"mixed"``, or ``"synthetic"``.
+        reference_series: folder of the PT series derived DICOM objects reference, or None.
+        extra: further columns of the targets file, per scan.
     """
 
     images: MetaTensor
-    mask: torch.Tensor
-    truth: torch.Tensor
+    mask: torch.Tensor | None
+    truth: torch.Tensor | None
     targets: torch.Tensor
-    subjects: torch.Tensor
-    scans: torch.Tensor
-    anatomy: torch.Tensor
+    subjects: torch.Tensor | None
+    scans: torch.Tensor | None
+    anatomy: torch.Tensor | None
     paradigm: str
     affine: torch.Tensor
+    folder: Path | None = None
+    names: list[str] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)
+    kind: str = "synthetic"
+    reference_series: Path | None = None
+    extra: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def input_files(self) -> list[Path]:
+        """Every input file (never to be overwritten): the files of ``sources``."""
+        files = []
+        for s in self.sources:
+            files += sorted(p.resolve() for p in s.iterdir()) if s.is_dir() else [s.resolve()]
+        return files
 
 
 def _grid(shape: Sequence[int]) -> np.ndarray:
