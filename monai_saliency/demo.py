@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from monai.transforms import LoadImage  # noqa: E402
 
-from monai_saliency.data.blobs import make_blob_dataset  # noqa: E402
-from monai_saliency.data.io import save_nifti  # noqa: E402
+from monai_saliency.data.nifti import save_nifti  # noqa: E402
+from monai_saliency.data.synthetic.blobs import make_blob_dataset  # noqa: E402
 from monai_saliency.methods.gradients import VanillaGrad  # noqa: E402
 from monai_saliency.models.small_cnn import SmallCNN  # noqa: E402
 from monai_saliency.models.training import accuracy as held_out_accuracy  # noqa: E402

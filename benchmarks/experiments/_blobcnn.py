@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.experiments._output import ROOT
-from monai_saliency.data.blobs import make_blob_dataset
+from monai_saliency.data.synthetic.blobs import make_blob_dataset
 from monai_saliency.models.small_cnn import SmallCNN
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from benchmarks.experiments._output import OUTPUT_DIR_HELP, output_dir
-from monai_saliency.data.io import atomic_output
+from monai_saliency.data.atomic import atomic_output
 from monai_saliency.ops.dct import idctn
 from monai_saliency.transforms.signature import ImageSignature
 

@@ -26,7 +26,7 @@ import yaml
 
 from benchmarks.experiments._blobcnn import train_blob_cnn
 from benchmarks.experiments._output import OUTPUT_DIR_HELP, ROOT, output_dir
-from monai_saliency.data.blobs import make_blob_dataset
+from monai_saliency.data.synthetic.blobs import make_blob_dataset
 from monai_saliency.methods.forgrad import FORGrad, default_sigmas
 from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad
 from monai_saliency.metrics.localization import mask_energy

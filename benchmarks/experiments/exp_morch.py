@@ -47,11 +47,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import spearmanr
 
 from benchmarks.experiments._output import OUTPUT_DIR_HELP, ROOT, output_dir
-from monai_saliency.data.pet_study import make_pet_study
+from monai_saliency.data.synthetic.pet_phantom import make_pet_study
 from monai_saliency.analysis import MorchSaliency
+from monai_saliency.metrics.roc_auc import roc_auc
 from monai_saliency.metrics.stats import bootstrap_ci, paired_wilcoxon, significance_stars
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet
@@ -112,21 +113,6 @@ def correlation_map(pca: PCAProjection, images: torch.Tensor, y: torch.Tensor) -
 def nmse(ref: np.ndarray, est: np.ndarray) -> float:
     """The seed's normalised MSE ``sum (ref - est)^2 / sum ref^2`` (eq. 11's ``f_1``, ``f_2``)."""
     return float(((ref - est) ** 2).sum() / max(float((ref**2).sum()), 1e-300))
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC via the Mann-Whitney U statistic (ties get half credit, via average ranks).
-
-    Raises:
-        ValueError: if ``labels`` has only one class.
-    """
-    labels = np.asarray(labels, dtype=bool)
-    n1 = int(labels.sum())
-    n0 = labels.size - n1
-    if n1 == 0 or n0 == 0:
-        raise ValueError("ROC AUC needs both positive and negative voxels in the mask.")
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def ci(values, cfg: dict, fmt: str = "{:.3f}") -> str:

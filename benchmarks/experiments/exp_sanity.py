@@ -23,7 +23,7 @@ import yaml
 
 from benchmarks.experiments._blobcnn import train_blob_cnn
 from benchmarks.experiments._output import OUTPUT_DIR_HELP, ROOT, output_dir
-from monai_saliency.data.blobs import make_blob_dataset
+from monai_saliency.data.synthetic.blobs import make_blob_dataset
 from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp
 from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad
 from monai_saliency.metrics.sanity import model_randomization_test

@@ -40,13 +40,13 @@ import numpy as np
 import torch
 
 from benchmarks.experiments._output import OUTPUT_DIR_HELP, ROOT, output_dir
-from monai_saliency.data.angiogram import AngiogramBatch, make_angiogram_dataset
+from monai_saliency.data.synthetic.angiogram import AngiogramBatch, make_angiogram_dataset
 from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp
 from monai_saliency.methods.signature import SignatureActivation
 from monai_saliency.metrics.localization import mask_energy, pointing_game, wsol_box_error
 from monai_saliency.metrics.perturbation import deletion_curve, insertion_curve
 from monai_saliency.metrics.stats import bootstrap_ci, paired_wilcoxon
-from monai_saliency.models.train_video import QUICK, train_video_classifier
+from monai_saliency.models.training import QUICK, train_video_classifier
 from monai_saliency.models.video import VideoLesionNet
 from monai_saliency.visualize.cine import cine_strip_png, save_cine_gif
 
@@ -222,7 +222,7 @@ def save_figure(data: AngiogramBatch, maps: dict[str, torch.Tensor], idx: list[i
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    from monai_saliency.data.io import atomic_output
+    from monai_saliency.data.atomic import atomic_output
 
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

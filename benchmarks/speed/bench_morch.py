@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from monai_saliency.data.pet_study import make_pet_study
+from monai_saliency.data.synthetic.pet_phantom import make_pet_study
 from monai_saliency.analysis import MorchSaliency
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet

@@ -15,8 +15,8 @@ from monai.data import MetaTensor
 from monai.utils import CommonKeys
 from torch import nn
 
-from monai_saliency.data.io import save_nifti
 from monai_saliency.core import evaluation_mode
+from monai_saliency.data.nifti import save_nifti
 from monai_saliency.methods.base import Explainer
 from monai_saliency.ops.normalize import minmax_normalize
 

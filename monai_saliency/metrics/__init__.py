@@ -4,27 +4,30 @@ from __future__ import annotations
 
 from monai_saliency.metrics.localization import mask_energy, pointing_game, wsol_box_error
 from monai_saliency.metrics.perturbation import deletion_curve, insertion_curve, mu_fidelity, stability
+from monai_saliency.metrics.roc_auc import nmse, roc_auc
 from monai_saliency.metrics.sanity import model_randomization_test
 from monai_saliency.metrics.sparsity import fraction_below_median, gini_index, sparsity, top_k_mass
 from monai_saliency.metrics.spectrum import high_frequency_power_ratio, radial_power_spectrum
 from monai_saliency.metrics.stats import bootstrap_ci, paired_bootstrap_ci, paired_wilcoxon
 
 __all__ = [
-    "mask_energy",
-    "pointing_game",
-    "wsol_box_error",
+    "bootstrap_ci",
     "deletion_curve",
-    "insertion_curve",
-    "mu_fidelity",
-    "stability",
-    "model_randomization_test",
     "fraction_below_median",
     "gini_index",
-    "sparsity",
-    "top_k_mass",
     "high_frequency_power_ratio",
-    "radial_power_spectrum",
-    "bootstrap_ci",
+    "insertion_curve",
+    "mask_energy",
+    "model_randomization_test",
+    "mu_fidelity",
+    "nmse",
     "paired_bootstrap_ci",
     "paired_wilcoxon",
+    "pointing_game",
+    "radial_power_spectrum",
+    "roc_auc",
+    "sparsity",
+    "stability",
+    "top_k_mass",
+    "wsol_box_error",
 ]

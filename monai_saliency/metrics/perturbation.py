@@ -65,11 +65,6 @@ class PerturbationCurve:
     fractions: torch.Tensor
     class_idx: torch.Tensor
 
-    @property
-    def mean_auc(self) -> float:
-        """Mean AUC over the batch."""
-        return float(self.auc.mean())
-
 
 def gaussian_blur_nd(x: torch.Tensor, sigma: float | Sequence[float], truncate: float = 4.0) -> torch.Tensor:
     """Separable Gaussian blur over every spatial axis of ``(B, C, *spatial)``, replicate padding.

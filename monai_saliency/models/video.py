@@ -1,7 +1,7 @@
 """A small (2+1)D CNN that classifies angiogram cines: "has a moderate-or-severe lesion" (seed 001, §4).
 
 The paper used MoviNets by transfer learning; a ~27 k-parameter (2+1)D network (receptive field 26 px, ~45 MMAC
-per 16x64x64 cine) trained from scratch on the synthetic cines of :mod:`monai_saliency.data.angiogram` plays
+per 16x64x64 cine) trained from scratch on the synthetic cines of :mod:`monai_saliency.data.synthetic.angiogram` plays
 that role here (weights ~0.1 MB).
 
 Layout (input ``(B, 1, T, H, W)``, ``w = width``, ``k = temporal_window``)::

@@ -17,7 +17,7 @@ from monai.data import MetaTensor, image_writer
 from monai.transforms import MapTransform, SaveImage, Transform
 from monai.utils import TransformBackends
 
-from monai_saliency.data.io import AtomicNibabelWriter
+from monai_saliency.data.nifti import AtomicNibabelWriter
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.transforms import array
 

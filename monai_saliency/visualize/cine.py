@@ -11,7 +11,7 @@ GIF timing: the format stores frame delays in centiseconds, so ``frame_time_ms``
 10 ms (66.7 ms -> 70 ms) and raised to at least 20 ms (browsers slow shorter delays to 100 ms). The cine is shown on
 its own [min, max] range over all frames (one window for the whole run, so contrast wash-in stays visible); the map
 is min-max scaled over all frames to [0, 1] (a constant map shows as zero). Every file is written atomically
-through :func:`monai_saliency.data.io.atomic_output` (no partial file on an error, never over an input).
+through :func:`monai_saliency.data.atomic.atomic_output` (no partial file on an error, never over an input).
 """
 
 from __future__ import annotations
@@ -22,17 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from PIL import Image
 
-from monai_saliency.data.io import atomic_output, source_paths
+from monai_saliency.data.atomic import atomic_output, source_paths
 
 __all__ = ["SaveCineGif", "SaveCineGifd", "cine_strip_png", "gif_frame_ms", "save_cine_gif"]
 
@@ -149,7 +148,13 @@ def save_cine_gif(
     images = [Image.fromarray(f) for f in frames]  # PIL's GIF writer takes one image per frame
     with atomic_output(path, protect=[*source_paths(cine, saliency), *protect]) as tmp:
         images[0].save(
-            tmp, format="GIF", save_all=True, append_images=images[1:], duration=delay, loop=0, disposal=1,
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=delay,
+            loop=0,
+            disposal=1,
             optimize=False,
         )
     return Path(path)
@@ -200,7 +205,9 @@ def cine_strip_png(
         if not idx or min(idx) < -t or max(idx) >= t:
             raise ValueError(f"frame indices must be a non-empty list within [-{t}, {t - 1}], got {list(frames)}.")
         idx = [i % t for i in idx]
-    fig, axes = plt.subplots(2, len(idx), figsize=(2.0 * len(idx), 4.2), squeeze=False)
+    fig = Figure(figsize=(2.0 * len(idx), 4.2))  # object API: no pyplot state, no backend switch
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, len(idx), squeeze=False)
     for c, i in enumerate(idx):  # a handful of panels to draw
         axes[0, c].imshow(grey[i], cmap="gray", vmin=0, vmax=1)
         axes[1, c].imshow(grey[i], cmap="gray", vmin=0, vmax=1)
@@ -215,11 +222,8 @@ def cine_strip_png(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    try:
-        with atomic_output(path, protect=[*source_paths(cine, saliency), *protect]) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(fig)
+    with atomic_output(path, protect=[*source_paths(cine, saliency), *protect]) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     return Path(path)
 
 
@@ -238,7 +242,7 @@ class SaveCineGif(Transform):
     """MONAI transform: write the GIF overlay of ``(cine, saliency)`` to ``{output_dir}/{input name}_{postfix}.gif``.
 
     The input name comes from the cine's ``meta["filename_or_obj"]`` (``".nii.gz"``/``".dcm"`` etc. stripped); the
-    frame time from its ``meta["frame_time_ms"]`` (XA cines read by :mod:`monai_saliency.data.dicom_xa` carry it),
+    frame time from its ``meta["frame_time_ms"]`` (XA cines read by :mod:`monai_saliency.data.dicom.xa` carry it),
     else ``frame_time_ms``.
 
     Args:
@@ -249,7 +253,10 @@ class SaveCineGif(Transform):
     """
 
     def __init__(
-        self, output_dir: str | os.PathLike, output_postfix: str = "overlay", frame_time_ms: float = 1000.0 / 15.0,
+        self,
+        output_dir: str | os.PathLike,
+        output_postfix: str = "overlay",
+        frame_time_ms: float = 1000.0 / 15.0,
         **kwargs: Any,
     ) -> None:
         self.output_dir = Path(output_dir)
@@ -289,8 +296,13 @@ class SaveCineGifd(MapTransform):
     """
 
     def __init__(
-        self, keys: KeysCollection, output_dir: str | os.PathLike, output_postfix: str = "overlay",
-        frame_time_ms: float = 1000.0 / 15.0, path_key: str | None = None, **kwargs: Any,
+        self,
+        keys: KeysCollection,
+        output_dir: str | os.PathLike,
+        output_postfix: str = "overlay",
+        frame_time_ms: float = 1000.0 / 15.0,
+        path_key: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(keys)
         if len(self.keys) != 2:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from monai_saliency.data.io import atomic_output  # noqa: E402
+from monai_saliency.data.atomic import atomic_output
 
 __all__ = ["save_overlay_png"]
 
@@ -56,7 +54,9 @@ def save_overlay_png(
     img, sal = _as_2d(image, "image"), _as_2d(saliency, "saliency")
     if img.shape != sal.shape:
         raise ValueError(f"image {img.shape} and saliency {sal.shape} shapes differ.")
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
+    fig = Figure(figsize=(9, 3.3))  # object API: no pyplot state, no backend switch
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
     axes[0].imshow(img, cmap="gray")
     axes[0].set_title("input")
     im = axes[1].imshow(sal, cmap=cmap)
@@ -72,5 +72,4 @@ def save_overlay_png(
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
     return Path(path)

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-from monai_saliency.data.io import atomic_output
+from monai_saliency.data.atomic import atomic_output
 
 __all__ = ["SurfaceParts", "save_surface_figure", "surface_components", "voxel_to_world"]
 
@@ -190,7 +189,8 @@ def save_surface_figure(
         raise ValueError(f"anatomy shape {anat.shape} does not match the volume {vol.shape}.")
     sp = parts.spacing
     size = np.array(vol.shape) * sp
-    fig = plt.figure(figsize=(6.4, 5.6))
+    fig = Figure(figsize=(6.4, 5.6))  # object API: no pyplot state, no backend switch
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot(projection="3d")
     px, py, pz = parts.peak
     lo = -0.5 * sp
@@ -212,9 +212,6 @@ def save_surface_figure(
     if title:
         ax.set_title(title, fontsize=9)
     path = Path(path)
-    try:
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=dpi, format="png")
-    finally:
-        plt.close(fig)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     return path

@@ -19,8 +19,9 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_saliency.data.angiogram import make_angiogram_dataset
-from monai_saliency.data.dicom_xa import read_xa_cine, write_xa_cine
+from monai_saliency.data.dicom.xa import read_xa_cine
+from monai_saliency.data.dicom.xa_writer import write_xa_cine
+from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
 from monai_saliency.models.video import VideoLesionNet
 
 NAME = "angiogram_signature_activation"

@@ -13,12 +13,18 @@ import pydicom
 import pytest
 import torch
 
-from monai_saliency.data.io import save_nifti
-from monai_saliency.data.pet_study import make_pet_study, read_parametric_map
-from monai_saliency.engines import pet_bundle
-from monai_saliency.engines.pet_bundle import StudyError
+from monai_saliency.data.dicom.parametric_map import read_parametric_map
+from monai_saliency.data.nifti import save_nifti
+from monai_saliency.data.synthetic.pet_phantom import make_pet_study
+from monai_saliency.engines.sharding import shard_bounds
+from tests.bundles.conftest import load_bundle_scripts
 
 NAME = "pet_morch_saliency"
+study_io = load_bundle_scripts(NAME, "study")
+model_io = load_bundle_scripts(NAME, "model")
+outputs = load_bundle_scripts(NAME, "outputs")
+StudyError = study_io.StudyError
+
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / NAME
 SAMPLE = BUNDLE / "sample_data"
 MULTI = "['configs/inference.json','configs/multi_gpu_inference.json']"
@@ -68,8 +74,8 @@ def test_inference_outputs(inferred, trained):
     expected = {f"morch_{o}{ext}" for o in ORDERS for ext in (".nii.gz", ".dcm")}
     assert expected | {"morch_exact_3d.png", "summary.csv", "summary.json"} == names
     ref = LoadImage(reader="PydicomReader", image_only=True)(str(_first_series()))  # MONAI's reader, not ours
-    study = pet_bundle.load_study(SAMPLE, progress=False)
-    model = pet_bundle.load_model(trained / "model.pt", study)
+    study = study_io.load_study(SAMPLE, progress=False)
+    model = model_io.load_model(trained / "model.pt", study)
     mask = model.pca.mask.numpy()
     for o in ORDERS:
         img = nib.load(str(inferred / f"morch_{o}.nii.gz"))
@@ -182,8 +188,8 @@ def _nifti_study(folder: Path, seed: int = 1, json_targets: bool = True) -> Path
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     folder = _nifti_study(tmp_path_factory.mktemp("nifti_study"))
-    study = pet_bundle.load_study(folder, progress=False)
-    model = pet_bundle.fit_model(study, hidden=3, weight_decay=0.05)
+    study = study_io.load_study(folder, progress=False)
+    model = model_io.fit_model(study, hidden=3, weight_decay=0.05)
     return folder, study, model
 
 
@@ -191,14 +197,14 @@ def test_nifti_study_end_to_end(small, tmp_path):
     folder, study, model = small
     assert study.kind == "nifti" and study.reference_series is None and study.mask is None
     assert model.pca.mask.sum() < model.pca.mask.numel()  # thresholded mean scan
-    path = pet_bundle.save_model(model, tmp_path / "m.pt")
-    again = pet_bundle.load_model(path, study)
-    sal = pet_bundle.build_saliency(again)
-    maps = pet_bundle.compute_maps(sal, study, again)
-    ref = pet_bundle.build_saliency(model).cost_changes(study.images, study.targets - model.target_offset)
+    path = model_io.save_model(model, tmp_path / "m.pt")
+    again = model_io.load_model(path, study)
+    sal = model_io.build_saliency(again)
+    maps = outputs.compute_maps(sal, study, again)
+    ref = model_io.build_saliency(model).cost_changes(study.images, study.targets - model.target_offset)
     for o in ORDERS:
         torch.testing.assert_close(maps[o], ref[o])
-    written = pet_bundle.write_outputs(maps, study, again, tmp_path / "out", figure_order="first")
+    written = outputs.write_outputs(maps, study, again, tmp_path / "out", figure_order="first")
     assert not [k for k in written if k.endswith("dicom")]  # NIfTI study: no parametric map
     src = nib.load(str(folder / "scan_00.nii.gz"))
     for o in ORDERS:
@@ -210,13 +216,13 @@ def test_nifti_study_end_to_end(small, tmp_path):
 
 def test_sharded_voxels_concatenate_to_the_full_result(small):
     _, study, model = small
-    sal = pet_bundle.build_saliency(model, chunk_bytes=2**16)
+    sal = model_io.build_saliency(model, chunk_bytes=2**16)
     y = study.targets - model.target_offset
     full = sal.cost_changes(study.images, y, orders=ORDERS)
     world = 3
     n = model.pca.n_voxels
-    parts = [pet_bundle.shard_cost_changes(sal, study.images, y, ORDERS, r, world) for r in range(world)]
-    sizes = [pet_bundle.shard_bounds(n, r, world) for r in range(world)]
+    parts = [outputs.shard_cost_changes(sal, study.images, y, ORDERS, r, world) for r in range(world)]
+    sizes = [shard_bounds(n, r, world) for r in range(world)]
     assert sizes[0][0] == 0 and sizes[-1][1] == n and all(a[1] == b[0] for a, b in itertools.pairwise(sizes))
     for o in ORDERS:
         torch.testing.assert_close(torch.cat([p[o] for p in parts]), full[o], rtol=1e-10, atol=1e-14)
@@ -224,7 +230,7 @@ def test_sharded_voxels_concatenate_to_the_full_result(small):
 
 def test_failed_write_leaves_no_outputs(small, tmp_path, monkeypatch):
     _, study, model = small
-    maps = pet_bundle.compute_maps(pet_bundle.build_saliency(model), study, model)
+    maps = outputs.compute_maps(model_io.build_saliency(model), study, model)
 
     def boom(*args, **kwargs):
         raise RuntimeError("figure failed")
@@ -233,42 +239,75 @@ def test_failed_write_leaves_no_outputs(small, tmp_path, monkeypatch):
 
     monkeypatch.setattr(s3d, "save_surface_figure", boom)
     with pytest.raises(RuntimeError, match="figure failed"):
-        pet_bundle.write_outputs(maps, study, model, tmp_path / "out")
+        outputs.write_outputs(maps, study, model, tmp_path / "out")
     assert not list((tmp_path / "out").iterdir())
 
 
 def test_study_errors(small, tmp_path):
     _, study, _ = small
     with pytest.raises(StudyError, match="no targets.csv"):
-        pet_bundle.load_study(tmp_path, progress=False)
+        study_io.load_study(tmp_path, progress=False)
     other = _nifti_study(tmp_path / "csv", json_targets=False)
-    assert pet_bundle.load_study(other, progress=False).targets.shape == (8,)
+    assert study_io.load_study(other, progress=False).targets.shape == (8,)
     (other / "scan_03.nii.gz").unlink()
     with pytest.raises(StudyError, match="scan_03.nii.gz"):
-        pet_bundle.load_study(other, progress=False)
+        study_io.load_study(other, progress=False)
     shifted = _nifti_study(tmp_path / "shifted")
     img = nib.load(str(shifted / "scan_02.nii.gz"))
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-1], img.affine), str(shifted / "scan_02.nii.gz"))
     with pytest.raises(StudyError, match="scan_02.nii.gz.*grid"):
-        pet_bundle.load_study(shifted, progress=False)
+        study_io.load_study(shifted, progress=False)
     bad = _nifti_study(tmp_path / "badtarget", json_targets=False)
     (bad / "targets.csv").write_text("scan,target\nscan_00.nii.gz,high\nscan_01.nii.gz,1\n")
     with pytest.raises(StudyError, match="not a number"):
-        pet_bundle.load_study(bad, progress=False)
-    sample_grid = pet_bundle.load_study(SAMPLE, progress=False)
+        study_io.load_study(bad, progress=False)
+    sample_grid = study_io.load_study(SAMPLE, progress=False)
     with pytest.raises(StudyError, match="not on the grid"):
-        pet_bundle.load_model(BUNDLE / "models" / "model.pt", study)
+        model_io.load_model(BUNDLE / "models" / "model.pt", study)
     assert sample_grid.kind == "dicom" and sample_grid.reference_series == _first_series().resolve()
 
 
 def test_packed_nifti_layout_of_save_pet_study_nifti(tmp_path):
-    from monai_saliency.data.pet_study import save_pet_study_nifti
+    from monai_saliency.data.synthetic.pet_phantom import save_pet_study_nifti
 
     st = make_pet_study("rest_task", shape=(10, 12, 9), n_subjects=2, n_scans=2, seed=2)
     save_pet_study_nifti(st, tmp_path)
-    study = pet_bundle.load_study(tmp_path, progress=False)
+    study = study_io.load_study(tmp_path, progress=False)
     torch.testing.assert_close(study.images.as_tensor(), st.images.as_tensor())
     torch.testing.assert_close(study.targets, st.targets)
     torch.testing.assert_close(study.affine, st.affine)
     assert (study.mask == st.mask).all() and (study.truth == st.truth).all() and study.kind == "nifti"
     assert study.input_files == [(tmp_path / "images.nii.gz").resolve()]
+
+
+def test_old_engines_pet_bundle_path_warns_and_forwards():
+    import monai_saliency.engines.pet_bundle as old
+
+    with pytest.warns(DeprecationWarning, match="scripts.study.load_study"):
+        assert old.load_study is study_io.load_study
+    with pytest.warns(DeprecationWarning, match="engines.sharding"):
+        assert old.shard_bounds is shard_bounds
+    with pytest.warns(DeprecationWarning, match="roc_auc"):
+        assert old.roc_auc(torch.tensor([0, 1, 1]), torch.tensor([0.1, 0.3, 0.2])) == 1.0
+
+
+def test_runs_from_outside_the_bundle_folder(tmp_path):
+    """``scripts`` is resolved after MONAI puts the bundle root on sys.path (``_target_``, not ``imports``)."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "train.json")]
+    cmd += ["--bundle_root", str(BUNDLE), "--model_dir", str(tmp_path)]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "model.pt").is_file()
+
+
+def test_folder_and_synthetic_studies_are_one_dataclass(small):
+    from monai_saliency.data.synthetic.pet_phantom import PETStudy
+
+    folder, study, _ = small
+    assert type(study) is PETStudy and study.folder == folder and study.kind == "nifti"
+    assert study.subjects is None and study.paradigm == "" and len(study.input_files) == 8
+    synthetic = make_pet_study("graded", shape=(8, 8, 8), n_subjects=1, n_scans=2, seed=0)
+    assert type(synthetic) is PETStudy and synthetic.kind == "synthetic" and synthetic.input_files == []

@@ -16,7 +16,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform, SaveImage
 
-from monai_saliency.data.dicom_xa import XADerivedWriter, read_xa_cine
+from monai_saliency.data.dicom.xa import read_xa_cine
+from monai_saliency.data.dicom.xa_writer import XADerivedWriter
 
 __all__ = ["DICOM_SUFFIXES", "LoadCined", "SaveXADerivedd", "is_dicom"]
 
@@ -31,7 +32,7 @@ def is_dicom(path: Any) -> bool:
 class LoadCined(MapTransform):
     """Load a cine from an XA DICOM file or a NIfTI file as ``MetaTensor (1, T, H, W)`` display intensities in [0, 1].
 
-    * ``.dcm``: :func:`monai_saliency.data.dicom_xa.read_xa_cine` (validated multi-frame XA, stored values divided by
+    * ``.dcm``: :func:`monai_saliency.data.dicom.xa.read_xa_cine` (validated multi-frame XA, stored values divided by
       ``2**BitsStored - 1``; meta carries ``frame_time_ms``, the angles and UIDs). Meta entries that are absent in the
       file (``None``) become ``""`` so that MONAI can collate them.
     * anything else (``.nii``/``.nii.gz``): ``LoadImage`` of a 3D array whose *first* axis is the frame axis
@@ -93,7 +94,7 @@ class SaveXADerivedd(MapTransform):
     """Save each map key as a derived multi-frame XA (``{output_dir}/{study}_{key}.dcm``) when its source is DICOM.
 
     Maps of NIfTI studies pass through unchanged (they get NIfTI only). The map must be in the source geometry
-    (after ``Invertd``); see :class:`monai_saliency.data.dicom_xa.XADerivedWriter`.
+    (after ``Invertd``); see :class:`monai_saliency.data.dicom.xa_writer.XADerivedWriter`.
 
     Args:
         keys: map keys.

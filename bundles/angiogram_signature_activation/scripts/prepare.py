@@ -1,7 +1,7 @@
 """Regenerate this bundle's sample cines deterministically (the shipped weights are left untouched).
 
 Run from the repository root: ``python bundles/angiogram_signature_activation/scripts/prepare.py``. It writes
-five 16-frame 64 x 64 synthetic angiogram cines (:func:`monai_saliency.data.angiogram.make_angiogram_dataset`,
+five 16-frame 64 x 64 synthetic angiogram cines (:func:`monai_saliency.data.synthetic.angiogram.make_angiogram_dataset`,
 fixed seeds 500-502, outside the training seeds 0-2 and their fallbacks) to ``sample_data/``:
 
 * ``case_000.dcm`` .. ``case_003.dcm``: multi-frame X-Ray Angiographic DICOM (12-bit, FrameTime 66.7 ms, different
@@ -12,7 +12,7 @@ fixed seeds 500-502, outside the training seeds 0-2 and their fallbacks) to ``sa
 
 Re-running it gives identical pixels, UIDs, affine and labels; only the DICOM dates/times (the run's) differ.
 
-``models/model.pt`` is *not* written here: it was trained with ``python -m monai_saliency.models.train_video --out
+``models/model.pt`` is *not* written here: it was trained with ``python scripts/train_video.py --out
 models/model.pt`` (held-out AUC 0.978), and ``configs/train.json`` retrains it with a MONAI ``SupervisedTrainer``
 into ``--output_dir``.
 """
@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_saliency.data.angiogram import make_angiogram_dataset
-from monai_saliency.data.dicom_xa import write_xa_cine
-from monai_saliency.data.io import atomic_output, save_nifti
+from monai_saliency.data.atomic import atomic_output
+from monai_saliency.data.dicom.xa_writer import write_xa_cine
+from monai_saliency.data.nifti import save_nifti
+from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
 
 BUNDLE = Path(__file__).resolve().parents[1]
 SAMPLE = BUNDLE / "sample_data"

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from monai_saliency.data.blobs import make_blob_dataset
-from monai_saliency.data.io import atomic_output, save_nifti
+from monai_saliency.data.atomic import atomic_output
+from monai_saliency.data.nifti import save_nifti
+from monai_saliency.data.synthetic.blobs import make_blob_dataset
 from monai_saliency.models.training import accuracy, fit_classifier
 
 BUNDLE = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Regenerate this bundle's sample study and shipped model deterministically.
 
 Run from the repository root: ``python bundles/pet_morch_saliency/scripts/prepare.py``. It writes a synthetic
-rest/task PET activation study (``monai_saliency.data.pet_study.make_pet_study``: 8 subjects x 8 scans, a
+rest/task PET activation study (``monai_saliency.data.synthetic.pet_phantom.make_pet_study``: 8 subjects x 8 scans, a
 "motor" region activated during the task, 20 x 24 x 16 voxels of 2 x 2 x 3.125 mm, seed 0) into
 ``sample_data/`` as one PT DICOM series per scan (``sub-XX/scan-YY/slice_*.dcm``) with ``targets.csv``
 (scan, target = -1 rest / +1 task, subject) and the brain mask, ground-truth activation and anatomy as NIfTI;
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from monai_saliency.data.io import atomic_output, save_nifti
-from monai_saliency.data.pet_study import make_pet_study, save_pet_study_dicom
+from monai_saliency.data.atomic import atomic_output
+from monai_saliency.data.nifti import save_nifti
+from monai_saliency.data.synthetic.pet_phantom import make_pet_study, save_pet_study_dicom
 
 BUNDLE = Path(__file__).resolve().parents[1]
 SHAPE = (20, 24, 16)

@@ -9,7 +9,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
-from monai_saliency.data.io import atomic_output, save_nifti
+from monai_saliency.data.atomic import atomic_output
+from monai_saliency.data.nifti import save_nifti
 
 
 def test_atomic_output_leaves_nothing_on_failure(tmp_path):

@@ -5,7 +5,12 @@ import pytest
 import torch
 from scipy.stats import rankdata
 
-from monai_saliency.data.pet_study import load_pet_study_nifti, make_pet_study, save_pet_study_nifti
+from monai_saliency.data.synthetic.pet_phantom import (
+    load_pet_study_nifti,
+    make_pet_study,
+    read_pet_study_images,
+    save_pet_study_nifti,
+)
 
 SHAPE = (24, 28, 20)
 
@@ -119,7 +124,7 @@ def test_pet_dicom_series_roundtrip(graded, tmp_path, rotated):
     import pydicom
     from monai.transforms import LoadImage
 
-    from monai_saliency.data.pet_study import read_pet_series, write_pet_series
+    from monai_saliency.data.dicom.pet_series import read_pet_series, write_pet_series
 
     vol = graded.images.as_tensor()[5]
     affine = _rotated_affine() if rotated else graded.affine
@@ -140,12 +145,8 @@ def test_pet_dicom_series_roundtrip(graded, tmp_path, rotated):
 def test_parametric_map_references_the_series(graded, tmp_path):
     import pydicom
 
-    from monai_saliency.data.pet_study import (
-        read_parametric_map,
-        read_pet_series,
-        write_parametric_map,
-        write_pet_series,
-    )
+    from monai_saliency.data.dicom.parametric_map import read_parametric_map, write_parametric_map
+    from monai_saliency.data.dicom.pet_series import read_pet_series, write_pet_series
 
     write_pet_series(graded.images.as_tensor()[0], tmp_path / "pt", graded.affine)
     _, dss = read_pet_series(tmp_path / "pt")
@@ -170,7 +171,8 @@ def test_parametric_map_references_the_series(graded, tmp_path):
 
 
 def test_study_dicom_layout(tmp_path):
-    from monai_saliency.data.pet_study import read_pet_series, save_pet_study_dicom
+    from monai_saliency.data.dicom.pet_series import read_pet_series
+    from monai_saliency.data.synthetic.pet_phantom import save_pet_study_dicom
 
     st = make_pet_study("rest_task", shape=(12, 12, 10), seed=1, n_subjects=2, n_scans=2)
     folders = save_pet_study_dicom(st, tmp_path)
@@ -180,3 +182,18 @@ def test_study_dicom_layout(tmp_path):
     assert "target=1" in vols[1][1][0].SeriesDescription
     tol = float(st.images.abs().max()) / 32000
     torch.testing.assert_close(torch.stack([v[0][0] for v in vols]), st.images.as_tensor(), atol=tol, rtol=0)
+
+
+def test_read_pet_study_images_is_the_one_packed_reader(tmp_path):
+    st = make_pet_study("rest_task", shape=(8, 9, 8), n_subjects=2, n_scans=2, seed=3)
+    save_pet_study_nifti(st, tmp_path)
+    images, info = read_pet_study_images(tmp_path)
+    torch.testing.assert_close(images.as_tensor(), st.images.as_tensor())
+    torch.testing.assert_close(images.affine.double(), st.affine)
+    assert info["targets"] == st.targets.tolist() and info["paradigm"] == "rest_task"
+    (tmp_path / "study.json").write_text('{"targets": [1, 2, 3]}')
+    with pytest.raises(ValueError, match="4 scans in the images but 3 targets"):
+        read_pet_study_images(tmp_path)
+    (tmp_path / "study.json").unlink()
+    with pytest.raises(FileNotFoundError, match="study.json is missing"):
+        read_pet_study_images(tmp_path)

@@ -7,8 +7,13 @@ import torch
 from monai.data import MetaTensor, image_writer
 from monai.transforms import LoadImage, Orientation, SaveImage
 
-from monai_saliency.data.pet_study import make_pet_study, read_parametric_map, write_pet_series
-from monai_saliency.data.pet_writer import ParametricMapWriter, register_parametric_map_writer
+from monai_saliency.data.dicom.parametric_map import (
+    ParametricMapWriter,
+    read_parametric_map,
+    register_parametric_map_writer,
+)
+from monai_saliency.data.dicom.pet_series import write_pet_series
+from monai_saliency.data.synthetic.pet_phantom import make_pet_study
 
 PM_STORAGE = "1.2.840.10008.5.1.4.1.1.30"
 

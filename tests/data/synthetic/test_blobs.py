@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_saliency.data.blobs import make_blob_dataset
+from monai_saliency.data.synthetic.blobs import make_blob_dataset
 
 
 @pytest.mark.parametrize("shape", [(32, 40), (24, 24, 24)])

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from monai_saliency.data.angiogram import (
+from monai_saliency.data.synthetic.angiogram import (
     GRADE_RANGES,
     GRADES,
     grade_of_stenosis,

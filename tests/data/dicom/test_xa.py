@@ -10,17 +10,9 @@ from monai.data import MetaTensor
 from monai.data.image_reader import PydicomReader
 from monai.transforms import LoadImage, SaveImage
 
-from monai_saliency.data.dicom_xa import (
-    LoadXACine,
-    LoadXACined,
-    XACineError,
-    XADerivedWriter,
-    read_xa_cine,
-    read_xa_dataset,
-    write_xa_cine,
-    write_xa_derived,
-)
-from monai_saliency.data.io import save_nifti
+from monai_saliency.data.dicom.xa import XACineError, read_xa_cine, read_xa_dataset
+from monai_saliency.data.dicom.xa_writer import XADerivedWriter, write_xa_cine, write_xa_derived
+from monai_saliency.data.nifti import save_nifti
 
 
 @pytest.fixture
@@ -80,8 +72,8 @@ def test_monai_loadimage_reads_the_multiframe_file(xa_file, cine):
     img = LoadImage(reader=PydicomReader(swap_ij=False), image_only=True, ensure_channel_first=True)(xa_file)
     assert img.shape == (1, 5, 12, 10)
     assert torch.equal(img[0].as_tensor(), torch.round(cine.double() * 4095).float())
-    out = LoadXACined(keys="image", normalize=True)({"image": xa_file})["image"]
-    assert torch.allclose(out, LoadXACine(normalize=True)(xa_file)) and out.meta["frame_time_ms"] == 50.0
+    out = read_xa_cine(xa_file, normalize=True)
+    assert torch.allclose(out, img / 4095) and out.meta["frame_time_ms"] == 50.0
 
 
 def test_uint8_cine_is_stored_exactly(tmp_path):
