@@ -32,7 +32,14 @@ def train_blob_cnn(
 
     ``info`` holds the settings, the final training loss and the accuracy on a fresh 256-image test split.
     """
-    settings = dict(spatial_dims=spatial_dims, size=size, n_train=n_train, epochs=epochs, width=width, seed=seed)
+    settings = {
+        "spatial_dims": spatial_dims,
+        "size": size,
+        "n_train": n_train,
+        "epochs": epochs,
+        "width": width,
+        "seed": seed,
+    }
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     cache = (cache_dir or ROOT / "outputs" / "models") / f"blobcnn_{spatial_dims}d_{key}.pt"
     shape = (size,) * spatial_dims

@@ -36,7 +36,7 @@ from monai_saliency.transforms.signature import ImageSignature
 
 def make_image(rng: np.random.Generator, n: int, bg_frac: float, fg_frac: float, fg_scale: float = 0.5):
     """Return ``(f, b)``: a spatially sparse foreground and a DCT-sparse background (float64 arrays ``(n, n)``)."""
-    k = max(1, int(round(bg_frac * n * n)))
+    k = max(1, round(bg_frac * n * n))
     coeffs = torch.zeros(n * n, dtype=torch.float64)
     # smooth: the k coefficients are drawn among the 2k lowest frequencies (by radius |(kx, ky)|)
     ky, kx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
@@ -45,7 +45,7 @@ def make_image(rng: np.random.Generator, n: int, bg_frac: float, fg_frac: float,
     coeffs[idx] = torch.from_numpy(rng.normal(0.0, 1.0, k))
     b = idctn(coeffs.reshape(n, n)).numpy()
     f = np.zeros(n * n)
-    support = rng.choice(n * n, size=max(1, int(round(fg_frac * n * n))), replace=False)
+    support = rng.choice(n * n, size=max(1, round(fg_frac * n * n)), replace=False)
     f[support] = rng.uniform(0.5, 1.0, support.size)
     return f.reshape(n, n) * fg_scale * np.abs(b).max(), b
 
@@ -100,10 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             arr = np.array([v[key] for v in vals])
             row[key] = {"mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if trials > 1 else 0.0}
         rows.append(row)
-        print(
-            f"{frac:>11.3f} "
-            + " ".join(f"{row[k]['mean']:>9.3f} +-{row[k]['sd']:.3f}" for k in keys)
-        )
+        print(f"{frac:>11.3f} " + " ".join(f"{row[k]['mean']:>9.3f} +-{row[k]['sd']:.3f}" for k in keys))
 
     # cine: one background, a foreground that moves 1 px per frame; per-frame signature
     t_frames = 8

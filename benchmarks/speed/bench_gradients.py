@@ -91,8 +91,18 @@ def row(name: str, t: float, ref_name: str, t_ref: float, bound: float | None, p
     print(f"  {name:<30s} {t:8.3f} s  {ratio:<38s} vs {ref_name:<30s} bound fraction {frac}")
 
 
-def bench(label: str, model: torch.nn.Module, x: torch.Tensor, n_sg: int, n_ig: int, chunk: int, repeats: int,
-          cam_layer: str, ig_sweep: tuple[float, ...] = (0.5, 1, 2, 4), sections: tuple[str, ...] = SECTIONS) -> None:
+def bench(
+    label: str,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    n_sg: int,
+    n_ig: int,
+    chunk: int,
+    repeats: int,
+    cam_layer: str,
+    ig_sweep: tuple[float, ...] = (0.5, 1, 2, 4),
+    sections: tuple[str, ...] = SECTIONS,
+) -> None:
     b = x.shape[0]
     print(f"\n== {label}: input {tuple(x.shape)}, chunk (batch_size) {chunk}, repeats {repeats}")
     t_fb = fb_time(model, x, chunk, repeats)
@@ -118,8 +128,15 @@ def bench_smoothgrad(model: torch.nn.Module, x: torch.Tensor, n_sg: int, chunk: 
     per_part = max(1, chunk // b)  # same number of inputs per pass: equal memory
 
     def captum_sg() -> object:
-        return nt.attribute(x, nt_type="smoothgrad", nt_samples=n_sg, stdevs=0.15, target=target, abs=False,
-                            nt_samples_batch_size=per_part)
+        return nt.attribute(
+            x,
+            nt_type="smoothgrad",
+            nt_samples=n_sg,
+            stdevs=0.15,
+            target=target,
+            abs=False,
+            nt_samples_batch_size=per_part,
+        )
 
     sg = paired(lambda: ours(x, class_idx=target), captum_sg, repeats)
     monai_sg = MonaiSmoothGrad(model, n_samples=n_sg, magnitude=False, verbose=False)
@@ -131,8 +148,15 @@ def bench_smoothgrad(model: torch.nn.Module, x: torch.Tensor, n_sg: int, chunk: 
     row("ours", sg.ours, f"captum NoiseTunnel ({per_part}/part)", sg.reference, bound_sg, sg)
 
 
-def bench_ig(model: torch.nn.Module, x: torch.Tensor, n_ig: int, chunk: int, repeats: int, t_fb: float,
-             ig_sweep: tuple[float, ...]) -> None:
+def bench_ig(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    n_ig: int,
+    chunk: int,
+    repeats: int,
+    t_fb: float,
+    ig_sweep: tuple[float, ...],
+) -> None:
     """Integrated gradients: captum's internal_batch_size swept, then ours and captum's best interleaved."""
     b = x.shape[0]
     target = torch.arange(b) % 2
@@ -141,26 +165,36 @@ def bench_ig(model: torch.nn.Module, x: torch.Tensor, n_ig: int, chunk: int, rep
     cig = CaptumIG(model)
     best = None
     for ibs in sorted({max(1, int(f * chunk)) for f in ig_sweep} & set(range(1, n_ig * b + 1))):
-        t = timeit(lambda: cig.attribute(x, target=target, n_steps=n_ig, method="riemann_trapezoid",
-                                         internal_batch_size=ibs), repeats)
+        t = timeit(
+            lambda ibs=ibs: cig.attribute(
+                x, target=target, n_steps=n_ig, method="riemann_trapezoid", internal_batch_size=ibs
+            ),
+            repeats,
+        )
         print(f"    captum IG internal_batch_size={ibs}: {t:.3f} s")
         best = (t, ibs) if best is None or t < best[0] else best
-    ig_pair = paired(lambda: ig(x, class_idx=target),
-                     lambda: cig.attribute(x, target=target, n_steps=n_ig, method="riemann_trapezoid",
-                                           internal_batch_size=best[1]), repeats)
+    ig_pair = paired(
+        lambda: ig(x, class_idx=target),
+        lambda: cig.attribute(x, target=target, n_steps=n_ig, method="riemann_trapezoid", internal_batch_size=best[1]),
+        repeats,
+    )
     print(f"  IG-{n_ig} (completeness error max {ig.completeness_error.abs().max().item():.2e}):")
-    row(f"ours (batch_size={chunk})", ig_pair.ours, f"captum best (ibs={best[1]})", ig_pair.reference, bound_ig,
-        ig_pair)
+    row(
+        f"ours (batch_size={chunk})", ig_pair.ours, f"captum best (ibs={best[1]})", ig_pair.reference, bound_ig, ig_pair
+    )
     if best[1] != chunk:  # the same inputs per pass (equal memory) as captum's best setting
         ig_same = IntegratedGradients(model, n_steps=n_ig, batch_size=best[1])
-        same = paired(lambda: ig_same(x, class_idx=target),
-                      lambda: cig.attribute(x, target=target, n_steps=n_ig, method="riemann_trapezoid",
-                                            internal_batch_size=best[1]), repeats)
+        same = paired(
+            lambda: ig_same(x, class_idx=target),
+            lambda: cig.attribute(
+                x, target=target, n_steps=n_ig, method="riemann_trapezoid", internal_batch_size=best[1]
+            ),
+            repeats,
+        )
         row(f"ours (batch_size={best[1]})", same.ours, f"captum best (ibs={best[1]})", same.reference, None, same)
     m_ours = peak_rss_increase(lambda: ig(x, class_idx=target))
     m_capt = peak_rss_increase(lambda: cig.attribute(x, target=target, n_steps=n_ig, internal_batch_size=best[1]))
     print(f"    peak RSS increase: ours {m_ours:.0f} MB (batch_size={chunk}), captum {m_capt:.0f} MB (ibs={best[1]})")
-
 
 
 def bench_overheads(model: torch.nn.Module, x: torch.Tensor, repeats: int, t_fb1: float) -> None:
@@ -177,11 +211,14 @@ def bench_overheads(model: torch.nn.Module, x: torch.Tensor, repeats: int, t_fb1
     print(f"  overhead over VanillaGrad ({t_vg:.3f} s; bound fraction {t_fb1 / t_vg:.2f}):")
     print(f"    FORGrad             +{100 * (t_fg / t_vg - 1):6.1f} %   (target <= 5 %)")
     print(f"    structured seed     +{100 * (t_st / t_vg - 1):6.1f} %   (target <= 30 %)")
-    print(f"    structured exact    +{100 * (t_ex / t_vg - 1):6.1f} %   ({sge.last_info['iterations']} iterations, "
-          f"max rel. gap {(sge.last_info['gap'] / sge.last_info['objective'].clamp_min(1e-12)).max().item():.1e})")
-    print(f"    objective seed {sgs.last_info['objective'].mean().item():.4g} vs exact "
-          f"{sge.last_info['objective'].mean().item():.4g} (mean over items, normalised units)")
-
+    print(
+        f"    structured exact    +{100 * (t_ex / t_vg - 1):6.1f} %   ({sge.last_info['iterations']} iterations, "
+        f"max rel. gap {(sge.last_info['gap'] / sge.last_info['objective'].clamp_min(1e-12)).max().item():.1e})"
+    )
+    print(
+        f"    objective seed {sgs.last_info['objective'].mean().item():.4g} vs exact "
+        f"{sge.last_info['objective'].mean().item():.4g} (mean over items, normalised units)"
+    )
 
 
 def bench_cam(model: torch.nn.Module, x: torch.Tensor, cam_layer: str, repeats: int) -> None:
@@ -205,8 +242,13 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=None, help="our batch_size (inputs per pass)")
     parser.add_argument("--only", choices=("all", "2d", "3d"), default="all", help="run one workload only")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="parts to run")
-    parser.add_argument("--ig-sweep", type=float, nargs="+", default=[0.5, 1, 2, 4],
-                        help="captum internal_batch_size values tried, as multiples of --chunk")
+    parser.add_argument(
+        "--ig-sweep",
+        type=float,
+        nargs="+",
+        default=[0.5, 1, 2, 4],
+        help="captum internal_batch_size values tried, as multiples of --chunk",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     quick = args.quick
@@ -216,25 +258,47 @@ def main() -> None:
     if quick:
         m2 = resnet18(spatial_dims=2, n_input_channels=3, num_classes=4).eval()
         x2 = torch.randn(2, 3, 32, 32)
-        bench("ResNet-18 2D (quick)", m2, x2, n_sg=4, n_ig=4, chunk=args.chunk or 4, repeats=repeats,
-              cam_layer="layer4")
-        m3 = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2, init_features=8, growth_rate=8,
-                         block_config=(2, 2, 2)).eval()
+        bench(
+            "ResNet-18 2D (quick)", m2, x2, n_sg=4, n_ig=4, chunk=args.chunk or 4, repeats=repeats, cam_layer="layer4"
+        )
+        m3 = DenseNet121(
+            spatial_dims=3, in_channels=1, out_channels=2, init_features=8, growth_rate=8, block_config=(2, 2, 2)
+        ).eval()
         x3 = torch.randn(2, 1, 16, 32, 32)
-        bench("DenseNet 3D (quick)", m3, x3, n_sg=3, n_ig=3, chunk=args.chunk or 3, repeats=repeats,
-              cam_layer="class_layers.relu")
+        bench(
+            "DenseNet 3D (quick)",
+            m3,
+            x3,
+            n_sg=3,
+            n_ig=3,
+            chunk=args.chunk or 3,
+            repeats=repeats,
+            cam_layer="class_layers.relu",
+        )
     else:
-        sweep = tuple(args.ig_sweep)
-        if args.only in ("all", "2d"):
-            m2 = resnet18(spatial_dims=2, n_input_channels=3, num_classes=1000).eval()
-            x2 = torch.randn(8, 3, 224, 224)
-            bench("ResNet-18 2D", m2, x2, n_sg=25, n_ig=50, chunk=args.chunk or 16, repeats=repeats,
-                  cam_layer="layer4", ig_sweep=sweep, sections=tuple(args.sections))
-        if args.only in ("all", "3d"):
-            m3 = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2).eval()
-            x3 = torch.randn(2, 1, 32, 96, 96)
-            bench("DenseNet121 3D", m3, x3, n_sg=25, n_ig=50, chunk=args.chunk or 4, repeats=repeats,
-                  cam_layer="class_layers.relu", ig_sweep=sweep, sections=tuple(args.sections))
+        full = {  # --only key: (label, model builder, input shape, default chunk, CAM layer)
+            "2d": (
+                "ResNet-18 2D",
+                lambda: resnet18(spatial_dims=2, n_input_channels=3, num_classes=1000),
+                (8, 3, 224, 224),
+                16,
+                "layer4",
+            ),
+            "3d": (
+                "DenseNet121 3D",
+                lambda: DenseNet121(spatial_dims=3, in_channels=1, out_channels=2),
+                (2, 1, 32, 96, 96),
+                4,
+                "class_layers.relu",
+            ),
+        }
+        common = {"n_sg": 25, "n_ig": 50, "repeats": repeats, "ig_sweep": tuple(args.ig_sweep)}
+        for only, (label, build, shape, chunk, layer) in full.items():
+            if args.only in ("all", only):
+                model, x = build().eval(), torch.randn(*shape)
+                bench(
+                    label, model, x, chunk=args.chunk or chunk, cam_layer=layer, sections=tuple(args.sections), **common
+                )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ import time
 
 import torch
 
-from monai_saliency.data.synthetic.pet_phantom import make_pet_study
 from monai_saliency.analysis import MorchSaliency
+from monai_saliency.data.synthetic.pet_phantom import make_pet_study
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet
 
@@ -104,8 +104,10 @@ def main() -> None:
     net = TanhNet(pca.k, hidden, seed=0)
     fit = net.fit(pca(x), y, weight_decay=0.1)
     i_vox, j, k = pca.n_voxels, x.shape[0], pca.k
-    print(f"I={i_vox} voxels, J={j}, K={k}, A={hidden}, input float32; setup {time.perf_counter() - t:.1f} s, "
-          f"fit cost {fit.cost:.4g}, max|grad| {fit.grad_max:.2g}")
+    print(
+        f"I={i_vox} voxels, J={j}, K={k}, A={hidden}, input float32; setup {time.perf_counter() - t:.1f} s, "
+        f"fit cost {fit.cost:.4g}, max|grad| {fit.grad_max:.2g}"
+    )
 
     stages = {}
     for dt in dtypes:
@@ -175,13 +177,15 @@ def main() -> None:
         results[name] = (dt_s, mem, out)
     print(f"{'loop rank-1 (extrap.)':<24}{t_loop_all:>10.1f}{ml:>10.0f}{1.0:>18.1f}")
     print(f"{'loop naive (extrap.)':<24}{t_naive_all:>10.0f}{mn:>10.0f}{t_loop_all / t_naive_all:>18.2g}")
-    print(f"\nloop rate {rate_loop:.0f} voxels/s ({n_loop} voxels timed, float64); bounds: one GEMM pair (V and M), "
-          "I*J*A tanh's, at this machine's rate measured now")
+    print(
+        f"\nloop rate {rate_loop:.0f} voxels/s ({n_loop} voxels timed, float64); bounds: one GEMM pair (V and M), "
+        "I*J*A tanh's, at this machine's rate measured now"
+    )
     for name, (dt_s, mem, out) in results.items():
         if name.startswith("exact"):
             agree = float((out[:n_loop].double() - outl).abs().max() / outl.abs().max().clamp_min(1e-300))
             print(f"{name} vs the loop on the timed voxels: max rel. diff {agree:.2e}")
-    ex = results[[n for n in results if n.startswith("exact")][0]][2].double()
+    ex = results[next(n for n in results if n.startswith("exact"))][2].double()
     for name, (dt_s, mem, out) in results.items():
         if name.startswith("first"):
             nm1 = float(((out["first"].double() - ex) ** 2).sum() / (ex**2).sum())
@@ -190,8 +194,10 @@ def main() -> None:
     for name, (dt_s, mem, out) in results.items():
         target = 2.0 if name.startswith("first") else 120.0
         ok = dt_s <= target and (name.startswith("first") or mem <= 4096)
-        print(f"target {name}: {dt_s:.2f} s (<= {target:g} s{'' if name.startswith('first') else ', <= 4096 MB'}): "
-              f"{'ok' if ok else 'MISSED'}")
+        print(
+            f"target {name}: {dt_s:.2f} s (<= {target:g} s{'' if name.startswith('first') else ', <= 4096 MB'}): "
+            f"{'ok' if ok else 'MISSED'}"
+        )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ class TolerantDataset(Dataset):
     def _transform(self, index: int) -> Any:
         try:
             return super()._transform(index)
-        except Exception as exc:  # any reader or transform error: report it with the study's name
+        except Exception as exc:  # noqa: BLE001  any reader or transform error: report it with the study's name
             cause = exc.__cause__ or exc
             return {FAILED_KEY: [(_study_name(self.data[index]), f"{type(cause).__name__}: {cause}")]}
 

@@ -11,7 +11,7 @@ from monai.utils import CommonKeys
 
 from monai_saliency.data.tolerant import FAILED_KEY
 
-__all__ = ["SaliencyEvaluator", "FailedStudiesError"]
+__all__ = ["FailedStudiesError", "SaliencyEvaluator"]
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
@@ -21,7 +21,7 @@ from monai_saliency.transforms import SaveMapsd, ScaleToUnitd
 
 __all__ = ["SaliencyInferer"]
 
-ExplainerSpec = Union[Explainer, Callable[[nn.Module], Explainer]]
+ExplainerSpec = Explainer | Callable[[nn.Module], Explainer]
 
 _RETURNS = ("pred", "dict")
 _ENGINE_KEYS = (CommonKeys.IMAGE, CommonKeys.LABEL, CommonKeys.PRED, CommonKeys.LOSS)

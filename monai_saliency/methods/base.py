@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from monai_saliency import core as _core
 from monai_saliency.ops.precision import cast_back, model_input_dtype, working_tensor
+
+if TYPE_CHECKING:  # typing.Self needs Python 3.11; typing_extensions comes with torch
+    from typing_extensions import Self
 
 __all__ = ["Explainer"]
 
@@ -122,14 +125,14 @@ class Explainer:
         if self.hooks is not None:
             self.hooks.remove()
 
-    def __enter__(self) -> Explainer:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001, S110  __del__ must never raise (it may run at interpreter shutdown)
             pass

@@ -29,7 +29,7 @@ from monai_saliency.ops.fourier import ideal_lowpass
 from monai_saliency.ops.normalize import minmax_normalize, reduce_channels
 from monai_saliency.ops.precision import model_input_dtype, working_tensor
 
-__all__ = ["FORGrad", "CalibrationResult", "insertion_deletion_score", "default_sigmas"]
+__all__ = ["CalibrationResult", "FORGrad", "default_sigmas", "insertion_deletion_score"]
 
 MetricFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -154,9 +154,13 @@ def _iter_batches(data: Any) -> Iterable[tuple[torch.Tensor, Any]]:
     if isinstance(data, torch.Tensor):
         yield data, None
         return
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor) and not isinstance(
-        data[1], dict
-    ) and (data[1] is None or isinstance(data[1], (torch.Tensor, int))):
+    if (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and isinstance(data[0], torch.Tensor)
+        and not isinstance(data[1], dict)
+        and (data[1] is None or isinstance(data[1], (torch.Tensor, int)))
+    ):
         yield data[0], data[1]
         return
     if isinstance(data, dict):

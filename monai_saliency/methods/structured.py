@@ -110,6 +110,46 @@ def structured_prox(
     return (sn * scale.reshape((-1,) + (1,) * (g.ndim - 1))).to(g.dtype), info
 
 
+def prox_options(
+    lambda_grp: float,
+    lambda_l1: float,
+    lambda_tv: float,
+    tv_iters: int,
+    tv_step: float,
+    steps: int,
+    solver: str,
+    eps: float,
+    tol: float,
+    max_iter: int,
+) -> dict[str, Any]:
+    """The keyword options of :func:`structured_prox` as a dict, validated now (so a bad option fails early).
+
+    Args:
+        lambda_grp, lambda_l1, lambda_tv, tv_iters, tv_step, steps, solver, eps, tol, max_iter: as in
+            :func:`structured_prox`.
+
+    Returns:
+        ``{name: value}`` to pass as ``structured_prox(g, **options)``.
+
+    Raises:
+        ValueError: for an option that :func:`structured_prox` rejects.
+    """
+    options = {
+        "lambda_grp": lambda_grp,
+        "lambda_l1": lambda_l1,
+        "lambda_tv": lambda_tv,
+        "tv_iters": tv_iters,
+        "tv_step": tv_step,
+        "steps": steps,
+        "solver": solver,
+        "eps": eps,
+        "tol": tol,
+        "max_iter": max_iter,
+    }
+    structured_prox(torch.zeros(1, 1, 2), **options)
+    return options
+
+
 def structured_map(sn: torch.Tensor) -> torch.Tensor:
     """The scalar map ``(B, 1, *sp)``: ``||s||_2`` over channels, min-max normalised per item, computed from the
     normalised solution ``sn`` of ``structured_prox(..., normalized=True)`` (the same map as from ``s``, since the
@@ -168,11 +208,9 @@ class StructuredGradient(Explainer):
             raise TypeError(f"explainer must be callable, got {type(explainer).__name__}.")
         if output not in ("map", "structured"):
             raise ValueError(f"unknown output {output!r}; choose 'map' or 'structured'.")
-        self.options = dict(
-            lambda_grp=lambda_grp, lambda_l1=lambda_l1, lambda_tv=lambda_tv, tv_iters=tv_iters, tv_step=tv_step,
-            steps=steps, solver=solver, eps=eps, tol=tol, max_iter=max_iter,
+        self.options = prox_options(
+            lambda_grp, lambda_l1, lambda_tv, tv_iters, tv_step, steps, solver, eps, tol, max_iter
         )
-        structured_prox(torch.zeros(1, 1, 2), **self.options)  # validates every option now
         self.base = explainer
         self.output = output
         self.last_info: dict[str, Any] | None = None

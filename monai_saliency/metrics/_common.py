@@ -17,14 +17,14 @@ from monai_saliency.ops.normalize import reduce_channels
 from monai_saliency.ops.precision import model_input_dtype, upcast, working_tensor
 
 __all__ = [
-    "plain",
+    "check_map_for_input",
     "check_maps",
     "check_model_input",
-    "check_map_for_input",
-    "location_map",
-    "resolve_maps",
-    "model_scores",
     "check_positive_int",
+    "location_map",
+    "model_scores",
+    "plain",
+    "resolve_maps",
     "rowwise_corr",
     "safe_ratio",
 ]
@@ -179,5 +179,3 @@ def safe_ratio(num: torch.Tensor, den: torch.Tensor, fallback: float) -> torch.T
     """``num / den`` where ``den > 0``, ``fallback`` elsewhere (never NaN)."""
     ok = den > 0
     return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.full_like(num, fallback))
-
-

@@ -20,7 +20,7 @@ from monai_saliency.metrics._common import check_maps, location_map, plain, safe
 from monai_saliency.ops.boxes import _as_boxes, box_iou, component_boxes
 from monai_saliency.ops.normalize import minmax_normalize
 
-__all__ = ["WSOLResult", "wsol_box_error", "mask_energy", "pointing_game", "DEFAULT_THRESHOLDS"]
+__all__ = ["DEFAULT_THRESHOLDS", "WSOLResult", "mask_energy", "pointing_game", "wsol_box_error"]
 
 #: the threshold sweep of seed 001 §7.1: 0.01, 0.02, ..., 1.00.
 DEFAULT_THRESHOLDS = np.round(np.arange(1, 101) / 100.0, 2)

@@ -35,7 +35,7 @@ from monai_saliency.metrics._common import (
 )
 from monai_saliency.ops.normalize import minmax_normalize
 
-__all__ = ["SanityResult", "ssim_nd", "parameter_layers", "randomize_layer", "model_randomization_test"]
+__all__ = ["SanityResult", "model_randomization_test", "parameter_layers", "randomize_layer", "ssim_nd"]
 
 
 @dataclass
@@ -190,6 +190,11 @@ def model_randomization_test(
     spearman = torch.from_numpy(np.stack(spear))
     score = float(spearman[-1].mean()) if mode == "cascading" else float(spearman.mean())
     return SanityResult(
-        mode=mode, stages=order, spearman=spearman, ssim=torch.from_numpy(np.stack(ssim)),
-        passed=score < max_similarity, score=score, maps=kept,
+        mode=mode,
+        stages=order,
+        spearman=spearman,
+        ssim=torch.from_numpy(np.stack(ssim)),
+        passed=score < max_similarity,
+        score=score,
+        maps=kept,
     )

@@ -14,7 +14,7 @@ import torch
 
 from monai_saliency.metrics._common import check_maps, location_map, safe_ratio
 
-__all__ = ["gini_index", "top_k_mass", "fraction_below_median", "sparsity", "SPARSITY_METHODS"]
+__all__ = ["SPARSITY_METHODS", "fraction_below_median", "gini_index", "sparsity", "top_k_mass"]
 
 SPARSITY_METHODS = ("gini", "top_k_mass", "below_median")
 

@@ -16,7 +16,7 @@ import torch
 
 from monai_saliency.metrics._common import check_maps, check_positive_int, safe_ratio
 
-__all__ = ["power_spectrum", "high_frequency_power_ratio", "radial_power_spectrum"]
+__all__ = ["high_frequency_power_ratio", "power_spectrum", "radial_power_spectrum"]
 
 
 def _radius(spatial, device) -> torch.Tensor:

@@ -7,4 +7,4 @@ from monai_saliency.models.small_cnn import SmallCNN
 from monai_saliency.models.tanh_net import FitResult, TanhNet
 from monai_saliency.models.video import VideoLesionNet
 
-__all__ = ["PCAProjection", "SmallCNN", "FitResult", "TanhNet", "VideoLesionNet"]
+__all__ = ["FitResult", "PCAProjection", "SmallCNN", "TanhNet", "VideoLesionNet"]

@@ -82,12 +82,16 @@ class PCAProjection(nn.Module):
             self.register_buffer(name, None)
 
     # ------------------------------------------------------------------ state
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         for name in _BUFFERS:  # buffers are None before fit: adopt the saved shapes
             key = prefix + name
             if key in state_dict and getattr(self, name) is None:
                 setattr(self, name, torch.empty_like(state_dict[key]))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     @property
     def fitted(self) -> bool:
@@ -148,7 +152,9 @@ class PCAProjection(nn.Module):
         x = self._items(x, m.shape, "volumes")
         xm = x[:, m].to(self.dtype)  # (J, I)
         if not torch.isfinite(xm).all():
-            raise ValueError("volumes contain NaN or Inf inside the mask; clean them or exclude those voxels via the mask.")
+            raise ValueError(
+                "volumes contain NaN or Inf inside the mask; clean them or exclude those voxels via the mask."
+            )
         n_img, n_vox = xm.shape
         mean = xm.mean(dim=0) if self.center else torch.zeros(n_vox, dtype=xm.dtype, device=xm.device)
         xc = xm - mean
@@ -172,16 +178,20 @@ class PCAProjection(nn.Module):
         self.mean = mean
         self.basis = (u * sign).contiguous()
         self.singular_values = s[:k].clone()
-        self.affine = (torch.eye(4, dtype=torch.float64) if affine is None else torch.as_tensor(affine, dtype=torch.float64)).clone()
+        self.affine = (
+            torch.eye(4, dtype=torch.float64) if affine is None else torch.as_tensor(affine, dtype=torch.float64)
+        ).clone()
         return self
 
     def _check_mask(self, mask: Any, x: torch.Tensor) -> torch.Tensor:
         if mask is None:
             return torch.ones(x.shape[1:], dtype=torch.bool, device=x.device)
         m = _plain(mask, "mask")
-        if m.is_floating_point():
-            if not torch.isfinite(m).all() or not torch.isin(m, torch.tensor([0.0, 1.0], dtype=m.dtype, device=m.device)).all():
-                raise ValueError("a floating-point mask must hold only 0 and 1; pass a bool mask.")
+        if m.is_floating_point() and (
+            not torch.isfinite(m).all()
+            or not torch.isin(m, torch.tensor([0.0, 1.0], dtype=m.dtype, device=m.device)).all()
+        ):
+            raise ValueError("a floating-point mask must hold only 0 and 1; pass a bool mask.")
         m = m.bool().to(x.device)
         spatial = tuple(x.shape[1:])
         if m.ndim == x.ndim and m.shape[0] == 1:  # (1, *spatial) mask for (J, *spatial) volumes
@@ -289,7 +299,9 @@ class PCAProjection(nn.Module):
         self._require_fit()
         values = _plain(values, "values")
         if values.shape[-1] != self.n_voxels:
-            raise ValueError(f"expected {self.n_voxels} values (voxels in the mask) on the last axis, got {values.shape[-1]}.")
+            raise ValueError(
+                f"expected {self.n_voxels} values (voxels in the mask) on the last axis, got {values.shape[-1]}."
+            )
         lead = values.shape[:-1]
         mask = self.mask.to(values.device)
         out = torch.full((*lead, *mask.shape), fill, dtype=values.dtype, device=values.device)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["TanhNet", "FitResult", "tanh_net_forward", "damped_newton"]
+__all__ = ["FitResult", "TanhNet", "damped_newton", "tanh_net_forward"]
 
 
 def tanh_net_forward(
@@ -93,7 +93,7 @@ def damped_newton(
         return h0(t, *args)
 
     theta = theta.detach().clone()
-    n, p = theta.shape
+    _n, p = theta.shape
     eye = torch.eye(p, dtype=theta.dtype, device=theta.device)
     with torch.enable_grad():
         val = f(theta)
@@ -185,7 +185,9 @@ class TanhNet(nn.Module):
             raise ValueError(f"in_features and hidden must be >= 1, got {in_features}, {hidden}.")
         self.in_features, self.hidden = int(in_features), int(hidden)
         g = torch.Generator().manual_seed(seed)
-        self.weight_in = nn.Parameter(torch.randn(hidden, in_features, generator=g, dtype=dtype) / math.sqrt(in_features))
+        self.weight_in = nn.Parameter(
+            torch.randn(hidden, in_features, generator=g, dtype=dtype) / math.sqrt(in_features)
+        )
         self.weight_out = nn.Parameter(torch.randn(hidden, generator=g, dtype=dtype) / math.sqrt(hidden))
         self.bias_in = nn.Parameter(torch.zeros(hidden, dtype=dtype)) if bias else None
         self.bias_out = nn.Parameter(torch.zeros((), dtype=dtype)) if output_bias else None
@@ -295,7 +297,9 @@ class TanhNet(nn.Module):
         self.fit_result = res
         return res
 
-    def _fit_lbfgs(self, v: torch.Tensor, y: torch.Tensor, weight_decay: float, tol: float, max_iter: int) -> tuple[float, int]:
+    def _fit_lbfgs(
+        self, v: torch.Tensor, y: torch.Tensor, weight_decay: float, tol: float, max_iter: int
+    ) -> tuple[float, int]:
         params = list(self.parameters())
         opt = torch.optim.LBFGS(
             params,
@@ -330,7 +334,9 @@ class TanhNet(nn.Module):
         """All parameters as one detached vector ``(P,)``: ``w`` (row-major), ``W``, then the biases present."""
         return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
 
-    def unflatten(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def unflatten(
+        self, theta: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Split ``(..., P)`` into ``(w (..., A, K), W (..., A), b or None, c or None)``."""
         a, k = self.hidden, self.in_features
         lead = theta.shape[:-1]
@@ -353,7 +359,9 @@ class TanhNet(nn.Module):
             p.copy_(theta[pos : pos + p.numel()].reshape(p.shape))
             pos += p.numel()
 
-    def objective_fn(self, v: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0) -> Callable[[torch.Tensor], torch.Tensor]:
+    def objective_fn(
+        self, v: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         """The training objective as a function of the flat parameters (``torch.func``-transformable).
 
         Called as ``objective(theta)`` it uses the given ``v``; ``objective(theta, v_m)`` uses other projections
@@ -378,7 +386,9 @@ class TanhNet(nn.Module):
         scale_v = float(v.pow(2).sum(1).mean().sqrt()) or 1.0  # typical |v|: pre-activations start at O(1)
         scale_y = float(y.std()) or 1.0
         self.weight_in.copy_(torch.randn(a, k, generator=g, dtype=torch.float64).to(self.weight_in) / scale_v)
-        self.weight_out.copy_(torch.randn(a, generator=g, dtype=torch.float64).to(self.weight_out) * scale_y / math.sqrt(a))
+        self.weight_out.copy_(
+            torch.randn(a, generator=g, dtype=torch.float64).to(self.weight_out) * scale_y / math.sqrt(a)
+        )
         if self.bias_in is not None:
             self.bias_in.zero_()
         if self.bias_out is not None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BLUR_MODES", "gaussian_kernel1d", "gaussian_blur"]
+__all__ = ["BLUR_MODES", "gaussian_blur", "gaussian_kernel1d"]
 
 #: scipy.ndimage boundary modes supported (scipy's names): ``"reflect"`` (d c b a | a b c d | d c b a),
 #: ``"mirror"`` (d c b | a b c d | c b a; torch's ``"reflect"`` padding), ``"nearest"`` (a a a | a b c d | d d d;

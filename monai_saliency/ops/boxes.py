@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-__all__ = ["box_volume", "box_iou", "mask_to_box", "component_boxes", "boxes_to_mask"]
+__all__ = ["box_iou", "box_volume", "boxes_to_mask", "component_boxes", "mask_to_box"]
 
 
 def _as_boxes(boxes, name: str) -> np.ndarray:

@@ -9,11 +9,14 @@ import torch
 
 from monai_saliency.ops.precision import upcast
 
-__all__ = ["frequency_radius", "ideal_lowpass_mask", "ideal_lowpass"]
+__all__ = ["frequency_radius", "ideal_lowpass", "ideal_lowpass_mask"]
 
 
 def frequency_radius(
-    shape: Sequence[int], device: torch.device | str | None = None, dtype: torch.dtype = torch.float32, rfft: bool = False
+    shape: Sequence[int],
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    rfft: bool = False,
 ) -> torch.Tensor:
     """Distance of every DFT bin from the zero frequency, in integer frequency bins.
 

@@ -6,7 +6,7 @@ import torch
 
 from monai_saliency.ops.checks import all_finite
 
-__all__ = ["minmax_normalize", "reduce_channels", "CHANNEL_REDUCTIONS"]
+__all__ = ["CHANNEL_REDUCTIONS", "minmax_normalize", "reduce_channels"]
 
 CHANNEL_REDUCTIONS = ("abs_sum", "l2", "mean", "max_abs", "none")
 

@@ -18,17 +18,17 @@ import math
 import torch
 
 __all__ = [
+    "divergence",
+    "forward_diff",
+    "group_shrink",
     "l2_norm",
     "soft_threshold",
-    "group_shrink",
-    "sparse_group_prox",
-    "forward_diff",
-    "divergence",
-    "tv_norm",
-    "tv_diffusion_step",
-    "structured_objective",
-    "solve_structured_seed",
     "solve_structured_exact",
+    "solve_structured_seed",
+    "sparse_group_prox",
+    "structured_objective",
+    "tv_diffusion_step",
+    "tv_norm",
 ]
 
 

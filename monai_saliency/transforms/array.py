@@ -39,7 +39,7 @@ from monai_saliency.methods.signature import (
     signature_reconstruction,
     zero_tolerance,
 )
-from monai_saliency.methods.structured import structured_map, structured_prox
+from monai_saliency.methods.structured import prox_options, structured_map, structured_prox
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.ops.fourier import ideal_lowpass
 from monai_saliency.ops.normalize import minmax_normalize
@@ -129,19 +129,9 @@ class StructuredProx(Transform):
     ) -> None:
         if output not in ("map", "structured"):
             raise ValueError(f"unknown output {output!r}; choose 'map' or 'structured'.")
-        self.options = {
-            "lambda_grp": lambda_grp,
-            "lambda_l1": lambda_l1,
-            "lambda_tv": lambda_tv,
-            "tv_iters": tv_iters,
-            "tv_step": tv_step,
-            "steps": steps,
-            "solver": solver,
-            "eps": eps,
-            "tol": tol,
-            "max_iter": max_iter,
-        }
-        structured_prox(torch.zeros(1, 1, 2), **self.options)  # validate now
+        self.options = prox_options(
+            lambda_grp, lambda_l1, lambda_tv, tv_iters, tv_step, steps, solver, eps, tol, max_iter
+        )
         self.output = output
         self.last_info: dict | None = None
 

@@ -55,7 +55,7 @@ def phi(pca, head, x, y, i: int, t: float) -> torch.Tensor:
 
 
 def test_exact_equals_brute_force_loop_zeroing_one_row(setup):
-    x, mask, y, pca, net = setup
+    x, _mask, y, pca, net = setup
     e0 = cost(pca, net, x, y, pca.basis)
     brute = []
     for i in range(pca.n_voxels):  # the literal definition: zero one basis row at a time
@@ -70,7 +70,7 @@ def test_exact_equals_brute_force_loop_zeroing_one_row(setup):
 
 
 def test_first_and_second_order_against_finite_differences(setup):
-    x, mask, y, pca, net = setup
+    x, _mask, y, pca, net = setup
     out = MorchSaliency(net, pca, hessian="exact").cost_changes(x, y, orders=("first", "second"))
     h = 1e-4
     for i in (0, 7, pca.n_voxels - 1):
@@ -82,7 +82,7 @@ def test_first_and_second_order_against_finite_differences(setup):
 
 
 def test_gauss_newton_exact_at_zero_residual_and_seed_diagonal(setup):
-    x, mask, y, pca, net = setup
+    x, _mask, _y, pca, net = setup
     y_fit = net(pca(x)).detach()  # zero residuals: Gauss-Newton = true Hessian
     sal = MorchSaliency(net, pca)
     first = sal.cost_changes(x, y_fit, orders=("first",))["first"]
@@ -108,7 +108,7 @@ def test_gauss_newton_exact_at_zero_residual_and_seed_diagonal(setup):
 
 @pytest.mark.parametrize("hessian", HESSIANS)
 def test_autograd_path_equals_closed_form(setup, hessian):
-    x, mask, y, pca, net = setup
+    x, _mask, y, pca, net = setup
     closed = MorchSaliency(net, pca, hessian=hessian).cost_changes(x, y)
     auto = MorchSaliency(Wrapped(net), pca, hessian=hessian).cost_changes(x, y)
     for k in closed:
@@ -116,7 +116,7 @@ def test_autograd_path_equals_closed_form(setup, hessian):
 
 
 def test_linear_head_second_order_is_exact(setup):
-    x, mask, y, pca, _ = setup
+    x, _mask, y, pca, _ = setup
     lin = nn.Linear(pca.k, 1).double()
     torch.manual_seed(0)
     nn.init.normal_(lin.weight, std=0.1)
@@ -126,7 +126,7 @@ def test_linear_head_second_order_is_exact(setup):
 
 
 def test_chunking_does_not_change_results(setup):
-    x, mask, y, pca, net = setup
+    x, _mask, y, pca, net = setup
     for head in (net, Wrapped(net)):
         big = MorchSaliency(head, pca).cost_changes(x, y)
         small = MorchSaliency(head, pca, chunk_bytes=2**16).cost_changes(x, y)
@@ -135,7 +135,7 @@ def test_chunking_does_not_change_results(setup):
 
 
 def test_voxel_ranges_concatenate_to_the_full_result(setup):
-    x, mask, y, pca, net = setup
+    x, _mask, y, pca, net = setup
     sal = MorchSaliency(net, pca)
     full = sal.cost_changes(x, y)
     n = pca.n_voxels
@@ -147,7 +147,7 @@ def test_voxel_ranges_concatenate_to_the_full_result(setup):
 
 
 def test_float32_exact_is_accurate(setup):
-    x, mask, y, pca, net = setup
+    x, _mask, y, pca, net = setup
     ref = MorchSaliency(net, pca).cost_changes(x, y, orders=("exact",))["exact"]
     f32 = MorchSaliency(net, pca, dtype=torch.float32).cost_changes(x, y, orders=("exact",))["exact"]
     assert f32.dtype == torch.float32
@@ -221,7 +221,7 @@ def test_retraining_tiny_problem(setup):
 
 
 def test_retraining_generic_head_matches_tanh_closed_form(setup):
-    x, mask, y, pca, _ = setup
+    x, _mask, y, pca, _ = setup
     net = TanhNet(pca.k, 3, seed=2)  # no biases: the generic path's penalty on all parameters is then the same
     net.fit(pca(x), y, weight_decay=1e-2)
     mlp = nn.Sequential(nn.Linear(pca.k, 3, bias=False), nn.Tanh(), nn.Linear(3, 1, bias=False)).double()
@@ -279,7 +279,7 @@ def test_uncentred_projection_and_input_dtype(setup, dtype):
         b[i] = 0
         brute.append(cost(pca, net, xin.double(), y, b) - e0)
     out = MorchSaliency(net, pca, dtype=dtype).cost_changes(xin, y)
-    tol = dict(rtol=1e-9, atol=1e-13) if dtype == torch.float64 else dict(rtol=2e-3, atol=1e-6)
+    tol = {"rtol": 1e-9, "atol": 1e-13} if dtype == torch.float64 else {"rtol": 2e-3, "atol": 1e-6}
     torch.testing.assert_close(out["exact"].double(), torch.stack(brute), **tol)
     ref = MorchSaliency(Wrapped(net), pca).cost_changes(xin.double(), y)
     for k in ("first", "second"):
@@ -288,7 +288,7 @@ def test_uncentred_projection_and_input_dtype(setup, dtype):
 
 def test_generic_head_with_dropout_is_explained_in_eval_mode(setup):
     """A head with dropout left in train mode: the saliency is the eval-mode one (deterministic), flags restored."""
-    x, mask, y, pca, net = setup
+    x, _mask, y, pca, net = setup
     mlp = nn.Sequential(nn.Linear(pca.k, 3), nn.Tanh(), nn.Dropout(0.5), nn.Linear(3, 1)).double()
     with torch.no_grad():
         mlp[0].weight.copy_(net.weight_in)
@@ -341,7 +341,7 @@ class ClosedFormTanh(nn.Module):
 
 @pytest.fixture(scope="module")
 def biased_setup(setup):
-    x, mask, y, pca, _ = setup
+    x, _mask, y, pca, _ = setup
     net = TanhNet(pca.k, 3, bias=True, output_bias=True, seed=3)
     assert net.fit(pca(x), y, weight_decay=1e-2).converged
     return x, y, pca, net
@@ -366,7 +366,7 @@ def test_plain_mlp_head_equals_the_tanh_closed_form(biased_setup, hessian):
 def test_deeper_mlp_head_exact_and_first_order_against_brute_force(setup):
     """Any differentiable head: a two-hidden-layer MLP, exact cost changes against the loop that zeroes each basis
     row and re-runs the pipeline, and the first order against a central difference of phi_i at 0."""
-    x, mask, y, pca, _ = setup
+    x, _mask, y, pca, _ = setup
     torch.manual_seed(4)
     mlp = nn.Sequential(nn.Linear(pca.k, 4), nn.SiLU(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 1)).double()
     out = MorchSaliency(mlp, pca).cost_changes(x, y, orders=("first", "exact"))
@@ -409,7 +409,7 @@ def test_custom_head_with_the_closed_form_capability_is_used(biased_setup):
 def test_is_an_analysis_not_an_explainer(setup):
     from monai_saliency.methods.base import Explainer
 
-    x, mask, y, pca, net = setup
+    x, _mask, y, pca, net = setup
     sal = MorchSaliency(net, pca)
     assert not isinstance(sal, Explainer)
     with pytest.raises(TypeError):

@@ -53,9 +53,20 @@ def test_metadata_verifies_offline(tmp_path, schema_path):
     schema = tmp_path / "schema.json"
     shutil.copy(schema_path, schema)  # verify_metadata may re-download when absent: give it a local copy
     result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(BUNDLE / CONFIG.replace(
-            "inference", "metadata")), "--filepath", str(schema)],
-        capture_output=True, text=True, env={"PATH": "", "NO_PROXY": "*", "HTTPS_PROXY": "http://127.0.0.1:9"},
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "verify_metadata",
+            "--meta_file",
+            str(BUNDLE / CONFIG.replace("inference", "metadata")),
+            "--filepath",
+            str(schema),
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": "", "NO_PROXY": "*", "HTTPS_PROXY": "http://127.0.0.1:9"},
+        check=False,  # the return code is asserted below, with stderr in the message
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "verified with no error" in result.stdout + result.stderr
@@ -70,8 +81,9 @@ def test_corrupt_study_reported_others_processed(tmp_path, bundle_runner):
         good.append(data / name)
     (data / "broken.nii.gz").write_bytes((BUNDLE / "sample_data" / "case_002.nii.gz").read_bytes()[:3000])
     out = tmp_path / "out"
-    result = bundle_runner("gradient_saliency_3d", "--config_file", CONFIG, "--dataset_dir", str(data),
-                           "--output_dir", str(out))
+    result = bundle_runner(
+        "gradient_saliency_3d", "--config_file", CONFIG, "--dataset_dir", str(data), "--output_dir", str(out)
+    )
     assert result.returncode != 0
     assert "broken.nii.gz" in result.stderr + result.stdout
     _check_maps(good, out)
@@ -86,8 +98,16 @@ def test_torchrun_two_processes_uneven_shards_write_each_study_once(tmp_path, bu
     for name in names:
         shutil.copy(BUNDLE / "sample_data" / name, data / name)
     out = tmp_path / "out"
-    result = bundle_runner("gradient_saliency_3d", "--config_file", MULTI, "--dataset_dir", str(data),
-                           "--output_dir", str(out), torchrun_procs=2)
+    result = bundle_runner(
+        "gradient_saliency_3d",
+        "--config_file",
+        MULTI,
+        "--dataset_dir",
+        str(data),
+        "--output_dir",
+        str(out),
+        torchrun_procs=2,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     _check_maps([data / n for n in names], out)
     rows = _rows(out / "predictions.csv")
@@ -98,8 +118,16 @@ def test_network_and_target_layer_are_overrides(tmp_path, bundle_runner):
     import torch
     from monai.networks.nets import DenseNet
 
-    spec = {"_target_": "DenseNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3, "init_features": 4,
-            "growth_rate": 4, "block_config": [1, 1], "bn_size": 1}
+    spec = {
+        "_target_": "DenseNet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 3,
+        "init_features": 4,
+        "growth_rate": 4,
+        "block_config": [1, 1],
+        "bn_size": 1,
+    }
     torch.manual_seed(0)
     net = DenseNet(**{k: v for k, v in spec.items() if k != "_target_"})
     torch.save(net.state_dict(), tmp_path / "mine.pt")
@@ -107,9 +135,21 @@ def test_network_and_target_layer_are_overrides(tmp_path, bundle_runner):
     data.mkdir()
     shutil.copy(BUNDLE / "sample_data" / "case_001.nii.gz", data / "case_001.nii.gz")
     out = tmp_path / "out"
-    result = bundle_runner("gradient_saliency_3d", "--config_file", CONFIG, "--network_def", repr(spec),
-                           "--ckpt_path", str(tmp_path / "mine.pt"), "--target_layer", "features.denseblock2",
-                           "--dataset_dir", str(data), "--output_dir", str(out))
+    result = bundle_runner(
+        "gradient_saliency_3d",
+        "--config_file",
+        CONFIG,
+        "--network_def",
+        repr(spec),
+        "--ckpt_path",
+        str(tmp_path / "mine.pt"),
+        "--target_layer",
+        "features.denseblock2",
+        "--dataset_dir",
+        str(data),
+        "--output_dir",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     _check_maps([data / "case_001.nii.gz"], out, "gradcam")
     assert len(_rows(out / "predictions.csv")[0]) == 1 + 3  # three classes from the overridden network

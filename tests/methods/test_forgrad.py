@@ -54,7 +54,7 @@ def test_3d_odd_sizes_and_metatensor(cnn3d):
 def test_wraps_smoothgrad_and_plain_callables(cnn2d, x2d):
     net = cnn2d.double()
     sg = SmoothGrad(net, n_samples=2, stdev=0.0)
-    fn = lambda x, c: VanillaGrad(net)(x, c)  # noqa: E731
+    fn = lambda x, c: VanillaGrad(net)(x, c)
     a = FORGrad(sg, sigma=4)(x2d, class_idx=1)
     b = FORGrad(fn, sigma=4, nn_module=net)(x2d, class_idx=1)
     torch.testing.assert_close(a, b)
@@ -167,10 +167,19 @@ def test_calibrate_runs_a_training_network_in_eval_mode():
     """A network left in train mode: calibration leaves its BatchNorm statistics and flags alone, and the scores are
     those of the network in eval mode."""
     torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
-    ).double().train()
+    net = (
+        nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4, 3),
+        )
+        .double()
+        .train()
+    )
     buffers = {k: v.clone() for k, v in net.named_buffers()}
     x = torch.randn(3, 1, 12, 12, dtype=torch.float64)
     seen = []

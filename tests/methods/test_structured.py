@@ -32,8 +32,8 @@ def test_map_is_l2_norm_of_seed_solution_on_scaled_gradient(cnn2d, x2d):
 def test_scale_convention_makes_lambdas_relative(x2d):
     """Multiplying the gradient by 10 scales the structured gradient by 10 and leaves the map unchanged."""
     lin = nn.Sequential(nn.Flatten(), nn.Linear(2 * 144, 2)).double()
-    grad = lambda x, c: VanillaGrad(lin)(x, c)  # noqa: E731
-    grad10 = lambda x, c: 10.0 * VanillaGrad(lin)(x, c)  # noqa: E731
+    grad = lambda x, c: VanillaGrad(lin)(x, c)
+    grad10 = lambda x, c: 10.0 * VanillaGrad(lin)(x, c)
     for solver in ("seed", "exact"):
         a = StructuredGradient(grad, nn_module=lin, solver=solver, output="structured")(x2d, class_idx=0)
         b = StructuredGradient(grad10, nn_module=lin, solver=solver, output="structured")(x2d, class_idx=0)

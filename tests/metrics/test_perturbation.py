@@ -183,11 +183,11 @@ def test_stability():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(steps=0), "steps"),
-        (dict(steps=2.5), "steps"),
-        (dict(batch_size=0), "batch_size"),
-        (dict(score="softmax"), "score"),
-        (dict(reduce="nope"), "channel reduction"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 2.5}, "steps"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"score": "softmax"}, "score"),
+        ({"reduce": "nope"}, "channel reduction"),
     ],
 )
 def test_bad_options(cnn2d, kwargs, match):
@@ -248,8 +248,13 @@ def test_metrics_run_a_training_network_in_eval_mode():
     score every perturbed batch as in eval mode (a curve that does not depend on the batch size)."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Dropout(0.5),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3),
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.5),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
     ).train()
     buffers = {k: v.clone() for k, v in net.named_buffers()}
     x, sal = torch.randn(2, 1, 8, 8), torch.rand(2, 1, 8, 8)

@@ -53,7 +53,7 @@ def test_sparse_group_prox_is_the_prox_by_brute_force():
         v = rng.normal(size=3) * 1.5
         closed = sparse_group_prox(torch.from_numpy(v)[None, :, None], l1, lg)[0, :, 0].numpy()
 
-        def f(s):
+        def f(s, v=v):
             return 0.5 * np.sum((s - v) ** 2) + l1 * np.abs(s).sum() + lg * np.linalg.norm(s)
 
         best = min(
@@ -115,7 +115,7 @@ def test_exact_pure_tv_matches_skimage_chambolle(shape):
 def test_exact_beats_seed_and_is_optimal_to_tolerance():
     g = _rand(2, 3, 16, 16, seed=4)
     g = g / g.abs().amax(dim=(1, 2, 3), keepdim=True)
-    lam = dict(lam_grp=0.05, lam_l1=0.01, lam_tv=0.2)
+    lam = {"lam_grp": 0.05, "lam_l1": 0.01, "lam_tv": 0.2}
     s, info = solve_structured_exact(g, **lam, tol=1e-5, max_iter=5000)
     obj = structured_objective(s, g, **lam)
     torch.testing.assert_close(obj, info["objective"])

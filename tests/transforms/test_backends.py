@@ -10,7 +10,7 @@ import torch
 from monai.transforms import Transform
 from monai.utils import TransformBackends
 
-import monai_saliency.transforms as transforms
+from monai_saliency import transforms
 from monai_saliency.transforms import ScaleToUnit
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -116,8 +117,13 @@ def test_monai_writer_interface(xa_file, tmp_path):
 
 def test_saveimage_with_the_xa_writer(xa_file, tmp_path):
     img = read_xa_cine(xa_file, normalize=True)
-    SaveImage(output_dir=tmp_path / "out", output_ext=".dcm", output_postfix="sal", separate_folder=False,
-              writer=XADerivedWriter)(img * 0.5)
+    SaveImage(
+        output_dir=tmp_path / "out",
+        output_ext=".dcm",
+        output_postfix="sal",
+        separate_folder=False,
+        writer=XADerivedWriter,
+    )(img * 0.5)
     (written,) = (tmp_path / "out").iterdir()
     back = read_xa_cine(written)
     assert torch.allclose(back, img * 0.5, atol=0.5 / 65535 + 1e-6)
@@ -125,7 +131,7 @@ def test_saveimage_with_the_xa_writer(xa_file, tmp_path):
 
 
 def test_bad_inputs_give_clear_errors_and_no_partial_files(xa_file, tmp_path, cine):
-    raw = open(xa_file, "rb").read()
+    raw = Path(xa_file).read_bytes()
     trunc = tmp_path / "trunc.dcm"
     trunc.write_bytes(raw[: len(raw) - 300])
     with pytest.raises(XACineError, match="truncated"):
@@ -185,4 +191,4 @@ def test_bad_inputs_give_clear_errors_and_no_partial_files(xa_file, tmp_path, ci
     with pytest.raises(ValueError, match="NaN"):
         write_xa_cine(cine * float("nan"), tmp_path / "nan.dcm")
     assert _listing(tmp_path) == before
-    assert open(xa_file, "rb").read() == raw
+    assert Path(xa_file).read_bytes() == raw

@@ -132,7 +132,7 @@ def test_pet_dicom_series_roundtrip(graded, tmp_path, rotated):
     assert len(paths) == vol.shape[2]
     ds = pydicom.dcmread(str(paths[0]))
     assert ds.Modality == "PT" and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.128"
-    back, dss = read_pet_series(tmp_path / "pt")
+    back, _dss = read_pet_series(tmp_path / "pt")
     tol = float(vol.abs().max()) / 32000
     torch.testing.assert_close(back[0], vol, atol=tol, rtol=0)
     torch.testing.assert_close(back.affine.double(), affine.double(), atol=1e-6, rtol=0)
