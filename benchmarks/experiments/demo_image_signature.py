@@ -31,7 +31,7 @@ import torch
 from benchmarks.experiments._output import OUTPUT_DIR_HELP, output_dir
 from monai_saliency.data.atomic import atomic_output
 from monai_saliency.ops.dct import idctn
-from monai_saliency.transforms.signature import ImageSignature
+from monai_saliency.transforms import ImageSignature
 
 
 def make_image(rng: np.random.Generator, n: int, bg_frac: float, fg_frac: float, fg_scale: float = 0.5):
