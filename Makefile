@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo blob-demo test venv clean experiments benchmarks test-reference venv-reference
+.PHONY: demo blob-demo test lint venv clean experiments benchmarks test-reference venv-reference
 
 venv: $(STAMP)
 
@@ -30,6 +30,13 @@ blob-demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Static checks of the whole tree (run by .ci/run): ruff's lint and format with the repo's config (pyproject.toml),
+# and the import-layer contracts (also checked by tests/test_architecture.py).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 # Optional reference environment (.venv-ref): independent implementations that need torchvision, which here comes
 # only with a CUDA build of torch (it runs on CPU), so it is kept out of .venv. Tests under tests/reference/ compare
