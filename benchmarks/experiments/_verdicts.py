@@ -144,12 +144,16 @@ def outcome(c: Comparison, alpha: float = ALPHA) -> str:
     return "better" if c.side > 0 else "worse"
 
 
+def _detail(c: Comparison, alpha: float) -> str:
+    small = outcome(c, alpha) == "tie" and c.p_holm < alpha and c.side != 0
+    return f"p_holm={c.p_holm:.2g}" + (f", |effect| < {c.margin:g}" if small else "")
+
+
 def verdict(c: Comparison, alpha: float = ALPHA) -> str:
     """The table cell: ``"better (p_holm=0.012)"``, ``"worse (...)"``, ``"tie (...)"``; against a control that
     does at least as well, ``"a control wins: not a win (...)"`` or ``"a control ties: not a win (...)"``."""
     o = outcome(c, alpha)
-    small = o == "tie" and c.p_holm < alpha and c.side != 0
-    detail = f"p_holm={c.p_holm:.2g}" + (f", |effect| < {c.margin:g}" if small else "")
+    detail = _detail(c, alpha)
     if c.control and o != "better":
         return f"a control {'wins' if o == 'worse' else 'ties'}: not a win ({detail})"
     return f"{o} ({detail})"
@@ -194,12 +198,28 @@ def table_note(comparisons: Sequence[Comparison], family: str, alpha: float = AL
         parts.append("Ties (no difference shown): " + "; ".join(groups["tie"]) + ".")
     if groups["control"]:
         parts.append("A control wins or ties, so not a win: " + "; ".join(groups["control"]) + ".")
+    floor = min_holm_p(len(comparisons), max(ns))
+    if floor >= alpha:
+        parts.append(
+            f"With at most {max(ns)} units and {len(comparisons)} tests no comparison can reach alpha after Holm "
+            f"(smallest possible p_holm = {floor:.2g}): a tie here means too few units, not shown equality."
+        )
     return " ".join(parts)
+
+
+def min_holm_p(m: int, n: int) -> float:
+    """Smallest Holm-adjusted p-value any of ``m`` two-sided exact tests on ``n`` paired units can reach.
+
+    The most extreme outcome of a two-sided exact Wilcoxon signed-rank or McNemar test on ``n`` units (all ``n``
+    differences, or all ``n`` discordant pairs, on one side) has ``p = 2 / 2**n``; Holm multiplies the smallest
+    p-value of the family by ``m``.
+    """
+    return min(1.0, m * 2.0 / 2.0**n)
 
 
 def agrees(c: Comparison, alpha: float = ALPHA) -> str:
     """An "agrees?" cell for a claim stated as "method is better than reference": ``"yes"`` if the test shows it,
-    ``"no"`` if it shows the opposite, ``"not shown"`` otherwise; followed by the verdict."""
-    o = outcome(c, alpha)
-    word = {"better": "yes", "worse": "no", "tie": "not shown"}[o]
-    return f"{word}: {verdict(c, alpha)}"
+    ``"no"`` if it shows the opposite, ``"not shown"`` otherwise, with the adjusted p-value:
+    ``"yes (p_holm=0.012)"``."""
+    word = {"better": "yes", "worse": "no", "tie": "not shown"}[outcome(c, alpha)]
+    return f"{word} ({_detail(c, alpha)})"

@@ -24,7 +24,7 @@ def test_direction_follows_numbers_and_metric_direction():
     assert hi.pvalue == pytest.approx(p) and hi.p_holm == pytest.approx(p)
     assert V.verdict(hi) == f"better (p_holm={p:.2g})"
     assert V.verdict(lo).startswith("worse") and V.verdict(rev).startswith("worse")
-    assert V.agrees(hi).startswith("yes:") and V.agrees(lo).startswith("no:")
+    assert V.agrees(hi) == f"yes (p_holm={p:.2g})" and V.agrees(lo).startswith("no (p_holm=")
     assert hi.effect.estimate == pytest.approx(np.mean(a - b))
 
 
@@ -33,7 +33,7 @@ def test_tie_when_not_significant_or_below_margin():
     b = rng.uniform(size=10)
     a = b + rng.normal(0, 0.1, 10)
     c = V.adjust([V.compare("A", "B", a, b)])[0]
-    assert c.p_holm >= 0.05 and V.verdict(c).startswith("tie (") and V.agrees(c).startswith("not shown")
+    assert c.p_holm >= 0.05 and V.verdict(c).startswith("tie (") and V.agrees(c).startswith("not shown (p_holm=")
     # a consistent but tiny shift: significant, yet below a margin of 0.01
     d = V.adjust([V.compare("A", "B", np.round(b, 6) + 1e-4, np.round(b, 6))])[0]
     assert d.p_holm < 0.05 and V.verdict(d).startswith("better")
@@ -95,3 +95,12 @@ def test_table_note_is_generated_from_verdicts():
     assert "No comparison is better." in note2 and "Worse: A vs B" in note2
     with pytest.raises(ValueError, match="adjust"):
         V.verdict(V.compare("A", "B", a, b))
+
+
+def test_note_says_when_too_few_units_to_decide():
+    a, b = _shifted(0.1, n=8)
+    family = V.adjust([V.compare("A", "B", a, b)] + [V.compare(f"C{i}", "B", b, b) for i in range(9)])
+    note = V.table_note(family, family="f")
+    assert "smallest possible p_holm = 0.078" in note and "too few units" in note
+    assert V.min_holm_p(10, 8) == pytest.approx(family[0].p_holm)  # reached by the all-one-side outcome
+    assert "too few units" not in V.table_note(V.adjust([V.compare("A", "B", *_shifted(0.1, n=12))]), family="f")
