@@ -164,8 +164,8 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def ci(values, cfg: dict, fmt: str = "{:.3f}") -> str:
-    c = bootstrap_ci(values, n_resamples=int(cfg["bootstrap_resamples"]))
-    return f"{fmt.format(c.estimate)} [{fmt.format(c.low)}, {fmt.format(c.high)}]"
+    """Mean [95 % bootstrap CI] from 20 studies on, else mean (range [min, max], n=studies)."""
+    return ci_or_range(values, n_resamples=int(cfg["bootstrap_resamples"])).format(fmt)
 
 
 # ---------------------------------------------------------------------------------------------- experiments
@@ -295,7 +295,7 @@ def write_table(loc: dict, fig4: dict, cfg: dict, out: Path, elapsed: float) -> 
             f"Synthetic studies `make_pet_study` ({cfg['study']['n_subjects']} subjects x {cfg['study']['n_scans']} scans, "
             f"shape {tuple(cfg['study']['shape'])}, I = {n_vox} voxels in the brain mask); PCA with K = rank; eq. 1 tanh net, "
             f"A = {mc['hidden']}, ridge {mc['weight_decay']:g}, {mc['optimizer']} to max|grad| <= {mc['tol']:g}; targets "
-            "centred (graded: level - 4.5; rest/task: -1/+1). Mean [95 % bootstrap CI] over independent studies. "
+            "centred (graded: level - 4.5; rest/task: -1/+1). Mean [95 % bootstrap CI] over independent studies (the range below 20 studies). "
             "Config: `configs/morch.yaml`; script: `benchmarks/experiments/exp_morch.py`."
         ),
         "",
