@@ -10,8 +10,9 @@ gradient is ``w``. For every method we measure, per run (mean over the run's inp
 * sparsity: Gini index (ours) and the seed's "fraction below the median";
 * fidelity to the true gradient: cosine similarity of the (C, H, W) map with ``w``.
 
-Then 95 % bootstrap CIs over runs and paired one-sided Wilcoxon tests against structured gradients, the
-lambda_grp sweep of the seed's Fig. 2, and the seed's Table 2 printed beside ours.
+Then the mean over runs with a 95 % bootstrap CI from 20 runs on (the range below), paired two-sided Wilcoxon tests
+against structured gradients, Holm-adjusted within the table, with verdicts and notes generated from them
+(``_verdicts``), the lambda_grp sweep of the seed's Fig. 2, and the seed's Table 2 printed beside ours.
 
 Usage::
 
@@ -31,14 +32,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from scipy.stats import spearmanr
 from torch import nn
 
+from benchmarks.experiments import _verdicts as V
 from benchmarks.experiments._output import OUTPUT_DIR_HELP, ROOT, output_dir
 from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad
 from monai_saliency.methods.structured import StructuredGradient
 from monai_saliency.metrics.perturbation import deletion_curve, insertion_curve
 from monai_saliency.metrics.sparsity import fraction_below_median, gini_index
-from monai_saliency.metrics.stats import bootstrap_ci, paired_wilcoxon, significance_stars
+from monai_saliency.metrics.stats import bootstrap_ci, ci_or_range
 
 #: seed 000, Table 2 (mean [95 % CI]); its "Deletion AUC" is declared "higher is better".
 SEED_TABLE2 = {
@@ -87,11 +90,21 @@ def make_run(cfg: dict, run: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor
 
 def methods(model: nn.Module, cfg: dict, run: int) -> dict[str, StructuredGradient | nn.Module]:
     st = cfg["structured"]
-    common = dict(lambda_grp=st["lambda_grp"], lambda_l1=st["lambda_l1"], lambda_tv=st["lambda_tv"], output="structured")
+    common = {
+        "lambda_grp": st["lambda_grp"],
+        "lambda_l1": st["lambda_l1"],
+        "lambda_tv": st["lambda_tv"],
+        "output": "structured",
+    }
     return {
         "Raw gradient": VanillaGrad(model),
         REFERENCE: StructuredGradient(
-            VanillaGrad(model), solver="seed", tv_iters=st["tv_iters"], tv_step=st["tv_step"], steps=st["steps"], **common
+            VanillaGrad(model),
+            solver="seed",
+            tv_iters=st["tv_iters"],
+            tv_step=st["tv_step"],
+            steps=st["steps"],
+            **common,
         ),
         EXACT: StructuredGradient(
             VanillaGrad(model), solver="exact", tol=st["exact_tol"], max_iter=st["exact_max_iter"], **common
@@ -120,7 +133,8 @@ def evaluate(cfg: dict) -> tuple[dict, dict, dict]:
     identity_gap = 0.0
     sweep: dict[tuple[str, float], dict[str, list[float]]] = {
         (solver, lam): {"gini": [], "below_median": [], "fidelity": []}
-        for solver in ("seed", "exact") for lam in cfg["lambda_grp_sweep"]
+        for solver in ("seed", "exact")
+        for lam in cfg["lambda_grp_sweep"]
     }
     for run in range(int(cfg["runs"])):
         model, x, w = make_run(cfg, run)
@@ -130,12 +144,13 @@ def evaluate(cfg: dict) -> tuple[dict, dict, dict]:
             t0 = time.perf_counter()
             maps = explainer(x, 0).detach()
             elapsed = (time.perf_counter() - t0) / x.shape[0]
-            kw = dict(class_idx=0, steps=int(cfg["steps"]), score="logit", reduce="l2", batch_size=256)
+            kw = {"class_idx": 0, "steps": int(cfg["steps"]), "score": "logit", "reduce": "l2", "batch_size": 256}
             dele = normalised_auc(deletion_curve(model, x, maps, baseline=float(cfg["baseline"]), **kw), clean)
             ins = normalised_auc(insertion_curve(model, x, maps, start=float(cfg["insertion_start"]), **kw), clean)
             identity_gap = max(identity_gap, float(np.abs(ins - (1 - dele)).max()))
-            rec = per_run.setdefault(name, {k: [] for k in ("deletion", "insertion", "gini", "below_median",
-                                                            "fidelity", "time")})
+            rec = per_run.setdefault(
+                name, {k: [] for k in ("deletion", "insertion", "gini", "below_median", "fidelity", "time")}
+            )
             rec["deletion"].append(float(dele.mean()))
             rec["insertion"].append(float(ins.mean()))
             rec["gini"].append(float(gini_index(maps, reduce="l2").mean()))
@@ -147,13 +162,21 @@ def evaluate(cfg: dict) -> tuple[dict, dict, dict]:
         st = cfg["structured"]
         # the linear score's gradient (so every structured map) is the same for all inputs of a run: the sweep
         # explains the first input only
-        for solver, lam in sweep:
-            sg = StructuredGradient(VanillaGrad(model), lambda_grp=float(lam), lambda_l1=st["lambda_l1"],
-                                    lambda_tv=st["lambda_tv"], tv_iters=st["tv_iters"], tv_step=st["tv_step"],
-                                    steps=st["steps"], solver=solver, tol=st["exact_tol"],
-                                    max_iter=st["exact_max_iter"], output="structured")
+        for (solver, lam), rec in sweep.items():
+            sg = StructuredGradient(
+                VanillaGrad(model),
+                lambda_grp=float(lam),
+                lambda_l1=st["lambda_l1"],
+                lambda_tv=st["lambda_tv"],
+                tv_iters=st["tv_iters"],
+                tv_step=st["tv_step"],
+                steps=st["steps"],
+                solver=solver,
+                tol=st["exact_tol"],
+                max_iter=st["exact_max_iter"],
+                output="structured",
+            )
             maps = sg(x[:1], 0).detach()
-            rec = sweep[(solver, lam)]
             rec["gini"].append(float(gini_index(maps, reduce="l2").mean()))
             rec["below_median"].append(float(fraction_below_median(maps, reduce="l2").mean()))
             rec["fidelity"].append(float(cosine(maps, w).mean()))
@@ -161,29 +184,61 @@ def evaluate(cfg: dict) -> tuple[dict, dict, dict]:
 
 
 def ci(values, cfg) -> str:
-    return str(bootstrap_ci(values, n_resamples=int(cfg["bootstrap_resamples"])))
+    """Mean [95 % bootstrap CI] from 20 runs on, else mean (range [min, max], n=runs)."""
+    return str(ci_or_range(values, n_resamples=int(cfg["bootstrap_resamples"])))
+
+
+def _trend_rhos(sweep: dict, solver: str, key: str) -> np.ndarray:
+    """Per run: Spearman rho of ``key`` vs lambda_grp over the sweep (0 where undefined, e.g. a constant)."""
+    lams = sorted(lam for sol, lam in sweep if sol == solver)
+    vals = np.array([sweep[(solver, lam)][key] for lam in lams])  # (lambdas, runs)
+    rhos = [
+        spearmanr(lams, vals[:, r])[0] if len(lams) > 2 else np.sign(vals[-1, r] - vals[0, r])
+        for r in range(vals.shape[1])
+    ]
+    return np.nan_to_num(np.asarray(rhos, dtype=np.float64))
+
+
+def _trend_word(c) -> str:
+    return {"better": "rises", "worse": "falls", "tie": "shows no trend"}[V.outcome(c)]
 
 
 def write_table(per_run: dict, sweep: dict, extra: dict, cfg: dict, out: Path) -> str:
     lines = [
         "# Seed 000 synthetic experiment (structured gradients), reproduced",
         "",
-        f"{cfg['runs']} runs x {cfg['inputs_per_run']} input fields, (C, H, W) = ({cfg['channels']}, "
-        f"{cfg['size'][0]}, {cfg['size'][1]}), linear score S(x) = <w, x>; mean [95 % bootstrap CI] over runs. "
-        "Scores normalised by S(x). Config: `configs/seed000_structured.yaml`.",
+        (
+            f"{cfg['runs']} runs x {cfg['inputs_per_run']} input fields, (C, H, W) = ({cfg['channels']}, "
+            f"{cfg['size'][0]}, {cfg['size'][1]}), linear score S(x) = <w, x>; mean [95 % bootstrap CI] over runs (the range below 20 runs). "
+            "Scores normalised by S(x). Config: `configs/seed000_structured.yaml`."
+        ),
         "",
-        "| Method | Deletion AUC (lower better) | Insertion AUC (higher better) | Gini (higher = sparser) | "
-        "Seed sparsity: fraction below median | Fidelity cos(s, w) | ms / input | "
-        "one-sided Wilcoxon: structured (seed solver) better | same: structured (exact solver) better |",
+        (
+            "| Method | Deletion AUC (lower better) | Insertion AUC (higher better) | Gini (higher = sparser) | "
+            "Seed sparsity: fraction below median | Fidelity cos(s, w) | ms / input | "
+            "vs structured (seed solver) | vs structured (exact solver) |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    family = {}
+    for against in (REFERENCE, EXACT):
+        for name in per_run:
+            if name != against:
+                for key, hib in (("deletion", False), ("insertion", True)):
+                    family[(name, against, key)] = V.compare(
+                        name,
+                        against,
+                        per_run[name][key],
+                        per_run[against][key],
+                        higher_is_better=hib,
+                        metric=f"{key} AUC",
+                    )
+    V.adjust(list(family.values()))
+
     def test(name: str, against: str) -> str:
         if name == against:
             return "-"
-        rec, ref = per_run[name], per_run[against]  # H1 deletion: structured lower; insertion: structured higher
-        pd = paired_wilcoxon(rec["deletion"], ref["deletion"], alternative="greater").pvalue
-        pi = paired_wilcoxon(ref["insertion"], rec["insertion"], alternative="greater").pvalue
-        return f"del: p={pd:.2g} {significance_stars(pd)}, ins: p={pi:.2g} {significance_stars(pi)}"
+        return "; ".join(f"{key[:3]}: {V.verdict(family[(name, against, key)])}" for key in ("deletion", "insertion"))
 
     for name, rec in per_run.items():
         lines.append(
@@ -193,20 +248,46 @@ def write_table(per_run: dict, sweep: dict, extra: dict, cfg: dict, out: Path) -
         )
     lines += [
         "",
+        V.table_note(
+            list(family.values()),
+            family="every method vs each structured solver, deletion "
+            "and insertion AUC (per run, the mean over its inputs)",
+        ),
+    ]
+    lines += [
+        "",
         "## Beside the seed's Table 2",
         "",
-        "The seed calls deletion AUC \"higher is better\"; its orientation is reproduced here as 1 - deletion AUC "
-        "(area above the curve).",
+        (
+            'The seed calls deletion AUC "higher is better"; its orientation is reproduced here as 1 - deletion AUC '
+            "(area above the curve)."
+        ),
         "",
-        "| Method | seed: Deletion AUC | ours: 1 - deletion AUC | seed: Insertion AUC | ours: insertion AUC | "
-        "seed: vs structured |",
+        (
+            "| Method | seed: Deletion AUC | ours: 1 - deletion AUC | seed: Insertion AUC | ours: insertion AUC | "
+            "seed: vs structured |"
+        ),
         "|---|---|---|---|---|---|",
     ]
     for name, (sd, si, sv) in SEED_TABLE2.items():
         rec = per_run[name]
-        lines.append(f"| {name} | {sd} | {ci(1 - np.asarray(rec['deletion']), cfg)} | {si} | "
-                     f"{ci(rec['insertion'], cfg)} | {sv} |")
+        lines.append(
+            f"| {name} | {sd} | {ci(1 - np.asarray(rec['deletion']), cfg)} | {si} | "
+            f"{ci(rec['insertion'], cfg)} | {sv} |"
+        )
     obj = extra["objectives"]
+    notes_family = {
+        "objective": V.compare(
+            REFERENCE, EXACT, obj[REFERENCE], obj[EXACT], higher_is_better=False, metric="objective"
+        ),
+    }
+    for solver in ("seed", "exact"):
+        rhos = _trend_rhos(sweep, solver, "gini")
+        notes_family[f"gini_{solver}"] = V.compare(
+            f"rho(lambda_grp, Gini) {solver} solver", "0", rhos, np.zeros_like(rhos), metric="trend"
+        )
+    V.adjust(list(notes_family.values()))
+    exact_fid = [float(np.mean(rec["fidelity"])) for (sol, _), rec in sweep.items() if sol == "exact"]
     lines += [
         "",
         "## lambda_grp sweep (seed Fig. 2)",
@@ -215,29 +296,55 @@ def write_table(per_run: dict, sweep: dict, extra: dict, cfg: dict, out: Path) -
         "|---|---|---|---|---|",
     ]
     for (solver, lam), rec in sweep.items():
-        lines.append(f"| {solver} | {lam:.2f} | {ci(rec['gini'], cfg)} | {ci(rec['below_median'], cfg)} | "
-                     f"{ci(rec['fidelity'], cfg)} |")
+        lines.append(
+            f"| {solver} | {lam:.2f} | {ci(rec['gini'], cfg)} | {ci(rec['below_median'], cfg)} | "
+            f"{ci(rec['fidelity'], cfg)} |"
+        )
     lines += [
         "",
         "## Notes",
         "",
         "- Objective of the stated problem (normalised units, mean over runs): "
         + ", ".join(f"{k}: {np.mean(v):.4f}" for k, v in obj.items())
-        + ". The seed's cycle does not minimise its own objective; the exact solver does.",
-        f"- With a linear score, a zero deletion baseline and a blank insertion start, insertion AUC = "
-        f"1 - deletion AUC exactly (max deviation here {extra['identity_gap']:.1e}). The seed's identical deletion "
-        "and insertion columns are what one gets when \"deletion AUC\" is reported as 1 - AUC.",
-        "- The seed solver's sweep runs the wrong way (Gini falls as lambda_grp grows): its cycle re-applies the "
-        "shrinkage 12 times (12 x 0.2 = 2.4 > max|g| = 1, so without the TV steps lambda_grp = 0.2 zeroes the whole "
-        "map), and its explicit TV-flow steps with eps = 1e-8 move a voxel by up to about tv_step per neighbour "
-        "whatever the size of the differences, which refills the shrunk zeros with a flat field. The exact solver "
-        "of the stated objective behaves as the seed describes (sparser with lambda_grp, fidelity nearly flat).",
-        "- The seed's sparsity (fraction below the median) is 0.5 by construction for maps without ties; it cannot "
-        "show a \"40 % sparsity gain\". We report the Gini index beside it.",
-        "- For a linear model the gradient is constant: SmoothGrad equals the raw gradient, and IG equals "
-        "gradient x input (it ranks by w * x, the true contribution of each location to S).",
-        "- The raw gradient *is* the true gradient (fidelity 1); any regularisation can only lower fidelity "
-        "to w; the seed's \"fidelity loss\" axis measures exactly that.",
+        + f". The seed's cycle vs the exact solver on it (lower is better): {V.verdict(notes_family['objective'])}"
+        + (
+            ": the seed's cycle does not minimise its own objective as well as the exact solver."
+            if V.outcome(notes_family["objective"]) == "worse"
+            else "."
+        ),
+        (
+            f"- With a linear score, a zero deletion baseline and a blank insertion start, insertion AUC = "
+            f"1 - deletion AUC exactly (max deviation here {extra['identity_gap']:.1e}). The seed's identical deletion "
+            'and insertion columns are what one gets when "deletion AUC" is reported as 1 - AUC.'
+        ),
+        (
+            f"- Sweep (Spearman rho of Gini vs lambda_grp per run, tested against 0): Gini "
+            f"{_trend_word(notes_family['gini_seed'])} with lambda_grp for the seed solver "
+            f"({V.verdict(notes_family['gini_seed'])}) and {_trend_word(notes_family['gini_exact'])} for the exact solver "
+            f"({V.verdict(notes_family['gini_exact'])}); the exact solver's mean fidelity spans "
+            f"{min(exact_fid):.3f} to {max(exact_fid):.3f} over the sweep. The seed says maps get sparser as lambda_grp "
+            "grows. Why the seed solver can run the other way: its cycle re-applies the shrinkage 12 times (12 x 0.2 = "
+            "2.4 > max|g| = 1, so without the TV steps lambda_grp = 0.2 zeroes the whole map), and its explicit TV-flow "
+            "steps with eps = 1e-8 move a voxel by up to about tv_step per neighbour whatever the size of the "
+            "differences, which refills the shrunk zeros with a flat field."
+        ),
+        "- "
+        + V.table_note(
+            list(notes_family.values()),
+            family="the tests of these notes: objective, seed-solver and exact-solver sweep trends",
+        ),
+        (
+            "- The seed's sparsity (fraction below the median) is 0.5 by construction for maps without ties; it cannot "
+            'show a "40 % sparsity gain". We report the Gini index beside it.'
+        ),
+        (
+            "- For a linear model the gradient is constant: SmoothGrad equals the raw gradient, and IG equals "
+            "gradient x input (it ranks by w * x, the true contribution of each location to S)."
+        ),
+        (
+            "- The raw gradient *is* the true gradient (fidelity 1); any regularisation can only lower fidelity "
+            'to w; the seed\'s "fidelity loss" axis measures exactly that.'
+        ),
     ]
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
@@ -255,9 +362,15 @@ def write_figure(per_run: dict, sweep: dict, cfg: dict, out: Path) -> None:
     for (solver, lam), rec in sweep.items():
         gx = bootstrap_ci(rec["gini"], n_resamples=int(cfg["bootstrap_resamples"]))
         fy = bootstrap_ci(rec["fidelity"], n_resamples=int(cfg["bootstrap_resamples"]))
-        ax.errorbar(gx.estimate, fy.estimate, xerr=[[gx.estimate - gx.low], [gx.high - gx.estimate]],
-                    yerr=[[fy.estimate - fy.low], [fy.high - fy.estimate]], fmt="o" if solver == "seed" else "s",
-                    color="C0" if solver == "seed" else "C1", capsize=3)
+        ax.errorbar(
+            gx.estimate,
+            fy.estimate,
+            xerr=[[gx.estimate - gx.low], [gx.high - gx.estimate]],
+            yerr=[[fy.estimate - fy.low], [fy.high - fy.estimate]],
+            fmt="o" if solver == "seed" else "s",
+            color="C0" if solver == "seed" else "C1",
+            capsize=3,
+        )
         k = list(cfg["lambda_grp_sweep"]).index(lam)  # stagger labels: the exact solver's points sit close together
         offset = (5, 5) if solver == "seed" else (-10, 8 if k % 2 == 0 else -14)
         ax.annotate(f"{lam:.2f}", (gx.estimate, fy.estimate), textcoords="offset points", xytext=offset, fontsize=7)
@@ -267,8 +380,10 @@ def write_figure(per_run: dict, sweep: dict, cfg: dict, out: Path) -> None:
     ax = axes[1]
     names = list(per_run)
     pos = np.arange(len(names))
-    for off, key, label in ((-0.2, "deletion", "deletion AUC (lower better)"),
-                            (0.2, "insertion", "insertion AUC (higher better)")):
+    for off, key, label in (
+        (-0.2, "deletion", "deletion AUC (lower better)"),
+        (0.2, "insertion", "insertion AUC (higher better)"),
+    ):
         cis = [bootstrap_ci(per_run[n][key], n_resamples=int(cfg["bootstrap_resamples"])) for n in names]
         est = np.array([c.estimate for c in cis])
         err = np.array([[c.estimate - c.low for c in cis], [c.high - c.estimate for c in cis]])
@@ -282,8 +397,15 @@ def write_figure(per_run: dict, sweep: dict, cfg: dict, out: Path) -> None:
     plt.close(fig)
 
 
-QUICK = dict(runs=3, inputs_per_run=2, size=[24, 24], steps=10, bootstrap_resamples=999,
-             smoothgrad={"n_samples": 4, "stdev_spread": 0.15}, ig={"n_steps": 8})
+QUICK = {
+    "runs": 3,
+    "inputs_per_run": 2,
+    "size": [24, 24],
+    "steps": 10,
+    "bootstrap_resamples": 999,
+    "smoothgrad": {"n_samples": 4, "stdev_spread": 0.15},
+    "ig": {"n_steps": 8},
+}
 
 
 def main(argv=None) -> None:

@@ -14,3 +14,14 @@ def test_quick_run_writes_table_and_figure(script, tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert table.startswith("# ") and "nan" not in table.lower()
     assert (tmp_path / "figure.png").stat().st_size > 1000
+    if script == "exp_sanity":  # --quick keeps 2 seeds, and the spread is a range (fewer than 20 seeds)
+        assert "2 model/randomisation seeds" in table and "n=2)" in table
+
+
+def test_sanity_verdict_from_the_spread_over_seeds():
+    from benchmarks.experiments.exp_sanity import DEFAULT_SEEDS, spread_verdict
+
+    assert DEFAULT_SEEDS >= 5
+    assert spread_verdict([True] * 5) == "pass"
+    assert spread_verdict([False] * 5) == "FAIL"
+    assert spread_verdict([True, False, True, True, False]) == "unstable (3/5 seeds pass)"
