@@ -35,7 +35,8 @@ from monai.networks.nets import resnet18
 from scipy.fftpack import dct as fp_dct
 from scipy.fftpack import idct as fp_idct
 
-from monai_saliency.methods.signature import SignatureActivation, signature_map
+from monai_saliency.methods import SignatureActivation
+from monai_saliency.ops.signature import signature_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import paired, timeit

@@ -33,7 +33,7 @@ from monai_saliency.metrics.sanity import model_randomization_test  # noqa: E402
 from monai_saliency.metrics.stats import bootstrap_ci  # noqa: E402
 
 try:  # Signature Activation lands with its own issue; the experiment runs without it
-    from monai_saliency.methods.signature import SignatureActivation  # noqa: E402
+    from monai_saliency.methods import SignatureActivation  # noqa: E402
 except ImportError:  # pragma: no cover
     SignatureActivation = None
 

@@ -13,11 +13,10 @@ from monai_saliency.methods.base import (
     select_class,
     wrap_like,
 )
-from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp
+from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp, SignatureActivation
 from monai_saliency.methods.forgrad import FORGrad
 from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad, input_gradients
 from monai_saliency.methods.morch import MorchSaliency
-from monai_saliency.methods.signature import SignatureActivation
 from monai_saliency.methods.structured import StructuredGradient
 
 __all__ = [
