@@ -38,9 +38,7 @@ def evaluator_maps():
     def run(network: nn.Module, explainer, images: torch.Tensor) -> torch.Tensor:
         data = [{"image": img, "label": torch.tensor(0)} for img in images]
         evaluator = SupervisedEvaluator(
-            device=torch.device("cpu"),
-            val_data_loader=DataLoader(Dataset(data), batch_size=2),
-            network=network,
+            device=torch.device("cpu"), val_data_loader=DataLoader(Dataset(data), batch_size=2), network=network,
             inferer=ExplainInferer(explainer),
         )
         evaluator.run()

@@ -11,10 +11,7 @@ __all__ = ["frequency_radius", "ideal_lowpass_mask", "ideal_lowpass"]
 
 
 def frequency_radius(
-    shape: Sequence[int],
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-    rfft: bool = False,
+    shape: Sequence[int], device: torch.device | str | None = None, dtype: torch.dtype = torch.float32, rfft: bool = False
 ) -> torch.Tensor:
     """Distance of every DFT bin from the zero frequency, in integer frequency bins.
 
