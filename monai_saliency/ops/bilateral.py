@@ -1,20 +1,19 @@
 """N-d bilateral filter in torch, batched over every leading dimension, and the defaults of Signature Activation's
 filter.
 
-Signature Activation's filter (seed 001): the paper gives no parameters. The notebook min-max scales the map to
-0..255 and calls ``cv2.bilateralFilter(map, 2, 140, 140)``: OpenCV takes ``radius = d // 2 = 1`` and keeps the window offsets with
-Euclidean norm ``<= radius``, i.e. 5 taps (centre and 4-neighbours), mirrored borders (``BORDER_REFLECT_101``);
-``sigmaSpace = 140`` makes the spatial weights ``exp(-1 / (2 * 140**2)) = 0.99997``, practically flat. Here the
-map is min-max scaled to ``[0, 1]`` before filtering, so the same range sigma is ``140 / 255 = 0.549``;
-:data:`BILATERAL_DEFAULTS` is ``radius=1`` (ball window), ``spatial_sigma=140`` voxels, ``range_sigma=140/255``:
-on a 2D map, OpenCV's filter of the 0..255 map divided by 255 (float32 input; a uint8 input as well, up to its
-quantisation; tested). 3D maps (``dct_axes="spatial"`` over ``(T, H, W)`` or a volume) are filtered in 3D with
-the same rule, the ball of radius 1: 7 taps (centre and 6 face neighbours); ``dct_axes="frames"`` filters each
-frame in 2D with OpenCV's 5 taps (the range sigma relative to the clip's min-max, which keeps frames
-comparable). Singleton axes are not filtered (a ``(1, H, W)`` map is filtered as a 2D map); on an axis of length
-``<= radius`` the radius is reduced to ``min(size) - 1``; ``bilateral=False`` skips the filter. A dict of
-options overrides single values (``radius=None`` derives the radius from ``spatial_sigma`` by OpenCV's
-``round(1.5 * sigma)``).
+Signature Activation's filter (seed 001): the paper gives no parameters. The notebook min-max scales the map to 0..255
+and calls ``cv2.bilateralFilter(map, 2, 140, 140)``: OpenCV takes ``radius = d // 2 = 1`` and keeps the window offsets
+with Euclidean norm ``<= radius``, i.e. 5 taps (centre and 4-neighbours), mirrored borders (``BORDER_REFLECT_101``);
+``sigmaSpace = 140`` makes the spatial weights ``exp(-1 / (2 * 140**2)) = 0.99997``, practically flat. Here the map is
+min-max scaled to ``[0, 1]`` before filtering, so the same range sigma is ``140 / 255 = 0.549``;
+:data:`BILATERAL_DEFAULTS` is ``radius=1`` (ball window), ``spatial_sigma=140`` voxels, ``range_sigma=140/255``: on a 2D
+map, OpenCV's filter of the 0..255 map divided by 255 (float32 input; a uint8 input as well, up to its quantisation;
+tested). 3D maps (``dct_axes="spatial"`` over ``(T, H, W)`` or a volume) are filtered in 3D with the same rule, the ball
+of radius 1: 7 taps (centre and 6 face neighbours); ``dct_axes="frames"`` filters each frame in 2D with OpenCV's 5 taps
+(the range sigma relative to the clip's min-max, which keeps frames comparable). Singleton axes are not filtered (a
+``(1, H, W)`` map is filtered as a 2D map); on an axis of length ``<= radius`` the radius is reduced to
+``min(size) - 1``; ``bilateral=False`` skips the filter. A dict of options overrides single values (``radius=None``
+derives the radius from ``spatial_sigma`` by OpenCV's ``round(1.5 * sigma)``).
 """
 
 from __future__ import annotations

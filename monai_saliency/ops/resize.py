@@ -34,9 +34,9 @@ def upsample_maps(maps: torch.Tensor, spatial_size: Sequence[int], mode: str = "
     """Resize layer maps ``(B, 1, *sp)`` to ``spatial_size``.
 
     ``"linear"`` is linear / bilinear / trilinear interpolation by dimension with ``align_corners=False`` (MONAI's
-    default CAM upsampler, OpenCV's ``INTER_LINEAR``). A small 2D map (up to 64x64) is resized by two matrix products
-    with cached interpolation matrices (float32 / float64): the same weights as ``F.interpolate``'s bilinear kernel (equal to round-off),
-    ~3x faster than it for one 14x14 -> 224x224 map.
+    default CAM upsampler, OpenCV's ``INTER_LINEAR``). A small 2D map (up to 64x64, float32 / float64) is resized by
+    two matrix products with cached interpolation matrices: the same weights as ``F.interpolate``'s bilinear kernel
+    (equal to round-off), ~3x faster than it for one 14x14 -> 224x224 map.
 
     Args:
         maps: low-resolution maps ``(B, 1, *sp)`` (any number of channels is resized alike).

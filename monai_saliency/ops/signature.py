@@ -23,21 +23,20 @@ choices made here:
   row of the first axis of each frame, i.e. the rows/height axis ``-2``).
 * **Bilateral filter.** The notebook's ``cv2.bilateralFilter(map, 2, 140, 140)`` moved to the ``[0, 1]`` scale
   (:data:`monai_saliency.ops.bilateral.BILATERAL_DEFAULTS`, where the choice is explained).
-* **Zero coefficients.** In floating point the DCT of a constant channel has round-off values at non-DC
-  frequencies whose signs are random; taking ``sign`` of those would turn a constant channel into noise.
-  Coefficients with ``|c| <= zero_tol * ||A_s||_2`` are treated as exact zeros (``sign(0) = 0``, as in
-  ``numpy.sign``); default ``zero_tol = 8 * eps(dtype)`` (``9.5e-7`` in float32, ``1.8e-15`` in float64;
-  :func:`zero_tolerance`). This keeps the map invariant to positive scaling of ``A`` and makes constant or all-zero
-  activations give an all-zero map (never NaN). The value is measured (``benchmarks/roundoff_signature.py``): on
-  random ReLU activations (512x14x14, 2048x7x7, 64x28x28, 256x56x56, 128x4x28x28, 64x8x8x8, small 3x3 / 2x2 / 1D
-  and FFT-sized 96x96 / 200 / 72x72x72 maps) the float32 coefficients of every torch path differ from scipy's
-  float64 ones by at most ``1.86 eps * ||A_s||`` (99.99 % below ``1.4 eps``); coefficients that are zero in exact
-  arithmetic (a single voxel at the centre of odd axes, constant channels or lines) come out at most ``0.73 eps``
-  (float32) / ``2.2 eps`` (float64, 7x7x7 :func:`~monai_saliency.ops.dct.dctn`) on every torch path. ``8 eps`` is
-  3.6x above all of them. A real coefficient below the threshold is zeroed; at ``|c| <~ 2 eps * ||A_s||`` float32 cannot resolve its sign in any
-  case, and their count grows linearly with the threshold (512x14x14, two items: 3 of 200,704 coefficients below
-  ``8 eps``, 20 below the former ``64 eps``; zeroing such coefficients moved float32 maps by 0.004 to 0.04 from
-  float64 in the tests' inputs).
+* **Zero coefficients.** In floating point the DCT of a constant channel has round-off values at non-DC frequencies
+  whose signs are random; taking ``sign`` of those would turn a constant channel into noise. Coefficients with
+  ``|c| <= zero_tol * ||A_s||_2`` are treated as exact zeros (``sign(0) = 0``, as in ``numpy.sign``); default
+  ``zero_tol = 8 * eps(dtype)`` (``9.5e-7`` in float32, ``1.8e-15`` in float64; :func:`zero_tolerance`). This keeps the
+  map invariant to positive scaling of ``A`` and makes constant or all-zero activations give an all-zero map (never
+  NaN). The value is measured (``benchmarks/roundoff_signature.py``): on random ReLU activations (512x14x14, 2048x7x7,
+  64x28x28, 256x56x56, 128x4x28x28, 64x8x8x8, small 3x3 / 2x2 / 1D and FFT-sized 96x96 / 200 / 72x72x72 maps) the
+  float32 coefficients of every torch path differ from scipy's float64 ones by at most ``1.86 eps * ||A_s||`` (99.99 %
+  below ``1.4 eps``); coefficients that are zero in exact arithmetic (a single voxel at the centre of odd axes, constant
+  channels or lines) come out at most ``0.73 eps`` (float32) / ``2.2 eps`` (float64, 7x7x7
+  :func:`~monai_saliency.ops.dct.dctn`) on every torch path. ``8 eps`` is 3.6x above all of them. A real coefficient
+  below the threshold is zeroed; at ``|c| <~ 2 eps * ||A_s||`` float32 cannot resolve its sign in any case, and their
+  count grows linearly with the threshold (512x14x14, two items: 3 of 200,704 coefficients below ``8 eps``, 20 below the
+  former ``64 eps``; zeroing such coefficients moved float32 maps by 0.004 to 0.04 from float64 in the tests' inputs).
 * **Video.** For an input ``(B, C, T, H, W)``: ``dct_axes="spatial"`` (default) takes the 3D DCT over the layer's
   ``(T, H, W)`` and filters in 3D; ``dct_axes="frames"`` takes a 2D DCT over ``(H, W)`` of each frame and filters each
   frame in 2D. In both modes min-max runs over the whole clip of an item (frames stay comparable), and the
@@ -52,19 +51,17 @@ from typing import Any
 
 import torch
 
-from monai_saliency.ops.bilateral import BILATERAL_DEFAULTS, bilateral_filter_axes, bilateral_options
+from monai_saliency.ops.bilateral import bilateral_filter_axes, bilateral_options
 from monai_saliency.ops.checks import all_finite
 from monai_saliency.ops.dct import KRON_MAX, MATMUL_MAX, batched_dct_matrix, dct, dct_matrix, dctn, idct, idctn
 from monai_saliency.ops.normalize import minmax_normalize
 from monai_saliency.ops.resize import RESIZE_MODES, upsample_maps
 
 __all__ = [
-    "BILATERAL_DEFAULTS",
     "DCT_AXES",
     "DCT_SCALINGS",
     "DEFAULT_MAX_ELEMENTS",
     "ZERO_TOL_EPS",
-    "bilateral_options",
     "check_signature_options",
     "signature_energy",
     "signature_map",
@@ -319,8 +316,8 @@ def signature_energy(
     The DCT runs over the trailing ``len(dims)`` axes. Small blocks (``prod <= 64``, e.g. 7x7) use one GEMM with a
     cached Kronecker DCT matrix on channel rows; larger ones move the channels to the last axis once and apply
     each one-axis DCT as a GEMM over all channels (axes longer than 64: FFT-based). Channels are processed in
-    chunks of at most ``max_elements`` elements. Half-precision activations are computed in float32. The energy is piecewise constant in the activations, so it is returned without an autograd
-    graph.
+    chunks of at most ``max_elements`` elements. Half-precision activations are computed in float32. The energy is
+    piecewise constant in the activations, so it is returned without an autograd graph.
 
     Args:
         activations: floating-point tensor ``(B, S, *sp)``.
@@ -459,8 +456,8 @@ def signature_map(
         spatial_size: output spatial size (the input's); None keeps the layer's size.
         dct_axes: ``"spatial"`` (DCT and filter over all spatial axes) or ``"frames"`` (over the last two axes of
             each frame; needs 3 spatial axes ``(T, H, W)``).
-        bilateral: True (defaults :data:`BILATERAL_DEFAULTS`), False/None (no filter), or a dict overriding
-            ``spatial_sigma``, ``range_sigma`` (on the ``[0, 1]`` scale), ``radius``, ``window``.
+        bilateral: True (defaults :data:`~monai_saliency.ops.bilateral.BILATERAL_DEFAULTS`), False/None (no filter),
+            or a dict overriding ``spatial_sigma``, ``range_sigma`` (on the ``[0, 1]`` scale), ``radius``, ``window``.
         upsample_mode: ``"linear"`` (bi/trilinear, ``align_corners=False``), ``"nearest"`` or ``"area"``.
         dct_scaling: ``"ortho"`` (paper) or ``"notebook"`` (authors' notebook scaling; see module docstring).
         zero_tol: relative threshold below which DCT coefficients count as zero (see module docstring).
