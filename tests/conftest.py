@@ -11,19 +11,6 @@ from torch import nn
 from monai_saliency.models.small_cnn import SmallCNN
 
 
-@pytest.fixture(params=["c_kernels", "torch"])
-def kernel_path(request) -> str:
-    """Run a test once with the compiled CPU kernels (``monai_saliency.ops.cpu_kernels``) and once on the pure-torch
-    paths; the kernel run is skipped only where the extension could not be built (see ``test_cpu_kernels``)."""
-    from monai_saliency.ops import cpu_kernels
-
-    if request.param == "c_kernels" and cpu_kernels._ext is None:
-        pytest.skip("the C extension monai_saliency.ops._cpu_kernels is not built")
-    previous = cpu_kernels.set_enabled(request.param == "c_kernels")
-    yield request.param
-    cpu_kernels.set_enabled(previous)
-
-
 @pytest.fixture
 def cnn2d() -> nn.Module:
     torch.manual_seed(0)

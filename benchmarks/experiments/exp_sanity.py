@@ -37,7 +37,7 @@ from monai_saliency.metrics.stats import ci_or_range
 DEFAULT_SEEDS = 5
 
 try:  # Signature Activation lands with its own issue; the experiment runs without it
-    from monai_saliency.methods.signature import SignatureActivation
+    from monai_saliency.methods import SignatureActivation
 except ImportError:  # pragma: no cover
     SignatureActivation = None
 

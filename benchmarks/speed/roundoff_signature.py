@@ -1,10 +1,10 @@
 """Round-off of the float32 DCT coefficients of Signature Activation (issue 24, part 3): the measurement behind the
-default zero threshold ``monai_saliency.methods.signature.zero_tolerance``.
+default zero threshold ``monai_saliency.ops.signature.zero_tolerance``.
 
 For random ReLU activations of realistic layer shapes, every channel's orthonormal DCT is computed in float32 by each
-torch path of :mod:`monai_saliency.methods.signature` (the Kronecker GEMM of small blocks, the per-axis GEMMs of the
-channels-last layout, the FFT-based :func:`monai_saliency.ops.dct.dctn` of long axes, and ``_transform`` used by
-:func:`signature_reconstruction`) and in float64 by ``scipy.fft.dctn``. Printed per shape and path, relative to the
+torch path of :mod:`monai_saliency.ops.signature` (the Kronecker GEMM of small blocks, the per-axis GEMMs of the
+channels-last layout, :func:`monai_saliency.ops.dct.dctn` used by :func:`signature_reconstruction` (matrix products
+for axes up to 64, FFTs beyond), and the FFT route of :mod:`monai_saliency.ops.dct` on every axis) and in float64 by ``scipy.fft.dctn``. Printed per shape and path, relative to the
 channel norm ``||A_s||``:
 
 * the largest float32 error ``max |c32 - c64| / ||A_s||``, in units of float32 ``eps``;
@@ -24,8 +24,8 @@ import math
 import scipy.fft as sfft
 import torch
 
-from monai_saliency.methods import signature as sig
-from monai_saliency.ops.dct import dctn
+from monai_saliency.ops.dct import KRON_MAX, MATMUL_MAX, _dct_fft, dct_matrix, dctn
+from monai_saliency.ops.signature import _forward_channels_last
 
 SHAPES = [
     (512, 14, 14),
@@ -59,13 +59,16 @@ def float32_paths(a32: torch.Tensor) -> dict[str, torch.Tensor]:
     nd = a32.ndim - 2
     dims = list(range(2, a32.ndim))
     block = a32.shape[2:]
-    out = {"_transform": sig._transform(a32, dims, inverse=False), "fft dctn": dctn(a32, dims)}
+    fft = a32
+    for d in dims:
+        fft = _dct_fft(fft, d)
+    out = {"dctn": dctn(a32, dims), "fft": fft}
     p = math.prod(a32.shape[2:])
-    if p <= sig._KRON_MAX:
-        kmat = sig._kron_dct_matrix(tuple(a32.shape[2:]), a32.dtype, a32.device)
+    if p <= KRON_MAX:
+        kmat = dct_matrix(tuple(a32.shape[2:]), a32.dtype, a32.device)
         out["kron rows"] = (a32.reshape(*a32.shape[:2], p) @ kmat.T).reshape(a32.shape)
-    if max(block) <= sig._MATMUL_MAX:
-        y, _ = sig._forward_channels_last(a32, nd, 1)  # (1, P, B*S) in the block layout
+    if max(block) <= MATMUL_MAX:
+        y, _ = _forward_channels_last(a32, nd, 1)  # (1, P, B*S) in the block layout
         out["channels-last"] = y.view(*a32.shape[2:], *a32.shape[:2]).permute(-2, -1, *range(nd)).contiguous()
     return out
 

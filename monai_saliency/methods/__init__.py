@@ -22,10 +22,9 @@ from monai_saliency.core import (
     wrap_like,
 )
 from monai_saliency.methods.base import Explainer
-from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp
+from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp, SignatureActivation
 from monai_saliency.methods.forgrad import FORGrad
 from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad, input_gradients
-from monai_saliency.methods.signature import SignatureActivation
 from monai_saliency.methods.structured import StructuredGradient
 
 __all__ = [

@@ -1,10 +1,11 @@
-"""Class activation maps: Grad-CAM, Grad-CAM++ and Eigen-CAM, batched, 2D and 3D.
+"""Class activation maps: Grad-CAM, Grad-CAM++, Eigen-CAM and Signature Activation, batched, 2D and 3D.
 
 Cost model (DESIGN §7): one forward pass plus a backward pass that runs only from the class score back
 to the hooked activation. The hooked layer's output is replaced (during an explanation only) by a fresh
 leaf tensor that requires grad, and the parameters are frozen for the call, so no graph is built for
-the layers before the target layer, no input gradient and no weight gradient is computed. Eigen-CAM is
-gradient-free (one forward pass under ``no_grad`` plus one batched eigendecomposition).
+the layers before the target layer, no input gradient and no weight gradient is computed. Eigen-CAM and
+Signature Activation are gradient-free (one forward pass under ``no_grad``, then a batched eigendecomposition or the
+DCT-sign energy of :mod:`monai_saliency.ops.signature`).
 
 Every map is ``(B, 1, *spatial)`` at the input's spatial size (linear / bilinear / trilinear upsampling,
 ``align_corners=False``, as MONAI's ``default_upsampler``) and min-max normalised per item to ``[0, 1]``
@@ -18,7 +19,8 @@ Grad-CAM scores ``logits[:, idx]`` (a ``B x B`` block) so each item's map mixes 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,42 +29,10 @@ from torch import nn
 from monai_saliency.core import ActivationHooks, frozen_parameters, require_autograd, select_class
 from monai_saliency.methods.base import Explainer
 from monai_saliency.ops.normalize import minmax_normalize
+from monai_saliency.ops.resize import RESIZE_MODES, upsample_maps
+from monai_saliency.ops.signature import DEFAULT_MAX_ELEMENTS, check_signature_options, signature_map
 
-__all__ = ["EigenCAM", "GradCAM", "GradCAMpp", "upsample_maps"]
-
-_LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
-
-
-def upsample_maps(maps: torch.Tensor, spatial_size: Sequence[int], mode: str = "linear") -> torch.Tensor:
-    """Resize layer maps ``(B, 1, *sp)`` to ``spatial_size``.
-
-    Args:
-        maps: low-resolution maps ``(B, 1, *sp)``.
-        spatial_size: target spatial size (the input's).
-        mode: ``"linear"`` (linear/bilinear/trilinear by dimension, ``align_corners=False``, MONAI's default
-            upsampler) or ``"nearest"``.
-
-    Returns:
-        ``(B, 1, *spatial_size)``.
-
-    Raises:
-        ValueError: for an unknown mode or a dimension mismatch.
-    """
-    nd = maps.ndim - 2
-    if len(spatial_size) != nd:
-        raise ValueError(
-            f"the layer map has {nd} spatial axes but the input has {len(spatial_size)}; choose a layer that keeps "
-            "every spatial axis (e.g. before global pooling / flattening)."
-        )
-    if tuple(maps.shape[2:]) == tuple(spatial_size):
-        return maps
-    if mode == "linear":
-        if nd not in _LINEAR_MODES:
-            raise ValueError(f"linear upsampling supports 1-3 spatial axes, got {nd}; use mode='nearest'.")
-        return F.interpolate(maps, size=tuple(spatial_size), mode=_LINEAR_MODES[nd], align_corners=False)
-    if mode == "nearest":
-        return F.interpolate(maps, size=tuple(spatial_size), mode="nearest")
-    raise ValueError(f"unknown upsample mode {mode!r}; choose 'linear' or 'nearest'.")
+__all__ = ["EigenCAM", "GradCAM", "GradCAMpp", "SignatureActivation", "upsample_maps"]
 
 
 class _LeafHooks(ActivationHooks):
@@ -107,8 +77,8 @@ class _CAMBase(Explainer):
         detach_hooks: bool = True,
     ) -> None:
         super().__init__(nn_module, target_layers=None, spatial_dims=spatial_dims)
-        if upsample_mode not in ("linear", "nearest"):
-            raise ValueError(f"unknown upsample_mode {upsample_mode!r}; choose 'linear' or 'nearest'.")
+        if upsample_mode not in RESIZE_MODES:
+            raise ValueError(f"unknown upsample_mode {upsample_mode!r}; choose one of {RESIZE_MODES}.")
         self.hooks = _LeafHooks(nn_module, target_layers, detach=detach_hooks)
         self.upsample_mode = upsample_mode
         self.normalize = normalize
@@ -371,3 +341,101 @@ class EigenCAM(_CAMBase):
             p = self.projection(a, self.center)
             maps.append(F.relu(p) if self.relu else p)
         return self._finish(maps, x)
+
+
+class SignatureActivation(_CAMBase):
+    """Signature Activation (seed 001, §6.1): class-agnostic saliency from one forward pass, no gradients.
+
+    ``maps = SignatureActivation(model, "layer4")(x)`` gives ``(B, 1, *spatial)`` maps in ``[0, 1]`` at the input's
+    size (a MetaTensor with the input's metadata when ``x`` is one). ``class_idx`` is accepted and ignored. The
+    model runs once under ``torch.no_grad()`` (so this also works inside MONAI evaluators), its mode and parameters
+    are left untouched. Each layer's map is :func:`~monai_saliency.ops.signature.signature_map` (DCT-sign energy,
+    min-max, bilateral filter; the choices and their reasons are in that module's docstring), then upsampled and
+    normalised as every CAM.
+
+    * **Layer.** The paper says "the last convolutional layer"; the notebook and the paper's figures use the second
+      to last stage of ConvNeXt-Large (``add_32``). No default is given here: ``target_layers`` is required. Use a
+      layer that still has every spatial axis (for 3D video nets one that keeps the time axis, DESIGN §7).
+    * **Resize.** The paper resizes the map to the input size without saying how; default ``upsample_mode="linear"``
+      (bilinear / trilinear, ``align_corners=False``, like MONAI's CAM upsampler and OpenCV's ``INTER_LINEAR``),
+      followed by a final min-max to ``[0, 1]``.
+    * **Several layers.** Each layer's ``[0, 1]`` map (at input size) is computed as above; the maps are averaged with
+      equal weights and the average is min-max normalised again.
+
+    Args:
+        nn_module: the network (returns class scores ``(B, K)``); DDP's ``module.`` prefix is accepted in names.
+        target_layers: layer name(s) whose outputs ``(B, S, *sp)`` are used.
+        dct_axes: ``"spatial"`` (default: the paper's DCT of the whole activation map, N-d for volumes and for the
+            ``(T, H, W)`` of a video layer) or ``"frames"`` (2D DCT and 2D bilateral filter per frame of
+            ``(B, C, T, H, W)`` inputs: the paper's per-frame angiogram view, Fig. 1 / Fig. 3).
+        bilateral: True (default; the notebook's ``cv2.bilateralFilter(map, 2, 140, 140)`` moved to the ``[0, 1]``
+            scale: :data:`~monai_saliency.ops.bilateral.BILATERAL_DEFAULTS`), False/None, or a dict overriding
+            ``spatial_sigma``, ``range_sigma``, ``radius``, ``window``.
+        upsample_mode: ``"linear"`` (default), ``"nearest"`` or ``"area"``.
+        dct_scaling: ``"ortho"`` (default: the paper's IDCT, orthonormal as Hou et al.'s proof needs) or
+            ``"notebook"`` (the authors' notebook: un-normalised inverse along the rows).
+        zero_tol: relative threshold for zero DCT coefficients; None for ``8 * eps(dtype)`` (round-off level, so that
+            constant channels give constant reconstructions instead of sign noise).
+        max_elements: element budget of one temporary in the channel-chunked DCT (default ``2**24``: 64 MiB float32).
+
+    Raises:
+        ValueError: unknown layer (close names listed), unknown option values, a negative ``zero_tol`` or a
+            non-positive ``max_elements``.
+        TypeError: for a ``bilateral`` value that is neither a bool, None nor a dict.
+    """
+
+    class_agnostic = True
+
+    def __init__(
+        self,
+        nn_module: nn.Module,
+        target_layers: str | Sequence[str],
+        dct_axes: str = "spatial",
+        bilateral: bool | Mapping[str, Any] | None = True,
+        upsample_mode: str = "linear",
+        dct_scaling: str = "ortho",
+        zero_tol: float | None = None,
+        max_elements: int = DEFAULT_MAX_ELEMENTS,
+    ) -> None:
+        check_signature_options(dct_axes, bilateral, upsample_mode, dct_scaling, zero_tol, max_elements)
+        spatial_dims = 3 if dct_axes == "frames" else None
+        super().__init__(nn_module, target_layers, upsample_mode, True, spatial_dims, detach_hooks=False)
+        self.dct_axes = dct_axes
+        self.bilateral = bilateral
+        self.dct_scaling = dct_scaling
+        self.zero_tol = zero_tol
+        self.max_elements = max_elements
+
+    def explain(self, x: torch.Tensor, class_idx: Any = None) -> torch.Tensor:
+        """Compute ``(B, 1, *spatial)`` maps for a validated plain tensor (``class_idx`` is ignored).
+
+        Args:
+            x: input ``(B, C, *spatial)``.
+            class_idx: ignored (the method is class-agnostic).
+
+        Returns:
+            ``(B, 1, *spatial)`` maps in ``[0, 1]``, the input's dtype.
+
+        Raises:
+            ValueError: if a target layer's output lost a spatial axis (e.g. after global pooling), or has a single
+                voxel (no spatial information) while the input has more; NaN / Inf activations.
+        """
+        with torch.no_grad():
+            _, acts = self.forward_with_activations(x)
+            maps = []
+            for name in self.hooks.names:  # loop over target layers (usually one)
+                a = acts.pop(name)
+                if a.ndim != x.ndim:
+                    raise ValueError(
+                        f"layer {name!r} outputs shape {tuple(a.shape)} but the input is {tuple(x.shape)}; "
+                        "choose a layer that keeps every spatial axis (before global pooling / flattening)."
+                    )
+                if a.shape[2:].numel() == 1 < x.shape[2:].numel():
+                    raise ValueError(
+                        f"layer {name!r} outputs a single voxel per channel (shape {tuple(a.shape)}), so its map "
+                        "would be constant; choose an earlier layer (before global pooling) or a larger input."
+                    )
+                a = a if a.dtype in (torch.float32, torch.float64) else a.float()  # maps resized in float32
+                opts = (self.dct_axes, self.bilateral, "linear", self.dct_scaling, self.zero_tol, self.max_elements)
+                maps.append(signature_map(a, None, *opts))
+            return self._finish(maps, x).to(x.dtype)

@@ -1,19 +1,40 @@
-"""N-d bilateral filter in torch, batched over every leading dimension."""
+"""N-d bilateral filter in torch, batched over every leading dimension, and the defaults of Signature Activation's
+filter.
+
+Signature Activation's filter (seed 001): the paper gives no parameters. The notebook min-max scales the map to 0..255
+and calls ``cv2.bilateralFilter(map, 2, 140, 140)``: OpenCV takes ``radius = d // 2 = 1`` and keeps the window offsets
+with Euclidean norm ``<= radius``, i.e. 5 taps (centre and 4-neighbours), mirrored borders (``BORDER_REFLECT_101``);
+``sigmaSpace = 140`` makes the spatial weights ``exp(-1 / (2 * 140**2)) = 0.99997``, practically flat. Here the map is
+min-max scaled to ``[0, 1]`` before filtering, so the same range sigma is ``140 / 255 = 0.549``;
+:data:`BILATERAL_DEFAULTS` is ``radius=1`` (ball window), ``spatial_sigma=140`` voxels, ``range_sigma=140/255``: on a 2D
+map, OpenCV's filter of the 0..255 map divided by 255 (float32 input; a uint8 input as well, up to its quantisation;
+tested). 3D maps (``dct_axes="spatial"`` over ``(T, H, W)`` or a volume) are filtered in 3D with the same rule, the ball
+of radius 1: 7 taps (centre and 6 face neighbours); ``dct_axes="frames"`` filters each frame in 2D with OpenCV's 5 taps
+(the range sigma relative to the clip's min-max, which keeps frames comparable). Singleton axes are not filtered (a
+``(1, H, W)`` map is filtered as a 2D map); on an axis of length ``<= radius`` the radius is reduced to
+``min(size) - 1``; ``bilateral=False`` skips the filter. A dict of options overrides single values (``radius=None``
+derives the radius from ``spatial_sigma`` by OpenCV's ``round(1.5 * sigma)``).
+"""
 
 from __future__ import annotations
 
 import functools
 import itertools
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from monai_saliency.ops import cpu_kernels
 from monai_saliency.ops.checks import all_finite
 
-__all__ = ["bilateral_filter"]
+__all__ = ["BILATERAL_DEFAULTS", "bilateral_filter", "bilateral_filter_axes", "bilateral_options"]
+
+#: bilateral filter defaults on the ``[0, 1]`` scale: the notebook's ``cv2.bilateralFilter(map, 2, 140, 140)`` on
+#: 0..255 (radius ``2 // 2 = 1``: 5 taps in 2D, 7 in 3D; spatial sigma 140 voxels; range sigma 140 / 255).
+BILATERAL_DEFAULTS: dict[str, float | int] = {"spatial_sigma": 140.0, "range_sigma": 140.0 / 255.0, "radius": 1}
 
 
 @functools.lru_cache(maxsize=64)
@@ -47,7 +68,9 @@ def _log_spatial_weights(
 ) -> torch.Tensor:
     """``-|o|^2 / (2 spatial_sigma^2)`` for every window offset ``o``, in :func:`_window_offsets` order."""
     offsets = _window_offsets(radius, ndim, window)
-    return torch.tensor([-0.5 / spatial_sigma**2 * sum(o * o for o in off) for off in offsets], dtype=dtype, device=device)
+    return torch.tensor(
+        [-0.5 / spatial_sigma**2 * sum(o * o for o in off) for off in offsets], dtype=dtype, device=device
+    )
 
 
 def bilateral_filter(
@@ -109,14 +132,16 @@ def bilateral_filter(
         raise ValueError(f"spatial_dims={spatial_dims} does not fit a tensor of rank {x.ndim}.")
     if nd > 3:
         raise ValueError(f"bilateral_filter supports 1 to 3 spatial axes, got {nd}.")
-    radius = max(int(round(1.5 * spatial_sigma)), 1) if radius is None else int(radius)
+    radius = max(round(1.5 * spatial_sigma), 1) if radius is None else int(radius)
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}.")
     spatial = tuple(x.shape[-nd:])
     if radius == 0:
         return x.clone()
     if min(spatial) <= radius:
-        raise ValueError(f"window radius {radius} needs every spatial size > {radius}, got {spatial}; lower the radius.")
+        raise ValueError(
+            f"window radius {radius} needs every spatial size > {radius}, got {spatial}; lower the radius."
+        )
     if check_finite and not all_finite(x):
         raise ValueError("bilateral_filter input contains NaN or Inf.")
     return _bilateral(x, nd, float(spatial_sigma), float(range_sigma), radius, window, max_elements)
@@ -136,8 +161,6 @@ def _bilateral(
         # small maps: gather every neighbour at once with a cached reflected index; the normalised weights are a
         # softmax of the log weights (the centre's is 0, the largest), the output one dot product per voxel
         idx = _neighbour_index(tuple(spatial), radius, window).to(x.device)
-        if cpu_kernels.usable(flat, log_w):  # the same sums in one C pass, no (N, P, K) temporaries
-            return cpu_kernels.bilateral_gather(flat, idx, log_w, 0.5 * inv_var).reshape(x.shape)
         neighbours = flat.index_select(1, idx).view(flat.shape[0], flat.shape[1], n_off)  # (N, P, K)
         if inv_var:
             diff = neighbours - flat[..., None]
@@ -154,3 +177,84 @@ def _bilateral(
         num += w * neighbour
         den += w
     return (num / den).reshape(x.shape)
+
+
+def bilateral_filter_axes(
+    m: torch.Tensor,
+    n_filter: int,
+    spatial_sigma: float,
+    range_sigma: float,
+    radius: int | None,
+    window: str,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Bilateral-filter the trailing ``n_filter`` axes of ``m``, skipping singleton axes and shrinking the window
+    radius to ``min(size) - 1`` on tiny maps.
+
+    Args:
+        m: floating-point tensor ``(*leading, *spatial)``; the leading axes are batched.
+        n_filter: number of trailing axes to filter (1 to 3 of them longer than 1).
+        spatial_sigma: spatial standard deviation, in voxels.
+        range_sigma: range standard deviation, in the units of ``m``.
+        radius: window radius in voxels; None for ``max(round(1.5 * spatial_sigma), 1)`` (OpenCV's rule).
+        window: ``"ball"`` or ``"box"`` (see :func:`monai_saliency.ops.bilateral_filter`).
+        check_finite: reject NaN / Inf in ``m`` (skip only when the caller knows ``m`` is finite).
+
+    Returns:
+        The filtered tensor, shaped like ``m`` (``m`` itself when no axis can be filtered).
+
+    Raises:
+        ValueError: for bad sigmas or window, or NaN / Inf in ``m`` when ``check_finite``.
+    """
+    if radius is None:
+        radius = max(round(1.5 * spatial_sigma), 1)
+    lead, spatial = m.shape[: m.ndim - n_filter], m.shape[m.ndim - n_filter :]
+    kept = [n for n in spatial if n > 1]
+    if not kept:
+        return m
+    radius = min(int(radius), min(kept) - 1)
+    if radius <= 0:
+        return m
+    flat = m.reshape(*lead, *kept)
+    out = bilateral_filter(
+        flat,
+        spatial_sigma,
+        range_sigma,
+        radius=radius,
+        spatial_dims=len(kept),
+        window=window,
+        check_finite=check_finite,
+    )
+    return out.reshape(m.shape)
+
+
+def bilateral_options(bilateral: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The complete bilateral filter options of a ``bilateral`` argument.
+
+    Args:
+        bilateral: True (:data:`BILATERAL_DEFAULTS`, ball window), False / None (no filter), or a dict overriding
+            ``spatial_sigma``, ``range_sigma``, ``radius``, ``window``.
+
+    Returns:
+        ``{spatial_sigma, range_sigma, radius, window}``, or None for no filter.
+
+    Raises:
+        TypeError: for any other type.
+        ValueError: for unknown keys or non-positive sigmas.
+    """
+    if bilateral is None or bilateral is False:
+        return None
+    opts: dict[str, Any] = {**BILATERAL_DEFAULTS, "window": "ball"}
+    if bilateral is True:
+        return opts
+    if not isinstance(bilateral, Mapping):
+        raise TypeError(f"bilateral must be True, False/None or a dict of options, got {type(bilateral).__name__}.")
+    unknown = set(bilateral) - {"spatial_sigma", "range_sigma", "radius", "window"}
+    if unknown:
+        raise ValueError(
+            f"unknown bilateral option(s) {sorted(unknown)}; use spatial_sigma, range_sigma, radius, window."
+        )
+    opts.update(bilateral)
+    if not opts["spatial_sigma"] > 0 or not opts["range_sigma"] > 0:
+        raise ValueError(f"bilateral sigmas must be > 0, got {opts}.")
+    return opts

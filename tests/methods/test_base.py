@@ -208,8 +208,7 @@ class _BatchNormDropoutNet(nn.Module):
 
 
 def _explainers(net):
-    from monai_saliency.methods.cam import EigenCAM, GradCAM
-    from monai_saliency.methods.signature import SignatureActivation
+    from monai_saliency.methods.cam import EigenCAM, GradCAM, SignatureActivation
 
     return [VanillaGrad(net), GradCAM(net, "conv"), EigenCAM(net, "conv"), SignatureActivation(net, "conv")]
 
@@ -241,8 +240,8 @@ def test_in_place_op_after_the_hooked_layer_does_not_alter_the_activation():
         bn_out = net.bn(net.conv(x))
         logits = net(x)
     assert (bn_out < 0).any()
-    from monai_saliency.methods.cam import EigenCAM, GradCAM
-    from monai_saliency.methods.signature import SignatureActivation, signature_map
+    from monai_saliency.methods.cam import EigenCAM, GradCAM, SignatureActivation
+    from monai_saliency.ops.signature import signature_map
 
     for explainer in (GradCAM(net, "bn"), EigenCAM(net, "bn"), SignatureActivation(net, "bn")):
         _, acts = explainer.forward_with_activations(x)

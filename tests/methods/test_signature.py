@@ -15,7 +15,8 @@ from scipy.fftpack import dct as fp_dct
 from scipy.fftpack import idct as fp_idct
 from torch import nn
 
-from monai_saliency.methods.signature import ZERO_TOL_EPS, SignatureActivation, signature_map
+from monai_saliency.methods import SignatureActivation
+from monai_saliency.ops.signature import ZERO_TOL_EPS, signature_map
 
 # The authors' notebook filters the 0..255 map with cv2.bilateralFilter(map, 2, 140, 140): literal values, not read
 # from BILATERAL_DEFAULTS, so that the reference checks the defaults. 3D maps: the same window rule (offsets of norm
@@ -122,7 +123,7 @@ def acts2d() -> torch.Tensor:
     return torch.relu(torch.randn(3, 24, 32, 28, generator=g)) * torch.rand(3, 24, 1, 1, generator=g)
 
 
-def test_matches_per_channel_reference_2d(acts2d, kernel_path):
+def test_matches_per_channel_reference_2d(acts2d):
     with SignatureActivation(Pooled(2), "features") as sa:
         got = sa(acts2d)
     ref = reference_map(_pool_np(acts2d.numpy(), 4), (32, 28))
@@ -138,7 +139,7 @@ def test_matches_reference_without_resize_or_filter(acts2d):
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 7, 7), (2, 5, 14, 12), (1, 3, 80, 66), (2, 4, 30)])
-def test_every_dct_path_matches_reference(shape, kernel_path):
+def test_every_dct_path_matches_reference(shape):
     """Kronecker GEMM (<= 64 px), per-axis GEMM (axes <= 64), FFT ops (longer axes) and 1D maps."""
     a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(9)))
     got = signature_map(a, bilateral=False)
@@ -147,7 +148,7 @@ def test_every_dct_path_matches_reference(shape, kernel_path):
 
 
 @pytest.mark.parametrize("frames", [False, True])
-def test_matches_per_channel_reference_video(frames, kernel_path):
+def test_matches_per_channel_reference_video(frames):
     g = torch.Generator().manual_seed(4)
     x = torch.relu(torch.randn(2, 6, 8, 24, 20, generator=g))
     with SignatureActivation(Pooled(3, (2, 4, 4)), "features", dct_axes="frames" if frames else "spatial") as sa:
@@ -186,7 +187,7 @@ def test_notebook_scaling_reproduces_authors_formula(acts2d):
     assert (got - ortho).abs().max() > 1e-3  # the two scalings really differ
 
 
-def test_positive_scaling_invariance(acts2d, kernel_path):
+def test_positive_scaling_invariance(acts2d):
     with SignatureActivation(Pooled(2), "features") as sa:
         base = sa(acts2d)
         for scale in (1e-3, 7.5, 1e4):
@@ -205,7 +206,7 @@ def test_batch_items_independent(cnn2d):
     assert (batched[0] - batched[1]).abs().max() > 1e-2
 
 
-def test_constant_or_zero_activations_give_zero_map(kernel_path):
+def test_constant_or_zero_activations_give_zero_map():
     x = torch.zeros(3, 4, 16, 16)
     x[1] = torch.arange(4.0)[:, None, None] + 0.3  # constant per channel, different constants
     x[2, 2] = 5.0
@@ -315,14 +316,14 @@ def test_bad_layers_and_options(cnn2d):
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_activations_raise(acts2d, bad, kernel_path):
+def test_non_finite_activations_raise(acts2d, bad):
     a = acts2d.clone()
     a[1, 3, 2, 2] = bad
     with pytest.raises(ValueError, match="NaN or Inf"):
         signature_map(a)
 
 
-def test_channel_chunking_is_exact(acts2d, kernel_path):
+def test_channel_chunking_is_exact(acts2d):
     full = signature_map(acts2d, spatial_size=(40, 40))
     chunked = signature_map(acts2d, spatial_size=(40, 40), max_elements=2 * 32 * 28 * 3)
     torch.testing.assert_close(full, chunked, atol=1e-6, rtol=0)
@@ -414,7 +415,7 @@ def _notebook_energy(a: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 7, 7), (2, 5, 14, 12), (1, 3, 70, 9)])
-def test_notebook_scaling_in_every_layout(shape, kernel_path):
+def test_notebook_scaling_in_every_layout(shape):
     a = torch.relu(torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2)))
     got = signature_map(a, bilateral=False, dct_scaling="notebook")
     ref = _notebook_energy(a.numpy()).mean(axis=1)
@@ -431,7 +432,7 @@ def test_notebook_scaling_per_frame_of_a_video_layer():
 
 
 @pytest.mark.parametrize("shape", [(2, 9, 7, 7), (2, 9, 14, 12), (2, 6, 3, 5, 4), (1, 1, 14, 14), (1, 1, 6, 6)])
-def test_energy_layouts_chunk_exactly_and_leave_the_input_alone(shape, kernel_path):
+def test_energy_layouts_chunk_exactly_and_leave_the_input_alone(shape):
     a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(5)))
     before = a.clone()
     full = signature_map(a, bilateral=False)
@@ -442,15 +443,6 @@ def test_energy_layouts_chunk_exactly_and_leave_the_input_alone(shape, kernel_pa
     assert np.abs(full.numpy() - ref).max() <= 1e-4
 
 
-@pytest.mark.parametrize("src, dst", [((14, 14), (224, 224)), ((7, 9), (30, 17)), ((5, 5), (5, 9))])
-def test_matrix_resize_equals_bilinear_interpolation(src, dst):
-    from monai_saliency.methods.signature import _resize
-
-    m = torch.rand(3, 1, *src, generator=torch.Generator().manual_seed(0))
-    ref = torch.nn.functional.interpolate(m, size=dst, mode="bilinear", align_corners=False)
-    torch.testing.assert_close(_resize(m, dst, "linear"), ref, atol=1e-6, rtol=0)
-
-
 @pytest.mark.parametrize(
     "shape, size, frames",
     [
@@ -459,7 +451,7 @@ def test_matrix_resize_equals_bilinear_interpolation(src, dst):
         ((1, 5, 3, 10, 8), (6, 20, 16), True),
     ],
 )
-def test_single_item_matches_reference_with_filter(shape, size, frames, kernel_path):
+def test_single_item_matches_reference_with_filter(shape, size, frames):
     """One item takes the path that folds the first min-max into the filter's range sigma: same map as min-max, then
     filter (checked against OpenCV / the brute-force filter), for 2D, 3D and per-frame maps."""
     a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(11)))
@@ -471,17 +463,9 @@ def test_single_item_matches_reference_with_filter(shape, size, frames, kernel_p
     torch.testing.assert_close(both[:1], got, atol=1e-6, rtol=0)  # the batched path (min-max first) agrees
 
 
-def test_matrix_resize_of_a_single_item():
-    from monai_saliency.methods.signature import _resize
-
-    m = torch.rand(1, 1, 14, 11, generator=torch.Generator().manual_seed(1))
-    ref = torch.nn.functional.interpolate(m, size=(40, 33), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(_resize(m, (40, 33), "linear"), ref, atol=1e-6, rtol=0)
-
-
 @pytest.mark.parametrize("threads", [1, 3, 4])
 @pytest.mark.parametrize("shape", [(1, 12, 9, 10), (2, 6, 9, 10), (4, 3, 9, 10), (1, 6, 3, 9, 10), (2, 4, 3, 9, 10)])
-def test_gemm_groups_follow_the_thread_count_exactly(shape, threads, kernel_path):
+def test_gemm_groups_follow_the_thread_count_exactly(shape, threads):
     """The DCT products are batched over item or channel runs, as many as threads divide: any grouping (1 to 4
     runs, of whole items or of one item's channels, with or without a frame axis) gives the reference map."""
     a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(8)))
@@ -500,10 +484,10 @@ def test_gemm_groups_follow_the_thread_count_exactly(shape, threads, kernel_path
 # Input edge cases: half precision, float32 overflow of the norms, empty input, gradients, constructor checks.
 # ----------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_is_computed_in_float32(acts2d, dtype, kernel_path):
+def test_half_precision_is_computed_in_float32(acts2d, dtype):
     """The default zero threshold of float16 (8 eps = 0.008 of the norm) would zero many coefficients: half inputs
     are computed in float32 and returned in their own dtype."""
-    from monai_saliency.methods.signature import signature_energy, signature_reconstruction
+    from monai_saliency.ops.signature import signature_energy, signature_reconstruction
 
     low = acts2d.to(dtype)
     energy = signature_energy(low, (-2, -1))
@@ -517,10 +501,10 @@ def test_half_precision_is_computed_in_float32(acts2d, dtype, kernel_path):
     torch.testing.assert_close(m.float(), signature_map(low.float(), (40, 40)), rtol=0, atol=1e-2)
 
 
-def test_float32_overflow_of_the_norms_is_not_reported_as_nan(acts2d, kernel_path):
+def test_float32_overflow_of_the_norms_is_not_reported_as_nan(acts2d):
     """Finite float32 activations whose squares overflow (|a| > ~1e19) give the same map as scaled-down ones, also
     when another channel holds tiny values (each norm group is scaled by its own power of two)."""
-    from monai_saliency.methods.signature import signature_energy, signature_reconstruction
+    from monai_saliency.ops.signature import signature_energy, signature_reconstruction
 
     a = acts2d.clone()
     a[:, ::2] *= 1e30
@@ -547,7 +531,7 @@ def test_empty_activations_and_sizes_raise():
 
 def test_energy_and_reconstruction_of_inputs_that_require_grad(acts2d):
     """Both are piecewise constant in their input: computed without a graph, equal to the detached computation."""
-    from monai_saliency.methods.signature import signature_energy, signature_reconstruction
+    from monai_saliency.ops.signature import signature_energy, signature_reconstruction
 
     a = acts2d.clone().requires_grad_(True)
     e = signature_energy(a, (-2, -1))
@@ -579,36 +563,37 @@ def test_global_pooling_that_keeps_its_axes_is_reported():
 # ----------------------------------------------------------------------------------------------------------------------
 # The matrix cache: bounded, and never holding inference tensors.
 # ----------------------------------------------------------------------------------------------------------------------
-def test_matrix_cache_is_bounded_and_holds_no_inference_tensors(kernel_path, monkeypatch):
-    from monai_saliency.methods import signature as sig
+def test_matrix_cache_is_bounded_and_holds_no_inference_tensors(monkeypatch):
+    from monai_saliency.ops import _cache
+    from monai_saliency.ops.dct import batched_dct_matrix, dct_matrix
 
-    monkeypatch.setattr(sig, "_CACHE_MAX_BYTES", 1 << 18)  # 256 KiB: the run below needs several MB
-    sig._CACHED_MATRICES.clear()
+    monkeypatch.setattr(_cache, "CACHE_MAX_BYTES", 1 << 18)  # 256 KiB: the run below needs several MB
+    _cache.CACHED_MATRICES.clear()
     first_key = ("resize", 40, 120, torch.float32, "cpu")
     for n in range(40, 64, 2):  # a run over many input sizes, e.g. whole volumes of different shapes
         signature_map(torch.rand(2, 4, 16, n, n), (32, 2 * n, 2 * n))
         signature_map(torch.rand(1, 3, n, n + 1), (3 * n, 3 * n))
         if n == 40:
-            assert first_key in sig._CACHED_MATRICES
-    values = list(sig._CACHED_MATRICES.values())
-    assert values and sum(sig._nbytes(v) for v in values) <= sig._CACHE_MAX_BYTES
-    assert first_key not in sig._CACHED_MATRICES  # the least recently used went first
-    tensors = [t for v in values for t in (v if isinstance(v, tuple) else (v,))]
-    assert not any(t.is_inference() for t in tensors)
+            assert first_key in _cache.CACHED_MATRICES
+    values = list(_cache.CACHED_MATRICES.values())
+    assert values and sum(_cache.nbytes(v) for v in values) <= _cache.CACHE_MAX_BYTES
+    assert first_key not in _cache.CACHED_MATRICES  # the least recently used went first
+    assert not any(t.is_inference() for t in values)
     # the stack of a long batch is an expanded view of one matrix, not a copy
-    stack = sig._batched_dct_matrix(62, 4096, False, torch.float32, torch.device("cpu"))
+    stack = batched_dct_matrix(62, 4096, False, torch.float32, torch.device("cpu"))
     assert stack.shape == (4096, 62, 62) and stack.stride(0) == 0
-    torch.testing.assert_close(stack[7], sig._kron_dct_matrix((62,), torch.float32, torch.device("cpu")))
+    torch.testing.assert_close(stack[7], dct_matrix(62, torch.float32, "cpu"))
 
 
-def test_cached_matrices_work_for_autograd_callers_after_a_map(acts2d, kernel_path):
+def test_cached_matrices_work_for_autograd_callers_after_a_map(acts2d):
     """Matrices first built inside the map's inference mode are reused by a differentiable caller."""
-    from monai_saliency.methods import signature as sig
+    from monai_saliency.ops import _cache
+    from monai_saliency.ops.dct import dctn
 
-    sig._CACHED_MATRICES.clear()
+    _cache.CACHED_MATRICES.clear()
     signature_map(acts2d[:1, :, :9, :10])
     x = torch.rand(3, 9, 10, requires_grad=True)
-    y = sig._transform(x, (-2, -1), inverse=False)
+    y = dctn(x, (-2, -1))
     y.square().sum().backward()
     torch.testing.assert_close(x.grad, 2 * x.detach())  # an orthonormal transform preserves the norm
 
@@ -617,11 +602,11 @@ def test_cached_matrices_work_for_autograd_callers_after_a_map(acts2d, kernel_pa
 # Defaults: the notebook's bilateral filter, and a zero threshold at the DCT's round-off level (issue 24, part 3).
 # ----------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(14, 14), (7, 9), (2, 5)])
-def test_default_filter_is_the_notebooks_opencv_call(shape, kernel_path):
+def test_default_filter_is_the_notebooks_opencv_call(shape):
     """BILATERAL_DEFAULTS on a [0, 1] map is cv2.bilateralFilter(map, 2, 140, 140) on its 0..255 scale, with float32
     input (to float32 round-off) and uint8 input (within one grey level: OpenCV's 8-bit output is not always the
     nearest integer; ours minus OpenCV's was seen in [-0.5, 1))."""
-    from monai_saliency.methods.signature import BILATERAL_DEFAULTS, bilateral_filter_axes
+    from monai_saliency.ops.bilateral import BILATERAL_DEFAULTS, bilateral_filter_axes
 
     m = np.random.default_rng(4).random((3, *shape))
     m = (m - m.min(axis=(1, 2), keepdims=True)) / np.ptp(m, axis=(1, 2), keepdims=True)
@@ -666,7 +651,7 @@ def _relu_activations(shape, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize(
     "shape, seed", [((2, 64, 14, 14), 1), ((2, 256, 7, 7), 3), ((1, 32, 4, 14, 14), 8), ((1, 2, 66, 66), 0)]
 )
-def test_float32_maps_match_the_float64_notebook_reference(shape, seed, kernel_path):
+def test_float32_maps_match_the_float64_notebook_reference(shape, seed):
     """Random ReLU activations in float32 give the map of the notebook's float64 computation (scipy DCT per channel,
     ``np.sign`` without any threshold, the same post-processing) within 1e-4: the default threshold zeroes no real
     coefficient that float32 resolves. The seeds are ones whose coefficients all lie above the threshold plus the
@@ -706,9 +691,9 @@ def _exact_zero_activations(shape, seed: int = 7) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("shape, seed", [((4, 7, 7), 7), ((4, 15, 15), 7), ((3, 5, 7, 7), 7), ((2, 65, 65), 4)])
-def test_exact_zero_coefficients_are_reproducible(shape, seed, kernel_path):
-    """Coefficients that are zero in exact arithmetic come out as round-off (<= 1.5 eps * ||A_s||) below the default
-    threshold on every path (Kronecker GEMM, per-axis GEMMs, 3D, FFT for axes > 64, the C kernel): the map is the
+def test_exact_zero_coefficients_are_reproducible(shape, seed):
+    """Coefficients that are zero in exact arithmetic come out as round-off (<= 2.2 eps * ||A_s||) below the default
+    threshold on every path (Kronecker GEMM, per-axis GEMMs, 3D, FFT for axes > 64): the map is the
     same across runs, batch positions and orders, float32 and float64, and equal to the exact-arithmetic reference
     (scipy in float64 with coefficients below 1e-9 * ||A_s|| set to zero)."""
     a64 = _exact_zero_activations(shape, seed)
@@ -726,3 +711,50 @@ def test_exact_zero_coefficients_are_reproducible(shape, seed, kernel_path):
         torch.testing.assert_close(signature_map(a[perm]), got[perm], atol=1e-5, rtol=0)  # batch order
         for i in range(shape[0]):  # alone, at batch position 0
             torch.testing.assert_close(signature_map(a[i : i + 1]), got[i : i + 1], atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Layout (issue 18): a gradient-free CAM in methods/cam.py, math in ops/, the old module a deprecation shim.
+# ----------------------------------------------------------------------------------------------------------------------
+def test_old_import_path_warns_and_returns_the_moved_objects():
+    import importlib
+
+    from monai_saliency import methods
+    from monai_saliency.methods import cam
+    from monai_saliency.ops import bilateral
+    from monai_saliency.ops import signature as ops_signature
+
+    old = importlib.import_module("monai_saliency.methods.signature")
+    moved = {"SignatureActivation": cam.SignatureActivation}
+    for name in ("BILATERAL_DEFAULTS", "bilateral_filter_axes", "bilateral_options"):
+        moved[name] = getattr(bilateral, name)
+    for name in ("DCT_AXES", "DCT_SCALINGS", "ZERO_TOL_EPS", "signature_energy", "signature_map"):
+        moved[name] = getattr(ops_signature, name)
+    for name in ("signature_reconstruction", "zero_tolerance"):
+        moved[name] = getattr(ops_signature, name)
+    for name, obj in moved.items():
+        with pytest.warns(DeprecationWarning, match=f"moved to monai_saliency.*{name}"):
+            assert getattr(old, name) is obj
+    with pytest.warns(DeprecationWarning):
+        from monai_saliency.methods.signature import SignatureActivation as OldPath
+    assert OldPath is methods.SignatureActivation is cam.SignatureActivation
+    with pytest.raises(AttributeError, match="no attribute"):
+        _ = old.not_a_name
+
+
+def test_signature_activation_is_a_gradient_free_cam(cnn2d):
+    """It reuses the CAM family's hooks, upsampler and multi-layer fusion: the map of a layer is ``signature_map`` at
+    the layer's size, upsampled by the shared ``upsample_maps`` and min-max normalised (any mode, area included)."""
+    from monai_saliency.methods.cam import _CAMBase, upsample_maps
+    from monai_saliency.ops.normalize import minmax_normalize
+
+    x = torch.randn(2, 2, 32, 32, generator=torch.Generator().manual_seed(3))
+    for mode in ("linear", "nearest", "area"):
+        with SignatureActivation(cnn2d, "features.7", upsample_mode=mode) as sa:
+            assert isinstance(sa, _CAMBase)
+            got = sa(x)
+            with torch.no_grad():
+                act = sa.forward_with_activations(x)[1]["features.7"]
+        ref = minmax_normalize(upsample_maps(signature_map(act), (32, 32), mode))
+        torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
+        torch.testing.assert_close(got, signature_map(act, (32, 32), upsample_mode=mode), atol=1e-6, rtol=0)

@@ -52,3 +52,44 @@ def test_bad_input():
         dctn(torch.ones(3, 3), dims=(2,))
     with pytest.raises(ValueError, match="repeated"):
         dctn(torch.ones(3, 3), dims=(1, -1))
+
+
+@pytest.mark.parametrize(
+    "shape, dims",
+    [
+        ((2, 65, 3, 64), (1, 2, 3)),  # FFT route on a leading axis, matrices on a middle and the last axis
+        ((70, 5, 7), (0, 1, 2)),  # FFT on axis 0, Kronecker matrix on the trailing 5x7 block
+        ((2, 3, 4, 9, 7), (2, 3, 4)),  # a leading axis by a matrix (moved last), Kronecker block
+        ((3, 8, 66), (-2, -1)),  # matrix on -2, FFT on -1
+        ((2, 6, 5), (1,)),  # matrix on -2 alone
+        ((4, 5, 3), (0, 2)),  # matrices on non-adjacent axes
+    ],
+)
+def test_matrix_and_fft_routes_match_scipy(shape, dims):
+    """Every route of the one DCT (per-axis matrices on any axis, the Kronecker block, FFTs beyond 64 samples) is the
+    orthonormal DCT of scipy, forward and inverse, also with autograd (the transform is orthonormal)."""
+    from monai_saliency.ops.dct import _dct_fft
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64, requires_grad=True)
+    y = dctn(x, dims)
+    np.testing.assert_allclose(
+        y.detach().numpy(), scipy.fft.dctn(x.detach().numpy(), axes=dims, norm="ortho"), atol=1e-12
+    )
+    inv = idctn(x.detach(), dims)
+    np.testing.assert_allclose(inv.numpy(), scipy.fft.idctn(x.detach().numpy(), axes=dims, norm="ortho"), atol=1e-12)
+    fft = x.detach()
+    for d in dims:
+        fft = _dct_fft(fft, d)
+    np.testing.assert_allclose(y.detach().numpy(), fft.numpy(), atol=1e-12)
+    y.square().sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x.detach().numpy(), atol=1e-12)
+
+
+def test_dct_matrix_is_the_kronecker_product_and_cached():
+    from monai_saliency.ops.dct import dct_matrix
+
+    c5, c7 = dct_matrix(5, torch.float64, "cpu"), dct_matrix(7, torch.float64, "cpu")
+    k = dct_matrix((5, 7), torch.float64, "cpu")
+    np.testing.assert_allclose(k.numpy(), np.kron(c5.numpy(), c7.numpy()), atol=1e-15)
+    np.testing.assert_allclose(c7.numpy(), scipy.fft.dct(np.eye(7), axis=0, norm="ortho"), atol=1e-15)
+    assert dct_matrix((5, 7), torch.float64, "cpu") is k

@@ -9,7 +9,7 @@ import torch
 from monai.data import MetaTensor
 from scipy.ndimage import gaussian_filter
 
-from monai_saliency.methods.signature import ZERO_TOL_EPS
+from monai_saliency.ops.signature import ZERO_TOL_EPS
 from monai_saliency.transforms import ImageSignature, ImageSignatured
 
 TOL = ZERO_TOL_EPS * np.finfo(np.float64).eps
