@@ -17,20 +17,20 @@ from pathlib import Path
 warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from monai.transforms import LoadImage  # noqa: E402
+import numpy as np
+import torch
+from monai.transforms import LoadImage
 
-from monai_saliency.data.nifti import save_nifti  # noqa: E402
-from monai_saliency.data.synthetic.blobs import make_blob_dataset  # noqa: E402
-from monai_saliency.methods.gradients import VanillaGrad  # noqa: E402
-from monai_saliency.models.small_cnn import SmallCNN  # noqa: E402
-from monai_saliency.models.training import accuracy as held_out_accuracy  # noqa: E402
-from monai_saliency.models.training import fit_classifier  # noqa: E402
-from monai_saliency.ops.normalize import minmax_normalize  # noqa: E402
-from monai_saliency.visualize.overlay import save_overlay_png  # noqa: E402
+from monai_saliency.data.nifti import save_nifti
+from monai_saliency.data.synthetic.blobs import make_blob_dataset
+from monai_saliency.methods.gradients import VanillaGrad
+from monai_saliency.models.small_cnn import SmallCNN
+from monai_saliency.models.training import accuracy as held_out_accuracy
+from monai_saliency.models.training import fit_classifier
+from monai_saliency.ops.normalize import minmax_normalize
+from monai_saliency.visualize.overlay import save_overlay_png
 
-__all__ = ["train_blob_classifier", "run_demo", "main"]
+__all__ = ["main", "run_demo", "train_blob_classifier"]
 
 DEMO_AFFINE = np.array([[0.8, 0, 0, -25.6], [0, 0.8, 0, -25.6], [0, 0, 1.0, 10.0], [0, 0, 0, 1]])
 
@@ -69,7 +69,9 @@ def run_demo(output_dir: str | Path = "outputs/demo", steps: int = 150, seed: in
     with VanillaGrad(model, reduce="max_abs") as explainer:
         saliency = minmax_normalize(explainer(x))
     saliency_path = save_nifti(saliency[0], out / "saliency.nii.gz")
-    png_path = save_overlay_png(x[0, 0], saliency[0, 0], out / "overlay.png", title="VanillaGrad, |gradient| (max over channels)")
+    png_path = save_overlay_png(
+        x[0, 0], saliency[0, 0], out / "overlay.png", title="VanillaGrad, |gradient| (max over channels)"
+    )
     inside = float(saliency[0, 0][mask[0]].sum() / saliency[0, 0].sum().clamp_min(1e-12))
     return {
         "input": input_path,

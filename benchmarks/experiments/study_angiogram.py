@@ -162,13 +162,18 @@ def summarize(results: dict[str, dict[str, np.ndarray]], n_resamples: int) -> tu
             ci = bootstrap_ci(v, n_resamples=n_resamples) if v.size >= 2 else None
             means[mth] = float(v.mean())
             stats.setdefault(mth, {})[key] = {
-                "mean": float(v.mean()), "ci": None if ci is None else [ci.low, ci.high], "n": int(v.size)
+                "mean": float(v.mean()),
+                "ci": None if ci is None else [ci.low, ci.high],
+                "n": int(v.size),
             }
             row.append(f"{v.mean():.3f}" + ("" if ci is None else f" [{ci.low:.3f}, {ci.high:.3f}]"))
         top = max(means.values()) if higher else min(means.values())
         winners = [m for m in methods if abs(means[m] - top) <= 1e-12]
-        best = winners[0] if len(winners) == 1 else ("tie (all)" if len(winners) == len(methods) else
-                                                      "tie: " + ", ".join(winners))
+        best = (
+            winners[0]
+            if len(winners) == 1
+            else ("tie (all)" if len(winners) == len(methods) else "tie: " + ", ".join(winners))
+        )
         lines.append(f"| {desc} ({'↑' if higher else '↓'}) | " + " | ".join(row) + f" | {best} |")
         if key == "seconds":
             continue
@@ -272,8 +277,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fig_data = AngiogramBatch(
         **{
             k: torch.cat([getattr(pair, k)[:1], getattr(data, k)[[pos, neg]]])
-            for k in ("cine", "vessel_mask", "labels", "grades", "stenosis", "boxes", "centers", "reference_radius",
-                      "segment")
+            for k in (
+                "cine",
+                "vessel_mask",
+                "labels",
+                "grades",
+                "stenosis",
+                "boxes",
+                "centers",
+                "reference_radius",
+                "segment",
+            )
         },
         frame_time_ms=data.frame_time_ms,
         seed=-1,
@@ -281,8 +295,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fig_maps = {k: torch.cat([pair_maps[k][:1], all_maps[k][[pos, neg]]]) for k in all_maps}
     save_figure(fig_data, fig_maps, [0, 1, 2], out / "figure.png")
     save_cine_gif(pair.cine[0], pair_maps[REFERENCE][0, 0], out / "cine.gif", frame_time_ms=pair.frame_time_ms, scale=4)
-    cine_strip_png(pair.cine[0], pair_maps[REFERENCE][0, 0], out / "cine_strip.png", frames=6,
-                   frame_time_ms=pair.frame_time_ms, title=f"{REFERENCE}, mild + moderate case")
+    cine_strip_png(
+        pair.cine[0],
+        pair_maps[REFERENCE][0, 0],
+        out / "cine_strip.png",
+        frames=6,
+        frame_time_ms=pair.frame_time_ms,
+        title=f"{REFERENCE}, mild + moderate case",
+    )
     print(f"wrote {out}/table.md, results.json, figure.png, cine.gif, cine_strip.png")
     return {"stats": stats, "out": str(out)}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ __all__ = ["SaliencyHandler", "overlay_rgb"]
 
 FIRST_BATCH = "first_batch"
 
-ExplainerSpec = Union[Explainer, Callable[[nn.Module], Explainer]]
+ExplainerSpec = Explainer | Callable[[nn.Module], Explainer]
 
 
 def _is_loader(probe: Any) -> bool:

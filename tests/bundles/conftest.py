@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
 SCHEMA = BUNDLES / "schema" / "meta_schema_20240725.json"
+MULTI_GPU = "['configs/inference.json','configs/multi_gpu_inference.json']"
 
 
 def run_bundle(bundle: str, *args: str, torchrun_procs: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -27,14 +29,34 @@ def run_bundle(bundle: str, *args: str, torchrun_procs: int = 0, timeout: int = 
         ]
     else:
         cmd = [sys.executable, "-m", "monai.bundle", "run"]
+    # check=False: callers assert on returncode themselves and print stderr on failure
     return subprocess.run(
         [*cmd, *args, "--bundle_root", "."],
+        check=False,
         cwd=BUNDLES / bundle,
         env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_multi_gpu(bundle: str, dataset_dir: Path, output_dir: Path, *args: str, procs: int = 2):
+    """Run a bundle's multi-GPU inference config under ``torchrun`` with ``procs`` processes (CPU, gloo)."""
+    config = ("--config_file", MULTI_GPU, "--dataset_dir", str(dataset_dir), "--output_dir", str(output_dir))
+    return run_bundle(bundle, *config, *args, torchrun_procs=procs)
+
+
+def verify_metadata_offline(bundle: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle verify_metadata`` on a bundle's ``configs/metadata.json`` with the network made
+    unreachable, against a local copy of the schema (verify_metadata must not download anything)."""
+    schema = tmp_path / "schema.json"
+    shutil.copy(SCHEMA, schema)
+    meta = BUNDLES / bundle / "configs" / "metadata.json"
+    cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(meta), "--filepath", str(schema)]
+    no_network = {"PATH": "", "NO_PROXY": "*", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    # check=False: callers assert on returncode themselves and print stderr on failure
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, env=no_network)
 
 
 @pytest.fixture

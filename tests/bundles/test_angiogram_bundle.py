@@ -8,8 +8,6 @@ import importlib.util
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -23,12 +21,12 @@ from monai_saliency.data.dicom.xa import read_xa_cine
 from monai_saliency.data.dicom.xa_writer import write_xa_cine
 from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
 from monai_saliency.models.video import VideoLesionNet
+from tests.bundles.conftest import run_bundle, run_multi_gpu, verify_metadata_offline
 
 NAME = "angiogram_signature_activation"
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / NAME
 SAMPLE = BUNDLE / "sample_data"
 CONFIG = "configs/inference.json"
-MULTI = "['configs/inference.json','configs/multi_gpu_inference.json']"
 METHODS = ("sigact_spatial", "sigact_frames", "gradcam")
 
 
@@ -79,12 +77,9 @@ def _check_study(src: Path, out: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
-    # bundle_runner is function-scoped; run the sample once per module with the same helper, loaded by path
-    spec = importlib.util.spec_from_file_location("_bundle_conftest", Path(__file__).with_name("conftest.py"))
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
+    # bundle_runner is function-scoped; run the sample once per module with the same helper
     out = tmp_path_factory.mktemp("angio") / "out"
-    result = helpers.run_bundle(NAME, "--config_file", CONFIG, "--output_dir", str(out))
+    result = run_bundle(NAME, "--config_file", CONFIG, "--output_dir", str(out))
     return result, out
 
 
@@ -119,15 +114,8 @@ def test_prediction_matches_direct_model_call(sample_run):
     np.testing.assert_allclose(np.array(row[1:], dtype=float), expected, atol=1e-4)
 
 
-def test_metadata_verifies_offline(tmp_path, schema_path):
-    schema = tmp_path / "schema.json"
-    shutil.copy(schema_path, schema)  # a local copy: verify_metadata must not download anything
-    result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file",
-         str(BUNDLE / "configs" / "metadata.json"), "--filepath", str(schema)],
-        check=False, capture_output=True, text=True,
-        env={"PATH": "", "NO_PROXY": "*", "HTTPS_PROXY": "http://127.0.0.1:9"},
-    )
+def test_metadata_verifies_offline(tmp_path):
+    result = verify_metadata_offline(NAME, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "verified with no error" in result.stdout + result.stderr
 
@@ -136,8 +124,20 @@ def test_reduced_training_writes_only_to_output_dir(tmp_path, bundle_runner):
     shipped = BUNDLE / "models" / "model.pt"
     digest = hashlib.sha256(shipped.read_bytes()).hexdigest()
     out = tmp_path / "train"
-    result = bundle_runner(NAME, "--config_file", "configs/train.json", "--output_dir", str(out), "--epochs", "1",
-                           "--n_train", "16", "--n_val", "8", timeout=300)
+    result = bundle_runner(
+        NAME,
+        "--config_file",
+        "configs/train.json",
+        "--output_dir",
+        str(out),
+        "--epochs",
+        "1",
+        "--n_train",
+        "16",
+        "--n_val",
+        "8",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     state = torch.load(out / "model.pt", weights_only=True)
     VideoLesionNet().load_state_dict(state)  # the inference network loads it
@@ -177,7 +177,7 @@ def test_corrupt_dicom_reported_others_processed(tmp_path, bundle_runner):
         assert gif.info["duration"] == 100  # the cine's own frame time
 
 
-def test_torchrun_two_processes_uneven_shards_write_each_study_once(tmp_path, bundle_runner):
+def test_torchrun_two_processes_uneven_shards_write_each_study_once(tmp_path):
     data = tmp_path / "studies"
     data.mkdir()
     names = ["case_000.dcm", "case_002.dcm", "raw_12bit.nii.gz"]
@@ -186,8 +186,7 @@ def test_torchrun_two_processes_uneven_shards_write_each_study_once(tmp_path, bu
     raw = nib.load(str(SAMPLE / "case_004.nii.gz"))  # 12-bit values stored as is: read with --nifti_scale 4095
     nib.save(nib.Nifti1Image(raw.get_fdata() * 4095.0, raw.affine), str(data / names[2]))
     out = tmp_path / "out"
-    result = bundle_runner(NAME, "--config_file", MULTI, "--dataset_dir", str(data), "--output_dir", str(out),
-                           "--nifti_scale", "4095", torchrun_procs=2)
+    result = run_multi_gpu(NAME, data, out, "--nifti_scale", "4095")
     assert result.returncode == 0, result.stderr[-3000:]
     for name in names:
         _check_study(data / name, out)
@@ -195,8 +194,11 @@ def test_torchrun_two_processes_uneven_shards_write_each_study_once(tmp_path, bu
     assert sorted(Path(r[0]).name for r in rows) == names  # both ranks gathered, no padding duplicate
     assert len(list(out.glob("*.gif"))) == len(names)
     labels = json.loads((SAMPLE / "labels.json").read_text())
-    expected = {"case_000.dcm": labels["case_000"]["label"], "case_002.dcm": labels["case_002"]["label"],
-                "raw_12bit.nii.gz": labels["case_004"]["label"]}
+    expected = {
+        "case_000.dcm": labels["case_000"]["label"],
+        "case_002.dcm": labels["case_002"]["label"],
+        "raw_12bit.nii.gz": labels["case_004"]["label"],
+    }
     assert {Path(r[0]).name: int(np.argmax(np.array(r[1:], dtype=float))) for r in rows} == expected
 
 

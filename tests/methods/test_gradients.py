@@ -84,7 +84,11 @@ def test_ig_matches_captum(net, x2d, method):
     target = torch.tensor([2, 0, 1])
     baseline = 0.1 * torch.ones_like(x2d)
     ref, delta = CaptumIG(net).attribute(
-        x2d, baselines=baseline, target=target, n_steps=16, method=method.replace("captum", "riemann"),
+        x2d,
+        baselines=baseline,
+        target=target,
+        n_steps=16,
+        method=method.replace("captum", "riemann"),
         return_convergence_delta=True,
     )
     ig = IntegratedGradients(net, n_steps=16, method=method, baseline=0.1, batch_size=5)

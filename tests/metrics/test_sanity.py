@@ -41,7 +41,7 @@ def test_gradient_explainer_passes_and_model_untouched(cnn2d):
 
 def test_model_independent_explainer_fails(cnn3d):
     x = torch.rand(2, 1, 8, 8, 8)
-    res = model_randomization_test(cnn3d, lambda m: (lambda xx, c: xx.abs()), x, class_idx=1)
+    res = model_randomization_test(cnn3d, lambda m: lambda xx, c: xx.abs(), x, class_idx=1)
     np.testing.assert_allclose(res.spearman.numpy(), 1.0)
     np.testing.assert_allclose(res.ssim.numpy(), 1.0)
     assert not res.passed
@@ -54,4 +54,4 @@ def test_sanity_bad_input(cnn2d):
     with pytest.raises(ValueError, match="not found"):
         model_randomization_test(cnn2d, lambda m: VanillaGrad(m), x, layers=["features.99"])
     with pytest.raises(ValueError, match="does not match"):
-        model_randomization_test(cnn2d, lambda m: (lambda xx, c: xx[..., :4]), x)
+        model_randomization_test(cnn2d, lambda m: lambda xx, c: xx[..., :4], x)

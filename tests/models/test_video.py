@@ -20,7 +20,7 @@ def net() -> VideoLesionNet:
 def test_forward_shapes_and_cam_layer_keeps_time(net):
     x = torch.rand(3, 1, 8, 32, 24)
     assert net(x).shape == (3, 2)
-    name, layer = find_layer(net, net.cam_layer)
+    _name, layer = find_layer(net, net.cam_layer)
     acts = {}
     handle = layer.register_forward_hook(lambda m, i, o: acts.setdefault("a", o))
     net(x)

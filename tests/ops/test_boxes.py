@@ -34,9 +34,7 @@ def test_component_boxes_matches_per_mask_labelling():
     for t in range(3):
         for b in range(2):
             lab, n = ndimage.label(masks[t, b], structure=np.ones((3, 3)))
-            ref = sorted(
-                tuple([s.start for s in sl] + [s.stop for s in sl]) for sl in ndimage.find_objects(lab)
-            )
+            ref = sorted(tuple([s.start for s in sl] + [s.stop for s in sl]) for sl in ndimage.find_objects(lab))
             got = sorted(tuple(x) for x in boxes[(owner[:, 0] == t) & (owner[:, 1] == b)].astype(int).tolist())
             assert got == ref and len(got) == n
     # face connectivity splits diagonal neighbours

@@ -22,6 +22,14 @@ from monai_saliency.data.dicom.xa_writer import XADerivedWriter
 __all__ = ["DICOM_SUFFIXES", "LoadCined", "SaveXADerivedd", "is_dicom"]
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+# SaveImage options shared by every derived XA map: one file per study and key, beside the others, source geometry
+_XA_SAVE_OPTIONS: dict[str, Any] = {
+    "output_ext": ".dcm",
+    "writer": XADerivedWriter,
+    "separate_folder": False,
+    "resample": False,
+    "print_log": False,
+}
 
 
 def is_dicom(path: Any) -> bool:
@@ -104,15 +112,17 @@ class SaveXADerivedd(MapTransform):
     """
 
     def __init__(
-        self, keys: KeysCollection, output_dir: str | os.PathLike, description: str = "saliency map",
+        self,
+        keys: KeysCollection,
+        output_dir: str | os.PathLike,
+        description: str = "saliency map",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.savers = {
-            key: SaveImage(
-                output_dir=Path(output_dir), output_postfix=str(key), output_ext=".dcm", writer=XADerivedWriter,
-                separate_folder=False, resample=False, print_log=False,
-            ).set_options(init_kwargs={"description": description})
+            key: SaveImage(output_dir=Path(output_dir), output_postfix=str(key), **_XA_SAVE_OPTIONS).set_options(
+                init_kwargs={"description": description}
+            )
             for key in self.keys
         }
 

@@ -39,9 +39,7 @@ CASES = (
     ("case_003", ("severe",), 502, "dcm", (0.0, 30.0)),
     ("case_004", ("moderate",), 502, "nii.gz", (0.0, 0.0)),
 )
-NIFTI_AFFINE = np.array(
-    [[1.0, 0.0, 0.0, 0.0], [0.0, 0.3, 0.0, -9.6], [0.0, 0.0, 0.3, -9.6], [0.0, 0.0, 0.0, 1.0]]
-)
+NIFTI_AFFINE = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.3, 0.0, -9.6], [0.0, 0.0, 0.3, -9.6], [0.0, 0.0, 0.0, 1.0]])
 
 
 def main() -> dict[str, dict]:
@@ -52,8 +50,14 @@ def main() -> dict[str, dict]:
         cine = data.cine[0]
         if kind == "dcm":
             write_xa_cine(
-                cine, SAMPLE / f"{name}.dcm", frame_time_ms=data.frame_time_ms, primary_angle=primary,
-                secondary_angle=secondary, bits_stored=12, patient_id=f"SYNTH-{name}", uid_seed=f"angiogram-{name}",
+                cine,
+                SAMPLE / f"{name}.dcm",
+                frame_time_ms=data.frame_time_ms,
+                primary_angle=primary,
+                secondary_angle=secondary,
+                bits_stored=12,
+                patient_id=f"SYNTH-{name}",
+                uid_seed=f"angiogram-{name}",
             )
         else:
             save_nifti(cine[None], SAMPLE / f"{name}.nii.gz", affine=NIFTI_AFFINE)

@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
+from monai_saliency.analysis import MorchSaliency
 from monai_saliency.data.atomic import atomic_output
 from monai_saliency.data.synthetic.pet_phantom import PETStudy
-from monai_saliency.analysis import MorchSaliency
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.models.tanh_net import TanhNet
 

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
+from monai_saliency.analysis import MorchSaliency
 from monai_saliency.data.atomic import atomic_output
 from monai_saliency.data.nifti import save_nifti
 from monai_saliency.data.synthetic.pet_phantom import PETStudy
 from monai_saliency.engines.sharding import gather_shards, shard_bounds
-from monai_saliency.analysis import MorchSaliency
 from monai_saliency.metrics.roc_auc import nmse, roc_auc
 
 from .model import MorchModel

@@ -97,8 +97,8 @@ def _base_dataset(sop_uid: str, frames: np.ndarray, frame_time_ms: float) -> Dat
     ds.FrameIncrementPointer = pydicom.tag.Tag(_FRAME_TIME_TAG)
     ds.FrameTime = f"{frame_time_ms:.6g}"
     rate = 1000.0 / frame_time_ms
-    ds.CineRate = int(round(rate))
-    ds.RecommendedDisplayFrameRate = int(round(rate))
+    ds.CineRate = round(rate)
+    ds.RecommendedDisplayFrameRate = round(rate)
     ds.StartTrim, ds.StopTrim = 1, int(t)
     ds.LossyImageCompression = "00"
     ds.PixelData = np.ascontiguousarray(frames).astype(frames.dtype.newbyteorder("<"), copy=False).tobytes()

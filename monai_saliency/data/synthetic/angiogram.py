@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "DEFAULT_SCENARIOS",
     "GRADES",
     "GRADE_RANGES",
-    "DEFAULT_SCENARIOS",
     "AngiogramBatch",
-    "make_angiogram_dataset",
-    "make_angiogram",
     "grade_of_stenosis",
+    "make_angiogram",
+    "make_angiogram_dataset",
 ]
 
 GRADES: tuple[str, ...] = ("mild", "moderate", "severe")
@@ -160,7 +160,7 @@ def _tree_geometry(n: int, h: int, w: int, frames: int, g: torch.Generator) -> d
     nseg = len(_PARENT)
     length_rng = {0: (0.16, 0.22), 1: (0.24, 0.32), 2: (0.16, 0.24)}
     lengths = torch.stack([_u(g, n, *length_rng[_GENERATION[j]]) for j in range(nseg)], 1) * s  # (n, nseg)
-    npts = int(math.ceil(float(lengths.max()) / 0.4)) + 1  # <= 0.4 px spacing along the axis
+    npts = math.ceil(float(lengths.max()) / 0.4) + 1  # <= 0.4 px spacing along the axis
     u = torch.linspace(0.0, 1.0, npts)
     bend = _u(g, (n, nseg), -0.45, 0.45)  # total change of direction along a segment (rad)
     split = _u(g, (n, nseg), 0.30, 0.65)  # branching half-angle
@@ -196,8 +196,16 @@ def _tree_geometry(n: int, h: int, w: int, frames: int, g: torch.Generator) -> d
     t0 = _u(g, n, 0.5, 2.0) * frames / 16
     speed = path.amax((1, 2)) / (0.4 * frames)
     arrival = t0[:, None, None] + path / speed[:, None, None]
-    return {"pts": pts, "radius": radius, "arrival": arrival, "u": u, "lengths": lengths, "ostium": ostium,
-            "theta0": theta0, "side": side}
+    return {
+        "pts": pts,
+        "radius": radius,
+        "arrival": arrival,
+        "u": u,
+        "lengths": lengths,
+        "ostium": ostium,
+        "theta0": theta0,
+        "side": side,
+    }
 
 
 def _place_lesions(
@@ -331,14 +339,14 @@ def _background(n: int, h: int, w: int, g: torch.Generator, geo: dict[str, torch
     rc_y = _u(g, (n, nr, 1, 1), -1.5, -0.8) * h
     rc_x = _u(g, (n, nr, 1, 1), -0.5, 1.5) * w
     dist = ((yy[:, None] - rc_y) ** 2 + (xx[:, None] - rc_x) ** 2).sqrt()
-    rr = (rc_y.abs() + (torch.arange(nr).view(1, nr, 1, 1) + _u(g, (n, nr, 1, 1), 0.0, 0.6)) * 0.3 * h)
+    rr = rc_y.abs() + (torch.arange(nr).view(1, nr, 1, 1) + _u(g, (n, nr, 1, 1), 0.0, 0.6)) * 0.3 * h
     half = _u(g, (n, nr, 1, 1), 0.035, 0.05) * s
     off = (dist - rr).abs()
     bone = 2.0 * (half**2 - off**2).clamp(min=0).sqrt() / s
     cortex = torch.exp(-(((off - half) / (0.012 * s)) ** 2))
     mu = mu + (_u(g, (n, nr, 1, 1), 1.0, 2.0) * bone + 0.06 * cortex).sum(1)
     # catheter: a straight-ish contrast-filled tube from the top border to the ostium
-    m = int(math.ceil(1.2 * max(h, w) / 0.4))
+    m = math.ceil(1.2 * max(h, w) / 0.4)
     t = torch.linspace(0.0, 1.0, m).view(1, m, 1)
     ost = geo["ostium"][:, None]  # (n, 1, 2)
     top_x = geo["ostium"][:, 1] + geo["side"] * _u(g, n, -0.3, -0.1) * w

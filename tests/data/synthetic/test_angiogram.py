@@ -98,8 +98,10 @@ def test_contrast_wash_in_and_static_background():
 def test_grade_matches_measured_narrowing():
     """Measure the residual lumen radius at the lesion from the rendered mask (distance transform at high
     resolution) and compare with the nominal diameter reduction and its grade."""
-    cases = [make_angiogram_dataset(3, shape=(160, 160), frames=4, seed=5, grades=g, noise=0.0) for g in
-             (("mild", "moderate"), ("severe",))]
+    cases = [
+        make_angiogram_dataset(3, shape=(160, 160), frames=4, seed=5, grades=g, noise=0.0)
+        for g in (("mild", "moderate"), ("severe",))
+    ]
     measured, nominal, grades = [], [], []
     for b in cases:
         for i, k in (b.grades >= 0).nonzero().tolist():
