@@ -41,8 +41,8 @@ import torch
 
 from benchmarks.experiments._output import OUTPUT_DIR_HELP, ROOT, output_dir
 from monai_saliency.data.synthetic.angiogram import AngiogramBatch, make_angiogram_dataset
-from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp
 from monai_saliency.methods import SignatureActivation
+from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp
 from monai_saliency.metrics.localization import mask_energy, pointing_game, wsol_box_error
 from monai_saliency.metrics.perturbation import deletion_curve, insertion_curve
 from monai_saliency.metrics.stats import bootstrap_ci, paired_wilcoxon

@@ -21,14 +21,13 @@ choices made here:
   Default ``dct_scaling="ortho"`` follows the paper (and Hou et al. 2012, whose proposition needs an orthonormal
   transform); ``dct_scaling="notebook"`` reproduces the notebook exactly (the ``1/sqrt(2)`` weight on the DC
   row of the first axis of each frame, i.e. the rows/height axis ``-2``).
-* **Bilateral filter.** The notebook's ``cv2.bilateralFilter(map, 2, 140, 140)`` moved to the ``[0, 1]`` scale
-  (:data:`monai_saliency.ops.bilateral.BILATERAL_DEFAULTS`, where the choice is explained).
+* **Bilateral filter.** The notebook's ``cv2.bilateralFilter(map, 2, 140, 140)`` on ``[0, 1]`` (``BILATERAL_DEFAULTS``).
 * **Zero coefficients.** In floating point the DCT of a constant channel has round-off values at non-DC frequencies
   whose signs are random; taking ``sign`` of those would turn a constant channel into noise. Coefficients with
   ``|c| <= zero_tol * ||A_s||_2`` are treated as exact zeros (``sign(0) = 0``, as in ``numpy.sign``); default
   ``zero_tol = 8 * eps(dtype)`` (``9.5e-7`` in float32, ``1.8e-15`` in float64; :func:`zero_tolerance`). This keeps the
   map invariant to positive scaling of ``A`` and makes constant or all-zero activations give an all-zero map (never
-  NaN). The value is measured (``benchmarks/roundoff_signature.py``): on random ReLU activations (512x14x14, 2048x7x7,
+  NaN). Measured (``benchmarks/speed/roundoff_signature.py``): on random ReLU activations (512x14x14, 2048x7x7,
   64x28x28, 256x56x56, 128x4x28x28, 64x8x8x8, small 3x3 / 2x2 / 1D and FFT-sized 96x96 / 200 / 72x72x72 maps) the
   float32 coefficients of every torch path differ from scipy's float64 ones by at most ``1.86 eps * ||A_s||`` (99.99 %
   below ``1.4 eps``); coefficients that are zero in exact arithmetic (a single voxel at the centre of odd axes, constant
@@ -55,6 +54,7 @@ from monai_saliency.ops.bilateral import bilateral_filter_axes, bilateral_option
 from monai_saliency.ops.checks import all_finite
 from monai_saliency.ops.dct import KRON_MAX, MATMUL_MAX, batched_dct_matrix, dct, dct_matrix, dctn, idct, idctn
 from monai_saliency.ops.normalize import minmax_normalize
+from monai_saliency.ops.precision import upcast
 from monai_saliency.ops.resize import RESIZE_MODES, upsample_maps
 
 __all__ = [
@@ -103,12 +103,6 @@ def _masked_sign(
     (clamped) norm.
     """
     return torch.hardshrink(coeffs.div_(norms), zero_tol, out=out).sign_()
-
-
-def _working_dtype(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in float32 when it is in a half-precision type (whose ``eps`` would make the zero threshold coarse and
-    whose FFTs are not supported on every device), else ``x`` itself."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _unit_max_scaled(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
@@ -181,7 +175,7 @@ def signature_reconstruction(
         ValueError: for an unknown ``dct_scaling``, a negative ``zero_tol``, ``"notebook"`` without the last two axes,
             or NaN / Inf values in ``x``.
     """
-    xw = _working_dtype(x)
+    xw = upcast(x)
     tol = zero_tolerance(dct_scaling, zero_tol, xw.dtype)
     norm_dims = [d % x.ndim for d in dims]
     if dct_scaling == "notebook" and (x.ndim - 2 not in norm_dims or x.ndim - 1 not in norm_dims):
@@ -333,7 +327,7 @@ def signature_energy(
         ValueError: for an unknown ``dct_scaling``, a negative ``zero_tol``, a non-positive ``max_elements``,
             ``dims`` that are not the trailing spatial axes, ``"notebook"`` with a one-axis DCT, or NaN / Inf.
     """
-    a = _working_dtype(activations)
+    a = upcast(activations)
     n_dct, tol = _energy_arguments(a, dims, dct_scaling, zero_tol, max_elements)
     with torch.no_grad():
         energy = _channel_sum_energy(a.detach(), n_dct, dct_scaling, tol, max_elements)

@@ -160,12 +160,13 @@ def test_matches_per_channel_reference_video(frames):
 
 def test_frames_and_spatial_differ_and_frames_needs_time_axis(cnn3d, cnn2d):
     x = torch.randn(1, 1, 8, 24, 24, generator=torch.Generator().manual_seed(0))
-    with SignatureActivation(cnn3d, "features.4", dct_axes="frames") as a:
-        with SignatureActivation(cnn3d, "features.4") as b:
-            assert not torch.allclose(a(x), b(x), atol=1e-3)
-    with SignatureActivation(cnn2d, "features.4", dct_axes="frames") as sa:
-        with pytest.raises(ValueError, match="spatial"):
-            sa(torch.randn(1, 2, 16, 16))
+    with (
+        SignatureActivation(cnn3d, "features.4", dct_axes="frames") as a,
+        SignatureActivation(cnn3d, "features.4") as b,
+    ):
+        assert not torch.allclose(a(x), b(x), atol=1e-3)
+    with SignatureActivation(cnn2d, "features.4", dct_axes="frames") as sa, pytest.raises(ValueError, match="spatial"):
+        sa(torch.randn(1, 2, 16, 16))
 
 
 def test_notebook_scaling_reproduces_authors_formula(acts2d):
@@ -304,9 +305,9 @@ def test_several_layers_are_averaged(cnn2d):
 def test_bad_layers_and_options(cnn2d):
     with pytest.raises(ValueError, match="not found"):
         SignatureActivation(cnn2d, "features.77")
-    with SignatureActivation(cnn2d, "pool") as sa:  # after global pooling: no spatial axes left
-        with pytest.raises(ValueError, match="spatial"):
-            sa(torch.randn(1, 2, 16, 16))
+    # after global pooling: no spatial axes left
+    with SignatureActivation(cnn2d, "pool") as sa, pytest.raises(ValueError, match="spatial"):
+        sa(torch.randn(1, 2, 16, 16))
     with pytest.raises(ValueError, match="dct_axes"):
         SignatureActivation(cnn2d, "features.7", dct_axes="time")
     with pytest.raises(ValueError, match="bilateral"):

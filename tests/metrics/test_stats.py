@@ -119,6 +119,7 @@ def test_mcnemar_exact_matches_statsmodels_and_binomial_sum(cells):
     from math import comb
 
     from statsmodels.stats.contingency_tables import mcnemar
+
     n11, n10, n01, n00 = cells
     a, b = _mcnemar_table(*cells)
     r = mcnemar_exact(torch.from_numpy(a), b)
@@ -165,6 +166,7 @@ def _holm_brute(p):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_holm_matches_statsmodels_and_brute_force(seed):
     from statsmodels.stats.multitest import multipletests
+
     rng = np.random.default_rng(seed)
     p = np.concatenate([rng.uniform(0, 0.05, 5), rng.uniform(0, 1, 7), [0.01, 0.01]])  # includes a tie
     got = holm(p)
