@@ -305,6 +305,8 @@ METRICS = {
     "sparsity": lambda m, x, s: M.sparsity(s),
     "high_frequency_power_ratio": lambda m, x, s: M.high_frequency_power_ratio(s),
     "radial_power_spectrum": lambda m, x, s: M.radial_power_spectrum(s)[0],
+    "roc_auc": lambda m, x, s: torch.tensor(M.roc_auc(s, _masks())),
+    "nmse": lambda m, x, s: torch.tensor(M.nmse(s, s.flip(-1))),
 }
 STATS = {"bootstrap_ci", "paired_bootstrap_ci", "paired_wilcoxon"}  # take metric values, not maps or inputs
 
