@@ -47,3 +47,19 @@ def test_no_module_is_too_long():
     }
     too_long = {name: n for name, n in sizes.items() if n > MAX_LINES}
     assert not too_long, f"modules over {MAX_LINES} lines (split them along their seams): {too_long}"
+
+
+def test_readme_diagram_lists_the_contract_layers():
+    """The README's "Architecture" diagram names the layers of the import contract, top to bottom."""
+    import re
+
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Architecture") :]
+    diagram = re.search(r"```text\n(.*?)```", section, flags=re.DOTALL).group(1)
+    rows = diagram.split("---")[0].strip().splitlines()
+    drawn = [re.split(r"\s{2,}", row.strip())[0] for row in rows]
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
+    layers = [layer.replace("monai_saliency.", "") for layer in config["layers"]]
+    assert drawn == layers
