@@ -49,7 +49,7 @@ REF_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 venv-reference: $(REF_STAMP)
 
-$(REF_STAMP): pyproject.toml setup.py monai_saliency/ops/_cpu_kernels.c Makefile
+$(REF_STAMP): pyproject.toml Makefile
 	test -x $(REF_PY) || $(PYTHON) -m venv $(REF_VENV)
 	$(REF_PY) -m pip install -q --upgrade pip
 	$(REF_PY) -m pip install -q $(REF_TORCH_SPEC)
