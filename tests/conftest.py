@@ -103,3 +103,10 @@ def nifti_batches():
         return list(DataLoader(data, batch_size=batch_size)), pre
 
     return make
+
+
+@pytest.fixture
+def acts2d() -> torch.Tensor:
+    """Random ReLU activations (3, 24, 32, 28) with per-channel scales (Signature Activation tests)."""
+    g = torch.Generator().manual_seed(3)
+    return torch.relu(torch.randn(3, 24, 32, 28, generator=g)) * torch.rand(3, 24, 1, 1, generator=g)

@@ -12,7 +12,8 @@ Training volumes ``x_j`` (``I`` voxels inside the mask, ``j = 1..J``), centred b
 of generality"; every ``x`` below is centred, which is also what zeroing a basis row acts on.)
 Basis ``B`` (``I x K``, :class:`~monai_saliency.models.pca.PCAProjection`), projections ``V = X B`` (rows
 ``v_j``), a differentiable head ``F`` on the projections (eq. 1's tanh net, or any ``nn.Module`` mapping
-``(N, K) -> (N,)``; see :mod:`monai_saliency.analysis.heads` for the capabilities a head may expose), residuals ``e_j = y_j - F(v_j)`` and the cost (eq. 2)
+``(N, K) -> (N,)``; see :mod:`monai_saliency.analysis.heads` for the capabilities a head may expose), residuals
+``e_j = y_j - F(v_j)`` and the cost (eq. 2)
 
     E(B) = (1/J) sum_j (y_j - F(v_j))^2.
 
@@ -72,7 +73,7 @@ Where the seed is inconsistent or ambiguous, and what is done here
    all second order, and retraining finds another interpolating minimum (retrained changes ~0). The paper's
    observation that the first order suffices (Fig. 2/4) therefore needs non-negligible residuals (early
    stopping, pruning, or a ridge penalty: ``TanhNet.fit(weight_decay=...)``); the saliency is always the
-   change of the data cost ``E`` of eq. 2. On the synthetic studies (``data/pet_study.py``) ridge 0.1 gives
+   change of the data cost ``E`` of eq. 2. On the synthetic studies (``data/synthetic/pet_phantom.py``) ridge 0.1 gives
    NMSE(first vs exact) of 0.004-0.02, ridge 1e-3 gives ~0.9 (second order, joint GN: <1e-5).
 
 Cost

@@ -154,7 +154,7 @@ class ImageSignature(Transform):
     standard deviation ``blur_sigma * width`` (Hou et al.'s default ``blur_sigma = 0.045`` of the map width, the last
     axis) with mirrored borders and a kernel truncated at 3 sigma (Hou et al.'s MATLAB kernel spans +-2 sigma;
     :func:`~monai_saliency.transforms.utils.gaussian_smooth`), or a bilateral filter (``smooth="bilateral"``, on the
-    ``[0, 1]``-scaled map with :data:`~monai_saliency.methods.signature.BILATERAL_DEFAULTS`), or none. Hou et al.
+    ``[0, 1]``-scaled map with :data:`~monai_saliency.ops.bilateral.BILATERAL_DEFAULTS`), or none. Hou et al.
     also resize the image to a width of 64 pixels first (their scale of "sparse"); this transform works at the
     resolution it is given: resize before it (e.g. ``Resize``) to choose the scale. Channels are averaged as in Hou
     et al.; ``reduce_channels=False`` keeps them.
@@ -166,12 +166,12 @@ class ImageSignature(Transform):
             ``"reconstruction"`` (signed ``IDCT(sign(DCT(I)))`` per channel, no smoothing).
         smooth: ``"gaussian"`` (default, Hou et al.), ``"bilateral"`` (as Signature Activation) or ``"none"``.
         blur_sigma: Gaussian sigma as a fraction of the width (last axis); default 0.045 (Hou et al.).
-        bilateral: options overriding :data:`~monai_saliency.methods.signature.BILATERAL_DEFAULTS` for
+        bilateral: options overriding :data:`~monai_saliency.ops.bilateral.BILATERAL_DEFAULTS` for
             ``smooth="bilateral"`` (``spatial_sigma``, ``range_sigma`` on the ``[0, 1]`` scale, ``radius``,
             ``window``).
         reduce_channels: average the squared reconstructions over channels (Hou et al.) -> ``(1, *spatial)``.
         zero_tol: relative threshold for zero DCT coefficients (None: ``8 * eps(dtype)``, the round-off level; see
-            :func:`~monai_saliency.methods.signature.zero_tolerance`).
+            :func:`~monai_saliency.ops.signature.zero_tolerance`).
 
     Raises:
         ValueError: for unknown option values or ``bilateral`` keys, non-positive sigmas, a negative ``zero_tol``;

@@ -63,7 +63,7 @@ def fit_model(
         hidden: ``A`` tanh units.
         bias, output_bias: optional biases (not in eq. 1).
         weight_decay: ridge coefficient (0.1 by default: keeps non-negligible residuals, so the first-order
-            saliency is meaningful; see ``methods/morch.py`` note 7).
+            saliency is meaningful; see ``monai_saliency/analysis/morch.py`` note 7).
         tol: gradient tolerance of the fit.
         seed: initial-weight seed.
         center_targets: subtract the mean target (eq. 1 has no output bias, ``F(0) = 0``).

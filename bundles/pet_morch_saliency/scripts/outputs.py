@@ -1,6 +1,6 @@
 """Computing and writing the Mørch maps of the ``pet_morch_saliency`` bundle (``inference.json``).
 
-Mørch saliency (``monai_saliency.methods.morch``) is a property of a trained (PCA + tanh net) model **over a set of
+Mørch saliency (``monai_saliency.analysis.morch``) is a property of a trained (PCA + tanh net) model **over a set of
 scans**: one map per model, not one per scan, so the unit of work is a study folder. :func:`compute_maps` gives the
 first / second / exact orders in one pass (voxels split across ``torch.distributed`` ranks with
 ``distributed=True``); :func:`write_outputs` writes NIfTI in the scans' geometry, DICOM Parametric Maps referencing
