@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,13 @@ from torch import nn
 
 from monai_saliency.core import evaluation_mode
 from monai_saliency.data.nifti import save_nifti
+from monai_saliency.engines.inferers import ExplainerSpec
 from monai_saliency.methods.base import Explainer
 from monai_saliency.ops.normalize import minmax_normalize
 
 __all__ = ["SaliencyHandler", "overlay_rgb"]
 
 FIRST_BATCH = "first_batch"
-
-ExplainerSpec = Explainer | Callable[[nn.Module], Explainer]
 
 
 def _is_loader(probe: Any) -> bool:

@@ -25,22 +25,13 @@ from torch import nn
 from monai_saliency.core import check_input, evaluation_mode, model_logits, select_class
 from monai_saliency.methods.base import Explainer
 from monai_saliency.ops.blur import gaussian_blur
-from monai_saliency.ops.fourier import ideal_lowpass
+from monai_saliency.ops.fourier import check_cutoff, ideal_lowpass
 from monai_saliency.ops.normalize import minmax_normalize, reduce_channels
 from monai_saliency.ops.precision import model_input_dtype, working_tensor
 
 __all__ = ["CalibrationResult", "FORGrad", "default_sigmas", "insertion_deletion_score"]
 
 MetricFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _check_sigma(sigma: float) -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(
-            f"sigma must be a positive number of frequency bins, got {sigma!r}; use a value >= the largest spatial "
-            "size for no filtering."
-        )
-    return float(sigma)
 
 
 def default_sigmas(spatial_shape: Sequence[int], num: int = 12) -> list[float]:
@@ -214,7 +205,7 @@ class FORGrad(Explainer):
         if not callable(explainer):
             raise TypeError(f"explainer must be callable, got {type(explainer).__name__}.")
         self.base = explainer
-        self.sigma = _check_sigma(sigma)
+        self.sigma = check_cutoff(sigma)
         reduce_channels(torch.zeros(1, 1, 1), reduce)
         self.reduce = reduce
         self.normalize = normalize
@@ -236,7 +227,7 @@ class FORGrad(Explainer):
 
     def filter(self, maps: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
         """Low-pass ``maps`` ``(B, C, *sp)`` with radius ``sigma`` (default ``self.sigma``), then reduce/normalise."""
-        sig = self.sigma if sigma is None else _check_sigma(sigma)
+        sig = self.sigma if sigma is None else check_cutoff(sigma)
         out = reduce_channels(ideal_lowpass(maps, sig), self.reduce)
         return minmax_normalize(out) if self.normalize else out
 
@@ -275,7 +266,7 @@ class FORGrad(Explainer):
         Raises:
             ValueError: for empty data, non-positive radii, or a metric returning the wrong shape / NaN.
         """
-        sig_list = None if sigmas is None else sorted(_check_sigma(s) for s in sigmas)
+        sig_list = None if sigmas is None else sorted(check_cutoff(s) for s in sigmas)
         if sig_list is not None and not sig_list:
             raise ValueError("give at least one sigma.")
         # as in __call__: no BatchNorm update, no dropout while scoring; half precision computed in float32

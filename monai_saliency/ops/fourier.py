@@ -9,7 +9,7 @@ import torch
 
 from monai_saliency.ops.precision import upcast
 
-__all__ = ["frequency_radius", "ideal_lowpass", "ideal_lowpass_mask"]
+__all__ = ["check_cutoff", "frequency_radius", "ideal_lowpass", "ideal_lowpass_mask"]
 
 
 def frequency_radius(
@@ -96,3 +96,23 @@ def ideal_lowpass(x: torch.Tensor, radius: float, spatial_dims: int | None = Non
     spectrum = torch.fft.rfftn(upcast(x), dim=dims)  # CPU FFTs have no half precision: float32 there
     spectrum = spectrum * mask.to(spectrum.real.dtype)
     return torch.fft.irfftn(spectrum, s=shape, dim=dims).to(x.dtype)
+
+
+def check_cutoff(sigma: float) -> float:
+    """Validate an ideal low-pass cut-off radius (frequency bins).
+
+    Args:
+        sigma: the radius.
+
+    Returns:
+        ``sigma`` as a float.
+
+    Raises:
+        ValueError: unless ``sigma`` is a finite number > 0.
+    """
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(
+            f"sigma must be a positive number of frequency bins, got {sigma!r}; use a value >= the largest spatial "
+            "size for no filtering."
+        )
+    return float(sigma)

@@ -35,11 +35,11 @@ from monai.utils import TransformBackends, convert_to_dst_type
 from monai_saliency.methods.structured import prox_options, structured_map, structured_prox
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.ops.bilateral import bilateral_filter_axes, bilateral_options
-from monai_saliency.ops.fourier import ideal_lowpass
+from monai_saliency.ops.fourier import check_cutoff, ideal_lowpass
 from monai_saliency.ops.normalize import minmax_normalize
 from monai_saliency.ops.precision import cast_back, upcast
 from monai_saliency.ops.signature import DCT_AXES, signature_reconstruction, zero_tolerance
-from monai_saliency.transforms.utils import channel_first_float, check_cutoff, gaussian_smooth
+from monai_saliency.transforms.utils import channel_first_float, gaussian_smooth
 
 __all__ = [
     "FourierLowPass",

@@ -4,7 +4,6 @@ and the forwarding of the deprecated module paths (``monai_saliency.transforms.f
 from __future__ import annotations
 
 import importlib
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,7 +15,7 @@ from monai.data import MetaTensor
 from monai_saliency.ops.blur import gaussian_blur
 from monai_saliency.ops.checks import all_finite
 
-__all__ = ["NEW_HOMES", "channel_first_float", "check_cutoff", "gaussian_smooth", "moved_names"]
+__all__ = ["NEW_HOMES", "channel_first_float", "gaussian_smooth", "moved_names"]
 
 #: where the names of the deprecated module paths now live, searched in order by :func:`moved_names`
 NEW_HOMES = ("monai_saliency.transforms", "monai_saliency.transforms.utils")
@@ -44,26 +43,6 @@ def channel_first_float(img: torch.Tensor | np.ndarray, what: str = "image", che
     if check_finite and not all_finite(data):
         raise ValueError(f"the {what} holds NaN or Inf; clean it first.")
     return data
-
-
-def check_cutoff(sigma: float) -> float:
-    """Validate an ideal low-pass cut-off radius (frequency bins).
-
-    Args:
-        sigma: the radius.
-
-    Returns:
-        ``sigma`` as a float.
-
-    Raises:
-        ValueError: unless ``sigma`` is a finite number > 0.
-    """
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(
-            f"sigma must be a positive number of frequency bins, got {sigma!r}; use a value >= the largest spatial "
-            "size for no filtering."
-        )
-    return float(sigma)
 
 
 def gaussian_smooth(x: torch.Tensor, sigma: float, spatial_dims: int, truncate: float = 3.0) -> torch.Tensor:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_saliency.ops.fourier import frequency_radius, ideal_lowpass, ideal_lowpass_mask
+from monai_saliency.ops.fourier import check_cutoff, frequency_radius, ideal_lowpass, ideal_lowpass_mask
 
 
 def _reference_lowpass(x: np.ndarray, radius: float, nd: int) -> np.ndarray:
@@ -67,3 +67,13 @@ def test_bad_input():
         ideal_lowpass(torch.ones(1, 1, 4, 4, dtype=torch.int32), 1.0)
     with pytest.raises(ValueError, match="spatial_dims"):
         ideal_lowpass(torch.ones(4, 4), 1.0, spatial_dims=3)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), True, "3"])
+def test_check_cutoff_rejects_what_is_not_a_positive_radius(bad):
+    with pytest.raises(ValueError, match="positive number of frequency bins"):
+        check_cutoff(bad)
+
+
+def test_check_cutoff_returns_a_float():
+    assert check_cutoff(3) == 3.0 and isinstance(check_cutoff(3), float)
