@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from monai.data import MetaTensor
+from monai.data import MetaTensor, PILWriter
 
-__all__ = ["atomic_output", "source_paths"]
+__all__ = ["AtomicPILWriter", "atomic_output", "source_paths"]
 
 _MULTI_SUFFIXES = (".nii.gz", ".tar.gz")
 
@@ -73,3 +73,19 @@ def atomic_output(
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+class AtomicPILWriter(PILWriter):
+    """MONAI's ``PILWriter`` (PNG, JPEG, BMP) writing through :func:`atomic_output`: no partial file is ever visible
+    under the final name, and a failed write leaves no file behind."""
+
+    def write(self, filename: os.PathLike | str, verbose: bool = False, **kwargs) -> None:
+        """Write to a temporary file beside ``filename`` (same suffix, so PIL picks the format) and rename it.
+
+        Args:
+            filename: destination image file.
+            verbose: log the progress.
+            kwargs: passed to ``PILWriter.write``.
+        """
+        with atomic_output(filename) as tmp:
+            super().write(str(tmp), verbose=verbose, **kwargs)

@@ -17,6 +17,7 @@ from monai.data import MetaTensor, image_writer
 from monai.transforms import MapTransform, SaveImage, Transform
 from monai.utils import TransformBackends
 
+from monai_saliency.data.atomic import AtomicPILWriter
 from monai_saliency.data.nifti import AtomicNibabelWriter
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.transforms import array
@@ -199,7 +200,8 @@ class SaveMapsd(MapTransform):
 
     File names come from the map's ``filename_or_obj`` (the input it explains), so two methods never write to
     the same file and no output can take an input's name. NIfTI goes through :class:`AtomicNibabelWriter`
-    (2D maps ``(C, H, W)`` and 3D maps ``(C, D, H, W)``); 8-bit image formats (``.png``, ``.jpg``, ``.bmp``) take
+    (2D maps ``(C, H, W)`` and 3D maps ``(C, D, H, W)``); 8-bit image formats (``.png``, ``.jpg``, ``.bmp``, through
+    :class:`~monai_saliency.data.atomic.AtomicPILWriter`) take
     2D maps with 1, 3 or 4 channels and values in [0, 1] (apply :class:`ScaleToUnitd` first), written as 0-255;
     other extensions use the writer MONAI registers for them.
 
@@ -229,6 +231,8 @@ class SaveMapsd(MapTransform):
         ext = output_ext.lower()
         if writer is None and ext in (".nii", ".nii.gz"):
             writer = AtomicNibabelWriter
+        if writer is None and ext in _EIGHT_BIT_EXTS:
+            writer = AtomicPILWriter
         if writer is None and ext.lstrip(".") not in _registered_formats():
             raise ValueError(
                 f"MONAI registers no image writer for {output_ext!r} (known: {sorted(_registered_formats())}); use "

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -60,3 +62,23 @@ def test_save_maps_clear_errors_for_unsupported(tmp_path):
     with pytest.raises(ValueError, match="no image writer for '.xyz'"):
         SaveMapsd("g", output_dir=tmp_path, output_ext=".xyz")
     assert not list(tmp_path.glob("x_g*"))
+
+
+def test_save_maps_png_is_atomic(tmp_path, monkeypatch):
+    """A PNG write that fails half-way leaves neither a partial file under the final name nor a temporary file."""
+    from monai.data import PILWriter
+
+    m = MetaTensor(torch.rand(1, 8, 9), meta={"filename_or_obj": str(tmp_path / "img.png")})
+    saver = SaveMapsd("g", output_dir=tmp_path / "out", output_ext=".png")
+
+    def broken(self, filename, verbose=False, **kwargs):
+        Path(filename).write_bytes(b"\x89PNG partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(PILWriter, "write", broken)
+    with pytest.raises(RuntimeError, match="disk full"):  # MONAI wraps the writer's error
+        saver({"g": m})
+    assert not list((tmp_path / "out").iterdir())
+    monkeypatch.undo()
+    saver({"g": m})
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["img_g.png"]
