@@ -16,6 +16,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform, SaveImage
 
+from monai_saliency.data.dicom.detect import is_dicom_file
 from monai_saliency.data.dicom.xa import read_xa_cine
 from monai_saliency.data.dicom.xa_writer import XADerivedWriter
 
@@ -33,16 +34,21 @@ _XA_SAVE_OPTIONS: dict[str, Any] = {
 
 
 def is_dicom(path: Any) -> bool:
-    """True if ``path`` names a DICOM file by its suffix."""
-    return isinstance(path, (str, os.PathLike)) and str(path).lower().endswith(DICOM_SUFFIXES)
+    """True if ``path`` is a DICOM file by its content (``is_dicom_file``: PACS exports are ``IM000001``), or names
+    one by a DICOM suffix (so that a truncated or corrupt ``.dcm`` gets the DICOM reader's clear error)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    return is_dicom_file(path) or str(path).lower().endswith(DICOM_SUFFIXES)
 
 
 class LoadCined(MapTransform):
     """Load a cine from an XA DICOM file or a NIfTI file as ``MetaTensor (1, T, H, W)`` display intensities in [0, 1].
 
-    * ``.dcm``: :func:`monai_saliency.data.dicom.xa.read_xa_cine` (validated multi-frame XA, stored values divided by
-      ``2**BitsStored - 1``; meta carries ``frame_time_ms``, the angles and UIDs). Meta entries that are absent in the
-      file (``None``) become ``""`` so that MONAI can collate them.
+    * DICOM (by content, whatever the name, see :func:`is_dicom`): :func:`monai_saliency.data.dicom.xa.read_xa_cine`
+      with ``normalize=True`` (validated multi-frame XA in any transfer syntax with an installed decoder; display
+      values after the Modality LUT, MONOCHROME1 inverted, scaled by the representable range, e.g. stored values
+      divided by ``2**BitsStored - 1``; no VOI window; meta carries ``frame_time_ms``, the angles and UIDs). Meta
+      entries that are absent in the file (``None``) become ``""`` so that MONAI can collate them.
     * anything else (``.nii``/``.nii.gz``): ``LoadImage`` of a 3D array whose *first* axis is the frame axis
       ``(T, H, W)``, values divided by ``nifti_scale``.
 
@@ -52,7 +58,8 @@ class LoadCined(MapTransform):
         allow_missing_keys: skip absent keys.
 
     Raises (on call):
-        XACineError: for a corrupt, truncated, single-frame or non-XA DICOM file.
+        XACineError: for a corrupt, truncated, single-frame or non-XA DICOM file, colour or palette colour XA, or a
+            transfer syntax without an installed decoder (named).
         ValueError: for a NIfTI that is not 3D, has fewer than 2 frames, or whose scaled intensities leave [0, 1]
             (the message names the fix).
     """

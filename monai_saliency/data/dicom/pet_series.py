@@ -11,6 +11,7 @@ import torch
 from monai.data import MetaTensor
 
 from monai_saliency.data.atomic import atomic_output
+from monai_saliency.data.dicom.pixels import check_pixel_format, modality_values
 
 __all__ = ["PT_STORAGE", "read_pet_series", "write_pet_series"]
 
@@ -158,12 +159,22 @@ def write_pet_series(
 def read_pet_series(folder: str | os.PathLike) -> tuple[MetaTensor, list]:
     """Read a single-frame PT series (as written by :func:`write_pet_series`, or a scanner's).
 
+    Pixel values go through :mod:`monai_saliency.data.dicom.pixels`: any transfer syntax pydicom can decode with an
+    installed decoder, bits above ``HighBit`` masked, signed data sign-extended, then each slice's own Modality LUT
+    (``RescaleSlope``/``RescaleIntercept``, identity when absent, or a Modality LUT Sequence). A window in the file
+    is not applied.
+
+    Args:
+        folder: the folder holding the series' files.
+
     Returns:
         ``(volume (1, X, Y, Z) float32 MetaTensor with a RAS affine, datasets in slice order)``.
 
     Raises:
         FileNotFoundError: if the folder holds no DICOM file.
-        ValueError: for mixed series, non-PT instances, or inconsistent slice geometry.
+        ValueError: for mixed series, non-PT instances, inconsistent slice geometry, multi-frame instances, and,
+            by name, for pixel data other than MONOCHROME2 (colour, palette colour, MONOCHROME1) or a transfer
+            syntax without an installed decoder.
     """
     import pydicom
 
@@ -179,9 +190,12 @@ def read_pet_series(folder: str | os.PathLike) -> tuple[MetaTensor, list]:
     order = np.argsort(pos @ normal)
     dss = [dss[i] for i in order]
     pos = pos[order]
-    vol = np.stack(
-        [ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in dss], -1
-    )
+    # PT images are MONOCHROME2 by their IOD; values through each slice's own rescale (or Modality LUT)
+    for ds in dss:
+        check_pixel_format(ds, str(ds.filename), accept=("MONOCHROME2",))
+    vol = np.stack([modality_values(ds, str(ds.filename)) for ds in dss], -1)
+    if vol.ndim != 3:
+        raise ValueError(f"{folder}: every PT instance must be a single frame, got a stack of shape {vol.shape}.")
     vol = np.transpose(vol, (1, 0, 2))  # (rows, cols, Z) -> (X, Y, Z)
     dr, dc = (float(s) for s in dss[0].PixelSpacing)
     lps = np.eye(4)

@@ -1,9 +1,10 @@
 """X-Ray Angiographic (XA) multi-frame DICOM cines: validate and read them with MONAI.
 
-:func:`read_xa_cine` validates the file (XA modality and SOP class, multi-frame, frame count consistent with the
-pixel data and any frame-time vector, pixel data not truncated) and then reads it with
-``LoadImage(reader=PydicomReader(swap_ij=False))`` -> ``MetaTensor (1, T, H, W)`` (frames first, rows, columns) whose
-meta holds ``frame_time_ms``, the angles and the UIDs. Writing cines and derived maps:
+:func:`read_xa_cine` validates the file (XA modality and SOP class, multi-frame, monochrome, a decodable transfer
+syntax, frame count consistent with the pixel data, its fragments and any frame-time vector, pixel data not
+truncated) and then reads it with ``LoadImage`` and a ``PydicomReader(swap_ij=False)`` that interprets the pixel data
+(:mod:`monai_saliency.data.dicom.pixels`: decoders, MONOCHROME1, signedness, bits stored, Modality LUT) ->
+``MetaTensor (1, T, H, W)`` (frames first, rows, columns) whose meta holds ``frame_time_ms``, the angles and the UIDs. Writing cines and derived maps:
 :mod:`monai_saliency.data.dicom.xa_writer`.
 """
 
@@ -24,6 +25,8 @@ from monai.transforms import LoadImage
 from pydicom.dataset import Dataset
 from pydicom.uid import XRayAngiographicImageStorage
 
+from monai_saliency.data.dicom.pixels import check_pixel_format, modality_range, modality_values
+
 __all__ = ["XA_SOP_CLASS_UIDS", "XACineError", "read_xa_cine", "read_xa_dataset"]
 
 XA_SOP_CLASS_UIDS: dict[str, str] = {
@@ -35,7 +38,8 @@ _FRAME_TIME_VECTOR_TAG = 0x00181065
 
 
 class XACineError(ValueError):
-    """A file is not a readable multi-frame XA cine (wrong modality, single frame, truncated, inconsistent)."""
+    """A file is not a readable multi-frame XA cine (wrong modality, single frame, truncated, inconsistent, colour,
+    palette colour, or a transfer syntax without an installed decoder)."""
 
 
 def _frame_time_ms(ds: Dataset) -> float:
@@ -75,20 +79,27 @@ def _validate_xa(ds: Dataset, name: str, min_frames: int = 2) -> None:
             "expected. Read single frames with LoadImage(reader=PydicomReader()) instead."
         )
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    spp, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 0) or 0)
+    bits = int(ds.get("BitsAllocated", 0) or 0)
     if rows < 1 or cols < 1 or bits not in (8, 16):
         raise XACineError(
             f"{name} has an invalid image description: Rows={rows}, Columns={cols}, BitsAllocated={bits}."
         )
-    if spp != 1:
-        raise XACineError(f"{name} has SamplesPerPixel={spp}; XA cines are monochrome (1 sample per pixel).")
+    stored = int(ds.get("BitsStored", bits) or bits)
+    high = int(ds.get("HighBit", stored - 1))
+    if not 1 <= stored <= bits or high != stored - 1:
+        raise XACineError(
+            f"{name} has an invalid bit layout: BitsAllocated={bits}, BitsStored={stored}, HighBit={high}; "
+            "expected BitsStored <= BitsAllocated and HighBit = BitsStored - 1."
+        )
+    # colour, palette colour, a transfer syntax without an installed decoder, fragments that cannot hold the frames
+    check_pixel_format(ds, name, error=XACineError)
     if "FrameTimeVector" in ds and ds.FrameTimeVector is not None and len(ds.FrameTimeVector) != frames:
         raise XACineError(
             f"inconsistent frame count in {name}: NumberOfFrames={frames} but FrameTimeVector has "
             f"{len(ds.FrameTimeVector)} entries."
         )
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if tsyntax is None or not tsyntax.is_compressed:
+    if tsyntax is None or not tsyntax.is_compressed:  # native pixel data; encapsulated: see check_pixel_format
         expected = rows * cols * frames * bits // 8
         got = len(ds.PixelData)
         if got < expected:
@@ -118,7 +129,9 @@ def read_xa_dataset(path: str | os.PathLike, min_frames: int = 2) -> Dataset:
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        XACineError: if the file is not DICOM, is truncated/corrupt, not XA, single-frame or inconsistent.
+        XACineError: if the file is not DICOM, is truncated/corrupt, not XA, single-frame or inconsistent, is colour
+            or palette colour, or uses a transfer syntax without an installed decoder (named with the packages that
+            would decode it).
     """
     path = Path(path)
     if not path.is_file():
@@ -156,30 +169,51 @@ def _xa_meta(ds: Dataset) -> dict[str, Any]:
         "series_instance_uid": str(ds.get("SeriesInstanceUID", "")),
         "study_instance_uid": str(ds.get("StudyInstanceUID", "")),
         "bits_stored": int(ds.get("BitsStored", ds.BitsAllocated)),
+        "photometric_interpretation": str(ds.PhotometricInterpretation),
     }
 
 
+class _XAPixelReader(PydicomReader):
+    """MONAI's PydicomReader whose array is :func:`~monai_saliency.data.dicom.pixels.modality_values` (decoded,
+    Modality LUT applied, MONOCHROME1 inverted) instead of the stored values with only the rescale applied."""
+
+    def _get_array_data(self, img: Dataset, filename: Any) -> np.ndarray:
+        values = modality_values(img, str(filename), error=XACineError)
+        return values[None] if values.ndim == 2 else values  # a single frame (min_frames=1) is still (T, H, W)
+
+
 def read_xa_cine(path: str | os.PathLike, normalize: bool = False, min_frames: int = 2) -> MetaTensor:
-    """Validate a multi-frame XA file and read it with MONAI's ``PydicomReader(swap_ij=False)``.
+    """Validate a multi-frame XA file and read its display values with MONAI's ``LoadImage`` and a
+    ``PydicomReader(swap_ij=False)`` that interprets the pixel data (:mod:`monai_saliency.data.dicom.pixels`).
+
+    The values are the stored values decoded by pydicom (any transfer syntax with an installed decoder; bits above
+    ``HighBit`` masked, signed data sign-extended), through the Modality LUT (``RescaleSlope``/``RescaleIntercept``
+    or a Modality LUT Sequence), with ``MONOCHROME1`` inverted within the representable range so that larger is
+    always brighter: a ``MONOCHROME1`` cine and its ``MONOCHROME2`` twin read to the same array. A VOI LUT or window
+    in the file is not applied (a viewer's presentation choice; the network sees the full range).
 
     Args:
         path: the XA DICOM file.
-        normalize: divide stored display values by ``2**BitsStored - 1`` to get [0, 1] (only for originals without
-            a rescale; derived maps already come back in their own units).
+        normalize: map the representable range of those values to [0, 1]: ``(v - lo) / (hi - lo)`` with
+            ``(lo, hi)`` the stored bit depth's range through the Modality LUT (``[0, 2**BitsStored - 1]`` for
+            unsigned data without rescale, so stored values divided by ``2**BitsStored - 1``). The range is the
+            representable one, not the file's min/max, so a dark and a bright cine keep their difference.
         min_frames: the fewest frames accepted.
 
     Returns:
         ``MetaTensor (1, T, H, W)`` float32, frames first; meta holds MONAI's keys plus ``frame_time_ms``,
         ``cine_rate``, ``number_of_frames``, ``positioner_primary_angle``, ``positioner_secondary_angle``,
         ``imager_pixel_spacing``, ``image_type``, ``sop_class_uid``, ``sop_instance_uid``, ``series_instance_uid``,
-        ``study_instance_uid``, ``bits_stored``.
+        ``study_instance_uid``, ``bits_stored``, ``photometric_interpretation`` (as stored) and ``display_range``
+        (``[lo, hi]`` above).
 
     Raises:
-        FileNotFoundError, XACineError: see :func:`read_xa_dataset`; XACineError also if the pixel array read
-            back does not have the declared ``(T, H, W)``.
+        FileNotFoundError, XACineError: see :func:`read_xa_dataset` (which also refuses colour, palette colour and
+            transfer syntaxes without an installed decoder, by name); XACineError also if the pixel data cannot
+            be decoded or the array read back does not have the declared ``(T, H, W)``.
     """
     ds = read_xa_dataset(path, min_frames=min_frames)
-    loader = LoadImage(reader=PydicomReader(swap_ij=False), image_only=True, ensure_channel_first=True)
+    loader = LoadImage(reader=_XAPixelReader(swap_ij=False), image_only=True, ensure_channel_first=True)
     with warnings.catch_warnings():
         # XA has no ImageOrientation/PositionPatient: MONAI warns and uses an identity affine, which is right here
         warnings.filterwarnings("ignore", message=".*ImageOrientationPatient.*")
@@ -188,9 +222,9 @@ def read_xa_cine(path: str | os.PathLike, normalize: bool = False, min_frames: i
     if tuple(img.shape) != expected:
         raise XACineError(f"{path}: read an array of shape {tuple(img.shape)}, expected {expected} (1, T, H, W).")
     meta = _xa_meta(ds)
+    lo, hi = modality_range(ds)
+    meta["display_range"] = [lo, hi]
     if normalize:
-        if "RescaleSlope" in ds:
-            raise XACineError(f"{path} carries a rescale (a derived map); read it with normalize=False.")
-        img = img / float((1 << meta["bits_stored"]) - 1)
+        img = (img - lo) / (hi - lo)
     img.meta.update(meta)
     return img
