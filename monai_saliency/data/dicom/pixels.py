@@ -174,6 +174,10 @@ def modality_values(ds: Dataset, name: str, error: type[Exception] = ValueError)
     except _DECODE_ERRORS as e:
         syntax = f"{tsyntax.name} ({tsyntax})" if tsyntax is not None else "unknown transfer syntax"
         raise error(f"{name}: the pixel data ({syntax}) cannot be decoded: {e}") from e
+    if ds.get("ModalityLUTSequence"):
+        # pydicom indexes the LUT with ``stored - first mapped value`` in the stored dtype, which overflows for a
+        # signed 16-bit image whose LUT starts at -32768: index in int32
+        stored = stored.astype(np.int32)
     try:
         values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
         lo, hi = modality_range(ds)
