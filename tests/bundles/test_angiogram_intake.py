@@ -1,0 +1,71 @@
+"""The angiogram bundle's DICOM intake, run as a user would: a MONOCHROME1 twin of a cine and an RLE-compressed copy
+named like a PACS export (no suffix) give the same prediction, maps and derived XA as the original."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import RLELossless, generate_uid
+
+from tests.bundles.conftest import run_bundle
+from tests.data.dicom._xa_twins import SAMPLE_CINE, monochrome1_twin
+
+NAME = "angiogram_signature_activation"
+METHODS = ("sigact_spatial", "sigact_frames", "gradcam")
+STEMS = ("case_000", "case_000_m1", "IM000001")
+
+
+@pytest.fixture(scope="module")
+def twin_run(tmp_path_factory):
+    data = tmp_path_factory.mktemp("twins")
+    shutil.copy(SAMPLE_CINE, data / "case_000.dcm")
+    monochrome1_twin(SAMPLE_CINE, data / "case_000_m1.dcm")
+    ds = pydicom.dcmread(SAMPLE_CINE)
+    ds.compress(RLELossless)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(data / "IM000001")  # DICOM by content only
+    out = data.parent / f"{data.name}_out"
+    result = run_bundle(
+        NAME,
+        "--config_file",
+        "configs/inference.json",
+        "--dataset_dir",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--file_patterns",
+        "['*.dcm', 'IM*']",
+    )
+    return result, out
+
+
+def test_twins_give_the_same_prediction(twin_run):
+    result, out = twin_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "predictions.csv") as f:
+        rows = {Path(r[0]).name.removesuffix(".dcm"): np.array(r[1:], dtype=float) for r in csv.reader(f)}
+    assert sorted(rows) == sorted(STEMS), rows
+    for stem in STEMS[1:]:
+        np.testing.assert_allclose(rows[stem], rows["case_000"], atol=1e-6, err_msg=stem)
+
+
+def test_twins_give_the_same_maps_and_derived_xa(twin_run):
+    result, out = twin_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    for method in METHODS:
+        ref = nib.load(str(out / f"case_000_{method}.nii.gz")).get_fdata()
+        assert ref.max() > ref.min()
+        for stem in STEMS[1:]:
+            np.testing.assert_allclose(
+                nib.load(str(out / f"{stem}_{method}.nii.gz")).get_fdata(), ref, atol=1e-6, err_msg=(stem, method)
+            )
+    derived = {stem: pydicom.dcmread(out / f"{stem}_sigact_spatial.dcm") for stem in STEMS}
+    ref = derived["case_000"].pixel_array
+    for stem in STEMS[1:]:
+        np.testing.assert_array_equal(derived[stem].pixel_array, ref, err_msg=stem)
