@@ -41,6 +41,12 @@ def run_bundle(bundle: str, *args: str, torchrun_procs: int = 0, timeout: int = 
     )
 
 
+def run_inference(bundle: str, dataset_dir: Path, output_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run a bundle's ``configs/inference.json`` over ``dataset_dir`` into ``output_dir`` (more overrides in ``args``)."""
+    config = ("--config_file", "configs/inference.json", "--dataset_dir", str(dataset_dir), "--output_dir")
+    return run_bundle(bundle, *config, str(output_dir), *args)
+
+
 def run_multi_gpu(bundle: str, dataset_dir: Path, output_dir: Path, *args: str, procs: int = 2):
     """Run a bundle's multi-GPU inference config under ``torchrun`` with ``procs`` processes (CPU, gloo)."""
     config = ("--config_file", MULTI_GPU, "--dataset_dir", str(dataset_dir), "--output_dir", str(output_dir))

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom.uid import RLELossless, generate_uid
 
-from tests.bundles.conftest import run_bundle
+from tests.bundles.conftest import run_inference
 from tests.data.dicom._xa_twins import SAMPLE_CINE, monochrome1_twin
 
 NAME = "angiogram_signature_activation"
@@ -31,17 +31,7 @@ def twin_run(tmp_path_factory):
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.save_as(data / "IM000001")  # DICOM by content only
     out = data.parent / f"{data.name}_out"
-    result = run_bundle(
-        NAME,
-        "--config_file",
-        "configs/inference.json",
-        "--dataset_dir",
-        str(data),
-        "--output_dir",
-        str(out),
-        "--file_patterns",
-        "['*.dcm', 'IM*']",
-    )
+    result = run_inference(NAME, data, out, "--file_patterns", "['*.dcm', 'IM*']")
     return result, out
 
 
