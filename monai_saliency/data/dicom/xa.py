@@ -85,7 +85,7 @@ def _validate_xa(ds: Dataset, name: str, min_frames: int = 2) -> None:
             f"{name} has an invalid image description: Rows={rows}, Columns={cols}, BitsAllocated={bits}."
         )
     stored = int(ds.get("BitsStored", bits) or bits)
-    high = int(ds.get("HighBit", stored - 1))
+    high = int(ds.HighBit) if ds.get("HighBit") not in (None, "") else stored - 1
     if not 1 <= stored <= bits or high != stored - 1:
         raise XACineError(
             f"{name} has an invalid bit layout: BitsAllocated={bits}, BitsStored={stored}, HighBit={high}; "

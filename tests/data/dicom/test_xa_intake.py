@@ -15,6 +15,8 @@ import pytest
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
     MPEG2MPML,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
     RLELossless,
@@ -115,6 +117,17 @@ def test_lossless_compressed_cine_reads_back_the_same(tmp_path, stored, syntax, 
     img = read_xa_cine(tmp_path / "c.dcm")
     assert img.shape == (1, *stored.shape)
     np.testing.assert_array_equal(img[0].numpy(), stored)
+
+
+def test_deflated_and_big_endian_cines_read_the_same(tmp_path, stored):
+    ds = pydicom.dcmread(SAMPLE_CINE)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(tmp_path / "deflated.dcm")
+    np.testing.assert_array_equal(read_xa_cine(tmp_path / "deflated.dcm")[0].numpy(), stored)
+    dcmconv = require_tool("dcmconv", "dcmtk")
+    subprocess.run([dcmconv, "+tb", str(SAMPLE_CINE), str(tmp_path / "be.dcm")], check=True, capture_output=True)
+    assert pydicom.dcmread(tmp_path / "be.dcm").file_meta.TransferSyntaxUID == ExplicitVRBigEndian
+    np.testing.assert_array_equal(read_xa_cine(tmp_path / "be.dcm")[0].numpy(), stored)
 
 
 @pytest.mark.parametrize(
