@@ -32,7 +32,16 @@ __all__ = ["MONOCHROME", "check_pixel_format", "modality_range", "modality_value
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_PARTIAL_422", "YBR_ICT", "YBR_RCT", "HSV")
 # errors pydicom and its plugins raise on pixel data they cannot decode (truncated streams, bad headers)
-_DECODE_ERRORS = (ValueError, RuntimeError, NotImplementedError, OSError, IndexError, KeyError, struct.error)
+_DECODE_ERRORS = (
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+    OSError,
+    IndexError,
+    KeyError,
+    StopIteration,
+    struct.error,
+)
 
 
 def _transfer_syntax(ds: Dataset):
@@ -75,6 +84,11 @@ def check_pixel_format(
             f"{name} has PhotometricInterpretation={pi or 'missing'}; only {', '.join(accept)} is supported here."
         )
     tsyntax = _transfer_syntax(ds)
+    if tsyntax is not None and not tsyntax.is_transfer_syntax:
+        raise error(
+            f"{name} declares TransferSyntaxUID {tsyntax}, which is not a transfer syntax pydicom knows (a private or "
+            "unknown encoding); its pixel data cannot be decoded here."
+        )
     if tsyntax is None or not tsyntax.is_compressed:
         return
     from pydicom.pixels import get_decoder
@@ -84,8 +98,8 @@ def check_pixel_format(
         decoder = get_decoder(tsyntax)
     except NotImplementedError as e:
         raise error(
-            f"{name} uses {label}, for which pydicom has no pixel data decoder; convert it to an uncompressed or "
-            "lossless transfer syntax (e.g. with dcmtk's dcmdjpeg/dcmdrle or gdcmconv --raw)."
+            f"{name} uses {label}, for which pydicom has no pixel data decoder; convert it to an uncompressed "
+            "transfer syntax with a tool that decodes it."
         ) from e
     if not decoder.is_available:
         raise error(

@@ -216,6 +216,10 @@ def test_a_syntax_pydicom_cannot_decode_is_refused_by_name(tmp_path):
     ds.save_as(tmp_path / "mpeg.dcm")
     with pytest.raises(XACineError, match=r"MPEG2 Main Profile / Main Level \(1.2.840.10008.1.2.4.100\).*no pixel"):
         read_xa_cine(tmp_path / "mpeg.dcm")
+    ds.file_meta.TransferSyntaxUID = "1.2.826.0.1.3680043.99.1"  # a private encoding
+    ds.save_as(tmp_path / "private.dcm", enforce_file_format=False)
+    with pytest.raises(XACineError, match=r"TransferSyntaxUID 1.2.826.0.1.3680043.99.1, which is not a transfer"):
+        read_xa_cine(tmp_path / "private.dcm")
 
 
 _WITHOUT_DECODERS = """
