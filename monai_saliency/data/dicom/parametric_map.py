@@ -115,9 +115,10 @@ def write_parametric_map(
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[
             hd.VOILUTTransformation(
-                window_center=center,
-                window_width=width,
-                window_explanation="map value range",
+                # one-item lists: highdicom (0.28) stores a bare str explanation as a list of its characters
+                window_center=[center],
+                window_width=[width],
+                window_explanation=["map value range"],
                 voi_lut_function="LINEAR_EXACT",  # a saliency range is often < 1 wide: LINEAR needs width >= 1
             )
         ],

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,12 @@ _XA_COPIED = (
     "FieldOfViewDimensions",
     "PatientOrientation",
 )
+
+
+def _headline(description: str) -> str:
+    """The description's first clause (up to a comma, semicolon, colon or parenthesis): a short series label."""
+    head = re.split(r"\s*[,;:(]", description.strip(), maxsplit=1)[0].strip()
+    return head or description
 
 
 def _base_dataset(sop_uid: str, frames: np.ndarray, frame_time_ms: float) -> Dataset:
@@ -261,8 +268,8 @@ def write_xa_derived(
     The map keeps the source's patient, study, frame of reference, frame time, angles, pixel spacing, body part and
     X-Ray acquisition technique (kVp, tube current, exposure time, exposure: the XA IOD requires one of the last three;
     ``Exposure`` is written empty, i.e. unknown, when the source has none); it gets a new series and instance UID,
-    ``ImageType = DERIVED\\SECONDARY\\SINGLE PLANE``, ``DerivationDescription = description`` (the long text), a
-    ``SeriesDescription`` of at most 64 characters cut at a word boundary, a ``SourceImageSequence`` item pointing at
+    ``ImageType = DERIVED\\SECONDARY\\SINGLE PLANE``, ``DerivationDescription = description`` (the long text), a short
+    ``SeriesDescription`` (at most 64 characters, never cut mid-word), a ``SourceImageSequence`` item pointing at
     the source SOP instance and a ``ReferencedSeriesSequence`` naming the source series. A ``LINEAR_EXACT`` display
     window (``WindowCenter``/``WindowWidth``) spans the map's rescaled value range. Values are stored as 16-bit integers with
     ``RescaleSlope = (max - min) / 65535`` and ``RescaleIntercept = min`` (``RescaleType`` "US"), so readers that
@@ -273,8 +280,8 @@ def write_xa_derived(
         source: the source XA file (it is validated and protected from being overwritten) or its pydicom Dataset.
         path: output file.
         description: DerivationDescription (what the map is, e.g. ``"Signature Activation, spatial"``).
-        series_description: SeriesDescription; default ``"Derived: " + description``; longer than 64 characters,
-            it is cut at a word boundary (:func:`~monai_saliency.data.dicom.values.short_text`).
+        series_description: SeriesDescription; default ``"Derived: "`` + the description's first clause (up to a
+            comma, semicolon, colon or parenthesis); longer than 64 characters, it is cut at a word boundary (:func:`~monai_saliency.data.dicom.values.short_text`).
         series_number: SeriesNumber of the derived series.
         protect: further input files never to overwrite.
         overwrite: replace an existing ``path``.
@@ -321,7 +328,7 @@ def write_xa_derived(
     ds.SeriesDate = ds.ContentDate = date
     ds.SeriesTime = ds.ContentTime = time
     ds.SeriesNumber, ds.InstanceNumber = int(series_number), 1
-    ds.SeriesDescription = short_text(series_description or f"Derived: {description}", 64)
+    ds.SeriesDescription = short_text(series_description or f"Derived: {_headline(description)}", 64)
     ds.ImageType = ["DERIVED", "SECONDARY", "SINGLE PLANE"]
     ds.DerivationDescription = description[:1024]
     ds.PixelIntensityRelationship = "LIN"
