@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydicom.valuerep import DSfloat
+from pydicom.valuerep import DSfloat, format_number_as_ds
 
 __all__ = ["covering_window", "short_text"]
 
@@ -43,10 +43,18 @@ def covering_window(lo: float, hi: float) -> tuple[DSfloat, DSfloat]:
     Returns:
         ``(center, width)`` as Decimal Strings with ``center - width / 2 <= lo`` and ``center + width / 2 >= hi``.
     """
-    center = DSfloat((lo + hi) / 2.0, auto_format=True)
+    center = _ds(float(lo + hi) / 2.0)
     need = 2.0 * max(hi - float(center), float(center) - lo) if hi > lo else 1.0
     for factor in (1.0, 1.0 + 1e-12, 1.0 + 1e-9, 1.0 + 1e-6):
-        width = DSfloat(need * factor, auto_format=True)
-        if float(width) >= need:
+        width = _ds(need * factor)
+        if float(center) - float(width) / 2 <= lo and float(center) + float(width) / 2 >= hi:
             break
     return center, width
+
+
+def _ds(value: float) -> DSfloat:
+    """A Decimal String of at most 16 characters whose float value is the written (rounded) one.
+
+    ``DSfloat(x, auto_format=True)`` writes a rounded string but keeps the unrounded float; a reader sees the string.
+    """
+    return DSfloat(format_number_as_ds(float(value)))
