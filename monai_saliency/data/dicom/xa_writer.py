@@ -20,7 +20,8 @@
 Every write goes through :func:`monai_saliency.data.atomic.atomic_output`: a failed write leaves no partial file and
 an input is never overwritten. Reading: :mod:`monai_saliency.data.dicom.xa`. Both objects give no error in the
 standard's validator ``dciodvfy`` (dicom3tools); its remaining warnings for the derived map are the Rescale attributes,
-which the classic XA IOD does not list (dcmtk, following the IOD, ignores them and shows the stored values).
+which the classic XA IOD does not list. dcmtk, following the IOD, ignores them for XA: its default (full stored range)
+and min-max renderings show the map, but the file's window applied to stored values (``dcm2pnm +Wi 1``) is white.
 """
 
 from __future__ import annotations
