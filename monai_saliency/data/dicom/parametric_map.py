@@ -41,6 +41,7 @@ from monai.data import ImageWriter, MetaTensor, register_writer
 
 from monai_saliency.data.atomic import atomic_output
 from monai_saliency.data.dicom.pet_series import _LPS, _as_volume, read_pet_series
+from monai_saliency.data.dicom.values import covering_window
 
 __all__ = [
     "ParametricMapWriter",
@@ -90,6 +91,7 @@ def write_parametric_map(
         )
     frames = np.ascontiguousarray(np.transpose(vol, (2, 1, 0)))  # (Z, rows, cols), source slice order
     lo, hi = float(frames.min()), float(frames.max())
+    center, width = covering_window(lo, hi)
     mapping = hd.pm.RealWorldValueMapping(
         lut_label=label[:16],
         lut_explanation=description[:64],
@@ -112,11 +114,20 @@ def write_parametric_map(
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[
-            hd.VOILUTTransformation(window_center=(lo + hi) / 2, window_width=max(hi - lo, 1e-12))
+            hd.VOILUTTransformation(
+                # one-item lists: highdicom (0.28) stores a bare str explanation as a list of its characters
+                window_center=[center],
+                window_width=[width],
+                window_explanation=["map value range"],
+                voi_lut_function="LINEAR_EXACT",  # a saliency range is often < 1 wide: LINEAR needs width >= 1
+            )
         ],
         content_label=label.upper().replace(" ", "_")[:16],
         content_description=description[:64],
     )
+    for kw in ("BodyPartExamined", "Laterality"):  # General Series: Laterality is required for a paired body part
+        if kw in source_datasets[0] and kw not in pm:
+            setattr(pm, kw, source_datasets[0].data_element(kw).value)
     srcs = [getattr(ds, "filename", None) for ds in source_datasets]
     with atomic_output(path, protect=[*[s for s in srcs if s], *protect]) as tmp:
         pm.save_as(tmp)

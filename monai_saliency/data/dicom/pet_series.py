@@ -57,6 +57,7 @@ def write_pet_series(
     series_number: int = 1,
     series_description: str = "synthetic PET",
     units: str = "PROPCNTS",
+    body_part: str = "BRAIN",
     protect: Sequence[str | os.PathLike] = (),
 ) -> list[Path]:
     """Write a volume as a DICOM PT (PET Image Storage) series, one single-frame instance per slice.
@@ -64,7 +65,10 @@ def write_pet_series(
     Pixel ``(r, c)`` of slice ``k`` is voxel ``(i=c, j=r, k)``; geometry (ImagePositionPatient,
     ImageOrientationPatient, PixelSpacing) follows ``affine`` (RAS, converted to DICOM's LPS). Values are stored
     as int16 with a per-slice RescaleSlope (relative error <= 1.6e-5 of the slice maximum). Files are written
-    atomically.
+    atomically and give no error in the standard's validator ``dciodvfy``: the PET Type 2 attributes that a
+    synthetic volume cannot know (CollimatorType, RadiopharmaceuticalInformationSequence, patient orientation and
+    gantry relationship codes) are present and empty, and the images are marked decay corrected to the series start
+    (``DecayCorrection START``) with ``DecayFactor`` 1 (each frame starts at the reference time).
 
     Args:
         volume: ``(X, Y, Z)`` or ``(1, X, Y, Z)``; a MetaTensor contributes its affine.
@@ -73,6 +77,7 @@ def write_pet_series(
         patient_id, study_uid, series_uid, frame_of_reference_uid: identifiers (new UIDs when None).
         series_number, series_description: series labels.
         units: PET Units (0054,1001), e.g. ``"PROPCNTS"`` or ``"BQML"``.
+        body_part: BodyPartExamined (an unpaired part, so General Series ``Laterality`` is not required).
         protect: input files never to overwrite.
 
     Returns:
@@ -122,6 +127,7 @@ def write_pet_series(
         ds.SeriesInstanceUID = series_uid
         ds.SeriesNumber = int(series_number)
         ds.SeriesDescription = series_description
+        ds.BodyPartExamined = body_part
         ds.Manufacturer = "monai_saliency"
         ds.FrameOfReferenceUID = frame_of_reference_uid
         ds.PositionReferenceIndicator = ""
@@ -131,8 +137,13 @@ def write_pet_series(
         ds.Units = units
         ds.CountsSource = "EMISSION"
         ds.SeriesType = ["STATIC", "IMAGE"]
+        ds.CollimatorType = None  # Type 2, unknown
+        ds.RadiopharmaceuticalInformationSequence = pydicom.Sequence()  # Type 2, unknown
+        ds.PatientOrientationCodeSequence = pydicom.Sequence()  # Type 2, unknown
+        ds.PatientGantryRelationshipCodeSequence = pydicom.Sequence()  # Type 2, unknown
         ds.CorrectedImage = ["DECY", "ATTN", "SCAT"]
         ds.DecayCorrection = "START"
+        ds.DecayFactor = "1"  # Type 1C with DECY: the frame starts at the reference time, no decay to undo
         ds.NumberOfSlices = vol.shape[2]
         ds.FrameReferenceTime = 0.0
         ds.ActualFrameDuration = 60000
@@ -146,7 +157,6 @@ def write_pet_series(
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.RescaleSlope = f"{slope:.10g}"
         ds.RescaleIntercept = "0"
-        ds.RescaleType = units if units in ("BQML", "CNTS") else "US"
         slope = float(ds.RescaleSlope)
         ds.PixelData = np.clip(np.rint(sl / slope), -32768, 32767).astype("<i2").tobytes()
         path = folder / f"slice_{k + 1:04d}.dcm"

@@ -3,24 +3,32 @@
 * :func:`write_xa_cine` stores a cine ``(T, H, W)`` as one multi-frame XA object (SOP class
   1.2.840.10008.5.1.4.1.1.12.1, uncompressed explicit-VR little endian) with the Cine and XA Positioner
   attributes: ``FrameTime``, ``CineRate``/``RecommendedDisplayFrameRate``, ``FrameIncrementPointer`` ->
-  FrameTime, ``PositionerPrimaryAngle``/``PositionerSecondaryAngle`` (LAO/RAO, cranial/caudal), source distances
-  and ``ImagerPixelSpacing``.
+  FrameTime, ``PositionerPrimaryAngle``/``PositionerSecondaryAngle`` (LAO/RAO, cranial/caudal), source distances,
+  ``ImagerPixelSpacing``, the X-Ray Acquisition technique (kVp, tube current, exposure time, exposure),
+  ``BodyPartExamined`` and a display window over the stored bit range.
 * :func:`write_xa_derived` stores a map of the same frame count and size (e.g. a saliency cine) as a *derived*
   multi-frame XA (``ImageType DERIVED\\SECONDARY``) in the source's study, new series, referencing the source
   instance in ``SourceImageSequence`` (purpose DCM 121322, "Source image for image processing operation").
   Floats are stored as 16-bit integers with ``RescaleSlope``/``RescaleIntercept`` (max error ``range / 65535``),
-  which MONAI's PydicomReader applies when reading, so the map re-reads to the same array up to that step.
+  which MONAI's PydicomReader applies when reading, so the map re-reads to the same array up to that step. The
+  acquisition attributes the XA IOD requires are copied from the source, and a ``LINEAR_EXACT`` display window spans
+  the map's value range (in rescaled units, as pydicom, MONAI and web viewers apply the rescale), so a viewer shows
+  the map rather than a black frame.
   :class:`XADerivedWriter` wraps it as a MONAI ``ImageWriter``; pass it to ``SaveImage(writer=XADerivedWriter)``
   (nothing is registered for ``.dcm`` globally).
 
 Every write goes through :func:`monai_saliency.data.atomic.atomic_output`: a failed write leaves no partial file and
-an input is never overwritten. Reading: :mod:`monai_saliency.data.dicom.xa`.
+an input is never overwritten. Reading: :mod:`monai_saliency.data.dicom.xa`. Both objects give no error in the
+standard's validator ``dciodvfy`` (dicom3tools); its remaining warnings for the derived map are the Rescale attributes,
+which the classic XA IOD does not list. dcmtk, following the IOD, ignores them for XA: its default (full stored range)
+and min-max renderings show the map, but the file's window applied to stored values (``dcm2pnm +Wi 1``) is white.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +42,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, XRayAngiographicImageStorage, generate_uid
 
 from monai_saliency.data.atomic import atomic_output, source_paths
+from monai_saliency.data.dicom.values import covering_window, short_text
 from monai_saliency.data.dicom.xa import _FRAME_TIME_TAG, XACineError, _frame_time_ms, _validate_xa, read_xa_dataset
 
 __all__ = ["XADerivedWriter", "write_xa_cine", "write_xa_derived"]
@@ -74,6 +83,55 @@ def _quantize_display(arr: np.ndarray, bits_stored: int) -> np.ndarray:
 def _now() -> tuple[str, str]:
     now = datetime.datetime.now(datetime.timezone.utc)
     return now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+
+
+# X-Ray Acquisition / technique attributes of the XA IOD copied from the source; XRayTubeCurrent, ExposureTime and
+# Exposure are Type 2C (one of them is required): written empty ("unknown") when the source has none of them.
+_XA_TECHNIQUE = ("XRayTubeCurrent", "ExposureTime", "Exposure")
+_XA_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "FrameOfReferenceUID",
+    "Manufacturer",
+    "BodyPartExamined",
+    "Laterality",
+    "ImageLaterality",
+    "PatientPosition",
+    "PositionerMotion",
+    "PositionerPrimaryAngle",
+    "PositionerSecondaryAngle",
+    "DistanceSourceToDetector",
+    "DistanceSourceToPatient",
+    "ImagerPixelSpacing",
+    "KVP",
+    "RadiationSetting",
+    *_XA_TECHNIQUE,
+    "XRayTubeCurrentInuA",
+    "ExposureTimeInuS",
+    "ExposureInuAs",
+    "AveragePulseWidth",
+    "FocalSpots",
+    "Grid",
+    "FilterType",
+    "IntensifierSize",
+    "FieldOfViewShape",
+    "FieldOfViewDimensions",
+    "PatientOrientation",
+)
+
+
+def _headline(description: str) -> str:
+    """The description's first clause (up to a comma, semicolon, colon or parenthesis): a short series label."""
+    head = re.split(r"\s*[,;:(]", description.strip(), maxsplit=1)[0].strip()
+    return head or description
 
 
 def _base_dataset(sop_uid: str, frames: np.ndarray, frame_time_ms: float) -> Dataset:
@@ -122,6 +180,7 @@ def write_xa_cine(
     bits_stored: int = 12,
     patient_id: str = "SYNTH0001",
     patient_name: str = "Synthetic^Angiogram",
+    body_part: str = "HEART",
     study_uid: str | None = None,
     series_uid: str | None = None,
     sop_uid: str | None = None,
@@ -141,6 +200,7 @@ def write_xa_cine(
         pixel_spacing_mm: ImagerPixelSpacing (detector plane), both axes.
         bits_stored: 8 (one byte per pixel) or 10/12/16 (two bytes).
         patient_id, patient_name: patient identification (synthetic by default).
+        body_part: BodyPartExamined (an unpaired part, so General Series ``Laterality`` is not required).
         study_uid, series_uid, sop_uid: UIDs to use; new ones are generated when None.
         uid_seed: if given, generated UIDs are derived from it deterministically (same seed, same UIDs).
         protect: input files never to overwrite.
@@ -178,7 +238,12 @@ def write_xa_cine(
     ds.PixelIntensityRelationship = "DISP"
     ds.BitsStored = bits_stored
     ds.HighBit = bits_stored - 1
+    ds.BodyPartExamined = body_part
+    ds.WindowCenter, ds.WindowWidth = covering_window(0.0, float((1 << bits_stored) - 1))
+    ds.VOILUTFunction = "LINEAR_EXACT"
+    # X-Ray Acquisition technique (synthetic, typical of a cardiac cine run); one of current/time/exposure required
     ds.KVP = "80"
+    ds.XRayTubeCurrent, ds.ExposureTime, ds.Exposure = 500, 6, 3  # mA, ms, mAs
     ds.RadiationSetting = "GR"
     ds.PositionerMotion = "STATIC"
     ds.PositionerPrimaryAngle = f"{primary_angle:.6g}"
@@ -201,9 +266,13 @@ def write_xa_derived(
 ) -> Path:
     """Write a per-frame map (e.g. saliency) as a derived multi-frame XA that references its source cine.
 
-    The map keeps the source's patient, study, frame time, angles and pixel spacing; it gets a new series and
-    instance UID, ``ImageType = DERIVED\\SECONDARY\\SINGLE PLANE``, ``DerivationDescription = description`` and a
-    ``SourceImageSequence`` item pointing at the source SOP instance. Values are stored as 16-bit integers with
+    The map keeps the source's patient, study, frame of reference, frame time, angles, pixel spacing, body part and
+    X-Ray acquisition technique (kVp, tube current, exposure time, exposure: the XA IOD requires one of the last three;
+    ``Exposure`` is written empty, i.e. unknown, when the source has none); it gets a new series and instance UID,
+    ``ImageType = DERIVED\\SECONDARY\\SINGLE PLANE``, ``DerivationDescription = description`` (the long text), a short
+    ``SeriesDescription`` (at most 64 characters, never cut mid-word), a ``SourceImageSequence`` item pointing at
+    the source SOP instance and a ``ReferencedSeriesSequence`` naming the source series. A ``LINEAR_EXACT`` display
+    window (``WindowCenter``/``WindowWidth``) spans the map's rescaled value range. Values are stored as 16-bit integers with
     ``RescaleSlope = (max - min) / 65535`` and ``RescaleIntercept = min`` (``RescaleType`` "US"), so readers that
     apply the rescale (MONAI's PydicomReader does) get the map back within one quantisation step.
 
@@ -212,7 +281,8 @@ def write_xa_derived(
         source: the source XA file (it is validated and protected from being overwritten) or its pydicom Dataset.
         path: output file.
         description: DerivationDescription (what the map is, e.g. ``"Signature Activation, spatial"``).
-        series_description: SeriesDescription; default ``"Derived: " + description``.
+        series_description: SeriesDescription; default ``"Derived: "`` + the description's first clause (up to a
+            comma, semicolon, colon or parenthesis); longer than 64 characters, it is cut at a word boundary (:func:`~monai_saliency.data.dicom.values.short_text`).
         series_number: SeriesNumber of the derived series.
         protect: further input files never to overwrite.
         overwrite: replace an existing ``path``.
@@ -249,37 +319,17 @@ def write_xa_derived(
     q = np.rint((arr - lo) / slope).clip(0, 65535).astype(np.uint16)
     sop_uid = generate_uid()
     ds = _base_dataset(sop_uid, q, float(_frame_time_ms(src)))
-    for kw in (
-        "PatientName",
-        "PatientID",
-        "PatientBirthDate",
-        "PatientSex",
-        "StudyInstanceUID",
-        "StudyDate",
-        "StudyTime",
-        "ReferringPhysicianName",
-        "StudyID",
-        "AccessionNumber",
-        "FrameOfReferenceUID",
-        "Manufacturer",
-        "PositionerMotion",
-        "PositionerPrimaryAngle",
-        "PositionerSecondaryAngle",
-        "DistanceSourceToDetector",
-        "DistanceSourceToPatient",
-        "ImagerPixelSpacing",
-        "KVP",
-        "RadiationSetting",
-        "PatientOrientation",
-    ):
+    for kw in _XA_COPIED:
         if kw in src:
             setattr(ds, kw, src.data_element(kw).value)
+    if not any(kw in src for kw in _XA_TECHNIQUE):  # Type 2C: one is required; unknown for this source
+        ds.Exposure = None
     date, time = _now()
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesDate = ds.ContentDate = date
     ds.SeriesTime = ds.ContentTime = time
     ds.SeriesNumber, ds.InstanceNumber = int(series_number), 1
-    ds.SeriesDescription = (series_description or f"Derived: {description}")[:64]
+    ds.SeriesDescription = short_text(series_description or f"Derived: {_headline(description)}", 64)
     ds.ImageType = ["DERIVED", "SECONDARY", "SINGLE PLANE"]
     ds.DerivationDescription = description[:1024]
     ds.PixelIntensityRelationship = "LIN"
@@ -287,6 +337,11 @@ def write_xa_derived(
     ds.RescaleIntercept = f"{lo:.10g}"
     ds.RescaleSlope = f"{slope:.10g}"
     ds.RescaleType = "US"
+    # the window spans the rescaled values as written (DS-rounded intercept and slope), so the whole map is shown
+    lo_w = float(ds.RescaleIntercept)
+    ds.WindowCenter, ds.WindowWidth = covering_window(lo_w, lo_w + float(ds.RescaleSlope) * float(q.max()))
+    ds.VOILUTFunction = "LINEAR_EXACT"
+    ds.WindowCenterWidthExplanation = "map value range"
     purpose = Dataset()
     purpose.CodeValue, purpose.CodingSchemeDesignator = "121322", "DCM"
     purpose.CodeMeaning = "Source image for image processing operation"
