@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -35,6 +37,8 @@ from monai.data import MetaTensor
 from monai_saliency.data.synthetic.pet_phantom import PETStudy
 
 __all__ = ["PETStudy", "PETStudyFolder", "StudyError", "load_study"]
+
+logger = logging.getLogger("pet_morch_saliency")
 
 _NIFTI = (".nii", ".nii.gz")
 
@@ -86,53 +90,93 @@ def _read_targets(folder: Path, targets_file: str | None) -> tuple[list[str], li
         names.append(str(row["scan"]))
         values.append(value)
         extra.append({k: str(v) for k, v in row.items() if k not in ("scan", "target")})
-    if len(set(names)) != len(names):
+    keys = [(name, e.get("series_uid", "")) for name, e in zip(names, extra, strict=True)]
+    if len(set(keys)) != len(keys):
         raise StudyError(f"{path}: a scan is listed twice.")
     return names, values, extra, path
 
 
-def _culprit(folder: Path) -> tuple[Path, Exception] | None:
-    """The first file of a series folder that pydicom cannot read as a PT image (header, tags or pixels)."""
-    import pydicom
+def _pick_series(path: Path, series_uid: str | None, exclude: list[Path]) -> list[Path]:
+    """The files of the one PT series a scan entry names: the series under ``path`` (searched recursively, by
+    content, grouped by SeriesInstanceUID), or the one with ``series_uid`` when the targets file gives one."""
+    from monai_saliency.data.dicom.series import PET_SERIES_CLASSES, SeriesError, find_series
 
-    for p in sorted(q for q in folder.iterdir() if q.is_file()):
+    try:
+        found = find_series(path, exclude=[e for e in exclude if path in e.parents])
+    except SeriesError as exc:
+        raise StudyError(str(exc)) from exc
+    pet = {uid: s for uid, s in found.items() if s.sop_class in PET_SERIES_CLASSES}
+    listing = ", ".join(f"{uid} ({len(s.files)} files, {s.modality or '?'})" for uid, s in found.items())
+    if series_uid:
+        if series_uid not in pet:
+            raise StudyError(f"no PT series {series_uid} under {path}; found: {listing or 'no DICOM file'}.")
+        return pet[series_uid].files
+    if not pet:
+        raise StudyError(
+            f"{path} holds no PT (PET Image Storage) series; found: {listing or 'no DICOM file'}. A scan is a folder "
+            "with one PT series or a 3D NIfTI file."
+        )
+    if len(pet) > 1:
+        raise StudyError(
+            f"{path} holds {len(pet)} PT series ({', '.join(f'{u} ({len(s.files)} files)' for u, s in pet.items())}): "
+            "ambiguous; give one row per series with a series_uid column in the targets file, or split the folder."
+        )
+    return next(iter(pet.values())).files
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        img = nib.load(str(path))
+        if len(img.shape) == 4 and img.shape[3] > 1:
+            raise StudyError(
+                f"{path} is a 4D file ({img.shape[3]} volumes); a scan is one 3D volume, give one per row."
+            )
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+    except StudyError:
+        raise
+    except Exception as exc:
+        raise StudyError(f"cannot read the NIfTI file {path}: {type(exc).__name__}: {exc}") from exc
+    data = data.reshape(data.shape[:3]) if data.ndim == 4 and data.shape[3] == 1 else data
+    if data.ndim < 3 or (data.ndim == 3 and min(data.shape) == 1):
+        raise StudyError(f"{path} is a 2D image (shape {data.shape}); a scan must be a 3D volume.")
+    if data.ndim != 3:
+        raise StudyError(f"{path} must hold one 3D volume, got shape {data.shape}.")
+    return data, np.asarray(img.affine, dtype=np.float64)
+
+
+def _read_scan(
+    path: Path, series_uid: str | None = None, exclude: Sequence[Path] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """One scan: ``((X, Y, Z) float32, RAS affine)``; raises StudyError naming the file.
+
+    A folder (searched recursively) or a DICOM file is read as one PT series (see :func:`_pick_series`); a NIfTI
+    file as one 3D volume. A single slice (2D) or a 4D/multi-frame file is refused by name.
+    """
+    from monai_saliency.data.dicom.detect import is_dicom_file
+    from monai_saliency.data.dicom.series import SeriesError, read_series_volume
+
+    if path.is_dir() or is_dicom_file(path):
+        files = _pick_series(path, series_uid, list(exclude)) if path.is_dir() else [path]
         try:
-            ds = pydicom.dcmread(str(p))
-            ds.pixel_array  # noqa: B018
-            if ds.Modality != "PT" or not ds.SeriesInstanceUID or len(ds.ImagePositionPatient) != 3:
-                raise ValueError(f"not a PT slice with a series and position (Modality {ds.Modality!r})")
-        except Exception as exc:  # noqa: BLE001 - any failure identifies the culprit file
-            return p, exc
-    return None
-
-
-def _read_scan(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One scan: ``((X, Y, Z) float32, RAS affine)``; raises StudyError naming the file."""
-    if path.is_dir():
-        from monai_saliency.data.dicom.pet_series import read_pet_series
-
-        try:
-            vol, _ = read_pet_series(path)
-        except Exception as exc:
-            bad = _culprit(path)
-            if bad is not None:
-                raise StudyError(
-                    f"cannot read {bad[0]} (a file of the PT series {path}); it looks truncated or corrupt: "
-                    f"{type(bad[1]).__name__}: {bad[1]}. Replace or remove it."
-                ) from exc
-            raise StudyError(f"cannot read the PT series {path}: {type(exc).__name__}: {exc}") from exc
-        return vol[0].numpy(), vol.affine.numpy().astype(np.float64)
+            return read_series_volume(files)
+        except SeriesError as exc:
+            raise StudyError(f"scan {path}: {exc}") from exc
     if path.name.lower().endswith(_NIFTI):
-        try:
-            img = nib.load(str(path))
-            data = np.asarray(img.get_fdata(dtype=np.float32))
-        except Exception as exc:
-            raise StudyError(f"cannot read the NIfTI file {path}: {type(exc).__name__}: {exc}") from exc
-        data = data.reshape(data.shape[:3]) if data.ndim == 4 and data.shape[3] == 1 else data
-        if data.ndim != 3:
-            raise StudyError(f"{path} must hold one 3D volume, got shape {data.shape}.")
-        return data, np.asarray(img.affine, dtype=np.float64)
-    raise StudyError(f"{path} is neither a PT series folder nor a NIfTI file (.nii/.nii.gz).")
+        return _read_nifti(path)
+    raise StudyError(f"{path} is neither a PT series (a DICOM folder or file) nor a NIfTI file (.nii/.nii.gz).")
+
+
+def _plain_series_folder(path: Path) -> bool:
+    """True for a folder whose DICOM files (by content, not recursive) are exactly one PT series and that holds no
+    sub-folder with DICOM files: what the Parametric Map writer reads as its source series."""
+    from monai_saliency.data.dicom.series import PET_SERIES_CLASSES, find_series
+
+    if not path.is_dir():
+        return False
+    found = list(find_series(path).values())
+    return (
+        len(found) == 1 and found[0].sop_class in PET_SERIES_CLASSES and all(f.parent == path for f in found[0].files)
+    )
 
 
 def _read_aux(path: Path, shape: tuple[int, ...], affine: np.ndarray, what: str) -> np.ndarray:
@@ -144,8 +188,9 @@ def _read_aux(path: Path, shape: tuple[int, ...], affine: np.ndarray, what: str)
     return data
 
 
-def _read_listed(folder: Path, targets_file: str | None, progress: bool):
-    """Scans named in a targets file: ``(names, targets, extra, volumes, affine, shape, sources)``."""
+def _read_listed(folder: Path, targets_file: str | None, progress: bool, exclude: Sequence[Path] = ()):
+    """Scans named in a targets file: ``(names, targets, extra, volumes, affine, shape, sources)``; a row's
+    optional ``series_uid`` picks one series of a folder holding several."""
     names, values, extra, tpath = _read_targets(folder, targets_file)
     if len(names) < 2:
         raise StudyError(f"{tpath} lists {len(names)} scan; PCA + network need at least 2.")
@@ -155,14 +200,14 @@ def _read_listed(folder: Path, targets_file: str | None, progress: bool):
         if not p.exists():
             raise StudyError(f"scan {name!r} listed in {tpath} does not exist ({p}).")
         sources.append(p)
-    it = sources
+    it = zip(sources, [e.get("series_uid") or None for e in extra], strict=True)
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(sources, desc="reading scans", unit="scan")
+        it = tqdm(it, total=len(sources), desc="reading scans", unit="scan")
     vols, affine = [], None
-    for p in it:  # one file/series per scan: I/O loop
-        data, aff = _read_scan(p)
+    for p, uid in it:  # one file/series per scan: I/O loop
+        data, aff = _read_scan(p, uid, exclude)
         if not np.isfinite(data).all():
             raise StudyError(f"scan {p} contains NaN/Inf voxels.")
         if affine is None:
@@ -206,6 +251,7 @@ def load_study(
     anatomy_file: str = "anatomy.nii.gz",
     reference_scan: str | None = None,
     progress: bool = True,
+    output_dir: str | os.PathLike | None = None,
 ) -> PETStudy:
     """Read every scan named in the study's targets file (see the module docstring for the layout).
 
@@ -215,6 +261,8 @@ def load_study(
         mask_file, truth_file, anatomy_file: optional NIfTI volumes on the scans' grid (ignored when absent).
         reference_scan: PT series the parametric maps reference (default: the first DICOM scan listed).
         progress: show a progress bar over the scans.
+        output_dir: the run's output folder: never searched for scans when it lies inside a scan folder (earlier
+            outputs are not scans).
 
     Returns:
         A :class:`~monai_saliency.data.synthetic.pet_phantom.PETStudy` with the folder fields set.
@@ -236,7 +284,8 @@ def load_study(
         names, values, extra, vols, affine, shape = _read_packed(folder)
         sources = [packed.resolve()]
     else:
-        names, values, extra, vols, affine, shape, sources = _read_listed(folder, targets_file, progress)
+        exclude = [] if output_dir is None else [Path(output_dir).resolve()]
+        names, values, extra, vols, affine, shape, sources = _read_listed(folder, targets_file, progress, exclude)
     kinds = {"dicom" if p.is_dir() else "nifti" for p in sources}
     kind = kinds.pop() if len(kinds) == 1 else "mixed"
     aux = {}
@@ -248,14 +297,17 @@ def load_study(
         if (
             reference_scan not in names
             or len(sources) != len(names)
-            or not sources[names.index(reference_scan)].is_dir()
+            or not _plain_series_folder(sources[names.index(reference_scan)])
         ):
             raise StudyError(
-                f"reference_scan {reference_scan!r} is not a PT series listed in the study's targets file."
+                f"reference_scan {reference_scan!r} is not a PT series listed in the study's targets file, alone in "
+                "its folder (the Parametric Maps reference a folder holding one series)."
             )
         ref = sources[names.index(reference_scan)]
     else:
-        ref = next((p for p in sources if p.is_dir()), None)
+        ref = next((p for p in sources if _plain_series_folder(p)), None)
+        if ref is None and kind != "nifti":
+            logger.warning("no PT series is alone in its folder: no DICOM Parametric Map will be written.")
     aff_t = torch.as_tensor(affine, dtype=torch.float64)
     return PETStudy(
         images=MetaTensor(torch.from_numpy(np.stack(vols)), affine=aff_t.clone()),

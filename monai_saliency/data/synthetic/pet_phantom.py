@@ -98,7 +98,7 @@ class PETStudy:
         """Every input file (never to be overwritten): the files of ``sources``."""
         files = []
         for s in self.sources:
-            files += sorted(p.resolve() for p in s.iterdir()) if s.is_dir() else [s.resolve()]
+            files += sorted(p.resolve() for p in s.rglob("*") if p.is_file()) if s.is_dir() else [s.resolve()]
         return files
 
 
