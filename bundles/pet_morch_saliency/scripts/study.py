@@ -146,8 +146,8 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_scan(
     path: Path, series_uid: str | None = None, exclude: Sequence[Path] = ()
-) -> tuple[np.ndarray, np.ndarray]:
-    """One scan: ``((X, Y, Z) float32, RAS affine)``; raises StudyError naming the file.
+) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """One scan: ``((X, Y, Z) float32, RAS affine, the files read)``; raises StudyError naming the file.
 
     A folder (searched recursively) or a DICOM file is read as one PT series (see :func:`_pick_series`); a NIfTI
     file as one 3D volume. A single slice (2D) or a 4D/multi-frame file is refused by name.
@@ -158,29 +158,25 @@ def _read_scan(
     if path.is_dir() or is_dicom_file(path):
         files = _pick_series(path, series_uid, list(exclude)) if path.is_dir() else [path]
         try:
-            return read_series_volume(files)
+            return (*read_series_volume(files), files)
         except SeriesError as exc:
             raise StudyError(f"scan {path}: {exc}") from exc
     if path.name.lower().endswith(_NIFTI):
-        return _read_nifti(path)
+        return (*_read_nifti(path), [path])
     raise StudyError(f"{path} is neither a PT series (a DICOM folder or file) nor a NIfTI file (.nii/.nii.gz).")
 
 
-def _plain_series_folder(path: Path) -> bool:
-    """True for a folder whose DICOM files (by content, not recursive) are exactly one PT series and that holds no
-    sub-folder with DICOM files: what the Parametric Map writer reads as its source series."""
-    from monai_saliency.data.dicom.series import PET_SERIES_CLASSES, find_series
-
+def _plain_series_folder(path: Path, files: Sequence[Path]) -> bool:
+    """True if ``files`` (a scan's series) are exactly the ``.dcm``/suffix-less files directly in the folder
+    ``path``: what the Parametric Map writer reads as its source series."""
     if not path.is_dir():
         return False
-    found = list(find_series(path).values())
-    return (
-        len(found) == 1 and found[0].sop_class in PET_SERIES_CLASSES and all(f.parent == path for f in found[0].files)
-    )
+    top = {p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (".dcm", "")}
+    return top == set(files)
 
 
 def _read_aux(path: Path, shape: tuple[int, ...], affine: np.ndarray, what: str) -> np.ndarray:
-    data, aff = _read_scan(path)
+    data, aff, _ = _read_scan(path)
     if data.shape != shape or not np.allclose(aff, affine, atol=1e-3):
         raise StudyError(f"{what} {path} is not on the scans' grid (shape {data.shape} vs {shape}); resample it.")
     if not np.isfinite(data).all():
@@ -189,8 +185,9 @@ def _read_aux(path: Path, shape: tuple[int, ...], affine: np.ndarray, what: str)
 
 
 def _read_listed(folder: Path, targets_file: str | None, progress: bool, exclude: Sequence[Path] = ()):
-    """Scans named in a targets file: ``(names, targets, extra, volumes, affine, shape, sources)``; a row's
-    optional ``series_uid`` picks one series of a folder holding several."""
+    """Scans named in a targets file: ``(names, targets, extra, volumes, affine, shape, sources, files)`` (files:
+    per scan, the files read, the targets file last); a row's optional ``series_uid`` picks one series of a folder
+    holding several."""
     names, values, extra, tpath = _read_targets(folder, targets_file)
     if len(names) < 2:
         raise StudyError(f"{tpath} lists {len(names)} scan; PCA + network need at least 2.")
@@ -205,9 +202,10 @@ def _read_listed(folder: Path, targets_file: str | None, progress: bool, exclude
         from tqdm import tqdm
 
         it = tqdm(it, total=len(sources), desc="reading scans", unit="scan")
-    vols, affine = [], None
+    vols, affine, files = [], None, []
     for p, uid in it:  # one file/series per scan: I/O loop
-        data, aff = _read_scan(p, uid, exclude)
+        data, aff, read = _read_scan(p, uid, exclude)
+        files.append(read)
         if not np.isfinite(data).all():
             raise StudyError(f"scan {p} contains NaN/Inf voxels.")
         if affine is None:
@@ -218,7 +216,7 @@ def _read_listed(folder: Path, targets_file: str | None, progress: bool, exclude
                 "must be spatially normalised to one grid."
             )
         vols.append(data)
-    return names, values, extra, vols, affine, shape, sources
+    return names, values, extra, vols, affine, shape, sources, [*files, [tpath]]
 
 
 def _read_packed(folder: Path):
@@ -283,21 +281,25 @@ def load_study(
     ):
         names, values, extra, vols, affine, shape = _read_packed(folder)
         sources = [packed.resolve()]
+        files = [[packed, folder / "study.json"]]
     else:
         exclude = [] if output_dir is None else [Path(output_dir).resolve()]
-        names, values, extra, vols, affine, shape, sources = _read_listed(folder, targets_file, progress, exclude)
+        names, values, extra, vols, affine, shape, sources, files = _read_listed(
+            folder, targets_file, progress, exclude
+        )
     kinds = {"dicom" if p.is_dir() else "nifti" for p in sources}
     kind = kinds.pop() if len(kinds) == 1 else "mixed"
     aux = {}
     for key, fname in (("mask", mask_file), ("truth", truth_file), ("anatomy", anatomy_file)):
         path = folder / fname if fname else None
         aux[key] = _read_aux(path, shape, affine, key) if path is not None and path.exists() else None
+        files += [[path]] if aux[key] is not None else []
     ref = None
     if reference_scan is not None:
         if (
             reference_scan not in names
             or len(sources) != len(names)
-            or not _plain_series_folder(sources[names.index(reference_scan)])
+            or not _plain_series_folder(sources[names.index(reference_scan)], files[names.index(reference_scan)])
         ):
             raise StudyError(
                 f"reference_scan {reference_scan!r} is not a PT series listed in the study's targets file, alone in "
@@ -305,7 +307,7 @@ def load_study(
             )
         ref = sources[names.index(reference_scan)]
     else:
-        ref = next((p for p in sources if _plain_series_folder(p)), None)
+        ref = next((p for p, f in zip(sources, files, strict=False) if _plain_series_folder(p, f)), None)
         if ref is None and kind != "nifti":
             logger.warning("no PT series is alone in its folder: no DICOM Parametric Map will be written.")
     aff_t = torch.as_tensor(affine, dtype=torch.float64)
@@ -325,4 +327,5 @@ def load_study(
         kind=kind,
         reference_series=ref,
         extra=extra,
+        files=sorted({Path(p).resolve() for group in files for p in group}),
     )
