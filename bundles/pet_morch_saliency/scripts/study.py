@@ -249,7 +249,7 @@ def load_study(
     anatomy_file: str = "anatomy.nii.gz",
     reference_scan: str | None = None,
     progress: bool = True,
-    output_dir: str | os.PathLike | None = None,
+    exclude: Sequence[str | os.PathLike] = (),
 ) -> PETStudy:
     """Read every scan named in the study's targets file (see the module docstring for the layout).
 
@@ -259,8 +259,8 @@ def load_study(
         mask_file, truth_file, anatomy_file: optional NIfTI volumes on the scans' grid (ignored when absent).
         reference_scan: PT series the parametric maps reference (default: the first DICOM scan listed).
         progress: show a progress bar over the scans.
-        output_dir: the run's output folder: never searched for scans when it lies inside a scan folder (earlier
-            outputs are not scans).
+        exclude: folders never searched for scans when they lie inside a scan folder (the run's output folder:
+            earlier outputs are not scans).
 
     Returns:
         A :class:`~monai_saliency.data.synthetic.pet_phantom.PETStudy` with the folder fields set.
@@ -283,9 +283,8 @@ def load_study(
         sources = [packed.resolve()]
         files = [[packed, folder / "study.json"]]
     else:
-        exclude = [] if output_dir is None else [Path(output_dir).resolve()]
         names, values, extra, vols, affine, shape, sources, files = _read_listed(
-            folder, targets_file, progress, exclude
+            folder, targets_file, progress, [Path(e).resolve() for e in exclude]
         )
     kinds = {"dicom" if p.is_dir() else "nifti" for p in sources}
     kind = kinds.pop() if len(kinds) == 1 else "mixed"
