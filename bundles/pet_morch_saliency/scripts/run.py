@@ -23,24 +23,15 @@ import atexit
 import json
 import logging
 import os
-import secrets
 import stat
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from monai_saliency.data.synthetic.pet_phantom import PETStudy
-from monai_saliency.engines.cohort import RecordStore, RunLock, Staging, UnsafePathError, is_complete, one_line
-from monai_saliency.engines.cohort.manifest import (
-    MANIFEST_NAME,
-    atomic_write_text,
-    file_entries,
-    package_versions,
-    sha256_file,
-    utc_now,
-)
+from monai_saliency.engines.cohort import CohortRun, RunLock, UnsafePathError, is_complete, one_line
+from monai_saliency.engines.cohort.manifest import MANIFEST_NAME, atomic_write_text, file_entries, sha256_file
 from monai_saliency.engines.cohort.messages import install_once_filters
 
 __all__ = ["OUTPUT_FOLDER", "STUDY_ID", "StudyRun", "compact_errors", "reason"]
@@ -119,18 +110,16 @@ class StudyRun:
         overwrite: bool = False,
         settings: Mapping[str, Any] | None = None,
     ) -> None:
-        self.dataset_dir = Path(os.path.abspath(dataset_dir))
-        self.output_dir = Path(os.path.abspath(output_dir))
-        self.final = self.output_dir / OUTPUT_FOLDER
-        self.ckpt_path = ckpt_path
-        self.overwrite = bool(overwrite)
-        self.settings = json.loads(json.dumps(dict(settings or {}), default=str))
-        self.run_id = (
-            os.environ.get("TORCHELASTIC_RUN_ID") or f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
+        settings = json.loads(json.dumps(dict(settings or {}), default=str))
+        # the cohort layer's run (no per-file studies here): run id, records, staging and the manifest's run header
+        self.cohort = CohortRun(
+            dataset_dir, output_dir, kinds=(), overwrite=overwrite, ckpt_path=ckpt_path, settings=settings
         )
-        self.started = utc_now()
-        self.records = RecordStore(self.output_dir)
-        self.staging = Staging(self.output_dir, self.run_id)
+        self.dataset_dir, self.output_dir = self.cohort.dataset_dir, self.cohort.output_dir
+        self.final = self.output_dir / OUTPUT_FOLDER
+        self.overwrite, self.settings, self.run_id = self.cohort.overwrite, self.cohort.settings, self.cohort.run_id
+        self.records, self.staging = self.cohort.records, self.cohort.staging
+        self.checkpoint: dict[str, Any] | None = None
         self.lock: RunLock | None = None
         self.stage_dir: Path | None = None
         self.inputs: list[dict[str, Any]] = []
@@ -180,19 +169,13 @@ class StudyRun:
             )
         return entries
 
-    def _checkpoint(self) -> dict[str, Any] | None:
-        if self.ckpt_path is None:
-            return None
-        path = Path(self.ckpt_path)
-        return {"path": str(path.resolve()), "sha256": sha256_file(path) if path.is_file() else None}
-
     def _unchanged(self, record: Mapping[str, Any] | None) -> bool:
         return (
             record is not None
             and is_complete(record, self.output_dir)
             and record.get("inputs") == self.inputs
             and record.get("settings") == self.settings
-            and record.get("checkpoint") == self._checkpoint()
+            and record.get("checkpoint") == self.checkpoint
         )
 
     def start(self, study: PETStudy) -> None:
@@ -206,6 +189,7 @@ class StudyRun:
         install_once_filters()
         self._check_output_dir(study)
         self.inputs = self._input_entries(study)
+        self.checkpoint = self.cohort.manifest()["run"]["checkpoint"]
         self.output_dir.mkdir(parents=True, exist_ok=True)
         under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
         self.lock = RunLock(self.output_dir, self.run_id, pid=os.getppid() if under_torchrun else None).acquire()
@@ -250,23 +234,8 @@ class StudyRun:
     def _write_manifest(self, status: str, error: str | None, record: Mapping[str, Any] | None) -> None:
         counts = {"ok": 0, "skipped": 0, "failed": 0}
         counts[status] += 1
-        manifest = {
-            "schema": "monai_saliency.cohort.manifest/1",
-            "run": {
-                "run_id": self.run_id,
-                "started": self.started,
-                "updated": utc_now(),
-                "dataset_dir": str(self.dataset_dir),
-                "output_dir": str(self.output_dir),
-                "overwrite": self.overwrite,
-                "command": sys.argv,
-                "settings": self.settings,
-                "versions": package_versions(),
-                "checkpoint": self._checkpoint(),
-            },
-            "summary": counts,
-            "studies": [self._study_entry(status, error, record)],
-        }
+        manifest = self.cohort.manifest()  # schema and run header (settings, versions, model checksum)
+        manifest.update(summary=counts, studies=[self._study_entry(status, error, record)])
         atomic_write_text(self.output_dir / MANIFEST_NAME, json.dumps(manifest, indent=1, ensure_ascii=False))
 
     def _base(self) -> dict[str, Any]:
@@ -275,7 +244,7 @@ class StudyRun:
             "input": str(self.dataset_dir),
             "inputs": self.inputs,
             "settings": self.settings,
-            "checkpoint": self._checkpoint(),
+            "checkpoint": self.checkpoint,
             "run_id": self.run_id,
         }
 
