@@ -45,6 +45,7 @@ STUDY_ID = "."
 
 _FAILURE: dict[str, BaseException] = {}
 _WRAPPERS = ("Failed to instantiate component", "Failed to evaluate")
+_TRACEBACK = "Traceback (most recent call last):"
 
 
 def reason(error: BaseException) -> str:
@@ -60,7 +61,11 @@ def reason(error: BaseException) -> str:
     ):
         seen.add(id(error))
         error = error.__cause__
-    return one_line(f"{type(error).__name__}: {error}")
+    text = str(error)
+    if _TRACEBACK in text:  # MONAI's SaveImage embeds its writers' tracebacks: keep their last line, the error
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = f"{lines[0]} ({lines[-1]})"
+    return one_line(f"{type(error).__name__}: {text}")
 
 
 def compact_errors(debug: bool = False) -> None:
@@ -304,6 +309,6 @@ class StudyRun:
             self._write_manifest("failed", why, {**record, "previous": previous})
             print(f"FAILED {STUDY_ID} ({self.dataset_dir}): {why}", file=sys.stderr, flush=True)
         except Exception as exc:  # noqa: BLE001 - the disk may be full: one line, never a second traceback
-            print(f"ERROR: could not record the failure in {self.output_dir}: {one_line(exc)}", file=sys.stderr)
+            print(f"WARNING: could not record the failure in {self.output_dir}: {one_line(exc)}", file=sys.stderr)
         finally:
             self._release()
