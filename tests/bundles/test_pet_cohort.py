@@ -192,10 +192,12 @@ def test_second_run_refuses_while_the_first_holds_the_lock(study, into_dataset):
     lock = RunLock(data, "another-run").acquire()  # a live run: this test process
     try:
         result = _run(data, data, models, "--overwrite", "true")
+        debug = _run(data, data, models, "--overwrite", "true", "--debug", "true")
     finally:
         lock.release()
     line = _one_error_line(result)
     assert "another run" in line and f"pid {os.getpid()}" in line
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "LockError: another run" in debug.stderr
     assert _set_matches_manifest(data) == outputs
 
 
@@ -238,3 +240,22 @@ def test_symlinked_output_set_is_refused_and_not_followed(study, tmp_path):
     line = _one_error_line(_run(data, out, models))
     assert "symlink" in line and str(out / SET) in line
     assert [p.name for p in victim.iterdir()] == ["keep.txt"] and sorted(p.name for p in out.iterdir()) == [SET]
+
+
+def test_output_set_folder_that_is_not_an_earlier_output_is_refused(study, tmp_path):
+    """A folder named like the output set that holds an input, or that no earlier run recorded, is never replaced."""
+    run_io = load_bundle_scripts(NAME, "run")
+    data, _ = study
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy, ignore=shutil.ignore_patterns(SET, ".*", "run_manifest.json"))
+    (copy / "sub-01").rename(copy / SET)  # a subject folder named like the output set
+    (copy / "targets.csv").write_text((copy / "targets.csv").read_text().replace("sub-01/", f"{SET}/"))
+    study = study_io.load_study(copy, progress=False)
+    with pytest.raises(FileExistsError, match="holds the input"):
+        run_io.StudyRun(copy, copy).start(study)
+    (tmp_path / "out" / SET).mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="no earlier run"):
+        run_io.StudyRun(copy, tmp_path / "out").start(study)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [SET] and not list(
+        (tmp_path / "out" / SET).iterdir()
+    )

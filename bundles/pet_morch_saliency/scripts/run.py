@@ -80,7 +80,7 @@ def compact_errors(debug: bool = False) -> None:
 
     def hook(kind, value, tb):
         _FAILURE["error"] = value
-        if debug or not isinstance(value, Exception):
+        if debug:
             original(kind, value, tb)
         else:
             print(f"ERROR: {reason(value)} (--debug true shows the traceback)", file=sys.stderr, flush=True)
