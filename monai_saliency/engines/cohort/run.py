@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_saliency.engines.cohort.layout import KINDS, LayoutError, Study, discover_studies, plan_layout
-from monai_saliency.engines.cohort.lock import RunLock
+from monai_saliency.engines.cohort.lock import LockError, RunLock
 from monai_saliency.engines.cohort.manifest import (
     MANIFEST_NAME,
     PREDICTIONS_NAME,
@@ -166,18 +167,42 @@ class CohortRun:
         install_once_filters()
         if self.output_dir.exists() and not self.output_dir.is_dir():
             raise NotADirectoryError(f"--output_dir {self.output_dir} exists and is not a folder.")
-        self._plan()  # raises before anything is written
+        if not self.dataset_dir.is_dir():
+            raise FileNotFoundError(f"dataset folder {self.dataset_dir} does not exist; set --dataset_dir.")
+        created = not self.output_dir.exists()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
-        self.lock = RunLock(self.output_dir, self.run_id, pid=os.getppid() if under_torchrun else None).acquire()
+        try:
+            self.lock = RunLock(self.output_dir, self.run_id, pid=os.getppid() if under_torchrun else None).acquire()
+        except LockError:
+            if created:
+                self.output_dir.rmdir()
+            raise
+        try:
+            self.studies = self._plan()  # errors here leave nothing written
+        except BaseException:
+            self.lock.release()
+            if created:
+                with contextlib.suppress(OSError):
+                    self.output_dir.rmdir()
+            raise
         atexit.register(self._release_on_exit)
         self.staging.clean_leftovers()
-        self.studies = self._plan()  # again, under the lock
         self._prepared = True
 
     def datalist(self) -> list[dict[str, str]]:
-        """The items to process: ``{study_key: id, image_key: path}`` per study not skipped, sorted by id."""
-        self.prepare()
+        """The items to process: ``{study_key: id, image_key: path}`` per study not skipped, sorted by id.
+
+        A run that cannot start safely (see :meth:`prepare`) ends here with its reason on one line and exit status 2
+        (the exception itself with ``debug``).
+        """
+        try:
+            self.prepare()
+        except (LayoutError, LockError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+            if self.debug:
+                raise
+            print(f"ERROR: {one_line(exc)}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from exc
         return [
             {self.study_key: s.study_id, self.image_key: s.path} for s in self.studies if s.study_id not in self.skipped
         ]
@@ -243,7 +268,7 @@ class CohortRun:
             {
                 "study": study.study_id,
                 "input": study.path,
-                "folder": (previous or {}).get("folder"),
+                "folder": study.folder,
                 "run_id": self.run_id,
                 "status": "failed",
                 "error": reason,
