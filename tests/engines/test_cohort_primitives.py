@@ -91,6 +91,8 @@ def test_discover(tmp_path):
         "out/old/map.nii.gz",
         "sub/b.nii",
     ]
+    inside_output = [i for i, _ in discover_studies(data, tmp_path, exclude_folders=["d/prev", "d/out"])]
+    assert inside_output == ["a.nii.gz", "sub/IM0001", "sub/b.nii"]  # dataset_dir inside output_dir
     with pytest.raises(FileNotFoundError):
         discover_studies(tmp_path / "missing")
 
