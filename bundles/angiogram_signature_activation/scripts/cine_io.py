@@ -17,6 +17,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform, SaveImage
 
 from monai_saliency.data.atomic import file_in_study_folder
+from monai_saliency.data.dicom.detect import is_dicom_file
 from monai_saliency.data.dicom.xa import read_xa_cine
 from monai_saliency.data.dicom.xa_writer import XADerivedWriter
 
@@ -34,8 +35,10 @@ _XA_SAVE_OPTIONS: dict[str, Any] = {
 
 
 def is_dicom(path: Any) -> bool:
-    """True if ``path`` names a DICOM file by its suffix."""
-    return isinstance(path, (str, os.PathLike)) and str(path).lower().endswith(DICOM_SUFFIXES)
+    """True if ``path`` names a DICOM file: by its suffix, or by its content (a PACS export's ``IM0001``)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    return str(path).lower().endswith(DICOM_SUFFIXES) or is_dicom_file(path)
 
 
 class LoadCined(MapTransform):

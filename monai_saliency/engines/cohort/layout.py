@@ -77,8 +77,8 @@ def discover_studies(
 
     Args:
         dataset_dir: the folder of studies.
-        output_dir: the run's output folder; when inside ``dataset_dir`` its subtree is skipped, when equal to it the
-            run-level names and ``exclude_folders`` are.
+        output_dir: the run's output folder; when inside ``dataset_dir`` its subtree is skipped; its run-level names
+            and ``exclude_folders`` are always skipped (``dataset_dir`` may be ``output_dir`` or lie inside it).
         kinds: ``"nifti"`` (by suffix) and/or ``"dicom"`` (by content).
         exclude_folders: output folders (relative to ``output_dir``) of earlier runs, never read as studies.
 
@@ -97,9 +97,9 @@ def discover_studies(
         raise FileNotFoundError(f"dataset folder {root} does not exist; set --dataset_dir to a folder of studies.")
     out = Path(os.path.abspath(output_dir)) if output_dir is not None else None
     skip = set()
-    if out is not None and _is_within(out, root):
+    if out is not None:  # earlier outputs are never studies, wherever output_dir lies
         skip |= {out / name for name in RUN_LEVEL_NAMES} | {out / f for f in exclude_folders}
-        if out != root:
+        if out != root and _is_within(out, root):
             skip.add(out)
     found = []
     for folder, dirs, files in os.walk(root, followlinks=False):

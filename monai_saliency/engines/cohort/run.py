@@ -10,18 +10,19 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
 import secrets
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from monai_saliency.engines.cohort.layout import KINDS, LayoutError, Study, discover_studies, plan_layout
-from monai_saliency.engines.cohort.lock import RunLock
+from monai_saliency.engines.cohort.lock import LockError, RunLock
 from monai_saliency.engines.cohort.manifest import (
     MANIFEST_NAME,
     PREDICTIONS_NAME,
@@ -83,6 +84,9 @@ class CohortRun:
         settings: configuration values to record in the manifest (e.g. the bundle's overrides).
         study_key: datalist key of the study id.
         image_key: datalist key of the input path.
+        finder: how studies are found, ``finder(dataset_dir, output_dir, kinds, exclude_folders)`` returning sorted
+            ``(study id, absolute path)`` pairs (default :func:`~monai_saliency.engines.cohort.layout.discover_studies`,
+            one file per study; a bundle whose studies are series folders passes its own, with the same exclusions).
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class CohortRun:
         settings: Mapping[str, Any] | None = None,
         study_key: str = "study",
         image_key: str = "image",
+        finder: Callable[..., list[tuple[str, str]]] | None = None,
     ) -> None:
         self.dataset_dir = Path(os.path.abspath(dataset_dir))
         self.output_dir = Path(os.path.abspath(output_dir))
@@ -105,11 +110,13 @@ class CohortRun:
         self.class_names = list(class_names) if class_names is not None else None
         self.settings = dict(settings or {})
         self.study_key, self.image_key = study_key, image_key
+        self.finder = finder or discover_studies
         self.run_id = (
             os.environ.get("TORCHELASTIC_RUN_ID") or f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
         )
         self.started = utc_now()
         self.studies: list[Study] = []
+        self._by_id: dict[str, Study] = {}
         self.skipped: set[str] = set()
         self._staged: dict[str, Path] = {}
         self._prepared = False
@@ -129,7 +136,7 @@ class CohortRun:
                 known |= {s["folder"] for s in json.loads(manifest.read_text())["studies"] if s.get("folder")}
             except (OSError, ValueError, KeyError, TypeError):
                 pass
-        found = discover_studies(self.dataset_dir, self.output_dir, self.kinds, exclude_folders=known)
+        found = self.finder(self.dataset_dir, self.output_dir, self.kinds, exclude_folders=known)
         if not found:
             raise ValueError(f"no studies ({'/'.join(self.kinds)}) found under {self.dataset_dir}.")
         recorded = {sid: r["folder"] for sid, r in records.items() if r.get("folder")}
@@ -166,28 +173,52 @@ class CohortRun:
         install_once_filters()
         if self.output_dir.exists() and not self.output_dir.is_dir():
             raise NotADirectoryError(f"--output_dir {self.output_dir} exists and is not a folder.")
-        self._plan()  # raises before anything is written
+        if not self.dataset_dir.is_dir():
+            raise FileNotFoundError(f"dataset folder {self.dataset_dir} does not exist; set --dataset_dir.")
+        created = not self.output_dir.exists()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
-        self.lock = RunLock(self.output_dir, self.run_id, pid=os.getppid() if under_torchrun else None).acquire()
+        try:
+            self.lock = RunLock(self.output_dir, self.run_id, pid=os.getppid() if under_torchrun else None).acquire()
+        except LockError:
+            if created:
+                self.output_dir.rmdir()
+            raise
+        try:
+            self.studies = self._plan()  # errors here leave nothing written
+            self._by_id = {s.study_id: s for s in self.studies} | {s.path: s for s in self.studies}
+        except BaseException:
+            self.lock.release()
+            if created:
+                with contextlib.suppress(OSError):
+                    self.output_dir.rmdir()
+            raise
         atexit.register(self._release_on_exit)
         self.staging.clean_leftovers()
-        self.studies = self._plan()  # again, under the lock
         self._prepared = True
 
     def datalist(self) -> list[dict[str, str]]:
-        """The items to process: ``{study_key: id, image_key: path}`` per study not skipped, sorted by id."""
-        self.prepare()
+        """The items to process: ``{study_key: id, image_key: path}`` per study not skipped, sorted by id.
+
+        A run that cannot start safely (see :meth:`prepare`) ends here with its reason on one line and exit status 2
+        (the exception itself with ``debug``).
+        """
+        try:
+            self.prepare()
+        except (LayoutError, LockError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+            if self.debug:
+                raise
+            print(f"ERROR: {one_line(exc)}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from exc
         return [
             {self.study_key: s.study_id, self.image_key: s.path} for s in self.studies if s.study_id not in self.skipped
         ]
 
     # ---------------------------------------------------------------- per study
     def _study(self, study_id: str) -> Study:
-        for s in self.studies:
-            if s.study_id == study_id or s.path == study_id:
-                return s
-        raise KeyError(f"{study_id!r} is not a study of this run.")
+        if study_id not in self._by_id:
+            raise KeyError(f"{study_id!r} is not a study of this run.")
+        return self._by_id[study_id]
 
     def stage(self, study_id: str) -> str:
         """Create the study's fresh staging folder (writers get it through their ``folder_key``) and return it."""
@@ -243,7 +274,7 @@ class CohortRun:
             {
                 "study": study.study_id,
                 "input": study.path,
-                "folder": (previous or {}).get("folder"),
+                "folder": study.folder,
                 "run_id": self.run_id,
                 "status": "failed",
                 "error": reason,
