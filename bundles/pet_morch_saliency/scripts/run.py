@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_saliency.data.synthetic.pet_phantom import PETStudy
-from monai_saliency.engines.cohort import CohortRun, RunLock, UnsafePathError, is_complete, one_line
+from monai_saliency.engines.cohort import CohortRun, LockError, RunLock, UnsafePathError, is_complete, one_line
 from monai_saliency.engines.cohort.manifest import MANIFEST_NAME, atomic_write_text, file_entries, sha256_file
 from monai_saliency.engines.cohort.messages import install_once_filters
 
@@ -105,6 +105,7 @@ class StudyRun:
         ckpt_path: the model (its SHA-256 goes into the manifest and decides whether a rerun may be skipped).
         overwrite: recompute even when the earlier outputs are complete and nothing changed.
         settings: the configuration recorded in the manifest (a change recomputes).
+        debug: raise a refusal to start instead of printing it on one line.
     """
 
     def __init__(
@@ -114,6 +115,7 @@ class StudyRun:
         ckpt_path: str | os.PathLike | None = None,
         overwrite: bool = False,
         settings: Mapping[str, Any] | None = None,
+        debug: bool = False,
     ) -> None:
         settings = json.loads(json.dumps(dict(settings or {}), default=str))
         # the cohort layer's run (no per-file studies here): run id, records, staging and the manifest's run header
@@ -124,6 +126,7 @@ class StudyRun:
         self.final = self.output_dir / OUTPUT_FOLDER
         self.overwrite, self.settings, self.run_id = self.cohort.overwrite, self.cohort.settings, self.cohort.run_id
         self.records, self.staging = self.cohort.records, self.cohort.staging
+        self.debug = bool(debug)
         self.checkpoint: dict[str, Any] | None = None
         self.lock: RunLock | None = None
         self.stage_dir: Path | None = None
@@ -141,6 +144,10 @@ class StudyRun:
         folder that no earlier run of this bundle wrote."""
         if self.output_dir.exists() and not self.output_dir.is_dir():
             raise NotADirectoryError(f"--output_dir {self.output_dir} exists and is not a folder.")
+        if (self.output_dir / MANIFEST_NAME).resolve() in set(study.input_files):
+            raise FileExistsError(
+                f"{self.output_dir / MANIFEST_NAME} is an input of the study; choose another --output_dir."
+            )
         try:
             st = os.lstat(self.final)
         except FileNotFoundError:
@@ -183,24 +190,37 @@ class StudyRun:
             and record.get("checkpoint") == self.checkpoint
         )
 
+    def _take(self, study: PETStudy) -> None:
+        """Check the output folder, take the lock, remove crashed runs' leftovers, check again under the lock."""
+        self._check_output_dir(study)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+        self.lock = RunLock(self.output_dir, self.run_id, pid=os.getppid() if under_torchrun else None).acquire()
+        self.staging.clean_leftovers()
+        self._check_output_dir(study)
+
     def start(self, study: PETStudy) -> None:
         """Check the output folder, take the lock, remove a crashed run's leftovers, and either skip the run (earlier
         outputs complete, nothing changed, no ``overwrite``: exits with status 0) or create the staging folder.
 
-        Raises:
-            monai_saliency.engines.cohort.LockError: another live run writes to ``output_dir``.
-            UnsafePathError, FileExistsError, NotADirectoryError: an output folder that cannot be written safely.
+        A run that cannot start safely (another live run holds the lock; an output set or manifest path that is a
+        symlink, a file, an input or not an earlier output) writes nothing and ends with one ``ERROR:`` line and exit
+        status 2 (with ``debug``: the exception, a LockError, UnsafePathError, FileExistsError or NotADirectoryError).
         """
         install_once_filters()
-        self._check_output_dir(study)
+        try:
+            self._take(study)
+        except (LockError, UnsafePathError, FileExistsError, NotADirectoryError) as exc:
+            if self.lock is not None:  # refused under the lock: release it, touch nothing else
+                self.lock.release()
+                self.lock = None
+            if self.debug:
+                raise
+            print(f"ERROR: {reason(exc)}", file=sys.stderr, flush=True)  # a refusal: exit status 2, as CohortRun's
+            raise SystemExit(2) from exc
+        atexit.register(self._on_exit)
         self.inputs = self._input_entries(study)
         self.checkpoint = self.cohort.manifest()["run"]["checkpoint"]
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
-        self.lock = RunLock(self.output_dir, self.run_id, pid=os.getppid() if under_torchrun else None).acquire()
-        atexit.register(self._on_exit)
-        self.staging.clean_leftovers()
-        self._check_output_dir(study)  # again, under the lock
         if not self.overwrite and self._unchanged(self.records.read(STUDY_ID)):
             self.done = True
             if _rank() == 0:
