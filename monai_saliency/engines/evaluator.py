@@ -13,6 +13,7 @@ from monai.engines import SupervisedEvaluator
 from monai.utils import CommonKeys
 
 from monai_saliency.data.tolerant import FAILED_KEY
+from monai_saliency.engines.cohort.messages import one_line
 
 __all__ = ["FailedStudiesError", "SaliencyEvaluator"]
 
@@ -124,7 +125,7 @@ class SaliencyEvaluator(SupervisedEvaluator):
 
     def _fail(self, study: str, exc: BaseException) -> None:
         self.cohort.fail(study, exc)
-        self.failures.append((study, str(exc)))
+        self.failures.append((study, one_line(exc)))
 
     def _probabilities(self, output: dict[str, Any]) -> list[float] | None:
         """Softmax probabilities of one study's logits, after checking the logits and maps are finite.

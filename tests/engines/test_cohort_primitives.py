@@ -197,3 +197,18 @@ def test_save_maps_folder_key(tmp_path):
     with pytest.raises(FileExistsError, match="symlink"):
         SaveMapsd(["sal"], output_dir=tmp_path, folder_key="dir")({"sal": img, "dir": str(folder)})
     assert not (tmp_path / "elsewhere.nii.gz").exists()
+
+
+def test_hidden_run_folders_are_not_followed(tmp_path):
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    os.symlink(outside, out / ".cohort")
+    with pytest.raises(UnsafePathError, match="symlink"):
+        RecordStore(out).write({"study": "a.nii", "status": "ok"})
+    os.symlink(outside, out / ".staging")
+    with pytest.raises(UnsafePathError, match="symlink"):
+        Staging(out, "r1").new_folder()
+    os.symlink(outside / "x", out / f".cohort.lock.{os.getpid()}.tmp")  # a planted link where the lock is prepared
+    assert RunLock(out, "r1").acquire().held
+    assert list(outside.iterdir()) == []

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from monai_saliency.engines.cohort.staging import safe_makedirs
+
 __all__ = ["LOCK_NAME", "LockError", "RunLock", "pid_alive"]
 
 LOCK_NAME = ".cohort.lock"
@@ -76,7 +78,10 @@ class RunLock:
 
     def _create(self) -> bool:
         tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.info))
+        tmp.unlink(missing_ok=True)  # a leftover (or a planted symlink) is removed, never followed
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(self.info))
         try:
             os.link(tmp, self.path)
             return True
@@ -118,8 +123,7 @@ class RunLock:
         raise LockError(f"could not take the lock {self.path}; retry.")
 
     def _take_over(self, stale: dict[str, Any]) -> None:
-        guard = self.path.parent / ".cohort" / "lock.guard"
-        guard.parent.mkdir(exist_ok=True)
+        guard = safe_makedirs(self.path.parent, ".cohort") / "lock.guard"
         fd = os.open(guard, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

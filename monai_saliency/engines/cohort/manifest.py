@@ -33,6 +33,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from monai_saliency.engines.cohort.staging import safe_makedirs
+
 __all__ = [
     "MANIFEST_NAME",
     "PREDICTIONS_NAME",
@@ -144,7 +146,7 @@ class RecordStore:
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Write one study's record atomically (adds ``schema`` and ``finished``)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        safe_makedirs(self.output_dir, ".cohort/records")
         full = {"schema": RECORD_SCHEMA, "finished": utc_now(), **record}
         atomic_write_text(self.path_for(full["study"]), json.dumps(full, indent=1, ensure_ascii=False))
 
@@ -173,7 +175,7 @@ class RecordStore:
     @contextmanager
     def merge_lock(self) -> Iterator[None]:
         """An exclusive ``flock`` serialising the rebuilds of the run-level files (ranks of one run)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        safe_makedirs(self.output_dir, ".cohort/records")
         fd = os.open(self.folder.parent / "merge.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
