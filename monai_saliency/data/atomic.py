@@ -11,9 +11,11 @@ from pathlib import Path
 import torch
 from monai.data import MetaTensor, PILWriter
 
-__all__ = ["AtomicPILWriter", "atomic_output", "source_paths"]
+__all__ = ["STUDY_SUFFIXES", "AtomicPILWriter", "atomic_output", "file_in_study_folder", "source_paths", "study_stem"]
 
 _MULTI_SUFFIXES = (".nii.gz", ".tar.gz")
+#: suffixes a study's stem drops (compared case-insensitively); any other name is its own stem (``IM0001``)
+STUDY_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".dicom")
 
 
 def _suffix(path: Path) -> str:
@@ -22,6 +24,46 @@ def _suffix(path: Path) -> str:
         if name.endswith(s):
             return s
     return path.suffix
+
+
+def study_stem(name: str | os.PathLike) -> str:
+    """The stem of a study's file name: ``a.nii.gz`` -> ``a``, ``b.DCM`` -> ``b``, ``IM0001`` -> ``IM0001``,
+    ``1.2.840.5`` (a DICOM named by its UID) -> ``1.2.840.5``.
+
+    Args:
+        name: a file name or path (only its last component is used).
+    """
+    base = Path(name).name
+    for suffix in STUDY_SUFFIXES:
+        if base.lower().endswith(suffix) and len(base) > len(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def file_in_study_folder(folder: str | os.PathLike, source: str | os.PathLike | None, what: str, ext: str) -> Path:
+    """The path ``<folder>/<stem of source>_<what><ext>`` of a per-study output, checked for safe writing.
+
+    ``folder`` is a study's staging folder created by the cohort layer
+    (:mod:`monai_saliency.engines.cohort`); writers given a ``folder_key`` write there.
+
+    Args:
+        folder: an existing folder (not a symlink).
+        source: the input file the output derives from (its stem names the file); None uses the folder's name.
+        what: what the file holds (e.g. the map key).
+        ext: the extension with its dot (``.nii.gz``).
+
+    Raises:
+        FileExistsError: ``folder`` is not an existing real folder, or the file exists as a symlink (a writer must
+            never write through a link).
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or folder.is_symlink():
+        raise FileExistsError(f"study folder {folder} is not an existing folder (or is a symlink); refusing to write.")
+    stem = study_stem(source) if source is not None and str(source) else folder.name
+    path = folder / f"{stem}_{what}{ext}"
+    if path.is_symlink():
+        raise FileExistsError(f"{path} is a symlink; refusing to write through it.")
+    return path
 
 
 def source_paths(*tensors: torch.Tensor) -> list[Path]:

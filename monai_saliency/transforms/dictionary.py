@@ -17,7 +17,7 @@ from monai.data import MetaTensor, image_writer
 from monai.transforms import MapTransform, SaveImage, Transform
 from monai.utils import TransformBackends
 
-from monai_saliency.data.atomic import AtomicPILWriter
+from monai_saliency.data.atomic import AtomicPILWriter, file_in_study_folder
 from monai_saliency.data.nifti import AtomicNibabelWriter
 from monai_saliency.models.pca import PCAProjection
 from monai_saliency.transforms import array
@@ -211,10 +211,15 @@ class SaveMapsd(MapTransform):
         output_ext: file extension, default ``".nii.gz"``.
         writer: writer class (default atomic NIfTI for ``.nii``/``.nii.gz``, MONAI's choice otherwise).
         allow_missing_keys: skip absent keys.
+        folder_key: if set, ``data[folder_key]`` is the study's existing output (staging) folder, given by the cohort
+            layer (:mod:`monai_saliency.engines.cohort`); the maps go there as ``<stem>_<key><ext>`` (the input's
+            stem, see :func:`~monai_saliency.data.atomic.study_stem`) and ``output_dir`` is not used.
 
     Raises:
         ValueError: at construction if MONAI has no writer for ``output_ext``; when called, for a map an 8-bit
             image format cannot hold (not 2D, a channel count other than 1/3/4, values outside [0, 1]).
+        FileExistsError: when called with ``folder_key``, if the folder is missing or a symlink, or the file exists
+            as a symlink.
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -226,8 +231,10 @@ class SaveMapsd(MapTransform):
         output_ext: str = ".nii.gz",
         writer: type | str | None = None,
         allow_missing_keys: bool = False,
+        folder_key: str | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.folder_key = folder_key
         ext = output_ext.lower()
         if writer is None and ext in (".nii", ".nii.gz"):
             writer = AtomicNibabelWriter
@@ -274,5 +281,10 @@ class SaveMapsd(MapTransform):
         for key in self.key_iterator(d):
             if self.eight_bit:
                 self._check_eight_bit(key, d[key])
-            d[key] = self.savers[key](d[key])
+            if self.folder_key is None:
+                d[key] = self.savers[key](d[key])
+                continue
+            source = d[key].meta.get("filename_or_obj") if isinstance(d[key], MetaTensor) else None
+            path = str(file_in_study_folder(d[self.folder_key], source, str(key), self.output_ext))
+            d[key] = self.savers[key](d[key], filename=path[: -len(self.output_ext)])
         return d

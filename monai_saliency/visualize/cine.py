@@ -31,7 +31,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from PIL import Image
 
-from monai_saliency.data.atomic import atomic_output, source_paths
+from monai_saliency.data.atomic import atomic_output, file_in_study_folder, source_paths, study_stem
 
 __all__ = ["SaveCineGif", "SaveCineGifd", "cine_strip_png", "gif_frame_ms", "save_cine_gif"]
 
@@ -264,22 +264,26 @@ class SaveCineGif(Transform):
         self.frame_time_ms = frame_time_ms
         self.kwargs = kwargs
 
-    def __call__(self, cine: torch.Tensor, saliency: torch.Tensor) -> Path:
+    def __call__(self, cine: torch.Tensor, saliency: torch.Tensor, folder: str | os.PathLike | None = None) -> Path:
         """Write the GIF and return its path.
+
+        Args:
+            cine: the cine, its ``meta["filename_or_obj"]`` names the file.
+            saliency: its map.
+            folder: the study's output (staging) folder from the cohort layer, written to instead of ``output_dir``.
 
         Raises:
             ValueError: if the cine carries no source file name, or see :func:`save_cine_gif`.
+            FileExistsError: ``folder`` is missing or a symlink, or the file exists as a symlink.
         """
         meta = cine.meta if isinstance(cine, MetaTensor) else {}
         src = meta.get("filename_or_obj")
         if not isinstance(src, (str, os.PathLike)) or not str(src):
             raise ValueError("the cine needs meta['filename_or_obj'] (load it with LoadImage / read_xa_cine).")
-        name = Path(src).name
-        for ext in (".nii.gz", ".nii", ".dcm", ".dicom"):
-            if name.lower().endswith(ext):
-                name = name[: -len(ext)]
-                break
-        path = self.output_dir / f"{name}_{self.output_postfix}.gif"
+        if folder is not None:
+            path = file_in_study_folder(folder, src, self.output_postfix, ".gif")
+        else:
+            path = self.output_dir / f"{study_stem(src)}_{self.output_postfix}.gif"
         return save_cine_gif(cine, saliency, path, frame_time_ms=_frame_time(meta, self.frame_time_ms), **self.kwargs)
 
 
@@ -290,6 +294,8 @@ class SaveCineGifd(MapTransform):
         keys: two keys, the cine and its map (both ``(1, T, H, W)`` or ``(T, H, W)``, same shape).
         output_dir, output_postfix, frame_time_ms, kwargs: see :class:`SaveCineGif`.
         path_key: if set, the written path is stored under this key.
+        folder_key: if set, ``data[folder_key]`` is the study's output (staging) folder from the cohort layer; the
+            GIF goes there as ``<stem>_<output_postfix>.gif`` and ``output_dir`` is not used.
 
     Raises:
         ValueError: if ``keys`` is not exactly two keys.
@@ -302,9 +308,11 @@ class SaveCineGifd(MapTransform):
         output_postfix: str = "overlay",
         frame_time_ms: float = 1000.0 / 15.0,
         path_key: str | None = None,
+        folder_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(keys)
+        self.folder_key = folder_key
         if len(self.keys) != 2:
             raise ValueError(f"SaveCineGifd needs two keys (cine, saliency), got {self.keys}.")
         self.writer = SaveCineGif(output_dir, output_postfix, frame_time_ms, **kwargs)
@@ -312,7 +320,8 @@ class SaveCineGifd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        path = self.writer(d[self.keys[0]], d[self.keys[1]])
+        folder = d[self.folder_key] if self.folder_key is not None else None
+        path = self.writer(d[self.keys[0]], d[self.keys[1]], folder)
         if self.path_key:
             d[self.path_key] = str(path)
         return d

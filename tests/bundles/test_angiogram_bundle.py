@@ -35,8 +35,11 @@ def _stem(path: Path) -> str:
 
 
 def _rows(path: Path) -> list[list[str]]:
-    with open(path) as f:
-        return list(csv.reader(f))
+    """predictions.csv without its header and label column: ``[study, p0, p1]`` per row."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["study", "prob_0", "prob_1", "label"]
+    return [r[:-1] for r in rows[1:]]
 
 
 def _input_geometry(src: Path) -> tuple[tuple[int, ...], np.ndarray]:
@@ -50,6 +53,7 @@ def _input_geometry(src: Path) -> tuple[tuple[int, ...], np.ndarray]:
 
 def _check_study(src: Path, out: Path) -> None:
     stem = _stem(src)
+    out = out / stem  # one folder per study
     shape, affine = _input_geometry(src)
     for method in METHODS:
         written = nib.load(str(out / f"{stem}_{method}.nii.gz"))
@@ -86,7 +90,7 @@ def sample_run(tmp_path_factory):
 def test_runs_on_its_sample(sample_run):
     result, out = sample_run
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"written to {out}" in result.stdout  # the run says where its outputs are
+    assert f"outputs in {out}" in result.stdout  # the run says where its outputs are
     samples = sorted(p for p in SAMPLE.iterdir() if p.name.endswith((".dcm", ".nii.gz")))
     assert {p.suffix for p in samples} == {".dcm", ".gz"}  # both kinds of input are exercised
     for src in samples:
@@ -99,7 +103,7 @@ def test_runs_on_its_sample(sample_run):
         assert probs.shape == (2,) and np.isclose(probs.sum(), 1, atol=1e-5)
         assert probs.argmax() == labels[_stem(Path(row[0]))]["label"], row
     assert not [p for p in SAMPLE.iterdir() if "sigact" in p.name or p.name.startswith(".")]  # nothing beside inputs
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".cohort"]  # records; no temp files left
 
 
 def test_prediction_matches_direct_model_call(sample_run):
@@ -167,13 +171,17 @@ def test_corrupt_dicom_reported_others_processed(tmp_path, bundle_runner):
     assert "broken.dcm" in log and "truncated" in log
     assert "not_xa.dcm" in log and "Modality='CT'" in log
     assert "raw_12bit.nii.gz" in log and "--nifti_scale" in log
-    assert "3 studies could not be processed" in log
+    assert sorted(line.split(":")[0] for line in result.stderr.splitlines() if line.startswith("FAILED ")) == [
+        "FAILED broken.dcm",
+        "FAILED not_xa.dcm",
+        "FAILED raw_12bit.nii.gz",
+    ]
     for src in good:
         _check_study(src, out)
     assert not list(out.glob("broken*")) and not list(out.glob("not_xa*")) and not list(out.glob("raw_12bit*"))
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".cohort"]
     assert len(_rows(out / "predictions.csv")) == 3
-    with Image.open(out / "other_size_sigact_spatial.gif") as gif:
+    with Image.open(out / "other_size" / "other_size_sigact_spatial.gif") as gif:
         assert gif.info["duration"] == 100  # the cine's own frame time
 
 
@@ -192,7 +200,7 @@ def test_torchrun_two_processes_uneven_shards_write_each_study_once(tmp_path):
         _check_study(data / name, out)
     rows = _rows(out / "predictions.csv")
     assert sorted(Path(r[0]).name for r in rows) == names  # both ranks gathered, no padding duplicate
-    assert len(list(out.glob("*.gif"))) == len(names)
+    assert len(list(out.glob("*/*.gif"))) == len(names)
     labels = json.loads((SAMPLE / "labels.json").read_text())
     expected = {
         "case_000.dcm": labels["case_000"]["label"],

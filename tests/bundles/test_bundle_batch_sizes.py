@@ -41,8 +41,9 @@ def _run_batch_sizes(bundle_runner, bundle: str, data: Path, tmp_path: Path, siz
 
 def _assert_same_outputs(ref: Path, other: Path, n_studies: int, maps_per_study: int) -> None:
     """Same NIfTI maps (values and affines) and the same predictions in both output folders."""
-    names = sorted(p.name for p in ref.glob("*.nii.gz"))
-    assert names == sorted(p.name for p in other.glob("*.nii.gz")) and len(names) == n_studies * maps_per_study
+    names = sorted(p.relative_to(ref).as_posix() for p in ref.glob("*/*.nii.gz"))  # one folder per study
+    assert names == sorted(p.relative_to(other).as_posix() for p in other.glob("*/*.nii.gz"))
+    assert len(names) == n_studies * maps_per_study
     for name in names:
         a, b = nib.load(str(ref / name)), nib.load(str(other / name))
         np.testing.assert_array_equal(b.affine, a.affine)
@@ -87,5 +88,5 @@ def test_angiogram_batch_size_three(tmp_path, bundle_runner):
     _assert_same_outputs(outs[1], outs[3], len(samples), 3)
     for src in samples[:4]:  # derived XA DICOM maps: the same up to one quantisation step
         name = f"{src.stem}_sigact_spatial.dcm"
-        one, three = (pydicom.dcmread(outs[b] / name).pixel_array.astype(np.int64) for b in (1, 3))
+        one, three = (pydicom.dcmread(outs[b] / src.stem / name).pixel_array.astype(np.int64) for b in (1, 3))
         assert np.abs(one - three).max() <= 1

@@ -16,14 +16,17 @@ MULTI = "['configs/inference.json','configs/multi_gpu_inference.json']"
 
 
 def _rows(path):
-    with open(path) as f:
-        return list(csv.reader(f))
+    """predictions.csv without its header and label column: ``[study, p0, p1, ...]`` per row."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][0] == "study" and rows[0][-1] == "label"
+    return [r[:-1] for r in rows[1:]]
 
 
 def _check_maps(inputs, out_dir, method="vanillagrad"):
     for src in inputs:
         stem = src.name[: -len(".nii.gz")]
-        written = nib.load(str(out_dir / f"{stem}_{method}.nii.gz"))
+        written = nib.load(str(out_dir / stem / f"{stem}_{method}.nii.gz"))  # one folder per study
         original = nib.load(str(src))
         assert written.shape == original.shape
         np.testing.assert_allclose(written.affine, original.affine, atol=1e-5)
@@ -88,7 +91,7 @@ def test_corrupt_study_reported_others_processed(tmp_path, bundle_runner):
     assert "broken.nii.gz" in result.stderr + result.stdout
     _check_maps(good, out)
     assert not list(out.glob("broken*"))
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temp files left
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".cohort"]  # records; no temp files
 
 
 def test_torchrun_two_processes_uneven_shards_write_each_study_once(tmp_path, bundle_runner):

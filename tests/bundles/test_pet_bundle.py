@@ -55,7 +55,7 @@ def inferred(trained, tmp_path_factory):
         NAME, "--config_file", "configs/inference.json", "--model_dir", str(trained), "--output_dir", str(out)
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    return out / "morch_maps"
 
 
 def test_train_reproduces_the_shipped_model(trained):
@@ -160,6 +160,7 @@ def test_torchrun_two_processes_match_one(inferred, trained, tmp_path, bundle_ru
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 1/2: computed voxels" in result.stdout + result.stderr  # rank 1 did its share
+    out = out / "morch_maps"
     for o in ORDERS:
         a = nib.load(str(out / f"morch_{o}.nii.gz")).get_fdata()
         b = nib.load(str(inferred / f"morch_{o}.nii.gz")).get_fdata()
@@ -277,7 +278,8 @@ def test_packed_nifti_layout_of_save_pet_study_nifti(tmp_path):
     torch.testing.assert_close(study.targets, st.targets)
     torch.testing.assert_close(study.affine, st.affine)
     assert (study.mask == st.mask).all() and (study.truth == st.truth).all() and study.kind == "nifti"
-    assert study.input_files == [(tmp_path / "images.nii.gz").resolve()]
+    read = {"images.nii.gz", "study.json", "mask.nii.gz", "truth.nii.gz", "anatomy.nii.gz"}
+    assert study.input_files == sorted((tmp_path / n).resolve() for n in read)
 
 
 def test_old_engines_pet_bundle_path_warns_and_forwards():
@@ -308,6 +310,6 @@ def test_folder_and_synthetic_studies_are_one_dataclass(small):
 
     folder, study, _ = small
     assert type(study) is PETStudy and study.folder == folder and study.kind == "nifti"
-    assert study.subjects is None and study.paradigm == "" and len(study.input_files) == 8
+    assert study.subjects is None and study.paradigm == "" and len(study.input_files) == 10  # 8 scans, targets, truth
     synthetic = make_pet_study("graded", shape=(8, 8, 8), n_subjects=1, n_scans=2, seed=0)
     assert type(synthetic) is PETStudy and synthetic.kind == "synthetic" and synthetic.input_files == []

@@ -16,6 +16,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform, SaveImage
 
+from monai_saliency.data.atomic import file_in_study_folder
 from monai_saliency.data.dicom.detect import is_dicom_file
 from monai_saliency.data.dicom.xa import read_xa_cine
 from monai_saliency.data.dicom.xa_writer import XADerivedWriter
@@ -116,6 +117,8 @@ class SaveXADerivedd(MapTransform):
         output_dir: destination folder.
         description: DerivationDescription written into the DICOM.
         allow_missing_keys: skip absent keys.
+        folder_key: if set, ``data[folder_key]`` is the study's output (staging) folder from the cohort layer; the
+            file goes there as ``<stem>_<key>.dcm`` (see :class:`monai_saliency.transforms.SaveMapsd`).
     """
 
     def __init__(
@@ -124,8 +127,10 @@ class SaveXADerivedd(MapTransform):
         output_dir: str | os.PathLike,
         description: str = "saliency map",
         allow_missing_keys: bool = False,
+        folder_key: str | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.folder_key = folder_key
         self.savers = {
             key: SaveImage(output_dir=Path(output_dir), output_postfix=str(key), **_XA_SAVE_OPTIONS).set_options(
                 init_kwargs={"description": description}
@@ -137,6 +142,12 @@ class SaveXADerivedd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             m = d[key]
-            if isinstance(m, MetaTensor) and is_dicom(m.meta.get("filename_or_obj")):
+            source = m.meta.get("filename_or_obj") if isinstance(m, MetaTensor) else None
+            if source is None or not is_dicom(source):
+                continue
+            if self.folder_key is None:
                 d[key] = self.savers[key](m)
+            else:
+                path = str(file_in_study_folder(d[self.folder_key], source, str(key), ".dcm"))
+                d[key] = self.savers[key](m, filename=path[: -len(".dcm")])
         return d

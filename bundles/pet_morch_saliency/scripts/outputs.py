@@ -137,7 +137,7 @@ def _write_summaries(
         "reference_series": None if study.reference_series is None else str(study.reference_series),
         "model": {"config": model.config, "train": {k: v for k, v in model.train.items() if k != "scans"}},
         "orders": rows,
-        "outputs": {k: str(Path(v).resolve()) for k, v in written.items()},
+        "outputs": {k: Path(v).name for k, v in written.items()},  # beside this file
     }
     with atomic_output(out / "summary.json", protect=protect) as tmp:
         tmp.write_text(json.dumps(info, indent=1))
@@ -204,5 +204,5 @@ def write_outputs(
     for r in rows:
         auc = f", ROC AUC vs truth {r['roc_auc_vs_truth']:.3f}" if "roc_auc_vs_truth" in r else ""
         logger.info(f"{r['order']:>6} order: range [{r['min']:.3g}, {r['max']:.3g}]{auc}")
-    logger.info(f"Mørch saliency maps of {len(study.names)} scans written to {out.resolve()}")
+    logger.info(f"Mørch saliency maps of {len(study.names)} scans: {len(written)} files written to {out.resolve()}")
     return written

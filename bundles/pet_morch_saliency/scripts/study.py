@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -35,6 +37,8 @@ from monai.data import MetaTensor
 from monai_saliency.data.synthetic.pet_phantom import PETStudy
 
 __all__ = ["PETStudy", "PETStudyFolder", "StudyError", "load_study"]
+
+logger = logging.getLogger("pet_morch_saliency")
 
 _NIFTI = (".nii", ".nii.gz")
 
@@ -86,57 +90,93 @@ def _read_targets(folder: Path, targets_file: str | None) -> tuple[list[str], li
         names.append(str(row["scan"]))
         values.append(value)
         extra.append({k: str(v) for k, v in row.items() if k not in ("scan", "target")})
-    if len(set(names)) != len(names):
+    keys = [(name, e.get("series_uid", "")) for name, e in zip(names, extra, strict=True)]
+    if len(set(keys)) != len(keys):
         raise StudyError(f"{path}: a scan is listed twice.")
     return names, values, extra, path
 
 
-def _culprit(folder: Path) -> tuple[Path, Exception] | None:
-    """The first file of a series folder that pydicom cannot read as a PT image (header, tags or pixels)."""
-    import pydicom
+def _pick_series(path: Path, series_uid: str | None, exclude: list[Path]) -> list[Path]:
+    """The files of the one PT series a scan entry names: the series under ``path`` (searched recursively, by
+    content, grouped by SeriesInstanceUID), or the one with ``series_uid`` when the targets file gives one."""
+    from monai_saliency.data.dicom.series import PET_SERIES_CLASSES, SeriesError, find_series
 
-    for p in sorted(q for q in folder.iterdir() if q.is_file()):
+    try:
+        found = find_series(path, exclude=[e for e in exclude if path in e.parents])
+    except SeriesError as exc:
+        raise StudyError(str(exc)) from exc
+    pet = {uid: s for uid, s in found.items() if s.sop_class in PET_SERIES_CLASSES}
+    listing = ", ".join(f"{uid} ({len(s.files)} files, {s.modality or '?'})" for uid, s in found.items())
+    if series_uid:
+        if series_uid not in pet:
+            raise StudyError(f"no PT series {series_uid} under {path}; found: {listing or 'no DICOM file'}.")
+        return pet[series_uid].files
+    if not pet:
+        raise StudyError(
+            f"{path} holds no PT (PET Image Storage) series; found: {listing or 'no DICOM file'}. A scan is a folder "
+            "with one PT series or a 3D NIfTI file."
+        )
+    if len(pet) > 1:
+        raise StudyError(
+            f"{path} holds {len(pet)} PT series ({', '.join(f'{u} ({len(s.files)} files)' for u, s in pet.items())}): "
+            "ambiguous; give one row per series with a series_uid column in the targets file, or split the folder."
+        )
+    return next(iter(pet.values())).files
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        img = nib.load(str(path))
+        if len(img.shape) == 4 and img.shape[3] > 1:
+            raise StudyError(
+                f"{path} is a 4D file ({img.shape[3]} volumes); a scan is one 3D volume, give one per row."
+            )
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+    except StudyError:
+        raise
+    except Exception as exc:
+        raise StudyError(f"cannot read the NIfTI file {path}: {type(exc).__name__}: {exc}") from exc
+    data = data.reshape(data.shape[:3]) if data.ndim == 4 and data.shape[3] == 1 else data
+    if data.ndim < 3 or (data.ndim == 3 and min(data.shape) == 1):
+        raise StudyError(f"{path} is a 2D image (shape {data.shape}); a scan must be a 3D volume.")
+    if data.ndim != 3:
+        raise StudyError(f"{path} must hold one 3D volume, got shape {data.shape}.")
+    return data, np.asarray(img.affine, dtype=np.float64)
+
+
+def _read_scan(
+    path: Path, series_uid: str | None = None, exclude: Sequence[Path] = ()
+) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """One scan: ``((X, Y, Z) float32, RAS affine, the files read)``; raises StudyError naming the file.
+
+    A folder (searched recursively) or a DICOM file is read as one PT series (see :func:`_pick_series`); a NIfTI
+    file as one 3D volume. A single slice (2D) or a 4D/multi-frame file is refused by name.
+    """
+    from monai_saliency.data.dicom.detect import is_dicom_file
+    from monai_saliency.data.dicom.series import SeriesError, read_series_volume
+
+    if path.is_dir() or is_dicom_file(path):
+        files = _pick_series(path, series_uid, list(exclude)) if path.is_dir() else [path]
         try:
-            ds = pydicom.dcmread(str(p))
-            ds.pixel_array  # noqa: B018
-            if ds.Modality != "PT" or not ds.SeriesInstanceUID or len(ds.ImagePositionPatient) != 3:
-                raise ValueError(f"not a PT slice with a series and position (Modality {ds.Modality!r})")
-        except Exception as exc:  # noqa: BLE001 - any failure identifies the culprit file
-            return p, exc
-    return None
-
-
-def _read_scan(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One scan: ``((X, Y, Z) float32, RAS affine)``; raises StudyError naming the file."""
-    if path.is_dir():
-        from monai_saliency.data.dicom.pet_series import read_pet_series
-
-        try:
-            vol, _ = read_pet_series(path)
-        except Exception as exc:
-            bad = _culprit(path)
-            if bad is not None:
-                raise StudyError(
-                    f"cannot read {bad[0]} (a file of the PT series {path}); it looks truncated or corrupt: "
-                    f"{type(bad[1]).__name__}: {bad[1]}. Replace or remove it."
-                ) from exc
-            raise StudyError(f"cannot read the PT series {path}: {type(exc).__name__}: {exc}") from exc
-        return vol[0].numpy(), vol.affine.numpy().astype(np.float64)
+            return (*read_series_volume(files), files)
+        except SeriesError as exc:
+            raise StudyError(f"scan {path}: {exc}") from exc
     if path.name.lower().endswith(_NIFTI):
-        try:
-            img = nib.load(str(path))
-            data = np.asarray(img.get_fdata(dtype=np.float32))
-        except Exception as exc:
-            raise StudyError(f"cannot read the NIfTI file {path}: {type(exc).__name__}: {exc}") from exc
-        data = data.reshape(data.shape[:3]) if data.ndim == 4 and data.shape[3] == 1 else data
-        if data.ndim != 3:
-            raise StudyError(f"{path} must hold one 3D volume, got shape {data.shape}.")
-        return data, np.asarray(img.affine, dtype=np.float64)
-    raise StudyError(f"{path} is neither a PT series folder nor a NIfTI file (.nii/.nii.gz).")
+        return (*_read_nifti(path), [path])
+    raise StudyError(f"{path} is neither a PT series (a DICOM folder or file) nor a NIfTI file (.nii/.nii.gz).")
+
+
+def _plain_series_folder(path: Path, files: Sequence[Path]) -> bool:
+    """True if ``files`` (a scan's series) are exactly the ``.dcm``/suffix-less files directly in the folder
+    ``path``: what the Parametric Map writer reads as its source series."""
+    if not path.is_dir():
+        return False
+    top = {p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (".dcm", "")}
+    return top == set(files)
 
 
 def _read_aux(path: Path, shape: tuple[int, ...], affine: np.ndarray, what: str) -> np.ndarray:
-    data, aff = _read_scan(path)
+    data, aff, _ = _read_scan(path)
     if data.shape != shape or not np.allclose(aff, affine, atol=1e-3):
         raise StudyError(f"{what} {path} is not on the scans' grid (shape {data.shape} vs {shape}); resample it.")
     if not np.isfinite(data).all():
@@ -144,8 +184,10 @@ def _read_aux(path: Path, shape: tuple[int, ...], affine: np.ndarray, what: str)
     return data
 
 
-def _read_listed(folder: Path, targets_file: str | None, progress: bool):
-    """Scans named in a targets file: ``(names, targets, extra, volumes, affine, shape, sources)``."""
+def _read_listed(folder: Path, targets_file: str | None, progress: bool, exclude: Sequence[Path] = ()):
+    """Scans named in a targets file: ``(names, targets, extra, volumes, affine, shape, sources, files)`` (files:
+    per scan, the files read, the targets file last); a row's optional ``series_uid`` picks one series of a folder
+    holding several."""
     names, values, extra, tpath = _read_targets(folder, targets_file)
     if len(names) < 2:
         raise StudyError(f"{tpath} lists {len(names)} scan; PCA + network need at least 2.")
@@ -155,14 +197,15 @@ def _read_listed(folder: Path, targets_file: str | None, progress: bool):
         if not p.exists():
             raise StudyError(f"scan {name!r} listed in {tpath} does not exist ({p}).")
         sources.append(p)
-    it = sources
+    it = zip(sources, [e.get("series_uid") or None for e in extra], strict=True)
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(sources, desc="reading scans", unit="scan")
-    vols, affine = [], None
-    for p in it:  # one file/series per scan: I/O loop
-        data, aff = _read_scan(p)
+        it = tqdm(it, total=len(sources), desc="reading scans", unit="scan")
+    vols, affine, files = [], None, []
+    for p, uid in it:  # one file/series per scan: I/O loop
+        data, aff, read = _read_scan(p, uid, exclude)
+        files.append(read)
         if not np.isfinite(data).all():
             raise StudyError(f"scan {p} contains NaN/Inf voxels.")
         if affine is None:
@@ -173,7 +216,7 @@ def _read_listed(folder: Path, targets_file: str | None, progress: bool):
                 "must be spatially normalised to one grid."
             )
         vols.append(data)
-    return names, values, extra, vols, affine, shape, sources
+    return names, values, extra, vols, affine, shape, sources, [*files, [tpath]]
 
 
 def _read_packed(folder: Path):
@@ -206,6 +249,7 @@ def load_study(
     anatomy_file: str = "anatomy.nii.gz",
     reference_scan: str | None = None,
     progress: bool = True,
+    exclude: Sequence[str | os.PathLike] = (),
 ) -> PETStudy:
     """Read every scan named in the study's targets file (see the module docstring for the layout).
 
@@ -215,6 +259,8 @@ def load_study(
         mask_file, truth_file, anatomy_file: optional NIfTI volumes on the scans' grid (ignored when absent).
         reference_scan: PT series the parametric maps reference (default: the first DICOM scan listed).
         progress: show a progress bar over the scans.
+        exclude: folders never searched for scans when they lie inside a scan folder (the run's output folder:
+            earlier outputs are not scans).
 
     Returns:
         A :class:`~monai_saliency.data.synthetic.pet_phantom.PETStudy` with the folder fields set.
@@ -235,27 +281,34 @@ def load_study(
     ):
         names, values, extra, vols, affine, shape = _read_packed(folder)
         sources = [packed.resolve()]
+        files = [[packed, folder / "study.json"]]
     else:
-        names, values, extra, vols, affine, shape, sources = _read_listed(folder, targets_file, progress)
+        names, values, extra, vols, affine, shape, sources, files = _read_listed(
+            folder, targets_file, progress, [Path(e).resolve() for e in exclude]
+        )
     kinds = {"dicom" if p.is_dir() else "nifti" for p in sources}
     kind = kinds.pop() if len(kinds) == 1 else "mixed"
     aux = {}
     for key, fname in (("mask", mask_file), ("truth", truth_file), ("anatomy", anatomy_file)):
         path = folder / fname if fname else None
         aux[key] = _read_aux(path, shape, affine, key) if path is not None and path.exists() else None
+        files += [[path]] if aux[key] is not None else []
     ref = None
     if reference_scan is not None:
         if (
             reference_scan not in names
             or len(sources) != len(names)
-            or not sources[names.index(reference_scan)].is_dir()
+            or not _plain_series_folder(sources[names.index(reference_scan)], files[names.index(reference_scan)])
         ):
             raise StudyError(
-                f"reference_scan {reference_scan!r} is not a PT series listed in the study's targets file."
+                f"reference_scan {reference_scan!r} is not a PT series listed in the study's targets file, alone in "
+                "its folder (the Parametric Maps reference a folder holding one series)."
             )
         ref = sources[names.index(reference_scan)]
     else:
-        ref = next((p for p in sources if p.is_dir()), None)
+        ref = next((p for p, f in zip(sources, files, strict=False) if _plain_series_folder(p, f)), None)
+        if ref is None and kind != "nifti":
+            logger.warning("no PT series is alone in its folder: no DICOM Parametric Map will be written.")
     aff_t = torch.as_tensor(affine, dtype=torch.float64)
     return PETStudy(
         images=MetaTensor(torch.from_numpy(np.stack(vols)), affine=aff_t.clone()),
@@ -273,4 +326,5 @@ def load_study(
         kind=kind,
         reference_series=ref,
         extra=extra,
+        files=sorted({Path(p).resolve() for group in files for p in group}),
     )

@@ -75,6 +75,8 @@ class PETStudy:
         kind: ``"dicom"`` (all scans PT series), ``"nifti"``, ``"mixed"``, or ``"synthetic"``.
         reference_series: folder of the PT series derived DICOM objects reference, or None.
         extra: further columns of the targets file, per scan.
+        files: every file a folder's study was read from (the series' slices, NIfTI files, targets, mask, truth,
+            anatomy), resolved; empty for a generated study.
     """
 
     images: MetaTensor
@@ -92,10 +94,13 @@ class PETStudy:
     kind: str = "synthetic"
     reference_series: Path | None = None
     extra: list[dict[str, str]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
 
     @property
     def input_files(self) -> list[Path]:
-        """Every input file (never to be overwritten): the files of ``sources``."""
+        """Every input file (never to be overwritten): ``files`` when known, else the files of ``sources``."""
+        if self.files:
+            return list(self.files)
         files = []
         for s in self.sources:
             files += sorted(p.resolve() for p in s.iterdir()) if s.is_dir() else [s.resolve()]
