@@ -224,8 +224,8 @@ class RegionTarget(Target):
 
     Args:
         class_idx: class ``k`` (an int, or one per item).
-        mask: ``(B, 1, *spatial)``, ``(B, *spatial)`` or ``(*spatial)`` region (bool or float weights) at the
-            output's spatial size, or None for the predicted region.
+        mask: ``(B, 1, *spatial)`` or ``(B, *spatial)`` region (bool or float weights; a batch axis of 1 serves
+            every item) at the output's spatial size, or None for the predicted region.
         reduction: ``"sum"`` (default, as Seg-Grad-CAM) or ``"mean"`` (weighted mean over the region).
         activation: ``"none"`` (logits, default), ``"softmax"`` (over the classes) or ``"sigmoid"``.
         prediction: ``"auto"``, ``"argmax"`` or ``"sigmoid"`` (how the predicted region is read; see above).
@@ -311,13 +311,15 @@ class RegionTarget(Target):
         return top == class_idx.to(out.device).reshape(-1, *[1] * (out.ndim - 2))
 
     def _mask_region(self, batch_size: int, out: torch.Tensor | None) -> torch.Tensor:
+        """The mask as ``(B, *spatial)``: its channel axis dropped (a size-1 axis 1 of a mask with 3+ axes, or of a
+        mask with the output's rank), its batch axis of 1 expanded."""
         mask = self.mask
-        if out is not None and mask.ndim == out.ndim:
-            if mask.shape[1] != 1:
-                raise ValueError(f"mask must have one channel, got shape {tuple(mask.shape)}.")
+        if mask.ndim < 2:
+            raise ValueError(f"mask must be (B, 1, *spatial) or (B, *spatial), got shape {tuple(mask.shape)}.")
+        if out is not None and mask.ndim == out.ndim and mask.shape[1] != 1:
+            raise ValueError(f"mask must have one channel, got shape {tuple(mask.shape)}.")
+        if mask.ndim >= 3 and mask.shape[1] == 1 and (out is None or mask.ndim == out.ndim):
             mask = mask[:, 0]
-        if out is not None and mask.ndim == out.ndim - 2:
-            mask = mask[None]
         if mask.shape[0] == 1 and batch_size > 1:
             mask = mask.expand(batch_size, *mask.shape[1:])
         if mask.shape[0] != batch_size:
