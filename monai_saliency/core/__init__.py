@@ -22,6 +22,7 @@ from monai_saliency.core.targets import (
     as_target,
     explainer_target,
     resolve_target,
+    target_from_options,
 )
 
 __all__ = [
@@ -44,5 +45,6 @@ __all__ = [
     "require_autograd",
     "resolve_target",
     "select_class",
+    "target_from_options",
     "wrap_like",
 ]

@@ -15,7 +15,7 @@ from monai.transforms import Compose
 from monai.utils import CommonKeys
 from torch import nn
 
-from monai_saliency.core import model_logits
+from monai_saliency.core import TargetLike, as_target, model_logits, model_output
 from monai_saliency.methods.base import Explainer
 from monai_saliency.transforms import SaveMapsd, ScaleToUnitd
 
@@ -65,6 +65,9 @@ class SaliencyInferer(Inferer):
     Args:
         explainers: an explainer, or a mapping ``name -> explainer or factory``.
         class_idx: None explains each item's predicted class; an int or (B,) tensor fixes the class.
+        target: instead of ``class_idx``, a target for every batch (:mod:`monai_saliency.core.targets`), e.g.
+            ``RegionTarget(k, allow_empty=True)``: a segmentation network's predicted region of class ``k``, read
+            from each batch; the prediction is then kept as the network returns it (``(B, K, *spatial)``).
         pred_key: key of the scores in the returned dict.
         inferer: inferer producing the prediction (default ``SimpleInferer``); it runs under ``no_grad``.
         returns: ``None`` (``"pred"`` once attached to an engine, else ``"dict"``), ``"pred"`` (the prediction;
@@ -79,8 +82,8 @@ class SaliencyInferer(Inferer):
     Raises:
         ValueError: if no explainer is given, a name is reserved (``pred_key``, or an engine key ``image``,
             ``label``, ``pred``, ``loss``), ``returns`` is unknown, ``output_dir`` is given with
-            ``returns="dict"`` (or ``save_transform`` without ``output_dir``), or a built explainer wraps a
-            different network.
+            ``returns="dict"`` (or ``save_transform`` without ``output_dir``), both ``class_idx`` and ``target`` are
+            given, or a built explainer wraps a different network.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class SaliencyInferer(Inferer):
         explainers: ExplainerSpec | Mapping[str, ExplainerSpec],
         class_idx: int | torch.Tensor | None = None,
         pred_key: str = "logits",
+        target: TargetLike = None,
         inferer: Inferer | None = None,
         returns: str | None = None,
         output_dir: str | os.PathLike | None = None,
@@ -109,8 +113,11 @@ class SaliencyInferer(Inferer):
             raise ValueError("output_dir needs the inferer attached to the engine; returns='dict' never is.")
         if save_transform is not None and output_dir is None:
             raise ValueError("save_transform acts on the maps written to output_dir; give output_dir too.")
+        if target is not None and class_idx is not None:
+            raise ValueError("give class_idx or target, not both.")
         self.specs = specs
         self.class_idx = class_idx
+        self.target = None if target is None else as_target(target)
         self.pred_key = pred_key
         self.inferer = inferer or SimpleInferer()
         self.returns = returns
@@ -170,10 +177,13 @@ class SaliencyInferer(Inferer):
         explainers = self._bind(network)
         with torch.no_grad():
             pred = self.inferer(inputs, network, *args, **kwargs)
-        scores = model_logits(pred)
-        targets = scores.argmax(dim=1) if self.class_idx is None else self.class_idx
+        if self.target is not None:  # bound by each explainer on this batch (e.g. its predicted region)
+            scores, targets = model_output(pred), self.target
+        else:
+            scores = model_logits(pred)
+            targets = scores.argmax(dim=1) if self.class_idx is None else self.class_idx
         maps = {
-            name: explainer(inputs, class_idx=None if explainer.class_agnostic else targets)
+            name: explainer(inputs, None if explainer.class_agnostic else targets)
             for name, explainer in explainers.items()
         }
         if self.mode == "dict":
