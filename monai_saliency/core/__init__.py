@@ -22,7 +22,6 @@ from monai_saliency.core.targets import (
     as_target,
     explainer_target,
     resolve_target,
-    target_from_options,
 )
 
 __all__ = [
@@ -45,6 +44,5 @@ __all__ = [
     "require_autograd",
     "resolve_target",
     "select_class",
-    "target_from_options",
     "wrap_like",
 ]

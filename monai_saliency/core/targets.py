@@ -37,7 +37,6 @@ __all__ = [
     "as_target",
     "explainer_target",
     "resolve_target",
-    "target_from_options",
 ]
 
 #: what explainers and metrics accept as a target: a class index spec (None, int, (B,)) or a callable.
@@ -261,6 +260,8 @@ class RegionTarget(Target):
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}.")
         if mask is not None and not isinstance(mask, torch.Tensor):
             raise TypeError(f"mask must be a tensor or None, got {type(mask).__name__}.")
+        if mask is not None:
+            mask = model_output(mask)  # a MetaTensor label as a plain tensor
         self.class_idx = class_idx
         self.mask = mask
         self.reduction = reduction
@@ -471,37 +472,3 @@ def explainer_target(target: Target) -> Any:
     if isinstance(target, ClassTarget) and target.class_indices is not None:
         return target.class_indices
     return target
-
-
-TARGET_KINDS = ("class", "region", "regression")
-
-
-def target_from_options(kind: str | None, index: int | None = None, **options: Any) -> Target | None:
-    """A target from command-line style options (a bundle's ``--target region --target_class 1``).
-
-    Args:
-        kind: ``"class"`` (:class:`ClassTarget`; ``index`` None is the argmax), ``"region"`` (:class:`RegionTarget`
-            of class ``index``, the predicted region by default, empty regions allowed: an item where the class
-            is predicted nowhere gets an all-zero map) or ``"regression"`` (:class:`RegressionTarget` of unit
-            ``index``, default 0); None gives None (the explainer's default, the argmax class).
-        index: the class / unit.
-        options: passed to the target's constructor (e.g. ``reduction="mean"``, ``sign=-1.0``).
-
-    Returns:
-        The target, or None.
-
-    Raises:
-        ValueError: for an unknown kind, or a region target without a class.
-    """
-    if kind is None:
-        return None
-    index = None if index is None else int(index)
-    if kind == "class":
-        return ClassTarget(index, **options)
-    if kind == "region":
-        if index is None:
-            raise ValueError("--target region needs --target_class k (the class whose predicted region is explained).")
-        return RegionTarget(index, **{"allow_empty": True, **options})
-    if kind == "regression":
-        return RegressionTarget(0 if index is None else index, **options)
-    raise ValueError(f"unknown target {kind!r}; choose one of {TARGET_KINDS}.")

@@ -15,11 +15,20 @@ from monai.transforms import Compose
 from monai.utils import CommonKeys
 from torch import nn
 
-from monai_saliency.core import TargetLike, as_target, model_logits, model_output
+from monai_saliency.core import (
+    ClassTarget,
+    RegionTarget,
+    RegressionTarget,
+    Target,
+    TargetLike,
+    as_target,
+    model_logits,
+    model_output,
+)
 from monai_saliency.methods.base import Explainer
 from monai_saliency.transforms import SaveMapsd, ScaleToUnitd
 
-__all__ = ["SaliencyInferer"]
+__all__ = ["SaliencyInferer", "target_from_options"]
 
 ExplainerSpec = Explainer | Callable[[nn.Module], Explainer]
 
@@ -249,3 +258,37 @@ class SaliencyInferer(Inferer):
             if not isinstance(self.specs[name], Explainer):
                 explainer.close()
         self._bound, self._network = {}, None
+
+
+TARGET_KINDS = ("class", "region", "regression")
+
+
+def target_from_options(kind: str | None, index: int | None = None, **options: Any) -> Target | None:
+    """A target from command-line style options (a bundle's ``--target region --target_class 1``).
+
+    Args:
+        kind: ``"class"`` (:class:`ClassTarget`; ``index`` None is the argmax), ``"region"`` (:class:`RegionTarget`
+            of class ``index``, the predicted region by default, empty regions allowed: an item where the class
+            is predicted nowhere gets an all-zero map) or ``"regression"`` (:class:`RegressionTarget` of unit
+            ``index``, default 0); None gives None (the explainer's default, the argmax class).
+        index: the class / unit.
+        options: passed to the target's constructor (e.g. ``reduction="mean"``, ``sign=-1.0``).
+
+    Returns:
+        The target, or None.
+
+    Raises:
+        ValueError: for an unknown kind, or a region target without a class.
+    """
+    if kind is None:
+        return None
+    index = None if index is None else int(index)
+    if kind == "class":
+        return ClassTarget(index, **options)
+    if kind == "region":
+        if index is None:
+            raise ValueError("--target region needs --target_class k (the class whose predicted region is explained).")
+        return RegionTarget(index, **{"allow_empty": True, **options})
+    if kind == "regression":
+        return RegressionTarget(0 if index is None else index, **options)
+    raise ValueError(f"unknown target {kind!r}; choose one of {TARGET_KINDS}.")

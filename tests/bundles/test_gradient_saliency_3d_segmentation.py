@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from monai_saliency.core import RegionTarget
-from monai_saliency.engines import SaliencyInferer
+from monai_saliency.core import ClassTarget, RegionTarget
+from monai_saliency.engines import SaliencyInferer, target_from_options
 from monai_saliency.methods import GradCAM, VanillaGrad
 from tests.bundles.conftest import run_bundle
 
@@ -69,3 +69,15 @@ def test_inferer_with_a_target_keeps_the_segmentation():
     torch.testing.assert_close(out["grad"], VanillaGrad(net)(x, target=target))
     with pytest.raises(ValueError, match="not both"):
         SaliencyInferer(VanillaGrad(net), class_idx=0, target=target)
+
+
+def test_target_from_options():
+    assert target_from_options(None) is None
+    region = target_from_options("region", "1")  # command-line values may come as strings
+    assert isinstance(region, RegionTarget) and region.class_idx == 1 and region.allow_empty
+    assert isinstance(target_from_options("class", 2), ClassTarget)
+    assert target_from_options("regression", 1, sign=-1.0).sign == -1.0
+    with pytest.raises(ValueError, match="target_class"):
+        target_from_options("region")
+    with pytest.raises(ValueError, match="unknown target"):
+        target_from_options("box", 1)

@@ -169,17 +169,3 @@ def test_resolve_target_runs_the_model_only_when_needed():
     bound = resolve_target(Net(), x, RegionTarget(0, allow_empty=True))
     assert calls == [False]  # once, under no_grad
     assert model_output(Net()(x)).shape == (2, 2, 4, 4)
-
-
-def test_target_from_options():
-    from monai_saliency.core import target_from_options
-
-    assert target_from_options(None) is None
-    region = target_from_options("region", "1")  # command-line values may come as strings
-    assert isinstance(region, RegionTarget) and region.class_idx == 1 and region.allow_empty
-    assert isinstance(target_from_options("class", 2), ClassTarget)
-    assert target_from_options("regression", 1, sign=-1.0).sign == -1.0
-    with pytest.raises(ValueError, match="target_class"):
-        target_from_options("region")
-    with pytest.raises(ValueError, match="unknown target"):
-        target_from_options("box", 1)
