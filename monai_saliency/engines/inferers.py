@@ -15,16 +15,8 @@ from monai.transforms import Compose
 from monai.utils import CommonKeys
 from torch import nn
 
-from monai_saliency.core import (
-    ClassTarget,
-    RegionTarget,
-    RegressionTarget,
-    Target,
-    TargetLike,
-    as_target,
-    model_logits,
-    model_output,
-)
+from monai_saliency.core import TargetLike, as_target, model_logits, model_output
+from monai_saliency.core.targets import ClassTarget, RegionTarget, RegressionTarget, Target
 from monai_saliency.methods.base import Explainer
 from monai_saliency.transforms import SaveMapsd, ScaleToUnitd
 
