@@ -202,7 +202,8 @@ class SmoothGrad(Explainer):
     ``magnitude=True`` returns the mean of the *squared* gradients, ``E[(dS/dx)^2]`` (Smilkov et al.'s
     "magnitude" variant, captum's ``smoothgrad_sq``); ``False`` the mean signed gradient.
 
-    The class explained is chosen once on the clean input (argmax per item when ``class_idx`` is None).
+    The target is fixed once on the clean input (the argmax class per item when ``class_idx`` is None, a
+    ``RegionTarget``'s predicted region), and every noisy copy is scored against it.
 
     Noise and reproducibility: with an integer ``seed`` (default 0), noise sample ``s`` of an item is drawn by a
     generator seeded from ``(seed, a digest of the item's values, s)`` (:mod:`monai_saliency.ops.item_noise`), so
