@@ -21,6 +21,7 @@ Gradients and the perturbed inputs of a deletion curve are all scored against th
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -431,19 +432,17 @@ def as_target(target: TargetLike) -> Target:
     """
     if isinstance(target, Target):
         return target
-    if target is None or isinstance(target, (int, torch.Tensor)) and not isinstance(target, bool):
-        return ClassTarget(target)
     if isinstance(target, (bool, float, str)):
         raise TypeError(
             f"class_idx / target must be an int, a (B,) tensor of ints, None, or a callable output -> (B,); got "
             f"{target!r}."
         )
+    if target is None or isinstance(target, (numbers.Integral, torch.Tensor, Sequence)) or hasattr(target, "__array__"):
+        return ClassTarget(target)  # ints, NumPy integers and arrays, tensors, sequences: class indices
     if isinstance(target, nn.Module):
         raise TypeError("a target must not be a network: pass the model as nn_module and a target callable here.")
     if callable(target):
         return _CallableTarget(target)
-    if isinstance(target, Sequence):
-        return ClassTarget(target)
     raise TypeError(f"a target is a class index (int, (B,) ints, None) or a callable output -> (B,), got {target!r}.")
 
 

@@ -33,6 +33,8 @@ def test_class_target_is_class_idx():
     assert isinstance(as_target(None), ClassTarget) and isinstance(as_target([0, 1, 2, 3]), ClassTarget)
     torch.testing.assert_close(ClassTarget()(logits), logits.max(1).values)
     torch.testing.assert_close(ClassTarget(2)(logits), logits[:, 2])
+    torch.testing.assert_close(as_target(np.int64(2))(logits), logits[:, 2])  # NumPy labels, as before targets
+    torch.testing.assert_close(as_target(np.array([0, 1, 2, 3]))(logits), logits.diagonal())
     torch.testing.assert_close(ClassTarget([0, 1, 2, 3])(logits), logits.diagonal())
     torch.testing.assert_close(
         ClassTarget(torch.tensor([4, 3, 2, 1])).probabilities()(logits)[0], logits.softmax(1)[0, 4]
