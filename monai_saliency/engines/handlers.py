@@ -79,7 +79,7 @@ class SaliencyHandler:
         output_dir: if given, write ``{tag}_epoch{N}_item{i}.nii.gz`` there (atomically).
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` (or anything with ``add_image``), optional.
         tag: name prefix of the images and files.
-        class_idx: class to explain (None: each item's predicted class).
+        class_idx: class to explain (None: each item's predicted class), or a target (:mod:`monai_saliency.core.targets`).
         network: the network to explain; default ``engine.network``.
         image_key: key of the input in dict batches (``"first_batch"`` or a data loader); tuple/list batches use
             their first item.

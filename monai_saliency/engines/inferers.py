@@ -15,11 +15,12 @@ from monai.transforms import Compose
 from monai.utils import CommonKeys
 from torch import nn
 
-from monai_saliency.core import model_logits
+from monai_saliency.core import TargetLike, as_target, model_logits, model_output
+from monai_saliency.core.targets import ClassTarget, RegionTarget, RegressionTarget, Target
 from monai_saliency.methods.base import Explainer
 from monai_saliency.transforms import SaveMapsd, ScaleToUnitd
 
-__all__ = ["SaliencyInferer"]
+__all__ = ["SaliencyInferer", "target_from_options"]
 
 ExplainerSpec = Explainer | Callable[[nn.Module], Explainer]
 
@@ -65,6 +66,9 @@ class SaliencyInferer(Inferer):
     Args:
         explainers: an explainer, or a mapping ``name -> explainer or factory``.
         class_idx: None explains each item's predicted class; an int or (B,) tensor fixes the class.
+        target: instead of ``class_idx``, a target for every batch (:mod:`monai_saliency.core.targets`), e.g.
+            ``RegionTarget(k, allow_empty=True)``: a segmentation network's predicted region of class ``k``, read
+            from each batch; the prediction is then kept as the network returns it (``(B, K, *spatial)``).
         pred_key: key of the scores in the returned dict.
         inferer: inferer producing the prediction (default ``SimpleInferer``); it runs under ``no_grad``.
         returns: ``None`` (``"pred"`` once attached to an engine, else ``"dict"``), ``"pred"`` (the prediction;
@@ -79,8 +83,8 @@ class SaliencyInferer(Inferer):
     Raises:
         ValueError: if no explainer is given, a name is reserved (``pred_key``, or an engine key ``image``,
             ``label``, ``pred``, ``loss``), ``returns`` is unknown, ``output_dir`` is given with
-            ``returns="dict"`` (or ``save_transform`` without ``output_dir``), or a built explainer wraps a
-            different network.
+            ``returns="dict"`` (or ``save_transform`` without ``output_dir``), both ``class_idx`` and ``target`` are
+            given, or a built explainer wraps a different network.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class SaliencyInferer(Inferer):
         explainers: ExplainerSpec | Mapping[str, ExplainerSpec],
         class_idx: int | torch.Tensor | None = None,
         pred_key: str = "logits",
+        target: TargetLike = None,
         inferer: Inferer | None = None,
         returns: str | None = None,
         output_dir: str | os.PathLike | None = None,
@@ -109,8 +114,11 @@ class SaliencyInferer(Inferer):
             raise ValueError("output_dir needs the inferer attached to the engine; returns='dict' never is.")
         if save_transform is not None and output_dir is None:
             raise ValueError("save_transform acts on the maps written to output_dir; give output_dir too.")
+        if target is not None and class_idx is not None:
+            raise ValueError("give class_idx or target, not both.")
         self.specs = specs
         self.class_idx = class_idx
+        self.target = None if target is None else as_target(target)
         self.pred_key = pred_key
         self.inferer = inferer or SimpleInferer()
         self.returns = returns
@@ -170,10 +178,13 @@ class SaliencyInferer(Inferer):
         explainers = self._bind(network)
         with torch.no_grad():
             pred = self.inferer(inputs, network, *args, **kwargs)
-        scores = model_logits(pred)
-        targets = scores.argmax(dim=1) if self.class_idx is None else self.class_idx
+        if self.target is not None:  # bound by each explainer on this batch (e.g. its predicted region)
+            scores, targets = model_output(pred), self.target
+        else:
+            scores = model_logits(pred)
+            targets = scores.argmax(dim=1) if self.class_idx is None else self.class_idx
         maps = {
-            name: explainer(inputs, class_idx=None if explainer.class_agnostic else targets)
+            name: explainer(inputs, None if explainer.class_agnostic else targets)
             for name, explainer in explainers.items()
         }
         if self.mode == "dict":
@@ -239,3 +250,37 @@ class SaliencyInferer(Inferer):
             if not isinstance(self.specs[name], Explainer):
                 explainer.close()
         self._bound, self._network = {}, None
+
+
+TARGET_KINDS = ("class", "region", "regression")
+
+
+def target_from_options(kind: str | None, index: int | None = None, **options: Any) -> Target | None:
+    """A target from command-line style options (a bundle's ``--target region --target_class 1``).
+
+    Args:
+        kind: ``"class"`` (:class:`ClassTarget`; ``index`` None is the argmax), ``"region"`` (:class:`RegionTarget`
+            of class ``index``, the predicted region by default, empty regions allowed: an item where the class
+            is predicted nowhere gets an all-zero map) or ``"regression"`` (:class:`RegressionTarget` of unit
+            ``index``, default 0); None gives None (the explainer's default, the argmax class).
+        index: the class / unit.
+        options: passed to the target's constructor (e.g. ``reduction="mean"``, ``sign=-1.0``).
+
+    Returns:
+        The target, or None.
+
+    Raises:
+        ValueError: for an unknown kind, or a region target without a class.
+    """
+    if kind is None:
+        return None
+    index = None if index is None else int(index)
+    if kind == "class":
+        return ClassTarget(index, **options)
+    if kind == "region":
+        if index is None:
+            raise ValueError("--target region needs --target_class k (the class whose predicted region is explained).")
+        return RegionTarget(index, **{"allow_empty": True, **options})
+    if kind == "regression":
+        return RegressionTarget(0 if index is None else index, **options)
+    raise ValueError(f"unknown target {kind!r}; choose one of {TARGET_KINDS}.")

@@ -1,6 +1,6 @@
 """Saliency methods: each class wraps a model and returns maps (see ``base.Explainer``).
 
-The model plumbing (``ActivationHooks``, ``find_layer``, ``model_logits``, ...) lives in :mod:`monai_saliency.core`
+The model plumbing (``ActivationHooks``, ``find_layer``, ``model_logits``, the targets, ...) lives in :mod:`monai_saliency.core`
 and is re-exported here as public API. Mørch saliency, a training-set analysis rather than an explainer, moved to
 :mod:`monai_saliency.analysis`; ``from monai_saliency.methods import MorchSaliency`` still works for one release,
 with a DeprecationWarning.
@@ -13,6 +13,10 @@ from typing import Any
 
 from monai_saliency.core import (
     ActivationHooks,
+    ClassTarget,
+    RegionTarget,
+    RegressionTarget,
+    Target,
     check_input,
     evaluation_mode,
     find_layer,
@@ -24,20 +28,32 @@ from monai_saliency.core import (
 from monai_saliency.methods.base import Explainer
 from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp, SignatureActivation
 from monai_saliency.methods.forgrad import FORGrad
-from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad, input_gradients
+from monai_saliency.methods.gradients import (
+    IntegratedGradients,
+    SmoothGrad,
+    VanillaGrad,
+    input_gradients,
+    target_gradients,
+)
 from monai_saliency.methods.structured import StructuredGradient
+from monai_saliency.ops.tokens import TokenGrid
 
 __all__ = [
     "ActivationHooks",
+    "ClassTarget",
     "EigenCAM",
     "Explainer",
     "FORGrad",
     "GradCAM",
     "GradCAMpp",
     "IntegratedGradients",
+    "RegionTarget",
+    "RegressionTarget",
     "SignatureActivation",
     "SmoothGrad",
     "StructuredGradient",
+    "Target",
+    "TokenGrid",
     "VanillaGrad",
     "check_input",
     "evaluation_mode",
@@ -46,6 +62,7 @@ __all__ = [
     "input_gradients",
     "model_logits",
     "select_class",
+    "target_gradients",
     "wrap_like",
 ]
 

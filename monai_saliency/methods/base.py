@@ -6,6 +6,7 @@ Usage of every explainer::
 
     with Method(model, target_layers="features.relu") as explainer:
         maps = explainer(x, class_idx=None)   # x: (B, C, *spatial)
+        maps = explainer(x, target=RegionTarget(1))   # a segmentation network's predicted region of class 1
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Explainer:
     half-precision model receives its own dtype at its input) and the map is returned in the input's dtype.
 
     Args:
-        nn_module: the network; it must return class scores ``(B, K)`` (or a tuple/dict whose first item does).
+        nn_module: the network; its output (or the first item of its tuple / dict) is scored by the target: class
+            scores ``(B, K)`` for ``class_idx``, any shape a target reads (:mod:`monai_saliency.core.targets`).
         target_layers: layer name(s) whose activations the method needs, or None.
         spatial_dims: required number of spatial axes of the input, or None for any.
     """
@@ -74,28 +76,41 @@ class Explainer:
         self.hooks = _core.ActivationHooks(nn_module, target_layers) if target_layers is not None else None
 
     def __call__(
-        self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None, **kwargs
+        self,
+        x: torch.Tensor,
+        class_idx: int | Sequence[int] | torch.Tensor | None = None,
+        target: _core.TargetLike = None,
+        **kwargs,
     ) -> torch.Tensor:
         """Explain a batch.
 
         Args:
             x: input ``(B, C, *spatial)``, float; a MetaTensor gives a MetaTensor map with the same metadata.
-            class_idx: None (argmax per item), int, or a (B,) tensor. Ignored by class-agnostic methods.
+            class_idx: None (argmax per item), int, or a (B,) tensor; or a target (below). Ignored by class-agnostic
+                methods.
+            target: what to explain instead of a class: a :class:`~monai_saliency.core.targets.Target`
+                (``ClassTarget``, ``RegionTarget`` for segmentation outputs, ``RegressionTarget``) or any callable
+                ``output -> (B,)`` scores (see :mod:`monai_saliency.core.targets`); give ``class_idx`` or ``target``.
             kwargs: method-specific options.
 
         Returns:
             Maps of the input's spatial size: ``(B, 1, *spatial)`` or ``(B, C, *spatial)`` as the method documents.
 
         Raises:
-            TypeError, ValueError: for invalid input (see :func:`~monai_saliency.core.check_input`) or class indices.
+            TypeError, ValueError: for invalid input (see :func:`~monai_saliency.core.check_input`), class indices or
+                targets, or both ``class_idx`` and ``target``.
             RuntimeError: if the explainer was closed.
         """
         if self.hooks is not None and len(self.hooks) == 0:
             raise RuntimeError(f"this {type(self).__name__} was closed; create a new one.")
+        if target is not None and class_idx is not None:
+            raise ValueError("give class_idx or target, not both.")
+        spec = target if target is not None else class_idx
+        _core.as_target(spec)  # type errors before any forward pass; explain() gets the spec as given
         xt = _core.check_input(x, self.spatial_dims)
         # float16 / bfloat16 inputs are explained in float32 and the map is returned in their dtype
         with _core.evaluation_mode(self.model), model_input_dtype(self.model):
-            maps = self.explain(working_tensor(xt), class_idx, **kwargs)
+            maps = self.explain(working_tensor(xt), spec, **kwargs)
         return _core.wrap_like(cast_back(maps, xt.dtype, "map"), x)
 
     def explain(
@@ -105,7 +120,8 @@ class Explainer:
         raise NotImplementedError
 
     def forward_with_activations(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Run the model once, returning ``(logits (B, K), {layer: activation})``.
+        """Run the model once, returning ``(output, {layer: activation})``: the model's output tensor as it is
+        (class scores ``(B, K)``, a segmentation ``(B, K, *spatial)``, ...; see :func:`~monai_saliency.core.model_output`).
 
         Raises:
             RuntimeError: if a hooked layer did not run during the forward pass.
@@ -113,12 +129,12 @@ class Explainer:
         if self.hooks is None:
             raise RuntimeError(f"{type(self).__name__} needs target_layers.")
         with self.hooks.capture() as acts:
-            logits = _core.model_logits(self.model(x))
+            output = _core.model_output(self.model(x))
             captured = dict(acts)
         missing = [n for n in self.hooks.names if n not in captured]
         if missing:
             raise RuntimeError(f"layers {missing} did not run in the forward pass; choose layers on the model's path.")
-        return logits, captured
+        return output, captured
 
     def close(self) -> None:
         """Remove the hooks from the model (idempotent)."""

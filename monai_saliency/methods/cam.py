@@ -12,6 +12,15 @@ Every map is ``(B, 1, *spatial)`` at the input's spatial size (linear / bilinear
 (``normalize=False`` keeps raw values); a constant map (e.g. all-zero after the ReLU) gives zeros, never NaN.
 Note that MONAI's ``default_normalizer`` maps ``(min, max) -> (1, 0)`` (it flips); ours maps it to ``(0, 1)``.
 
+Targets: Grad-CAM and Grad-CAM++ back-propagate any target (``class_idx``, or ``target=`` a
+:mod:`~monai_saliency.core.targets` target, e.g. ``RegionTarget(k)`` for a segmentation network: Seg-Grad-CAM).
+Eigen-CAM and Signature Activation are class-agnostic: they read the layer's activations only, so a target is
+validated and ignored (the map is the same for every target; a metric still scores it against the target).
+Transformer layers: ``reshape_transform=TokenGrid(patch_size)`` (:mod:`monai_saliency.ops.tokens`) folds tokens
+``(B, N, C)`` (with or without a class token) onto their 2D / 3D patch grid, for activations and gradients alike;
+any callable ``tokens -> (B, C, *grid)`` (pytorch-grad-cam's convention) works too. Layers that are spatial already
+(SwinUNETR's ``swinViT.layers*`` and ``encoder*`` stages) need none.
+
 Per-item targets are selected with ``gather`` (``logits.gather(1, idx[:, None]).sum()``); MONAI's batched
 Grad-CAM scores ``logits[:, idx]`` (a ``B x B`` block) so each item's map mixes every item's target.
 """
@@ -19,18 +28,19 @@ Grad-CAM scores ``logits[:, idx]`` (a ``B x B`` block) so each item's map mixes 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_saliency.core import ActivationHooks, frozen_parameters, require_autograd, select_class
+from monai_saliency.core import ActivationHooks, TargetLike, as_target, frozen_parameters, require_autograd
 from monai_saliency.methods.base import Explainer
 from monai_saliency.ops.normalize import minmax_normalize
 from monai_saliency.ops.resize import RESIZE_MODES, upsample_maps
 from monai_saliency.ops.signature import DEFAULT_MAX_ELEMENTS, check_signature_options, signature_map
+from monai_saliency.ops.tokens import TokenGrid
 
 __all__ = ["EigenCAM", "GradCAM", "GradCAMpp", "SignatureActivation", "upsample_maps"]
 
@@ -75,13 +85,31 @@ class _CAMBase(Explainer):
         normalize: bool = True,
         spatial_dims: int | None = None,
         detach_hooks: bool = True,
+        reshape_transform: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         super().__init__(nn_module, target_layers=None, spatial_dims=spatial_dims)
         if upsample_mode not in RESIZE_MODES:
             raise ValueError(f"unknown upsample_mode {upsample_mode!r}; choose one of {RESIZE_MODES}.")
+        if reshape_transform is not None and not callable(reshape_transform):
+            raise TypeError(f"reshape_transform must be callable, got {type(reshape_transform).__name__}.")
         self.hooks = _LeafHooks(nn_module, target_layers, detach=detach_hooks)
         self.upsample_mode = upsample_mode
         self.normalize = normalize
+        self.reshape_transform = reshape_transform
+
+    def _reshape(self, act: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A hooked layer's output (or its gradient) as a feature map: ``reshape_transform`` applied, if any (a
+        :class:`~monai_saliency.ops.tokens.TokenGrid` also gets the input's spatial size)."""
+        if self.reshape_transform is None:
+            return act
+        if isinstance(self.reshape_transform, TokenGrid):
+            out = self.reshape_transform(act, x.shape[2:])
+        else:
+            out = self.reshape_transform(act)
+        if not isinstance(out, torch.Tensor) or out.ndim < 3 or out.shape[0] != act.shape[0]:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"reshape_transform must return (B, C, *spatial) feature maps, got {got}.")
+        return out
 
     def _finish(self, layer_maps: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         spatial = x.shape[2:]
@@ -93,21 +121,22 @@ class _CAMBase(Explainer):
         return minmax_normalize(fused) if self.normalize else fused
 
     def _scores_and_grads(
-        self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Forward once; back-propagate each item's class score to the hooked activations only.
+        self, x: torch.Tensor, class_idx: TargetLike
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        """Forward once; back-propagate each item's target score to the hooked activations only.
 
         Returns:
-            ``(activations, gradients, per-item scores (B,), class indices (B,))``, all detached.
+            ``(activations, gradients, per-item scores (B,), class indices (B,) or None)``, all detached; with a
+            ``reshape_transform`` the activations and gradients are reshaped to ``(B, C, *grid)``.
 
         Raises:
             RuntimeError: under ``torch.inference_mode()``, or if a layer gets no gradient from the score.
         """
         require_autograd(type(self).__name__)
         with torch.enable_grad(), frozen_parameters(self.model):
-            logits, acts = self.forward_with_activations(x.detach())
-            idx = select_class(logits, class_idx)
-            scores = logits.gather(1, idx[:, None])[:, 0]
+            output, acts = self.forward_with_activations(x.detach())
+            target = as_target(class_idx).bind(output.detach(), x.shape[0])
+            scores = target(output)
             names = list(self.hooks.names)
             if not scores.requires_grad:
                 raise RuntimeError(
@@ -121,16 +150,22 @@ class _CAMBase(Explainer):
                 f"layers {missing} get no gradient from the class score; choose layers whose output reaches the "
                 "classifier head (e.g. the last convolutional block)."
             )
-        acts_d = {n: acts[n].detach() for n in names}
-        grads_d = {n: g.detach() for n, g in zip(names, grads)}
-        return acts_d, grads_d, scores.detach(), idx
+        acts_d = {n: self._reshape(acts[n].detach(), x) for n in names}
+        grads_d = {n: self._reshape(g.detach(), x) for n, g in zip(names, grads)}
+        return acts_d, grads_d, scores.detach(), target.class_indices
 
     @staticmethod
-    def _check_spatial(act: torch.Tensor, name: str) -> None:
+    def _check_spatial(act: torch.Tensor, name: str, x: torch.Tensor | None = None) -> None:
         if act.ndim < 3:
             raise ValueError(
                 f"layer {name!r} output has shape {tuple(act.shape)} with no spatial axes; CAM needs a feature map "
                 "(B, C, *spatial): choose a convolutional layer before global pooling."
+            )
+        if x is not None and act.ndim != x.ndim:
+            raise ValueError(
+                f"layer {name!r} outputs shape {tuple(act.shape)} for an input {tuple(x.shape)}: not a feature map "
+                "with the input's spatial axes. For transformer tokens (B, N, C) pass "
+                "reshape_transform=TokenGrid(patch_size) (monai_saliency.ops.tokens); else choose another layer."
             )
 
 
@@ -146,6 +181,7 @@ class GradCAM(_CAMBase):
         upsample_mode: ``"linear"`` (default, like MONAI) or ``"nearest"``.
         normalize: min-max normalise each item to ``[0, 1]`` (default True).
         spatial_dims: required number of spatial axes of the input, or None.
+        reshape_transform: ``tokens -> (B, C, *grid)`` for transformer layers, e.g. ``TokenGrid(patch_size)``.
 
     Returns (on call):
         ``(B, 1, *spatial)`` maps at the input's size.
@@ -155,12 +191,12 @@ class GradCAM(_CAMBase):
         ValueError: if a target layer has no spatial axes.
     """
 
-    def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+    def explain(self, x: torch.Tensor, class_idx: TargetLike = None) -> torch.Tensor:
         acts, grads, _, _ = self._scores_and_grads(x, class_idx)
         maps = []
         for name in self.hooks.names:  # loop over target layers (usually one), not over items
             a, g = acts[name], grads[name]
-            self._check_spatial(a, name)
+            self._check_spatial(a, name, x)
             weights = g.flatten(2).mean(2)[(...,) + (None,) * (a.ndim - 2)]
             maps.append(F.relu((weights * a).sum(1, keepdim=True)))
         return self._finish(maps, x)
@@ -198,6 +234,7 @@ class GradCAMpp(_CAMBase):
         eps: added to eq. 19's full denominator ``2 g^2 + (sum A) g^3``. The default 0 is the paper's formula;
             pytorch-grad-cam adds ``1e-6`` (MONAI ``1e-7``), which shrinks ``alpha`` wherever ``g^2`` is not much
             larger than ``eps`` (small gradients), so its maps depend on the scale of the gradients.
+        reshape_transform: ``tokens -> (B, C, *grid)`` for transformer layers, e.g. ``TokenGrid(patch_size)``.
 
     Returns (on call):
         ``(B, 1, *spatial)`` maps at the input's size.
@@ -215,10 +252,13 @@ class GradCAMpp(_CAMBase):
         spatial_dims: int | None = None,
         exp_score: bool = False,
         eps: float = 0.0,
+        reshape_transform: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         if not (math.isfinite(eps) and eps >= 0.0):
             raise ValueError(f"eps must be a finite number >= 0, got {eps!r}.")
-        super().__init__(nn_module, target_layers, upsample_mode, normalize, spatial_dims)
+        super().__init__(
+            nn_module, target_layers, upsample_mode, normalize, spatial_dims, reshape_transform=reshape_transform
+        )
         self.exp_score = exp_score
         self.eps = float(eps)
 
@@ -247,12 +287,12 @@ class GradCAMpp(_CAMBase):
         term = torch.where(ok, gp / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(g))
         return term.flatten(2).sum(2)
 
-    def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+    def explain(self, x: torch.Tensor, class_idx: TargetLike = None) -> torch.Tensor:
         acts, grads, scores, _ = self._scores_and_grads(x, class_idx)
         maps = []
         for name in self.hooks.names:
             a, g = acts[name], grads[name]
-            self._check_spatial(a, name)
+            self._check_spatial(a, name, x)
             expand = (...,) + (None,) * (a.ndim - 2)
             weights = self.weights(a, g, self.eps)
             if self.exp_score:
@@ -280,9 +320,10 @@ class EigenCAM(_CAMBase):
         spatial_dims: required number of spatial axes of the input, or None.
         center: centre the activation matrix over positions before the SVD.
         relu: keep only the positive part of the (sign-fixed) projection.
+        reshape_transform: ``tokens -> (B, C, *grid)`` for transformer layers, e.g. ``TokenGrid(patch_size)``.
 
     Returns (on call):
-        ``(B, 1, *spatial)`` maps; ``class_idx`` is ignored.
+        ``(B, 1, *spatial)`` maps; ``class_idx`` / ``target`` is validated and ignored (class-agnostic).
     """
 
     class_agnostic = True
@@ -296,8 +337,9 @@ class EigenCAM(_CAMBase):
         spatial_dims: int | None = None,
         center: bool = True,
         relu: bool = True,
+        reshape_transform: Callable[..., torch.Tensor] | None = None,
     ) -> None:
-        super().__init__(nn_module, target_layers, upsample_mode, normalize, spatial_dims, detach_hooks=False)
+        super().__init__(nn_module, target_layers, upsample_mode, normalize, spatial_dims, False, reshape_transform)
         self.center = center
         self.relu = relu
 
@@ -331,13 +373,13 @@ class EigenCAM(_CAMBase):
         proj = proj * sign[:, None]
         return proj.reshape(b, 1, *acts.shape[2:]).to(acts.dtype)
 
-    def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+    def explain(self, x: torch.Tensor, class_idx: TargetLike = None) -> torch.Tensor:
         with torch.no_grad():
             _, acts = self.forward_with_activations(x)
         maps = []
         for name in self.hooks.names:
-            a = acts[name]
-            self._check_spatial(a, name)
+            a = self._reshape(acts[name], x)
+            self._check_spatial(a, name, x)
             p = self.projection(a, self.center)
             maps.append(F.relu(p) if self.relu else p)
         return self._finish(maps, x)
@@ -377,6 +419,8 @@ class SignatureActivation(_CAMBase):
         zero_tol: relative threshold for zero DCT coefficients; None for ``8 * eps(dtype)`` (round-off level, so that
             constant channels give constant reconstructions instead of sign noise).
         max_elements: element budget of one temporary in the channel-chunked DCT (default ``2**24``: 64 MiB float32).
+        reshape_transform: ``tokens -> (B, C, *grid)`` for transformer layers, e.g. ``TokenGrid(patch_size)``; the
+            class-agnostic map ignores ``class_idx`` / ``target`` (validated only).
 
     Raises:
         ValueError: unknown layer (close names listed), unknown option values, a negative ``zero_tol`` or a
@@ -396,10 +440,11 @@ class SignatureActivation(_CAMBase):
         dct_scaling: str = "ortho",
         zero_tol: float | None = None,
         max_elements: int = DEFAULT_MAX_ELEMENTS,
+        reshape_transform: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         check_signature_options(dct_axes, bilateral, upsample_mode, dct_scaling, zero_tol, max_elements)
         spatial_dims = 3 if dct_axes == "frames" else None
-        super().__init__(nn_module, target_layers, upsample_mode, True, spatial_dims, detach_hooks=False)
+        super().__init__(nn_module, target_layers, upsample_mode, True, spatial_dims, False, reshape_transform)
         self.dct_axes = dct_axes
         self.bilateral = bilateral
         self.dct_scaling = dct_scaling
@@ -424,11 +469,12 @@ class SignatureActivation(_CAMBase):
             _, acts = self.forward_with_activations(x)
             maps = []
             for name in self.hooks.names:  # loop over target layers (usually one)
-                a = acts.pop(name)
+                a = self._reshape(acts.pop(name), x)
                 if a.ndim != x.ndim:
                     raise ValueError(
                         f"layer {name!r} outputs shape {tuple(a.shape)} but the input is {tuple(x.shape)}; "
-                        "choose a layer that keeps every spatial axis (before global pooling / flattening)."
+                        "choose a layer that keeps every spatial axis (before global pooling / flattening), or pass "
+                        "reshape_transform=TokenGrid(patch_size) for transformer tokens (B, N, C)."
                     )
                 if a.shape[2:].numel() == 1 < x.shape[2:].numel():
                     raise ValueError(

@@ -2,61 +2,103 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import numpy as np
 import torch
 from torch import nn
 
-from monai_saliency.core import frozen_parameters, model_logits, require_autograd, select_class
+from monai_saliency.core import (
+    ClassTarget,
+    Target,
+    TargetLike,
+    as_target,
+    frozen_parameters,
+    model_logits,
+    model_output,
+    require_autograd,
+    resolve_target,
+)
 from monai_saliency.methods.base import Explainer
 from monai_saliency.ops.item_noise import check_seed, item_keys, keyed_draws
 from monai_saliency.ops.normalize import reduce_channels
 
-__all__ = ["IG_METHODS", "IntegratedGradients", "SmoothGrad", "VanillaGrad", "input_gradients", "integration_rule"]
+__all__ = [
+    "IG_METHODS",
+    "IntegratedGradients",
+    "SmoothGrad",
+    "VanillaGrad",
+    "input_gradients",
+    "integration_rule",
+    "target_gradients",
+]
 
 
-def input_gradients(
-    model: nn.Module,
-    x: torch.Tensor,
-    class_idx: int | Sequence[int] | torch.Tensor | None = None,
-    freeze_params: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradient of each item's class score with respect to its input, in one forward and one backward pass.
+def target_gradients(
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, freeze_params: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Target]:
+    """Gradient of each item's target score with respect to its input, in one forward and one backward pass.
 
-    Uses ``torch.autograd.grad(score, x)``: no weight gradients are computed or accumulated into ``.grad``.
-    Per-item scores are picked with ``gather`` and summed; items are independent as long as the model does
-    not mix the batch (e.g. BatchNorm in train mode does).
+    Uses ``torch.autograd.grad(scores.sum(), x)``: no weight gradients are computed or accumulated into ``.grad``.
+    Items are independent as long as the target scores each row from its own output row and the model does not
+    mix the batch (e.g. BatchNorm in train mode does). A target that needs the clean output (the argmax class, the
+    predicted region) is bound from this forward pass unless it is bound already.
 
     Args:
-        model: network returning scores ``(B, K)``.
+        model: the network.
         x: plain float tensor ``(B, C, *spatial)``.
-        class_idx: None (argmax per item), int, or ``(B,)`` indices.
+        target: a class index spec (None: argmax per item, int, ``(B,)``) or a target
+            (:mod:`monai_saliency.core.targets`).
         freeze_params: build no graph towards the weights during the call (flags restored after).
 
     Returns:
-        ``(gradients (B, C, *spatial), logits (B, K) detached, class indices (B,))``.
+        ``(gradients (B, C, *spatial), model output detached, scores (B,) detached, bound target)``.
 
     Raises:
-        RuntimeError: if the class score does not depend on the input through autograd, or under
+        RuntimeError: if the score does not depend on the input through autograd, or under
             ``torch.inference_mode()``.
     """
     require_autograd("a gradient method (input_gradients)")
     with torch.enable_grad(), frozen_parameters(model) if freeze_params else nullcontext():
         xg = x.detach().requires_grad_(True)
-        logits = model_logits(model(xg))
-        idx = select_class(logits, class_idx)
-        if not logits.requires_grad:
+        output = model_output(model(xg))
+        bound = as_target(target).bind(output.detach(), x.shape[0])
+        scores = bound(output)
+        if not output.requires_grad:
             raise RuntimeError(
                 "the model output does not require grad: the forward pass disables autograd or detaches; "
                 "gradient methods need a differentiable path from the input to the score."
             )
-        score = logits.gather(1, idx[:, None]).sum()
-        (grad,) = torch.autograd.grad(score, xg, allow_unused=True)
+        (grad,) = torch.autograd.grad(scores.sum(), xg, allow_unused=True)
     if grad is None:
-        raise RuntimeError("the class score does not depend on the input; check the model's forward path.")
-    return grad, logits.detach(), idx
+        raise RuntimeError("the target score does not depend on the input; check the model's forward path.")
+    return grad, output.detach(), scores.detach(), bound
+
+
+def input_gradients(
+    model: nn.Module, x: torch.Tensor, class_idx: TargetLike = None, freeze_params: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Gradient of each item's class (or target) score with respect to its input (:func:`target_gradients`).
+
+    Args:
+        model: network returning scores ``(B, K)`` (or any output the target reads).
+        x: plain float tensor ``(B, C, *spatial)``.
+        class_idx: None (argmax per item), int, ``(B,)`` indices, or a target.
+        freeze_params: build no graph towards the weights during the call (flags restored after).
+
+    Returns:
+        ``(gradients (B, C, *spatial), output detached, class indices (B,))``: the output is the logits ``(B, K)``
+        for a class target; the class indices are the target's classes or output units (None for a callable).
+
+    Raises:
+        RuntimeError: if the score does not depend on the input through autograd, or under
+            ``torch.inference_mode()``.
+    """
+    grad, output, _, bound = target_gradients(model, x, class_idx, freeze_params)
+    if isinstance(bound, ClassTarget):
+        output = model_logits(output)
+    return grad, output, bound.class_indices
 
 
 class VanillaGrad(Explainer):
@@ -78,8 +120,8 @@ class VanillaGrad(Explainer):
         self.reduce = reduce
         self.freeze_params = freeze_params
 
-    def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
-        grad, _, _ = input_gradients(self.model, x, class_idx, self.freeze_params)
+    def explain(self, x: torch.Tensor, class_idx: TargetLike = None) -> torch.Tensor:
+        grad, _, _, _ = target_gradients(self.model, x, class_idx, self.freeze_params)
         return reduce_channels(grad, self.reduce)
 
 
@@ -106,7 +148,7 @@ def _check_positive_int(value: int, name: str) -> int:
 def _chunked_input_gradients(
     model: nn.Module,
     x: torch.Tensor,
-    idx: torch.Tensor,
+    target: Target,
     n: int,
     make_inputs: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     weights: torch.Tensor | None,
@@ -122,7 +164,7 @@ def _chunked_input_gradients(
     Args:
         model: classifier (parameters already frozen by the caller).
         x: ``(B, C, *spatial)``.
-        idx: class per item ``(B,)``.
+        target: the target bound to the batch ``x`` (:func:`~monai_saliency.core.resolve_target`).
         n: passes per item (noise samples or integration steps).
         make_inputs: ``(flat_index, sample_index, item_index) -> (chunk, C, *spatial)`` model inputs.
         weights: per-sample weights ``(n,)`` (None: 1/n, a mean).
@@ -141,25 +183,13 @@ def _chunked_input_gradients(
         flat = torch.arange(start, min(start + batch_size, total), device=x.device)
         s_idx, b_idx = flat // b, flat % b
         inputs = make_inputs(flat, s_idx, b_idx)
-        grad, logits, cls = input_gradients(model, inputs, idx[b_idx], freeze_params=False)
-        scores[flat] = logits.gather(1, cls[:, None])[:, 0].to(x.dtype)
+        grad, _, chunk_scores, _ = target_gradients(model, inputs, target.rows(b_idx), freeze_params=False)
+        scores[flat] = chunk_scores.to(x.dtype)
         if square:
             grad = grad * grad
         shape = (-1,) + (1,) * (grad.ndim - 1)
         acc.index_add_(0, b_idx, grad * w[s_idx].reshape(shape))
     return acc, scores
-
-
-def _resolve_classes(
-    model: nn.Module, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None
-) -> torch.Tensor:
-    """Class per item ``(B,)``. Only ``None`` costs a forward pass (argmax on the clean input); explicit indices are
-    checked for type and length here and against the number of classes by the first chunk's forward pass."""
-    if class_idx is None:
-        with torch.no_grad():
-            return select_class(model_logits(model(x)), None)
-    # a zero-cost (B, huge) view stands in for the logits: select_class validates everything but the upper bound
-    return select_class(x.new_zeros(1, 1).expand(x.shape[0], 2**40), class_idx)
 
 
 class SmoothGrad(Explainer):
@@ -172,7 +202,8 @@ class SmoothGrad(Explainer):
     ``magnitude=True`` returns the mean of the *squared* gradients, ``E[(dS/dx)^2]`` (Smilkov et al.'s
     "magnitude" variant, captum's ``smoothgrad_sq``); ``False`` the mean signed gradient.
 
-    The class explained is chosen once on the clean input (argmax per item when ``class_idx`` is None).
+    The target is fixed once on the clean input (the argmax class per item when ``class_idx`` is None, a
+    ``RegionTarget``'s predicted region), and every noisy copy is scored against it.
 
     Noise and reproducibility: with an integer ``seed`` (default 0), noise sample ``s`` of an item is drawn by a
     generator seeded from ``(seed, a digest of the item's values, s)`` (:mod:`monai_saliency.ops.item_noise`), so
@@ -230,7 +261,7 @@ class SmoothGrad(Explainer):
     def explain(
         self,
         x: torch.Tensor,
-        class_idx: int | Sequence[int] | torch.Tensor | None = None,
+        class_idx: TargetLike = None,
         noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b = x.shape[0]
@@ -239,7 +270,7 @@ class SmoothGrad(Explainer):
             if tuple(noise.shape) != (n, *x.shape):
                 raise ValueError(f"injected noise must have shape {(n, *x.shape)}, got {tuple(noise.shape)}.")
             noise_flat = noise.to(x).reshape(n * b, *x.shape[1:])
-        idx = _resolve_classes(self.model, x, class_idx)
+        target = resolve_target(self.model, x, class_idx)
         if self.stdev is not None:
             std = torch.full((b,), float(self.stdev), dtype=x.dtype, device=x.device)
         else:
@@ -263,7 +294,9 @@ class SmoothGrad(Explainer):
             return x[b_idx] + eps * std[b_idx].reshape(view)
 
         with frozen_parameters(self.model):
-            acc, _ = _chunked_input_gradients(self.model, x, idx, n, make_inputs, None, self.batch_size, self.magnitude)
+            acc, _ = _chunked_input_gradients(
+                self.model, x, target, n, make_inputs, None, self.batch_size, self.magnitude
+            )
         return reduce_channels(acc, self.reduce)
 
 
@@ -372,11 +405,11 @@ class IntegratedGradients(Explainer):
             raise ValueError("the baseline holds NaN or Inf.")
         return base
 
-    def explain(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+    def explain(self, x: torch.Tensor, class_idx: TargetLike = None) -> torch.Tensor:
         b = x.shape[0]
         x0 = self._baseline(x)
         diff = x - x0
-        idx = _resolve_classes(self.model, x, class_idx)
+        target = resolve_target(self.model, x, class_idx)
         alphas = self.alphas.to(device=x.device, dtype=x.dtype)
         view = (-1,) + (1,) * (x.ndim - 1)
 
@@ -385,7 +418,7 @@ class IntegratedGradients(Explainer):
 
         with frozen_parameters(self.model):
             acc, scores = _chunked_input_gradients(
-                self.model, x, idx, self.n_steps, make_inputs, self.weights, self.batch_size
+                self.model, x, target, self.n_steps, make_inputs, self.weights, self.batch_size
             )
         # S(x) and S(x0) for the completeness error: reuse the path's end points when the rule contains them
         scores = scores.reshape(self.n_steps, b)
@@ -396,7 +429,7 @@ class IntegratedGradients(Explainer):
                 ends.append(scores[int(hit[0])])
             else:
                 with torch.no_grad():
-                    ends.append(model_logits(self.model(x_end)).gather(1, idx[:, None])[:, 0].to(x.dtype))
+                    ends.append(target(self.model(x_end)).to(x.dtype))
         attr = diff * acc
         self.last_score_delta = (ends[0] - ends[1]).detach()
         self.completeness_error = attr.reshape(b, -1).sum(1) - self.last_score_delta

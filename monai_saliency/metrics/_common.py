@@ -11,7 +11,15 @@ from monai.data import MetaTensor
 from scipy import stats as sps
 from torch import nn
 
-from monai_saliency.core import check_input, evaluation_mode, model_logits, select_class
+from monai_saliency.core import (
+    Target,
+    TargetLike,
+    check_input,
+    evaluation_mode,
+    explainer_target,
+    model_output,
+    resolve_target,
+)
 from monai_saliency.ops.checks import all_finite
 from monai_saliency.ops.normalize import reduce_channels
 from monai_saliency.ops.precision import model_input_dtype, upcast, working_tensor
@@ -108,14 +116,17 @@ def location_map(maps: torch.Tensor, reduce: str = "auto") -> torch.Tensor:
     return reduce_channels(maps, reduce, keepdim=False)
 
 
-def model_scores(model: nn.Module, x: torch.Tensor, idx: torch.Tensor, score: str) -> torch.Tensor:
-    """Score of class ``idx`` per item: softmax probability (``"prob"``) or raw logit (``"logit"``), with the model
-    in eval mode (:func:`~monai_saliency.core.evaluation_mode`)."""
+def model_scores(model: nn.Module, x: torch.Tensor, target: Target, score: str) -> torch.Tensor:
+    """The bound target's score per item, on probabilities (``"prob"``: the class's softmax probability, a region's
+    mean / summed probability) or on the raw output (``"logit"``), with the model in eval mode
+    (:func:`~monai_saliency.core.evaluation_mode`).
+
+    Raises:
+        ValueError: for ``"prob"`` with a target that has no probability version (a regression unit, a callable).
+    """
     with evaluation_mode(model), model_input_dtype(model):
-        logits = model_logits(model(x)).float()
-    if score == "prob":
-        logits = torch.softmax(logits, dim=1)
-    return logits.gather(1, idx[:, None].to(logits.device))[:, 0]
+        output = model_output(model(x)).float()
+    return (target.probabilities() if score == "prob" else target)(output)
 
 
 def check_score(score: str) -> str:
@@ -125,19 +136,24 @@ def check_score(score: str) -> str:
     return score
 
 
-def resolve_class(model: nn.Module, x: torch.Tensor, class_idx: Any) -> torch.Tensor:
-    """Class per item (None -> the model's argmax on ``x``), as a long tensor ``(B,)``."""
-    with torch.no_grad(), evaluation_mode(model), model_input_dtype(model):
-        logits = model_logits(model(x))
-    return select_class(logits, class_idx)
+def resolve_class(model: nn.Module, x: torch.Tensor, class_idx: TargetLike, target: TargetLike = None) -> Target:
+    """The target bound to the batch ``x`` (:func:`~monai_saliency.core.resolve_target`): ``class_idx`` (None -> the
+    model's argmax on ``x``) or ``target`` (a :mod:`~monai_saliency.core.targets` target or callable).
+
+    Raises:
+        ValueError: if both are given.
+    """
+    if target is not None and class_idx is not None:
+        raise ValueError("give class_idx or target, not both.")
+    with evaluation_mode(model), model_input_dtype(model):
+        return resolve_target(model, x, target if target is not None else class_idx)
 
 
-def resolve_maps(
-    saliency: torch.Tensor | Callable[..., torch.Tensor], x: torch.Tensor, class_idx: torch.Tensor
-) -> torch.Tensor:
-    """Precomputed maps, or the maps of an explainer called as ``explainer(x, class_idx)``, checked against ``x``."""
+def resolve_maps(saliency: torch.Tensor | Callable[..., torch.Tensor], x: torch.Tensor, target: Any) -> torch.Tensor:
+    """Precomputed maps, or the maps of an explainer called as ``explainer(x, class_idx)``, checked against ``x``
+    (a bound class target is passed as its ``(B,)`` class indices, any other target as it is)."""
     if callable(saliency) and not isinstance(saliency, torch.Tensor):
-        saliency = saliency(x, class_idx)
+        saliency = saliency(x, explainer_target(target) if isinstance(target, Target) else target)
     return check_map_for_input(plain(saliency).detach(), x)
 
 

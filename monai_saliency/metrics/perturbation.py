@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from monai_saliency.core import Target, TargetLike
 from monai_saliency.metrics._common import (
     check_model_input,
     check_positive_int,
@@ -57,13 +58,13 @@ class PerturbationCurve:
         auc: ``(B,)`` trapezoid area under each item's curve over the fraction perturbed (in [0, 1]).
         curve: ``(B, steps + 1)`` class score after each step (step 0 = nothing perturbed / inserted).
         fractions: ``(steps + 1,)`` exact fraction of locations perturbed at each step (0 ... 1).
-        class_idx: ``(B,)`` the explained class of each item.
+        class_idx: ``(B,)`` the explained class (or output unit) of each item; None for a callable target.
     """
 
     auc: torch.Tensor
     curve: torch.Tensor
     fractions: torch.Tensor
-    class_idx: torch.Tensor
+    class_idx: torch.Tensor | None
 
 
 def gaussian_blur_nd(x: torch.Tensor, sigma: float | Sequence[float], truncate: float = 4.0) -> torch.Tensor:
@@ -100,15 +101,15 @@ def saliency_ranks(maps: torch.Tensor, reduce: str = "auto") -> torch.Tensor:
     return ranks
 
 
-def _prepare(model: nn.Module, x: torch.Tensor, saliency: SaliencyLike, class_idx, steps: int, batch_size: int):
+def _prepare(model: nn.Module, x: torch.Tensor, saliency: SaliencyLike, class_idx, target, steps: int, batch_size: int):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     x = check_model_input(x)
     steps = check_positive_int(steps, "steps")
     check_positive_int(batch_size, "batch_size")
-    idx = resolve_class(model, x, class_idx)
-    maps = resolve_maps(saliency, x, idx)
-    return x, maps, idx, steps
+    bound = resolve_class(model, x, class_idx, target)
+    maps = resolve_maps(saliency, x, bound)
+    return x, maps, bound, steps
 
 
 def _as_like(value: float | torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -132,7 +133,7 @@ def _run_curve(
     ranks: torch.Tensor,
     start: torch.Tensor,
     end: torch.Tensor,
-    idx: torch.Tensor,
+    target: Target,
     steps: int,
     score: str,
     batch_size: int,
@@ -149,11 +150,12 @@ def _run_curve(
             item, step = p // (steps + 1), p % (steps + 1)
             mask = (ranks[item] < counts[step][:, None]).reshape(-1, *loc_shape)
             xin = torch.where(mask, end[item], start[item])
-            scores[lo : lo + len(p)] = model_scores(model, xin, idx[item], score)
+            scores[lo : lo + len(p)] = model_scores(model, xin, target.rows(item), score)
     curve = scores.reshape(b, steps + 1).cpu()
     fractions = counts.cpu().double() / n
     auc = torch.trapezoid(curve.double(), fractions, dim=1)
-    return PerturbationCurve(auc=auc, curve=curve, fractions=fractions, class_idx=idx.cpu())
+    idx = target.class_indices
+    return PerturbationCurve(auc=auc, curve=curve, fractions=fractions, class_idx=None if idx is None else idx.cpu())
 
 
 def deletion_curve(
@@ -167,6 +169,7 @@ def deletion_curve(
     batch_size: int = 64,
     reduce: str = "auto",
     higher_is_better: bool = False,
+    target: TargetLike = None,
 ) -> PerturbationCurve:
     """Deletion test (Petsiuk et al. 2018). **Lower AUC is better.**
 
@@ -190,6 +193,9 @@ def deletion_curve(
         batch_size: perturbed inputs per forward pass (memory bound: ``batch_size`` input copies plus masks).
         reduce: channel aggregation for ranking (see :func:`saliency_ranks`).
         higher_is_better: seed 000's orientation (``1 - AUC``); requires ``score="prob"``.
+        target: instead of ``class_idx``, a target (:mod:`monai_saliency.core.targets`), e.g. ``RegionTarget(k)``
+            for a segmentation network (deletion of the region score; the predicted region is fixed on ``x``);
+            ``score="prob"`` scores its probability version, ``"logit"`` the target itself.
 
     Returns:
         :class:`PerturbationCurve` with ``auc`` (B,), ``curve`` (B, steps+1), ``fractions``, ``class_idx``.
@@ -200,9 +206,9 @@ def deletion_curve(
     check_score(score)
     if higher_is_better and score != "prob":
         raise ValueError("higher_is_better=True (seed 000's 1 - AUC) is only defined for score='prob'.")
-    x, maps, idx, steps = _prepare(model, x, saliency, class_idx, steps, batch_size)
+    x, maps, bound, steps = _prepare(model, x, saliency, class_idx, target, steps, batch_size)
     ranks = saliency_ranks(maps, reduce)
-    res = _run_curve(model, x, ranks, x, _as_like(baseline, x, "baseline"), idx, steps, score, batch_size)
+    res = _run_curve(model, x, ranks, x, _as_like(baseline, x, "baseline"), bound, steps, score, batch_size)
     if higher_is_better:
         res.auc = 1.0 - res.auc
     return res
@@ -219,6 +225,7 @@ def insertion_curve(
     score: str = "prob",
     batch_size: int = 64,
     reduce: str = "auto",
+    target: TargetLike = None,
 ) -> PerturbationCurve:
     """Insertion test (Petsiuk et al. 2018). **Higher AUC is better.**
 
@@ -239,6 +246,7 @@ def insertion_curve(
         score: ``"prob"`` (default) or ``"logit"``.
         batch_size: perturbed inputs per forward pass (memory bound).
         reduce: channel aggregation for ranking (see :func:`saliency_ranks`).
+        target: instead of ``class_idx``, a target (see :func:`deletion_curve`).
 
     Returns:
         :class:`PerturbationCurve`.
@@ -247,7 +255,7 @@ def insertion_curve(
         ValueError: mismatched shapes, ``steps < 1``, NaN maps, bad options.
     """
     check_score(score)
-    x, maps, idx, steps = _prepare(model, x, saliency, class_idx, steps, batch_size)
+    x, maps, bound, steps = _prepare(model, x, saliency, class_idx, target, steps, batch_size)
     if isinstance(start, str):
         if start != "blur":
             raise ValueError(f"start must be 'blur', a float or a tensor, got {start!r}.")
@@ -255,7 +263,7 @@ def insertion_curve(
     else:
         start_img = _as_like(start, x, "start")
     ranks = saliency_ranks(maps, reduce)
-    return _run_curve(model, x, ranks, start_img, x, idx, steps, score, batch_size)
+    return _run_curve(model, x, ranks, start_img, x, bound, steps, score, batch_size)
 
 
 def _cell_ids(spatial: Sequence[int], cell_size: int | Sequence[int], device) -> tuple[torch.Tensor, int]:
@@ -285,6 +293,7 @@ def mu_fidelity(
     score: str = "logit",
     batch_size: int = 64,
     seed: int = 0,
+    target: TargetLike = None,
 ) -> torch.Tensor:
     """μ-fidelity (Bhatt et al. 2020). **Higher is better** (a correlation in [-1, 1]).
 
@@ -304,6 +313,7 @@ def mu_fidelity(
         batch_size: perturbed inputs per forward pass. seed: seed of the subset draw; an item's subsets come from
             ``(seed, a digest of the item's values)`` (:mod:`monai_saliency.ops.item_noise`), so its score does not
             depend on its batch-mates or position.
+        target: instead of ``class_idx``, a target (see :func:`deletion_curve`).
 
     Returns:
         ``(B,)`` float64 tensor of correlations.
@@ -315,7 +325,7 @@ def mu_fidelity(
     n_subsets = check_positive_int(n_subsets, "n_subsets", 2)
     if not 0.0 < float(subset_fraction) < 1.0:
         raise ValueError(f"subset_fraction must be in (0, 1), got {subset_fraction!r}.")
-    x, maps, idx, _ = _prepare(model, x, saliency, class_idx, 1, batch_size)
+    x, maps, bound, _ = _prepare(model, x, saliency, class_idx, target, 1, batch_size)
     b = x.shape[0]
     ids, n_cells = _cell_ids(x.shape[2:], cell_size, x.device)
     if n_cells < 2:
@@ -333,13 +343,13 @@ def mu_fidelity(
     pairs = b * n_subsets
     drops = torch.empty(pairs, dtype=torch.float64, device=x.device)
     with torch.no_grad():
-        full = model_scores(model, x, idx, score).double()
+        full = model_scores(model, x, bound, score).double()
         for lo in range(0, pairs, batch_size):
             p = torch.arange(lo, min(lo + batch_size, pairs), device=x.device)
             item, sub = p // n_subsets, p % n_subsets
             mask = in_s[item, sub][:, ids].reshape(-1, 1, *x.shape[2:])
             xin = torch.where(mask, base[item], x[item])
-            drops[lo : lo + len(p)] = full[item] - model_scores(model, xin, idx[item], score).double()
+            drops[lo : lo + len(p)] = full[item] - model_scores(model, xin, bound.rows(item), score).double()
     r = rowwise_corr(attr_sums.cpu().numpy(), drops.reshape(b, n_subsets).cpu().numpy(), correlation)
     return torch.from_numpy(r)
 
@@ -367,7 +377,8 @@ def stability(
     Args:
         explainer: callable ``explainer(x, class_idx) -> maps``.
         x: input ``(B, C, *spatial)``.
-        class_idx: None, int or ``(B,)`` tensor; repeated for the noisy copies.
+        class_idx: None, int or ``(B,)`` tensor, or a target (a bound one is split over the noisy copies; one that
+            needs the output, e.g. a predicted region, is bound by the explainer on each copy).
         n_samples: noise draws per item. noise_std: noise level. relative_to_range: scale σ by the item's range.
         batch_size: inputs per explainer call (memory bound). seed: seed of the noise; draw ``j`` of an item comes
             from ``(seed, a digest of the item's values, j)``, so its score does not depend on its batch-mates,
@@ -386,7 +397,9 @@ def stability(
         raise ValueError(f"noise_std must be a positive number, got {noise_std!r}.")
     b = x.shape[0]
     cls = class_idx
-    if isinstance(class_idx, (Sequence, torch.Tensor)) and not isinstance(class_idx, str):
+    if isinstance(class_idx, Target):
+        cls = class_idx.bind(None, b) if not class_idx.needs_output else class_idx
+    elif isinstance(class_idx, (Sequence, torch.Tensor)) and not isinstance(class_idx, str):
         cls = torch.as_tensor(class_idx).reshape(-1)
         cls = cls.expand(b) if cls.numel() == 1 else cls
     ref = resolve_maps(explainer, x, cls).double()
@@ -405,7 +418,7 @@ def stability(
         rows = [keys[i] for i in item.tolist()]
         noise = keyed_draws(torch.randn, int(seed), rows, p % n_samples, x.shape[1:], x.dtype, "cpu").to(x.device)
         xn = x[item] + noise * sigma[item]
-        c = cls[item] if isinstance(cls, torch.Tensor) else cls
+        c = cls.rows(item) if isinstance(cls, Target) else cls[item] if isinstance(cls, torch.Tensor) else cls
         maps = resolve_maps(explainer, xn, c).double()
         diff = torch.linalg.vector_norm((maps - ref[item]).reshape(len(p), -1), dim=1)
         out[lo : lo + len(p)] = (diff / ref_norm[item]).cpu()

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_saliency.core import find_layer
+from monai_saliency.core import explainer_target, find_layer
 from monai_saliency.metrics._common import (
     check_map_for_input,
     check_model_input,
@@ -136,7 +136,8 @@ def model_randomization_test(
         explainer_factory: ``model -> explainer`` with ``explainer(x, class_idx) -> maps``, e.g.
             ``lambda m: GradCAM(m, target_layers="features.7")``; explainers with ``close()`` are closed.
         x: input batch ``(B, C, *spatial)``, 1-3 spatial axes (video ``(T, H, W)`` included).
-        class_idx: explained class; None -> the trained model's argmax.
+        class_idx: explained class; None -> the trained model's argmax; or a target
+            (:mod:`monai_saliency.core.targets`), bound once on the trained model (a predicted region stays fixed).
         layers: layer names to randomise in input-to-output order (default: every module owning parameters).
             Cascading randomises them from the last one backwards.
         mode: ``"cascading"`` or ``"independent"``.
@@ -157,7 +158,7 @@ def model_randomization_test(
     names = parameter_layers(model) if layers is None else [find_layer(model, n)[0] for n in layers]
     if not names:
         raise ValueError("the model has no layer with parameters to randomise; pass layers=[...].")
-    idx = resolve_class(model, x, class_idx)
+    idx = explainer_target(resolve_class(model, x, class_idx))
 
     def explain(net: nn.Module) -> torch.Tensor:
         explainer = explainer_factory(net)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _reference import pytorch_grad_cam_maps, reference_module
+from _reference import assert_per_item_close, pytorch_grad_cam_maps, reference_module
 
 from monai_saliency.methods.cam import EigenCAM, GradCAM, GradCAMpp
 
@@ -48,16 +48,6 @@ def _ours(method, model, layer, x, targets, **kwargs):
         return cam(x, class_idx=torch.tensor(targets)).double()
 
 
-def _assert_per_item_close(got, ref, rel, unclipped=None):
-    """Per item max |got - ref| <= rel * max |unclipped| (the map before the ReLU, default ``ref``: float32 sums
-    of ``w_k A_k`` that nearly cancel leave errors relative to the terms, not to a small positive remainder);
-    all-zero maps must match exactly, and at least one item is not all zero."""
-    scale = (ref if unclipped is None else unclipped).flatten(1).abs().amax(1)
-    err = (got - ref).flatten(1).abs().amax(1)
-    assert (scale > 0).any()
-    assert (err <= rel * scale).all(), (err / scale).tolist()
-
-
 @pytest.mark.parametrize("method", ["gradcam", "gradcampp", "eigencam"])
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("layer", ["features.1", "features.4", "features.7"])
@@ -72,7 +62,7 @@ def test_raw_layer_maps_match_pytorch_grad_cam(cnn2d, cnn3d, confident, method, 
     else:
         raw = raw.clamp_min(0)  # pytorch-grad-cam's ReLU (np.maximum in compute_cam_per_layer)
     ref = F.interpolate(raw, size=x.shape[2:], mode="bilinear" if dims == 2 else "trilinear", align_corners=False)
-    _assert_per_item_close(ours, ref, rel=1e-5, unclipped=unclipped)
+    assert_per_item_close(ours, ref, rel=1e-5, unclipped=unclipped)
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
@@ -95,6 +85,6 @@ def test_gradcampp_default_eps_is_the_paper_formula(cnn2d, cnn3d, confident, dim
     ref = F.interpolate(raw.clamp_min(0), size=x.shape[2:], mode="bilinear" if dims == 2 else "trilinear")
     with GradCAMpp(model, "features.4", normalize=False) as cam:
         paper = cam(x, class_idx=torch.tensor(targets)).double()
-    _assert_per_item_close(_ours("gradcampp", model, "features.4", x, targets, normalize=False), ref, rel=1e-5)
+    assert_per_item_close(_ours("gradcampp", model, "features.4", x, targets, normalize=False), ref, rel=1e-5)
     rel_diff = (paper - ref).flatten(1).abs().amax(1) / ref.flatten(1).amax(1)
     assert (rel_diff > 0.03).all(), rel_diff.tolist()

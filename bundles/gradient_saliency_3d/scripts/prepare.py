@@ -23,11 +23,16 @@ BUNDLE = Path(__file__).resolve().parents[1]
 SHAPE = (32, 32, 32)
 
 
+def config_network(config: str = "inference.json") -> torch.nn.Module:
+    """The ``network_def`` of one of this bundle's configs (``configs/<config>``), freshly initialised."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / config))
+    return parser.get_parsed_content("network_def")
+
+
 def main(steps: int = 150, lr: float = 1e-2, seed: int = 0) -> None:
     torch.manual_seed(seed)
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
-    network = parser.get_parsed_content("network_def")
+    network = config_network()
     images, labels, _ = make_blob_dataset(192, SHAPE, seed=seed)
     fit_classifier(network, images, labels, steps=steps, batch_size=16, lr=lr, seed=seed)
     test_x, test_y, _ = make_blob_dataset(64, SHAPE, seed=seed + 1)
