@@ -90,7 +90,8 @@ def test_angiogram_overlay_pixels_follow_the_written_map(angio_run):
     assert np.abs(image - grey)[high].max(axis=-1).mean() > 80
 
 
-def test_write_overlays_false_turns_them_off(tmp_path):
+def test_write_overlays_false_turns_them_off(angio_run, tmp_path):
+    assert list(angio_run.rglob(f"case_002_{KEY}_overlay.dcm"))  # written by default
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(SAMPLE / "case_002.dcm", data)
