@@ -52,6 +52,7 @@ __all__ = [
 _PAD = 4  # pixels around the caption's rows
 _BAR_H = 8  # colour-bar height
 _GAP = 2  # pixels between orthogonal panels
+_CHUNK_PIXELS = 1 << 22  # frames are coloured in chunks of at most this many pixels (RGBA float64: 128 MB)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,10 @@ class OverlayStyle:
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> str:
-    """``text`` shortened with "..." until it fits ``width`` pixels."""
+    """``text`` shortened with "..." until it fits ``width`` pixels (characters PIL's bitmap fallback font cannot
+    draw, outside Latin-1, become "?")."""
+    if not isinstance(font, ImageFont.FreeTypeFont):
+        text = text.encode("latin-1", "replace").decode("latin-1")
     if draw.textlength(text, font=font) <= width:
         return text
     while text and draw.textlength(text + "...", font=font) > width:
@@ -117,7 +121,7 @@ def caption_band(width: int, lines: Sequence[str], cmap: str = "jet", scale_labe
     img = Image.new("RGB", (width, height), (0, 0, 0))
     draw = ImageDraw.Draw(img)
     x = _PAD
-    for word in (scale_label, "0"):
+    for word in (_fit(draw, scale_label, font, width // 4), "0"):
         draw.text((x, _PAD), word, fill=(255, 255, 255), font=font)
         x += int(draw.textlength(word, font=font)) + 3
     one = int(draw.textlength("1", font=font))
@@ -163,8 +167,11 @@ def render_cine_overlay(
     if min_width < 64:
         raise ValueError(f"min_width must be at least 64 pixels (room for the caption), got {min_width}.")
     grey, sal = _check_pair(cine, saliency)
-    s = _magnification(grey.shape[2], min_width)
-    image = _overlay(grey, sal, style.alpha, style.cmap).repeat(s, 1).repeat(s, 2)
+    t, h, w = grey.shape
+    s = _magnification(w, min_width)
+    step = max(1, _CHUNK_PIXELS // (h * w))  # bounded memory for long, large cines (e.g. 100 x 1024 x 1024)
+    chunks = [_overlay(grey[i : i + step], sal[i : i + step], style.alpha, style.cmap) for i in range(0, t, step)]
+    image = np.concatenate(chunks).repeat(s, 1).repeat(s, 2)
     band = caption_band(image.shape[2], style.lines, style.cmap)
     return np.concatenate([image, np.broadcast_to(band, (image.shape[0], *band.shape))], axis=1)
 

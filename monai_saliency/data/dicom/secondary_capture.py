@@ -226,12 +226,16 @@ def write_secondary_capture(
             patient_name=None,
             **common,
         )
+        sc.StudyDate, sc.StudyTime = sc.InstanceCreationDate, sc.InstanceCreationTime  # the new study starts now
         if name:
             sc.StudyDescription = _cut(f"monai_saliency results for {name}")
             sc.SeriesDescription = _cut(f"{series_description} of {name}")
         _reference(sc, list(references or []), derivation_description)
         sc.PatientOrientation = ""
     _body_part(sc, ref, body_part)
+    texts = [str(sc.get(kw, "")) for kw in ("SeriesDescription", "StudyDescription", "DerivationDescription")]
+    if not all(t.isascii() for t in texts):  # e.g. "Mørch": the whole object in UTF-8 (names are re-encoded)
+        sc.SpecificCharacterSet = "ISO_IR 192"
     sc.ConversionType = "WSD"
     sc.BurnedInAnnotation = "YES"
     sc.ContentDate, sc.ContentTime = sc.InstanceCreationDate, sc.InstanceCreationTime

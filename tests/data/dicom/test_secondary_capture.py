@@ -101,6 +101,14 @@ def test_dcm2niix_reads_the_capture(written, tmp_path):
     np.testing.assert_array_equal(rgb.transpose(2, 1, 0, 3)[:, ::-1], px)  # NIfTI rows run bottom-up
 
 
+def test_rendering_in_frame_chunks_is_the_same(monkeypatch):
+    import monai_saliency.visualize.secondary_capture as vsc
+
+    whole = vsc.render_cine_overlay(_cine(), _map())
+    monkeypatch.setattr(vsc, "_CHUNK_PIXELS", 2 * H * W)  # chunks of 2 frames (2, 2, 1)
+    np.testing.assert_array_equal(vsc.render_cine_overlay(_cine(), _map()), whole)
+
+
 def test_frame_time_vector_of_the_source_is_kept(xa, tmp_path):
     src = pydicom.dcmread(xa)
     del src.FrameTime
@@ -131,6 +139,19 @@ def test_nifti_input_gets_a_new_study_named_after_the_file(tmp_path):
     s = da.Columns // W
     zero = zero_map_blend(_cine())  # a constant (all-zero) map blends its zero colour everywhere
     assert np.abs(db.pixel_array[:, : H * s : s, ::s].astype(int) - zero).max() <= 1
+
+
+def test_non_ascii_names_survive_in_utf8(tmp_path):
+    """A Latin-1 source name and a non-ASCII method name: the capture switches to UTF-8 and keeps both."""
+    src = write_xa_cine(_cine(), tmp_path / "latin1.dcm", patient_name="Müller^Jürgen")
+    ds = pydicom.dcmread(src)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.save_as(src)
+    out = save_cine_overlay_sc(_cine(), _map(), tmp_path / "o.dcm", source=src, style=OverlayStyle("Mørch", "n"))
+    sc = pydicom.dcmread(out)
+    assert sc.SpecificCharacterSet == "ISO_IR 192" and str(sc.PatientName) == "Müller^Jürgen"
+    assert "Mørch" in sc.SeriesDescription and "Müller".encode() in out.read_bytes()
+    assert dciodvfy_errors(out) == []
 
 
 def test_dict_transform_writes_into_the_study_folder(xa, tmp_path):
