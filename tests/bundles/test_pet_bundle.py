@@ -72,7 +72,7 @@ def test_inference_outputs(inferred, trained):
 
     names = {p.name for p in inferred.iterdir()}
     expected = {f"morch_{o}{ext}" for o in ORDERS for ext in (".nii.gz", ".dcm")}
-    assert expected | {"morch_exact_3d.png", "summary.csv", "summary.json"} == names
+    assert expected | {"morch_exact_3d.png", "morch_exact_overlay.dcm", "summary.csv", "summary.json"} == names
     ref = LoadImage(reader="PydicomReader", image_only=True)(str(_first_series()))  # MONAI's reader, not ours
     study = study_io.load_study(SAMPLE, progress=False)
     model = model_io.load_model(trained / "model.pt", study)

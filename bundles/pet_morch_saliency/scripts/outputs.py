@@ -144,6 +144,31 @@ def _write_summaries(
     written["summary_json"] = out / "summary.json"
 
 
+def _write_overlay(
+    vol: torch.Tensor, order: str, bg: torch.Tensor, study: PETStudy, model: MorchModel, out: Path
+) -> Path:
+    """``morch_<order>_overlay.dcm``: a Secondary Capture of the axial, coronal and sagittal slices through the map's
+    peak over ``bg``, in the reference PT series' patient and study (NIfTI studies: a new study named after the
+    folder; see :mod:`monai_saliency.data.dicom.secondary_capture`)."""
+    from monai_saliency.visualize.secondary_capture import OverlayStyle, save_orthogonal_overlay_sc
+
+    k, hidden = model.train.get("K", model.pca.k), model.config.get("hidden", "?")
+    return save_orthogonal_overlay_sc(
+        bg,
+        vol,
+        study.affine,
+        out / f"morch_{order}_overlay.dcm",
+        source=study.reference_series,
+        source_name=Path(study.folder).name if study.folder is not None else "synthetic PET study",
+        style=OverlayStyle(
+            method=f"Morch saliency ({order} order): training cost change",
+            model=f"PCA ({k} components) + tanh net ({hidden} hidden), {len(study.images)} scans",
+        ),
+        body_part="BRAIN",
+        protect=study.input_files,
+    )
+
+
 def write_outputs(
     maps: dict[str, torch.Tensor] | None,
     study: PETStudy,
@@ -152,10 +177,12 @@ def write_outputs(
     write_dicom: bool = True,
     figure_order: str | None = "exact",
     figure_quantile: float = 0.99,
+    write_overlays: bool = True,
 ) -> dict[str, Path]:
     """Write the maps: ``morch_<order>.nii.gz`` (scans' geometry, 0 outside the mask), ``morch_<order>.dcm``
     (Parametric Map referencing ``study.reference_series``; DICOM studies only), ``morch_<order>_3d.png``,
-    ``summary.csv`` and ``summary.json``.
+    ``summary.csv`` and ``summary.json``; with ``write_overlays``, ``morch_<order>_overlay.dcm`` (a Secondary
+    Capture of three orthogonal slices through the peak of the ``figure_order`` map, or of the last computed order).
 
     Nothing is written for ``maps=None`` (non-zero ranks). Every file is written atomically and never over an
     input; if any write fails, the files this call wrote are removed before the error propagates.
@@ -185,8 +212,8 @@ def write_outputs(
             )
         if write_dicom and study.reference_series is not None:
             _write_parametric_maps(vols, study, out, written)
+        bg = study.anatomy if study.anatomy is not None else study.images.as_tensor().mean(0)
         if figure_order:
-            bg = study.anatomy if study.anatomy is not None else study.images.as_tensor().mean(0)
             written["figure"] = save_surface_figure(
                 vols[figure_order][0],
                 out / f"morch_{figure_order}_3d.png",
@@ -196,6 +223,9 @@ def write_outputs(
                 mask=model.pca.mask,
                 title=f"Mørch saliency ({figure_order} order), top {100 * (1 - figure_quantile):g}% of brain voxels",
             )
+        if write_overlays:
+            order = figure_order or list(vols)[-1]
+            written["overlay_sc"] = _write_overlay(vols[order][0], order, bg, study, model, out)
         _write_summaries(rows, study, model, out, written)
     except BaseException:
         for p in written.values():
