@@ -8,19 +8,21 @@ held-out cines (seed 777) plus a set where every case holds a mild and a moderat
 per cine. Every table holds three controls (``_angiogram_measures``): a uniform map, the model-free map
 ``1 - intensity`` and Signature Activation on a randomised model.
 
-Tables (each its own Holm family; every verdict, summary line and note is computed from the run's numbers by
-``_verdicts``: two-sided paired Wilcoxon tests for continuous values, exact McNemar tests for yes/no values, effect
-sizes with a 95 % CI from >= 20 units, else the range of the differences):
+Tables (each its own Holm family: every method against every control and against the reference; every verdict,
+summary line and note is computed from the run's numbers by ``_verdicts``: two-sided paired Wilcoxon tests for
+continuous values, exact McNemar tests for yes/no values, effect sizes with a 95 % CI from >= 20 units, else the
+range of the differences):
 
-1. localisation: vessel mask energy; vessel IoU at equal area (top-|vessel| pixels, ties broken against the
-   ground truth); a vessel-tree box test (box of ``map >= t max``, IoU > 0.5 with the vessel tree's box; ``t``
-   chosen on a seeded calibration half, hits counted on the other half); lesion pointing game; lesion hit at equal
-   area (top 2 % of pixels, a hit when at least half lie in a moderate/severe lesion box) and its false-positive
-   fraction; the mild and the moderate lesion of the mild+moderate cases reported separately.
+1. localisation, three tables: (a) vessel mask energy; vessel IoU at equal area (top-|vessel| pixels, ties
+   broken against the ground truth); a vessel-tree box test (box of ``map >= t max``, IoU > 0.5 with the vessel
+   tree's box; ``t`` chosen per map on a seeded calibration half, hits counted on the other half). (b) On the
+   positive cines: lesion pointing game; lesion hit at equal area (top 2 % of pixels, a hit when at least half
+   lie in a moderate/severe lesion box) and its false-positive fraction. (c) The mild and the moderate lesion of
+   the mild+moderate cines, reported separately.
 2. faithfulness: deletion and insertion AUC.
 3. the seed's rules (WSOL box error of seed 001 §7.1, "lesion recalled" at half the map's maximum) with the
    controls beside and the computed reason they cannot separate methods here.
-4. time per cine, measured on each cine alone (descriptive, untested).
+4. time per cine, measured on each cine alone, interleaved with its forward pass (descriptive, untested).
 5. mechanism (seed 001's "the model uses the whole vessel"): deletion of equal pixel counts of the lesion, of
    vessel away from the lesions and of background; the change of the model's lesion score.
 
