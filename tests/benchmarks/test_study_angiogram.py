@@ -84,3 +84,37 @@ def test_mechanism_text_follows_the_numbers():
     mech["signed_vessel"] = rng.normal(0, 1, n)
     text = "\n".join(S.mechanism_text(mech, 200)[0])
     assert "is supported" in text and "no shift shown" in text
+
+
+def test_readme_summary_matches_the_committed_results():
+    """The README's angiogram bullet quotes the committed run: its numbers and each direction it states."""
+    root = S.ROOT
+    readme = (root / "README.md").read_text()
+    start = readme.index("- [Angiogram study](benchmarks/experiments/results/angiogram_study/table.md)")
+    bullet = " ".join(readme[start : readme.index("\n- ", start)].split())
+    res = json.loads((root / "benchmarks/experiments/results/angiogram_study/results.json").read_text())
+    est = {m: {k: v["estimate"] for k, v in d.items()} for m, d in res["stats"].items()}
+    verdict = {tuple(c["key"]): c["verdict"] for fam in res["comparisons"].values() for c in fam}
+    methods = [m for m in est if m not in M.CONTROLS]
+    sa, inten, uni = M.REFERENCE, M.INTENSITY, M.UNIFORM
+    assert f"({est[inten]['vessel_iou']:.2f} vs {est[sa]['vessel_iou']:.2f}" in bullet
+    assert max(methods, key=lambda m: est[m]["vessel_iou"]) == sa
+    assert verdict[("vessel_iou", sa, inten)].startswith("a control wins")
+    assert f"top-2 % hit {est[inten]['mild_hit']:.2f} vs {est[sa]['mild_hit']:.2f}" in bullet
+    assert verdict[("mild_hit", sa, inten)].startswith("a control wins")
+    assert f"{est[sa]['topk_hit']:.2f} vs {est[inten]['topk_hit']:.2f}: a tie" in bullet
+    for key in ("topk_hit", "insertion_auc", "deletion_auc"):  # "no method beats it"
+        assert not any(verdict[(key, m, inten)].startswith("better") for m in methods)
+    for m in (sa, "GradCAM"):  # "beat every control on the lesion pointing game"
+        assert all(verdict[("pointing", m, c)].startswith("better") for c in M.CONTROLS)
+    assert f"({est[sa]['pointing']:.2f} each vs {est[inten]['pointing']:.2f}" in bullet
+    assert est["GradCAM"]["pointing"] == est[sa]["pointing"]
+    assert max(est, key=lambda m: est[m]["vessel_energy"]) == "EigenCAM"
+    assert f"most vessel energy ({est['EigenCAM']['vessel_energy']:.2f})" in bullet
+    assert f"WSOL box error is {est[uni]['wsol_error']:.2f} for the uniform map" in bullet
+    assert f"({est[uni]['both_recall']:.2f} vs {est[sa]['both_recall']:.2f})" in bullet
+    mech = {k: np.mean(v) for k, v in res["mechanism"].items()}
+    assert f"|Δ logit| {mech['vessel']:.2f} vs {mech['background']:.2f}" in bullet
+    assert f"more still ({mech['lesion']:.2f})" in bullet and mech["signed_vessel"] > 0
+    assert verdict[("vessel", "background")].startswith("better")
+    assert verdict[("lesion", "vessel")].startswith("better")
