@@ -49,7 +49,10 @@ def test_trivial_maps_do_not_hit():
     uniform = torch.ones(2, 1, 16, 16)
     res = top_k_overlap(uniform, mask, fraction=0.05)
     assert not res.hit.any() and (res.true_positives == 0).all() and (res.false_positive == 1).all()
-    # a uniform map's IoU at k = |mask| is 0 (a raster-order tie break would have given it 1/7 here)
+    # a uniform map's IoU at k = |mask| is 0; a raster-order tie break would give it 1 on a mask in the first row
+    first_row = torch.zeros(2, 16, 16, dtype=torch.bool)
+    first_row[:, 0] = True
+    assert (top_k_overlap(uniform, first_row, k=16).iou == 0).all()
     assert (top_k_overlap(uniform, mask, k=16).iou == 0).all()
     noise = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     assert not top_k_overlap(noise, mask, fraction=0.05).hit.any()
