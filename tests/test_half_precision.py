@@ -298,6 +298,7 @@ METRICS = {
     ),
     "mask_energy": lambda m, x, s: M.mask_energy(s, _masks()),
     "pointing_game": lambda m, x, s: M.pointing_game(s, _masks()),
+    "top_k_overlap": lambda m, x, s: M.top_k_overlap(s, _masks(), fraction=0.1).precision,
     "wsol_box_error": lambda m, x, s: torch.from_numpy(M.wsol_box_error(s, [[[4, 6, 10, 12]]] * 2).errors),
     "gini_index": lambda m, x, s: M.gini_index(s),
     "top_k_mass": lambda m, x, s: M.top_k_mass(s),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from monai_saliency.metrics.localization import mask_energy, pointing_game, wsol_box_error
+from monai_saliency.metrics.localization import mask_energy, pointing_game, top_k_overlap, wsol_box_error
 from monai_saliency.metrics.perturbation import deletion_curve, insertion_curve, mu_fidelity, stability
 from monai_saliency.metrics.roc_auc import nmse, roc_auc
 from monai_saliency.metrics.sanity import model_randomization_test
@@ -29,5 +29,6 @@ __all__ = [
     "sparsity",
     "stability",
     "top_k_mass",
+    "top_k_overlap",
     "wsol_box_error",
 ]

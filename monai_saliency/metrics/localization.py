@@ -1,10 +1,12 @@
-"""Localisation metrics of saliency maps against ground truth: WSOL box error, mask energy, pointing game.
+"""Localisation metrics of saliency maps against ground truth: WSOL box error, mask energy, pointing game, top-k
+overlap at equal area.
 
 All work on maps ``(B, 1 | C, *spatial)`` with any number of spatial axes (2D, 3D, video ``(T, H, W)``).
 Multi-channel maps are first reduced to one value per location (``reduce``, see
 :func:`monai_saliency.metrics._common.location_map`).
 
-Direction: WSOL error rate **lower is better**; mask energy and pointing-game hit rate **higher is better**.
+Direction: WSOL error rate **lower is better**; mask energy, pointing-game and top-k hit rates **higher is better**
+(the top-k false-positive fraction: lower is better).
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from monai_saliency.metrics._common import check_maps, location_map, plain, safe
 from monai_saliency.ops.boxes import _as_boxes, box_iou, component_boxes
 from monai_saliency.ops.normalize import minmax_normalize
 
-__all__ = ["DEFAULT_THRESHOLDS", "WSOLResult", "mask_energy", "pointing_game", "wsol_box_error"]
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "TopKResult",
+    "WSOLResult",
+    "mask_energy",
+    "pointing_game",
+    "top_k_overlap",
+    "wsol_box_error",
+]
 
 #: the threshold sweep of seed 001 §7.1: 0.01, 0.02, ..., 1.00.
 DEFAULT_THRESHOLDS = np.round(np.arange(1, 101) / 100.0, 2)
@@ -221,3 +231,95 @@ def pointing_game(
     d2 = ((coords[None] - coords[am][:, None]) ** 2).sum(-1)  # (B, N)
     hit = (masks.reshape(b, -1) & (d2 <= tolerance**2 + 1e-9)).any(1)
     return hit & ~constant
+
+
+@dataclass
+class TopKResult:
+    """Result of :func:`top_k_overlap` (all ``(B,)`` tensors).
+
+    Attributes:
+        k: pixels selected per map.
+        true_positives: selected pixels inside the mask.
+        precision: ``true_positives / k`` (higher is better).
+        false_positive: ``1 - precision``, the fraction of the selected pixels outside the mask (lower is better).
+        recall: ``true_positives / |mask|`` (higher is better).
+        iou: ``true_positives / (k + |mask| - true_positives)`` (higher is better).
+        hit: ``precision >= min_precision`` (bool).
+    """
+
+    k: torch.Tensor
+    true_positives: torch.Tensor
+    precision: torch.Tensor
+    false_positive: torch.Tensor
+    recall: torch.Tensor
+    iou: torch.Tensor
+    hit: torch.Tensor
+
+
+def top_k_overlap(
+    maps: torch.Tensor,
+    masks: torch.Tensor,
+    fraction: float | None = None,
+    k: int | torch.Tensor | None = None,
+    min_precision: float = 0.5,
+    reduce: str = "auto",
+) -> TopKResult:
+    """Overlap of each map's top-``k`` locations with a mask: every map gets the same area. **Hits: higher is better.**
+
+    The ``k`` highest locations of each (channel-reduced) map are selected; ties at the cut-off are broken
+    *against* the ground truth (locations outside the mask are taken first), so a flat map, or the flat part of a
+    map, cannot score by ties: a uniform map selects ``k`` locations outside the mask whenever there are that
+    many. A hit is a selection of which at least ``min_precision`` lies inside the mask; ``false_positive`` is the
+    fraction that does not. With ``k = |mask|`` the IoU is the equal-area IoU.
+
+    Args:
+        maps: ``(B, 1 | C, *spatial)``. masks: ``(B, [1,] *spatial)``, nonzero = inside.
+        fraction: ``k`` as a fraction of the locations, ``ceil(fraction * N)`` (in (0, 1]).
+        k: locations per map: an int, or a ``(B,)`` integer tensor (e.g. each mask's size). Exactly one of
+            ``fraction`` and ``k``.
+        min_precision: in (0, 1]: fraction of the selection inside the mask that makes a hit.
+        reduce: channel reduction of multi-channel maps.
+
+    Returns:
+        :class:`TopKResult`.
+
+    Raises:
+        ValueError: NaN maps, mask/map shape mismatch, empty masks, neither or both of ``fraction``/``k``,
+            ``k`` outside ``[1, N]``, ``fraction`` or ``min_precision`` outside (0, 1].
+    """
+    if (fraction is None) == (k is None):
+        raise ValueError("pass exactly one of fraction and k.")
+    if not 0.0 < min_precision <= 1.0:
+        raise ValueError(f"min_precision must be in (0, 1], got {min_precision!r}.")
+    maps = check_maps(maps)
+    masks = _check_masks(masks, maps)
+    b = maps.shape[0]
+    loc = location_map(maps, reduce).reshape(b, -1)
+    inside = masks.reshape(b, -1)
+    n = loc.shape[1]
+    if fraction is not None:
+        if not (np.isfinite(fraction) and 0.0 < fraction <= 1.0):
+            raise ValueError(f"fraction must be in (0, 1], got {fraction!r}.")
+        kk = torch.full((b,), int(np.ceil(fraction * n - 1e-9)), dtype=torch.long, device=loc.device)
+    else:
+        kk = torch.as_tensor(k, device=loc.device).long().expand(b).clone()
+        if kk.min() < 1 or kk.max() > n:
+            raise ValueError(f"k must lie in [1, {n}] (the locations per map), got {kk.tolist()}.")
+    # ties against the ground truth: order by mask (outside first), then stably by value (descending)
+    first = torch.sort(inside.to(torch.uint8), dim=1, stable=True).indices
+    second = torch.sort(loc.gather(1, first), dim=1, descending=True, stable=True).indices
+    order = first.gather(1, second)
+    selected_inside = inside.gather(1, order)
+    rank = torch.arange(n, device=loc.device).expand(b, -1)
+    tp = (selected_inside & (rank < kk[:, None])).sum(1)
+    kd, tpd, md = kk.double(), tp.double(), inside.sum(1).double()
+    precision = tpd / kd
+    return TopKResult(
+        k=kk,
+        true_positives=tp,
+        precision=precision,
+        false_positive=1.0 - precision,
+        recall=tpd / md,
+        iou=tpd / (kd + md - tpd),
+        hit=precision >= min_precision,
+    )
