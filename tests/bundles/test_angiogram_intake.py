@@ -4,6 +4,7 @@ named like a PACS export (no suffix) give the same prediction, maps and derived 
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -31,15 +32,22 @@ def twin_run(tmp_path_factory):
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.save_as(data / "IM000001")  # DICOM by content only
     out = data.parent / f"{data.name}_out"
-    result = run_inference(NAME, data, out, "--file_patterns", "['*.dcm', 'IM*']")
+    result = run_inference(NAME, data, out)  # the cohort layer finds DICOM by content
     return result, out
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "run_manifest.json").read_text())
 
 
 def test_twins_give_the_same_prediction(twin_run):
     result, out = twin_run
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out / "predictions.csv") as f:
-        rows = {Path(r[0]).name.removesuffix(".dcm"): np.array(r[1:], dtype=float) for r in csv.reader(f)}
+        rows = {
+            Path(r["study"]).name.removesuffix(".dcm"): np.array([r["prob_0"], r["prob_1"]], dtype=float)
+            for r in csv.DictReader(f)
+        }
     assert sorted(rows) == sorted(STEMS), rows
     for stem in STEMS[1:]:
         np.testing.assert_allclose(rows[stem], rows["case_000"], atol=1e-6, err_msg=stem)
@@ -48,14 +56,19 @@ def test_twins_give_the_same_prediction(twin_run):
 def test_twins_give_the_same_maps_and_derived_xa(twin_run):
     result, out = twin_run
     assert result.returncode == 0, result.stderr[-3000:]
+    # each study's output folder, as the run recorded it (a suffix-less DICOM gets "<name>_file")
+    folders = {Path(s["study"]).name.removesuffix(".dcm"): s["folder"] for s in _manifest(out)["studies"]}
     for method in METHODS:
-        ref = nib.load(str(out / f"case_000_{method}.nii.gz")).get_fdata()
+        ref = nib.load(str(out / folders["case_000"] / f"case_000_{method}.nii.gz")).get_fdata()
         assert ref.max() > ref.min()
         for stem in STEMS[1:]:
             np.testing.assert_allclose(
-                nib.load(str(out / f"{stem}_{method}.nii.gz")).get_fdata(), ref, atol=1e-6, err_msg=(stem, method)
+                nib.load(str(out / folders[stem] / f"{stem}_{method}.nii.gz")).get_fdata(),
+                ref,
+                atol=1e-6,
+                err_msg=(stem, method),
             )
-    derived = {stem: pydicom.dcmread(out / f"{stem}_sigact_spatial.dcm") for stem in STEMS}
+    derived = {stem: pydicom.dcmread(out / folders[stem] / f"{stem}_sigact_spatial.dcm") for stem in STEMS}
     ref = derived["case_000"].pixel_array
     for stem in STEMS[1:]:
         np.testing.assert_array_equal(derived[stem].pixel_array, ref, err_msg=stem)
