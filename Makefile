@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo blob-demo test lint venv clean experiments benchmarks test-reference venv-reference
+.PHONY: demo blob-demo test lint venv clean experiments benchmarks test-reference venv-reference zoo-check
 
 venv: $(STAMP)
 
@@ -81,6 +81,11 @@ benchmarks: $(STAMP)
 	$(PY) -m benchmarks.speed.bench_signature --repeats 15 | tee $(SPEED_RESULTS)/signature.txt
 	$(PY) -m benchmarks.speed.bench_morch | tee $(SPEED_RESULTS)/morch.txt
 	$(PY) -m benchmarks.speed.roundoff_signature | tee $(SPEED_RESULTS)/roundoff_signature.txt
+
+# MONAI model-zoo checks of the three bundles (verify_metadata, verify_net_in_out, ckpt_export, check_properties,
+# large_files), each command in its own `python -m monai.bundle` process; see bundles/conformance.py.
+zoo-check: $(STAMP)
+	$(PY) bundles/conformance.py --subprocess
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) outputs .pytest_cache
