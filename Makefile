@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo blob-demo test lint venv clean experiments benchmarks test-reference venv-reference zoo-check
+.PHONY: demo blob-demo test lint venv clean experiments benchmarks test-reference venv-reference zoo-check gpu-check
 
 venv: $(STAMP)
 
@@ -86,6 +86,14 @@ benchmarks: $(STAMP)
 # large_files), each command in its own `python -m monai.bundle` process; see bundles/conformance.py.
 zoo-check: $(STAMP)
 	$(PY) bundles/conformance.py --subprocess
+
+# For a borrowed GPU: the CUDA-marked tests and the speed benchmarks on CUDA (benchmarks/speed/gpu_check.py), in
+# under 8 minutes; installs nothing (point GPU_PY at an interpreter whose torch has CUDA, e.g. a CUDA venv).
+# Without CUDA it prints "no CUDA" and exits 0.
+GPU_PY ?= $(PY)
+gpu-check:
+	@test -x $(GPU_PY) || { echo "no interpreter $(GPU_PY): run 'make venv' or set GPU_PY=/path/to/python"; exit 2; }
+	PYTHONPATH=$(CURDIR) $(GPU_PY) -m benchmarks.speed.gpu_check
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) outputs .pytest_cache

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
+from monai_saliency.ops.checks import host_all
+
 __all__ = ["model_logits", "select_class"]
 
 
@@ -55,6 +57,8 @@ def select_class(logits: torch.Tensor, class_idx: int | Sequence[int] | torch.Te
     if isinstance(class_idx, bool):
         raise TypeError("class_idx must be an int, a (B,) tensor of ints, or None.")
     if isinstance(class_idx, int):
+        if not 0 <= class_idx < k:  # checked on the host: no device round trip
+            raise ValueError(f"class_idx {class_idx} out of range for {k} classes.")
         idx = torch.full((b,), class_idx, dtype=torch.long, device=logits.device)
     else:
         idx = torch.as_tensor(class_idx, device=logits.device)
@@ -65,6 +69,6 @@ def select_class(logits: torch.Tensor, class_idx: int | Sequence[int] | torch.Te
             idx = idx.expand(b)
         if idx.numel() != b:
             raise ValueError(f"class_idx has {idx.numel()} entries for a batch of {b}.")
-    if bool(((idx < 0) | (idx >= k)).any()):
+    if not host_all((idx >= 0) & (idx < k)):  # one boolean to the host when the indices live on a device
         raise ValueError(f"class_idx {idx.tolist()} out of range for {k} classes.")
     return idx
