@@ -18,11 +18,12 @@ Per bundle, from its root folder, the same command lines as a user types them:
 Usage (from the repository root, with the package importable)::
 
     python bundles/conformance.py                      # all bundles, every command in this one process
-    python bundles/conformance.py --subprocess         # each command in its own `python -m monai.bundle` process
+    python bundles/conformance.py --subprocess         # each bundle command in its own `python -m monai.bundle`
     python bundles/conformance.py angiogram_signature_activation --only verify_net_in_out ckpt_export
 
 In-process mode runs each command through ``fire`` exactly as ``python -m monai.bundle`` parses it, without paying
-for a new interpreter per command. Prints one ``PASS``/``FAIL`` line per check; exits 1 if any check failed.
+for a new interpreter per command (``check_properties`` and the export comparison, which are no ``monai.bundle``
+commands, always run in this process). Prints one ``PASS``/``FAIL`` line per check; exits 1 if any check failed.
 """
 
 from __future__ import annotations
