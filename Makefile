@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo blob-demo test lint venv clean experiments benchmarks test-reference venv-reference
+.PHONY: demo blob-demo test lint venv clean experiments benchmarks test-reference venv-reference zoo-check gpu-check
 
 venv: $(STAMP)
 
@@ -81,6 +81,19 @@ benchmarks: $(STAMP)
 	$(PY) -m benchmarks.speed.bench_signature --repeats 15 | tee $(SPEED_RESULTS)/signature.txt
 	$(PY) -m benchmarks.speed.bench_morch | tee $(SPEED_RESULTS)/morch.txt
 	$(PY) -m benchmarks.speed.roundoff_signature | tee $(SPEED_RESULTS)/roundoff_signature.txt
+
+# MONAI model-zoo checks of the three bundles (verify_metadata, verify_net_in_out, ckpt_export, check_properties,
+# large_files), each command in its own `python -m monai.bundle` process; see bundles/conformance.py.
+zoo-check: $(STAMP)
+	$(PY) bundles/conformance.py --subprocess
+
+# For a borrowed GPU: the CUDA-marked tests and the speed benchmarks on CUDA (benchmarks/speed/gpu_check.py), in
+# under 8 minutes; installs nothing (point GPU_PY at an interpreter whose torch has CUDA, e.g. a CUDA venv).
+# Without CUDA it prints "no CUDA" and exits 0.
+GPU_PY ?= $(PY)
+gpu-check:
+	@test -x $(GPU_PY) || { echo "no interpreter $(GPU_PY): run 'make venv' or set GPU_PY=/path/to/python"; exit 2; }
+	PYTHONPATH=$(CURDIR) $(GPU_PY) -m benchmarks.speed.gpu_check
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) outputs .pytest_cache

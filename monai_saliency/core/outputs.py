@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
+from monai_saliency.ops.checks import host_all
+
 __all__ = ["item_indices", "model_logits", "model_output", "select_class"]
 
 
@@ -95,7 +97,11 @@ def select_class(logits: torch.Tensor, class_idx: int | Sequence[int] | torch.Te
     b, k = logits.shape
     if class_idx is None:
         return logits.detach().argmax(dim=1)
+    if isinstance(class_idx, int) and not isinstance(class_idx, bool):
+        if not 0 <= class_idx < k:  # checked on the host: no device round trip
+            raise ValueError(f"class_idx {class_idx} out of range for {k} classes.")
+        return item_indices(class_idx, b, logits.device, "class_idx")
     idx = item_indices(class_idx, b, logits.device, "class_idx")
-    if bool(((idx < 0) | (idx >= k)).any()):
+    if not host_all((idx >= 0) & (idx < k)):  # one boolean to the host when the indices live on a device
         raise ValueError(f"class_idx {idx.tolist()} out of range for {k} classes.")
     return idx

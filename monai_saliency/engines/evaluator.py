@@ -15,9 +15,35 @@ from monai.utils import CommonKeys
 from monai_saliency.data.tolerant import FAILED_KEY
 from monai_saliency.engines.cohort.messages import one_line
 
-__all__ = ["FailedStudiesError", "SaliencyEvaluator"]
+__all__ = ["FailedStudiesError", "SaliencyEvaluator", "as_bool"]
 
 logger = logging.getLogger(__name__)
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def as_bool(value: Any, name: str) -> bool:
+    """A command-line flag as a bool: ``python -m monai.bundle run --amp true`` passes the string ``"true"``.
+
+    Args:
+        value: a bool, 0/1, or one of ``true/false, 1/0, yes/no, on/off`` (any case).
+        name: the option, for the error message.
+
+    Returns:
+        The flag.
+
+    Raises:
+        ValueError: for any other value (``"flase"`` must not silently mean True).
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"--{name} must be true or false, got {value!r}.")
 
 
 class FailedStudiesError(RuntimeError):
@@ -37,6 +63,10 @@ class SaliencyEvaluator(SupervisedEvaluator):
     and its softmax probabilities), a failed one's are discarded and recorded with its reason. The cohort reports
     the failures at the end (:meth:`CohortRun.finish`), so no :class:`FailedStudiesError` is raised then.
 
+    ``amp`` (the bundles' ``--amp true``) runs the network and the explainers under ``torch.autocast("cuda")``
+    (float16 where autocast casts; the maps are float32 or upcast by the explainers). It applies to CUDA only:
+    on another device it is switched off with a warning. A string flag from the command line is accepted.
+
     Args:
         args: as ``SupervisedEvaluator``.
         raise_on_failure: raise at the end if any study failed to load (default True; not used with a cohort).
@@ -44,6 +74,9 @@ class SaliencyEvaluator(SupervisedEvaluator):
         folder_key: the item key that receives the study's staging folder.
         logits_key: the output key of the network's logits (``SaliencyInferer``'s ``pred_key``).
         kwargs: as ``SupervisedEvaluator``.
+
+    Raises:
+        ValueError: an ``amp`` that is not a boolean flag.
     """
 
     def __init__(
@@ -55,6 +88,12 @@ class SaliencyEvaluator(SupervisedEvaluator):
         logits_key: str = "logits",
         **kwargs: Any,
     ) -> None:
+        amp = as_bool(kwargs.pop("amp", False), "amp")
+        device = kwargs.get("device", args[0] if args else None)
+        if amp and getattr(device, "type", str(device)).split(":")[0] != "cuda":
+            logger.warning("--amp applies to CUDA only; running in full precision on %s.", device)
+            amp = False
+        kwargs["amp"] = amp
         super().__init__(*args, **kwargs)
         self.failures: list[tuple[str, str]] = []
         self.raise_on_failure = raise_on_failure

@@ -21,6 +21,8 @@ from monai_saliency.core import (
     resolve_target,
 )
 from monai_saliency.methods.base import Explainer
+from monai_saliency.ops._cache import cached
+from monai_saliency.ops.checks import all_finite
 from monai_saliency.ops.item_noise import check_seed, item_keys, keyed_draws
 from monai_saliency.ops.normalize import reduce_channels
 
@@ -150,7 +152,7 @@ def _chunked_input_gradients(
     x: torch.Tensor,
     target: Target,
     n: int,
-    make_inputs: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    make_inputs: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, range], torch.Tensor],
     weights: torch.Tensor | None,
     batch_size: int,
     square: bool = False,
@@ -166,7 +168,8 @@ def _chunked_input_gradients(
         x: ``(B, C, *spatial)``.
         target: the target bound to the batch ``x`` (:func:`~monai_saliency.core.resolve_target`).
         n: passes per item (noise samples or integration steps).
-        make_inputs: ``(flat_index, sample_index, item_index) -> (chunk, C, *spatial)`` model inputs.
+        make_inputs: ``(flat_index, sample_index, item_index, flat_range) -> (chunk, C, *spatial)`` model inputs;
+            ``flat_range`` is ``flat_index`` as a host ``range`` (read without a device-to-host copy).
         weights: per-sample weights ``(n,)`` (None: 1/n, a mean).
         batch_size: model inputs per forward/backward pass.
         square: accumulate squared gradients instead of gradients.
@@ -180,9 +183,10 @@ def _chunked_input_gradients(
     total = n * b
     scores = torch.empty(total, dtype=x.dtype, device=x.device)
     for start in range(0, total, batch_size):  # loop over memory-bounded chunks
-        flat = torch.arange(start, min(start + batch_size, total), device=x.device)
+        stop = min(start + batch_size, total)
+        flat = torch.arange(start, stop, device=x.device)
         s_idx, b_idx = flat // b, flat % b
-        inputs = make_inputs(flat, s_idx, b_idx)
+        inputs = make_inputs(flat, s_idx, b_idx, range(start, stop))
         grad, _, chunk_scores, _ = target_gradients(model, inputs, target.rows(b_idx), freeze_params=False)
         scores[flat] = chunk_scores.to(x.dtype)
         if square:
@@ -280,13 +284,14 @@ class SmoothGrad(Explainer):
         keyed = noise is None and self.generator is None and self.seed is not None
         keys = item_keys(x) if keyed else []
 
-        def make_inputs(flat_idx: torch.Tensor, s_idx: torch.Tensor, b_idx: torch.Tensor) -> torch.Tensor:
+        def make_inputs(flat_idx: torch.Tensor, s_idx: torch.Tensor, b_idx: torch.Tensor, flat: range) -> torch.Tensor:
             if noise is not None:
                 return x[b_idx] + noise_flat[flat_idx]
             if keyed:  # per (item, sample): independent of the batch and of the chunking
-                rows = b_idx.tolist()
+                rows = [f % b for f in flat]  # b_idx and s_idx on the host, without reading them from the device
+                samples = [f // b for f in flat]
                 eps = keyed_draws(
-                    torch.randn, self.seed, [keys[r] for r in rows], s_idx, x.shape[1:], x.dtype, x.device
+                    torch.randn, self.seed, [keys[r] for r in rows], samples, x.shape[1:], x.dtype, x.device
                 )
             else:
                 shape = (flat_idx.numel(), *x.shape[1:])
@@ -401,7 +406,7 @@ class IntegratedGradients(Explainer):
             raise ValueError(
                 f"baseline of shape {tuple(base.shape)} does not broadcast to the input {tuple(x.shape)}."
             ) from err
-        if not torch.isfinite(base).all():
+        if not all_finite(base):
             raise ValueError("the baseline holds NaN or Inf.")
         return base
 
@@ -410,15 +415,17 @@ class IntegratedGradients(Explainer):
         x0 = self._baseline(x)
         diff = x - x0
         target = resolve_target(self.model, x, class_idx)
-        alphas = self.alphas.to(device=x.device, dtype=x.dtype)
+        # the rule on the input's device: uploaded once per (rule, dtype, device), not on every call
+        key = ("ig_rule", tuple(self.alphas.tolist()), tuple(self.weights.tolist()), x.dtype, str(x.device))
+        alphas, weights = cached(key, lambda: torch.stack((self.alphas, self.weights)).to(x.device, x.dtype)).unbind(0)
         view = (-1,) + (1,) * (x.ndim - 1)
 
-        def make_inputs(_flat: torch.Tensor, s_idx: torch.Tensor, b_idx: torch.Tensor) -> torch.Tensor:
+        def make_inputs(_flat: torch.Tensor, s_idx: torch.Tensor, b_idx: torch.Tensor, _range: range) -> torch.Tensor:
             return x0[b_idx] + alphas[s_idx].reshape(view) * diff[b_idx]
 
         with frozen_parameters(self.model):
             acc, scores = _chunked_input_gradients(
-                self.model, x, target, self.n_steps, make_inputs, self.weights, self.batch_size
+                self.model, x, target, self.n_steps, make_inputs, weights, self.batch_size
             )
         # S(x) and S(x0) for the completeness error: reuse the path's end points when the rule contains them
         scores = scores.reshape(self.n_steps, b)

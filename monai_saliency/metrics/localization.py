@@ -20,6 +20,7 @@ from scipy.optimize import linear_sum_assignment
 
 from monai_saliency.metrics._common import check_maps, location_map, plain, safe_ratio
 from monai_saliency.ops.boxes import _as_boxes, box_iou, component_boxes
+from monai_saliency.ops.checks import host_all
 from monai_saliency.ops.normalize import minmax_normalize
 
 __all__ = [
@@ -69,8 +70,9 @@ def _check_masks(masks, maps: torch.Tensor) -> torch.Tensor:
             f"({maps.shape[0]}, [1,] {', '.join(map(str, maps.shape[2:]))})."
         )
     masks = masks != 0
-    empty = (~masks.reshape(masks.shape[0], -1).any(1)).nonzero().flatten().tolist()
-    if empty:
+    filled = masks.reshape(masks.shape[0], -1).any(1)
+    if not host_all(filled):  # one boolean read on the host; the item list only to word the error
+        empty = (~filled).nonzero().flatten().tolist()
         raise ValueError(f"ground-truth masks of items {empty} are empty; drop those items (the metric is undefined).")
     return masks
 

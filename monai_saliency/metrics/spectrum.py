@@ -83,7 +83,9 @@ def radial_power_spectrum(
     p = power_spectrum(maps, remove_mean).reshape(maps.shape[0], -1)
     rho = _radius(maps.shape[2:], maps.device).reshape(-1)
     bins = (rho / 0.5 * n_bins).long().clamp_(max=n_bins - 1)
-    counts = torch.bincount(bins, minlength=n_bins).double()
+    counts = torch.zeros(n_bins, dtype=torch.float64, device=bins.device).index_add_(
+        0, bins, torch.ones_like(bins, dtype=torch.float64)
+    )  # bincount without its host read of max(bins)
     sums = torch.zeros(p.shape[0], n_bins, dtype=torch.float64, device=p.device).index_add_(1, bins, p)
     curves = sums / counts.clamp(min=1)
     if normalize:

@@ -144,13 +144,14 @@ class VideoLesionNet(nn.Module):
         Raises:
             ValueError: for a wrong rank or channel count, ``T < 2`` or ``H, W`` too small.
         """
-        if x.ndim != 5 or x.shape[1] != self.in_channels:
+        shape = list(x.shape)  # a list (not tuple(x.shape)) keeps the checks scriptable by TorchScript
+        if len(shape) != 5 or shape[1] != self.in_channels:
             raise ValueError(
-                f"expected a cine batch (B, {self.in_channels}, T, H, W), got shape {tuple(x.shape)}; "
+                f"expected a cine batch (B, {self.in_channels}, T, H, W), got shape {shape}; "
                 "a single (T, H, W) cine needs x[None, None]."
             )
-        if x.shape[2] < 2 or min(x.shape[3:]) < 4:
-            raise ValueError(f"need T >= 2 frames and H, W >= 4, got {tuple(x.shape[2:])}.")
+        if shape[2] < 2 or min(shape[3], shape[4]) < 4:
+            raise ValueError(f"need T >= 2 frames and H, W >= 4, got {shape[2:]}.")
         a = self.features(x)
         pooled = torch.cat([a.mean((2, 3, 4)), a.amax((2, 3, 4))], 1)
         return self.head(self.dropout(pooled))

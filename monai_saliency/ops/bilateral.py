@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from monai_saliency.ops._cache import cached
 from monai_saliency.ops.checks import all_finite
 
 __all__ = ["BILATERAL_DEFAULTS", "bilateral_filter", "bilateral_filter_axes", "bilateral_options"]
@@ -155,12 +156,16 @@ def _bilateral(
     flat = x.reshape(-1, math.prod(spatial))
     # capped so that -inv_var / 2 stays finite in x's dtype: an infinite coefficient times a zero difference is NaN
     inv_var = 0.0 if math.isinf(range_sigma) else 1.0 / max(range_sigma * range_sigma, 1.0 / torch.finfo(x.dtype).max)
-    log_w = _log_spatial_weights(radius, nd, window, spatial_sigma, x.dtype, x.device)
+    log_w = cached(  # built on the host, uploaded once per device (the small path below only reads it)
+        ("bilateral_log_w", radius, nd, window, spatial_sigma, x.dtype, str(x.device)),
+        lambda: _log_spatial_weights(radius, nd, window, spatial_sigma, x.dtype, x.device),
+    )
     n_off = log_w.shape[0]
     if n_off * flat.numel() <= max_elements:
         # small maps: gather every neighbour at once with a cached reflected index; the normalised weights are a
         # softmax of the log weights (the centre's is 0, the largest), the output one dot product per voxel
-        idx = _neighbour_index(tuple(spatial), radius, window).to(x.device)
+        key = ("bilateral_index", tuple(spatial), radius, window, str(x.device))  # uploaded once per device
+        idx = cached(key, lambda: _neighbour_index(tuple(spatial), radius, window).to(x.device))
         neighbours = flat.index_select(1, idx).view(flat.shape[0], flat.shape[1], n_off)  # (N, P, K)
         if inv_var:
             diff = neighbours - flat[..., None]
@@ -170,7 +175,8 @@ def _bilateral(
     padded = F.pad(x.reshape(1, -1, *spatial), [radius] * (2 * nd), mode="reflect")[0]
     num = torch.zeros_like(flat)
     den = torch.zeros_like(flat)
-    for off, log_sw in zip(_window_offsets(radius, nd, window), log_w.tolist()):
+    host_log_w = _log_spatial_weights(radius, nd, window, spatial_sigma, x.dtype, "cpu").tolist()  # no device read
+    for off, log_sw in zip(_window_offsets(radius, nd, window), host_log_w):
         view = padded[(slice(None),) + tuple(slice(radius + o, radius + o + n) for o, n in zip(off, spatial))]
         neighbour = view.reshape(flat.shape)
         w = torch.exp((neighbour - flat) ** 2 * (-0.5 * inv_var) + log_sw)

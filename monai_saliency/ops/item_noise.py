@@ -39,6 +39,11 @@ def check_seed(seed: int | None, allow_none: bool = True) -> int | None:
 def item_keys(x: torch.Tensor) -> list[bytes]:
     """A 16-byte digest (BLAKE2b) of each item's values, dtype and shape: the identity of an item, whatever its batch.
 
+    On the CPU the digest hashes the item's bytes. On another device the bytes stay there: a 256-bit fingerprint
+    per item is computed on the device (:func:`device_fingerprints`) and only those ``32 * B`` bytes are copied to
+    the host and hashed (so keys, like the draws, differ between device types). A ``meta`` batch has no values: its
+    items share one key.
+
     Args:
         x: batch ``(B, ...)``.
 
@@ -46,11 +51,49 @@ def item_keys(x: torch.Tensor) -> list[bytes]:
         ``B`` digests; equal items give equal digests.
     """
     b = x.shape[0]
-    raw = (
-        x.detach().as_subclass(torch.Tensor).reshape(b, -1).contiguous().view(torch.uint8).cpu().numpy()
-    )  # any dtype, bfloat16 included
     tag = f"{x.dtype}{tuple(x.shape[1:])}".encode()
+    if x.device.type == "meta":
+        return [hashlib.blake2b(tag, digest_size=16).digest()] * b
+    if x.device.type == "cpu":
+        raw = x.detach().as_subclass(torch.Tensor).reshape(b, -1).contiguous().view(torch.uint8).numpy()
+    else:
+        raw = device_fingerprints(x).cpu().numpy()  # (B, 4) int64: the only bytes that leave the device
     return [hashlib.blake2b(row.tobytes() + tag, digest_size=16).digest() for row in raw]
+
+
+_MIX = (-7046029254386353131, -4658895280553007687, 1442695040888963407, -2685821657736338717)  # odd 64-bit
+
+
+def device_fingerprints(x: torch.Tensor, chunk: int = 1 << 22) -> torch.Tensor:
+    """``(B, 4)`` int64 fingerprints of a batch's items, computed on its device.
+
+    Each item's bytes are read as little-endian 32-bit words ``u_i`` (zero-padded); fingerprint ``j`` is
+    ``sum_i u_i * h_j(i)`` modulo ``2**64``, with ``h_j`` a splitmix-style hash of the word position (integer
+    arithmetic: exact and independent of the summation order). Equal items give equal fingerprints; a changed word
+    changes each of the four sums unless its weight difference vanishes modulo ``2**64``.
+
+    Args:
+        x: batch ``(B, ...)`` of any dtype.
+        chunk: words per pass (bounds the int64 temporaries).
+
+    Returns:
+        ``(B, 4)`` int64 tensor on ``x``'s device.
+    """
+    b = x.shape[0]
+    raw = x.detach().as_subclass(torch.Tensor).reshape(b, -1).contiguous().view(torch.uint8)
+    pad = (-raw.shape[1]) % 4
+    if pad:
+        raw = torch.cat([raw, raw.new_zeros(b, pad)], 1)
+    words = raw.view(torch.int32)
+    out = torch.zeros(b, len(_MIX), dtype=torch.int64, device=x.device)
+    for start in range(0, words.shape[1], chunk):
+        u = words[:, start : start + chunk].to(torch.int64) & 0xFFFFFFFF
+        pos = torch.arange(start, start + u.shape[1], dtype=torch.int64, device=x.device)
+        for j, k in enumerate(_MIX):
+            h = (pos + (j + 1)) * k
+            h = (h ^ (h >> 31)) * _MIX[(j + 1) % len(_MIX)]
+            out[:, j] += (u * (h ^ (h >> 29))).sum(1)
+    return out
 
 
 def draw_seed(seed: int, key: bytes, index: int) -> int:
@@ -96,6 +139,8 @@ def keyed_draws(
     if len(idx) != len(keys):
         raise ValueError(f"got {len(keys)} keys and {len(idx)} draw indices.")
     device = torch.device(device)
+    if device.type == "meta":  # no values to draw: the shape alone, without a host generator and a copy
+        return torch.empty((len(keys), *shape), dtype=dtype, device=device)
     gen = _device_generator(device)
     out = torch.empty((len(keys), *shape), dtype=dtype, device=device)
     for r, (key, i) in enumerate(zip(keys, idx)):

@@ -44,12 +44,8 @@ def minmax_normalize(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
         return minmax_normalize(x * 0.5, eps * 0.5)  # finite values whose range overflows: halve, same result
     # x <= hi implies fl(x - lo) <= fl(hi - lo) (rounding is monotonic): the quotient lies in [0, 1] exactly and the
     # max maps to 1.0, so no clamp is needed.
-    if span.numel() == 1:  # one item: the constant test is a Python comparison, no mask
-        if span.item() <= eps:
-            return torch.zeros_like(x)
-        return (flat - lo).div_(span).reshape(x.shape)
-    constant = span <= eps
-    out = (flat - lo).div_(span.masked_fill_(constant, 1.0))  # a constant item has x - lo == 0 and a unit divisor
+    constant = span <= eps  # decided on the device (no host read of the range), for one item as for many
+    out = (flat - lo).div_(span.masked_fill(constant, 1.0))  # a constant item has x - lo == 0 and a unit divisor
     if eps > 0:  # items with a range in (0, eps] count as constant
         out.masked_fill_(constant, 0.0)
     return out.reshape(x.shape)

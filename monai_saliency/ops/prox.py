@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from monai_saliency.ops.checks import host_all
+
 __all__ = [
     "divergence",
     "forward_diff",
@@ -309,7 +311,8 @@ def solve_structured_exact(
     step = 1.0 / (4.0 * nd)
     z, t = y.clone(), 1.0
     it = 0
-    while it < max_iter and not bool(done.all()):  # algorithm iterations (in-place updates: the buffers are large)
+    running = not host_all(done)  # decided on the host only where ``done`` changes: one sync per check, not per step
+    while it < max_iter and running:  # algorithm iterations (in-place updates: the buffers are large)
         it += 1
         y_new = project_(forward_diff(primal(z), nd).mul_(step).add_(z))
         t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
@@ -323,6 +326,7 @@ def solve_structured_exact(
             keep = ~done & ((gap <= tol * obj.clamp_min(1e-12)) | (it == max_iter))
             s_out[keep], obj_out[keep], gap_out[keep], item_its[keep] = s[keep], obj[keep], gap[keep], it
             done |= gap <= tol * obj.clamp_min(1e-12)
-    converged = bool((gap_out <= tol * obj_out.clamp_min(1e-12)).all())
+            running = not host_all(done)
+    converged = host_all(gap_out <= tol * obj_out.clamp_min(1e-12))
     info = {"objective": obj_out, "gap": gap_out, "iterations": it, "converged": converged, "item_iterations": item_its}
     return s_out, info

@@ -132,3 +132,16 @@ def test_shipped_weights_detect_lesions_on_fresh_cases():
     fresh = make_angiogram_dataset(48, seed=2024)  # seeds 0-2 were train/val/test
     assert evaluate_auc(net, fresh.cine, fresh.labels) >= 0.85
     assert SHIPPED.stat().st_size <= 5 * 2**20
+
+
+def test_scripted_network_matches_eager_for_any_frame_count(net):
+    """TorchScript (what the bundle's ckpt_export writes): same logits for frame counts that do and do not fill the
+    temporal windows, and the same input checks."""
+    scripted = torch.jit.script(net)
+    for frames in (16, 7, 2):
+        x = torch.rand(2, 1, frames, 32, 28, generator=torch.Generator().manual_seed(frames))
+        torch.testing.assert_close(scripted(x), net(x), rtol=0, atol=0)
+    with pytest.raises(torch.jit.Error, match="cine batch"):
+        scripted(torch.rand(1, 4, 8, 8))
+    with pytest.raises(torch.jit.Error, match="T >= 2"):
+        scripted(torch.rand(1, 1, 1, 8, 8))

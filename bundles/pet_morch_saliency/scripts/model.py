@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from monai_saliency.analysis import MorchSaliency
 from monai_saliency.data.atomic import atomic_output
@@ -19,9 +20,19 @@ from monai_saliency.models.tanh_net import TanhNet
 
 from .study import StudyError
 
-__all__ = ["MorchModel", "build_saliency", "fit_model", "load_model", "save_model"]
+__all__ = [
+    "CKPT_FORMAT",
+    "MorchModel",
+    "MorchNetwork",
+    "build_saliency",
+    "fit_model",
+    "load_model",
+    "load_network",
+    "save_model",
+]
 
 logger = logging.getLogger("pet_morch_saliency")
+CKPT_FORMAT = "monai_saliency.pet_morch/1"
 
 
 @dataclass
@@ -125,7 +136,7 @@ def save_model(model: MorchModel, path: str | os.PathLike, protect: Sequence[str
         "target_offset": model.target_offset,
         "config": model.config,
         "train": model.train,
-        "format": "monai_saliency.pet_morch/1",
+        "format": CKPT_FORMAT,
     }
     with atomic_output(path, protect=protect) as tmp:
         torch.save(ckpt, tmp)
@@ -172,3 +183,58 @@ def build_saliency(
         chunk_bytes=chunk_bytes,
         weight_decay=model.config.get("weight_decay", 0.0),
     )
+
+
+class MorchNetwork(nn.Module):
+    """The fitted model as one ``nn.Module`` (the bundle's ``network_def``): PCA projection then eq. 1's tanh net.
+
+    ``forward`` maps scans ``(N, 1, *grid)`` (or ``(N, *grid)``) to the network outputs ``(N, 1)`` in float64 (the
+    centred target: ``target_offset`` is not added). Its ``state_dict`` is flat (``pca.*``, ``net.*``);
+    ``load_state_dict`` also accepts the bundle's checkpoint written by :func:`save_model` (nested ``pca``/``net``
+    state dicts plus training notes), so ``python -m monai.bundle ckpt_export`` loads ``models/model.pt`` as it is.
+    TorchScript: export it traced (``--use_trace True``; the input shape comes from the metadata).
+
+    Args:
+        pca: a fitted :class:`PCAProjection`.
+        net: the :class:`TanhNet` head (``in_features == pca.k``).
+
+    Raises:
+        ValueError: a PCA that is not fitted, or a head of another input size.
+    """
+
+    def __init__(self, pca: PCAProjection, net: TanhNet) -> None:
+        super().__init__()
+        if not pca.fitted or net.in_features != pca.k:
+            raise ValueError(
+                f"need a fitted PCA and a head with in_features == K; got fitted={pca.fitted}, "
+                f"in_features={net.in_features}."
+            )
+        self.pca = pca
+        self.net = net
+        self.register_load_state_dict_pre_hook(_flatten_bundle_checkpoint)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs ``(N, 1)`` float64 of scans ``(N, 1, *grid)`` or ``(N, *grid)``."""
+        return self.net(self.pca(x))[:, None]
+
+
+def _flatten_bundle_checkpoint(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook: a :func:`save_model` checkpoint becomes the flat ``pca.*``/``net.*`` state."""
+    fmt = state_dict.get(prefix + "format")
+    if fmt is None:
+        return
+    if fmt != CKPT_FORMAT:
+        raise ValueError(f"checkpoint format {fmt!r} is not {CKPT_FORMAT!r}.")
+    ckpt = {k[len(prefix) :]: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(prefix)]}
+    for part in ("pca", "net"):
+        state_dict.update({f"{prefix}{part}.{k}": v for k, v in ckpt[part].items()})
+
+
+def load_network(path: str | os.PathLike) -> MorchNetwork:
+    """The :class:`MorchNetwork` of a checkpoint written by :func:`save_model` (the bundle's ``network_def``).
+
+    Raises:
+        FileNotFoundError: no such file (train first with ``train.json``).
+    """
+    model = load_model(path)
+    return MorchNetwork(model.pca, model.net)
