@@ -14,9 +14,11 @@ SCHEMA = BUNDLES / "schema" / "meta_schema_20240725.json"
 MULTI_GPU = "['configs/inference.json','configs/multi_gpu_inference.json']"
 
 
-def run_bundle(bundle: str, *args: str, torchrun_procs: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a bundle in a subprocess from its own folder, as a user would."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+def run_bundle(
+    bundle: str, *args: str, torchrun_procs: int = 0, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run a bundle in a subprocess from its own folder, as a user would; ``env`` adds environment variables."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
     if torchrun_procs:
         cmd = [
             str(Path(sys.executable).with_name("torchrun")),
