@@ -7,6 +7,8 @@ dicomweb-client) and the bundle runs once from the server in a subprocess, as a 
 from __future__ import annotations
 
 import csv
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +20,15 @@ from pydicom.data import get_testdata_file
 
 from monai_saliency.data.dicom.detect import is_dicom_file
 from monai_saliency.data.dicom.dicomweb import ENV_TOKEN, DICOMwebError, DICOMwebSource
+from monai_saliency.data.dicom.dicomweb import main as dicomweb_main
 from tests.bundles.conftest import run_bundle
 from tests.pacs.conftest import USERS, OrthancServer, free_port
 
 NAME = "angiogram_signature_activation"
-SAMPLE = Path(__file__).resolve().parents[2] / "bundles" / NAME / "sample_data"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / NAME
+SAMPLE = BUNDLE / "sample_data"
+README = Path(__file__).resolve().parents[2] / "README.md"
+README_URL = "http://localhost:8042/dicom-web"
 CONFIG = "configs/inference.json"
 
 
@@ -41,29 +47,58 @@ def _results(output_dir: Path) -> list[Path]:
     ]
 
 
+def _env(user: str) -> dict[str, str]:
+    return {ENV_TOKEN: "", **OrthancServer.env(user)}  # credentials from the environment only
+
+
 def _run(url: str, output_dir: Path, *args: str, user: str = "writer"):
-    env = {ENV_TOKEN: "", **OrthancServer.env(user)}  # credentials from the environment only
+    env = _env(user)
     return run_bundle(
         NAME, "--config_file", CONFIG, "--dicomweb_url", url, "--output_dir", str(output_dir), *args, env=env
     )
 
 
+def readme_commands() -> list[list[str]]:
+    """The README's PACS round trip, one argument list per command (``\\`` continuations joined)."""
+    text = README.read_text()
+    block = re.search(r"```text\n(sudo apt-get install orthanc.*?)```", text, flags=re.DOTALL)
+    assert block, "README.md lost its PACS round trip"
+    return [shlex.split(c) for c in block.group(1).replace("\\\n", " ").strip().splitlines()]
+
+
+def _on(url: str, args: list[str]) -> list[str]:
+    """``args`` with the README's server replaced by the test's Orthanc."""
+    assert README_URL in args
+    return [url if a == README_URL else a for a in args]
+
+
 @pytest.fixture(scope="module")
 def sources(orthanc) -> dict[str, pydicom.Dataset]:
-    """The sample XA cines and pydicom's CT_small.dcm, uploaded with STOW-RS; ``{SOPInstanceUID: dataset}`` of the
-    XA ones (headers)."""
-    client = _client(orthanc.url)
-    cines = [pydicom.dcmread(p) for p in sorted(SAMPLE.glob("*.dcm"))]
-    response = client.store_instances([*cines, pydicom.dcmread(get_testdata_file("CT_small.dcm"))])
-    assert len(response.ReferencedSOPSequence) == len(cines) + 1 and not response.get("FailedSOPSequence")
-    return {str(ds.SOPInstanceUID): ds for ds in cines}
+    """The sample XA cines, uploaded by the README's command (STOW-RS with dicomweb-client), and pydicom's
+    CT_small.dcm; ``{SOPInstanceUID: dataset}`` of the XA ones."""
+    _, upload, _ = readme_commands()
+    assert upload[:4] == ["python", "-m", "monai_saliency.data.dicom.dicomweb", "store"]
+    files = [str(f) for arg in upload[5:] for f in sorted(BUNDLE.glob(arg))]  # the shell's glob, in the bundle
+    assert sorted(files) == sorted(map(str, SAMPLE.glob("*.dcm"))) and files
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in OrthancServer.env().items():
+            env.setenv(key, value)
+        env.delenv(ENV_TOKEN, raising=False)
+        assert dicomweb_main(_on(orthanc.url, upload[3:5]) + files) == 0
+    response = _client(orthanc.url).store_instances([pydicom.dcmread(get_testdata_file("CT_small.dcm"))])
+    assert not response.get("FailedSOPSequence")
+    return {str(ds.SOPInstanceUID): ds for ds in map(pydicom.dcmread, files)}
 
 
 @pytest.fixture(scope="module")
 def round_trip(orthanc, sources, tmp_path_factory):
-    """One bundle run: every XA study of the server in, every result object back (``--store_results true``)."""
+    """The README's bundle run: every XA study of the server in, every result object back."""
     out = tmp_path_factory.mktemp("pacs_run")
-    res = _run(orthanc.url, out, "--store_results", "true")
+    _, _, run = readme_commands()
+    assert run[:4] == ["python", "-m", "monai.bundle", "run"] and run[-2:] == ["--store_results", "true"]
+    args = _on(orthanc.url, run[4:])
+    assert args[:2] == ["--config_file", CONFIG] and args[2:4] == ["--bundle_root", "."]
+    res = run_bundle(NAME, *args[4:], "--config_file", CONFIG, "--output_dir", str(out), env=_env("writer"))
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     return out, res
 

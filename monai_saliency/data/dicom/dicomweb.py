@@ -15,9 +15,11 @@ for those studies back to the server.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ from urllib.parse import urlsplit
 
 import pydicom
 import requests
+import torch.distributed as dist
 from dicomweb_client.api import DICOMwebClient
 
 from monai_saliency.data.atomic import atomic_output
@@ -40,7 +43,9 @@ __all__ = [
     "DICOMwebStoreError",
     "connect",
     "fetch_studies",
+    "main",
     "session_from_env",
+    "store_files",
     "store_results",
 ]
 
@@ -238,11 +243,41 @@ def fetch_studies(
     return written
 
 
-def store_results(
-    client: DICOMwebClient,
-    output_dir: str | os.PathLike,
-    study_uids: Sequence[str],
-) -> list[Path]:
+def _read_uid(path: Path, keyword: str) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[keyword])[keyword].value)
+
+
+def store_files(client: DICOMwebClient, paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+    """STOW-RS DICOM Part 10 files, one request per study.
+
+    Args:
+        client: see :func:`connect`.
+        paths: the files.
+
+    Returns:
+        The stored files, and one line per group of files the server refused or failed (with its reason).
+    """
+    by_study: dict[str, list[Path]] = defaultdict(list)
+    for path in map(Path, paths):
+        by_study[_read_uid(path, "StudyInstanceUID")].append(path)
+    stored: list[Path] = []
+    failed: list[str] = []
+    for study, files in by_study.items():
+        try:
+            response = client.store_instances([pydicom.dcmread(f) for f in files], study_instance_uid=study)
+        except requests.RequestException as err:
+            failed.append(f"{', '.join(map(str, files))} ({_explain(client.base_url, 'store', err)})")
+            continue
+        refused = {str(item.ReferencedSOPInstanceUID) for item in response.get("FailedSOPSequence", [])}
+        for f in files:
+            if _read_uid(f, "SOPInstanceUID") in refused:
+                failed.append(f"{f} (refused by the server)")
+            else:
+                stored.append(f)
+    return stored, failed
+
+
+def store_results(client: DICOMwebClient, output_dir: str | os.PathLike, study_uids: Sequence[str]) -> list[Path]:
     """STOW-RS every DICOM object under ``output_dir`` (hidden folders excluded) that belongs to ``study_uids``.
 
     Objects are recognised by content (:func:`monai_saliency.data.dicom.detect.is_dicom_file`), whatever their
@@ -261,33 +296,18 @@ def store_results(
     """
     root = Path(output_dir)
     wanted = {str(s) for s in study_uids}
-    by_study: dict[str, list[Path]] = defaultdict(list)
+    results = []
     for path in sorted(root.rglob("*")):
         if any(part.startswith(".") for part in path.relative_to(root).parts) or not is_dicom_file(path):
             continue
-        study = str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]).StudyInstanceUID)
-        if study in wanted:
-            by_study[study].append(path)
+        if _read_uid(path, "StudyInstanceUID") in wanted:
+            results.append(path)
         else:
-            logger.info("not storing %s: its study %s was not fetched from the server", path, study)
-    stored: list[Path] = []
-    failed: list[str] = []
-    for study, paths in by_study.items():
-        try:
-            response = client.store_instances([pydicom.dcmread(p) for p in paths], study_instance_uid=study)
-        except requests.RequestException as err:
-            failed += [f"{p} ({_explain(client.base_url, 'store', err)})" for p in paths]
-            continue
-        refused = {str(item.ReferencedSOPInstanceUID) for item in response.get("FailedSOPSequence", [])}
-        for p in paths:
-            uid = str(pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
-            if uid in refused:
-                failed.append(f"{p} (refused by the server)")
-            else:
-                stored.append(p)
+            logger.info("not storing %s: its study was not fetched from the server", path)
+    stored, failed = store_files(client, results)
     if failed:
         raise DICOMwebStoreError(
-            f"{len(failed)} of {len(failed) + len(stored)} result objects were not stored on {client.base_url}; "
+            f"{len(results) - len(stored)} of {len(results)} result objects were not stored on {client.base_url}; "
             f"every result stays in {root.resolve()}. Not stored: " + "; ".join(failed)
         )
     logger.info("stored %d result object(s) on %s", len(stored), client.base_url)
@@ -339,6 +359,8 @@ class DICOMwebSource:
             self.fetched = fetch_studies(
                 self.client, self.staging, self.study_uids, self.modality, series_folders=self.series_folders
             )
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()  # under torchrun no process lists the folder while another still writes to it
             n = sum(len(f) for f in self.fetched.values())
             print(
                 f"fetched {len(self.fetched)} {self.modality} studies ({n} instances) from {self.url} to {self.staging}"
@@ -347,7 +369,7 @@ class DICOMwebSource:
 
     def check(self, dataset_dir: str | os.PathLike, store: bool = False) -> None:
         """Refuse contradictory settings before the run: a ``dataset_dir`` other than the fetched studies while a
-        server is set, or storing results without a server.
+        server is set, storing results without a server, or storing them from several processes (torchrun).
 
         Raises:
             ValueError: naming the conflicting overrides.
@@ -359,6 +381,11 @@ class DICOMwebSource:
             )
         if store and not self.url:
             raise ValueError("--store_results true needs --dicomweb_url (the server to store the results on).")
+        if store and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            raise ValueError(
+                "--store_results true runs in a single process (each process of a torchrun run sees only its own "
+                "shard); run without torchrun to store the results."
+            )
 
     def store(self) -> list[Path]:
         """Store every DICOM object the run wrote for the fetched studies on the server (STOW-RS).
@@ -377,3 +404,27 @@ class DICOMwebSource:
         stored = store_results(self.client, self.output_dir, list(self.fetched))
         print(f"stored {len(stored)} result objects on {self.url}")
         return stored
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m monai_saliency.data.dicom.dicomweb store URL FILE...``: STOW-RS files to a DICOMweb server
+    (credentials from the environment, as for the bundles).
+
+    Returns:
+        0 if every file was stored, 1 otherwise (the files not stored are listed on stderr).
+    """
+    parser = argparse.ArgumentParser(prog="python -m monai_saliency.data.dicom.dicomweb", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    store = commands.add_parser("store", help="store DICOM Part 10 files (STOW-RS)")
+    store.add_argument("url", help="the DICOMweb root, e.g. http://localhost:8042/dicom-web")
+    store.add_argument("files", nargs="+", help="DICOM files")
+    args = parser.parse_args(argv)
+    stored, failed = store_files(connect(args.url), args.files)
+    print(f"stored {len(stored)} of {len(args.files)} files on {args.url}")
+    if failed:
+        print("not stored: " + "; ".join(failed), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
