@@ -190,3 +190,15 @@ def test_credentials_are_required_and_checked(orthanc, sources, tmp_path, monkey
     monkeypatch.setenv(ENV_TOKEN, "not-a-token-orthanc-knows")
     with pytest.raises(DICOMwebError, match="HTTP 401.*MONAI_SALIENCY_DICOMWEB_TOKEN"):
         DICOMwebSource(orthanc.url, tmp_path).fetch()
+
+
+def test_documented_overrides_exist():
+    """Every ``--override`` of the PACS commands in the bundle's docs and the README is a key of the bundle config
+    (a misspelt override would silently add an unused key); needs no server."""
+    import json
+
+    keys = set(json.loads((BUNDLE / CONFIG).read_text())) | {"config_file", "bundle_root"}
+    docs = (BUNDLE / "docs" / "README.md").read_text()
+    section = docs[docs.index("## From a PACS (DICOMweb)") : docs.index("## Retrain")]
+    used = set(re.findall(r"--(\w+)", section + " ".join(" ".join(c) for c in readme_commands())))
+    assert {"dicomweb_url", "study_uids", "store_results"} <= used <= keys, used - keys

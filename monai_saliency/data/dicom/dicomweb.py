@@ -157,7 +157,7 @@ def _series_to_fetch(client: DICOMwebClient, study_uids: Sequence[str] | None, m
     url = client.base_url
     if not study_uids:
         try:
-            found = client.search_for_series(search_filters={_MODALITY: modality})
+            found = client.search_for_series(search_filters={_MODALITY: modality}, get_remaining=True)
         except requests.RequestException as err:
             raise _explain(url, f"searching {url} for {modality} series failed", err) from err
         selected: dict[str, list[str]] = defaultdict(list)
@@ -170,7 +170,7 @@ def _series_to_fetch(client: DICOMwebClient, study_uids: Sequence[str] | None, m
     selected = {}
     for study in study_uids:
         try:
-            found = client.search_for_series(study_instance_uid=str(study))
+            found = client.search_for_series(study_instance_uid=str(study), get_remaining=True)
         except requests.RequestException as err:
             raise _explain(url, f"searching {url} for study {study} failed", err) from err
         if not found:
@@ -314,6 +314,23 @@ def store_results(client: DICOMwebClient, output_dir: str | os.PathLike, study_u
     return stored
 
 
+def _study_list(study_uids: object) -> list[str] | None:
+    """``--study_uids`` as a list of UIDs (a single UID string is accepted); ``None`` or empty: ``None``.
+
+    Raises:
+        ValueError: for anything else, e.g. a number (``--study_uids 1.2`` reaches Python as a float).
+    """
+    if study_uids is None or (isinstance(study_uids, (list, tuple)) and not study_uids):
+        return None
+    uids = [study_uids] if isinstance(study_uids, str) else study_uids
+    if not isinstance(uids, (list, tuple)) or not all(isinstance(u, str) and _UID.fullmatch(u) for u in uids):
+        raise ValueError(
+            f"--study_uids must be a list of StudyInstanceUIDs (digits and dots), e.g. --study_uids \"['1.2.3.4']\", "
+            f"got {study_uids!r}."
+        )
+    return list(uids)
+
+
 class DICOMwebSource:
     """A bundle's link to a DICOMweb server: fetch its studies into ``output_dir``, store the results back.
 
@@ -336,7 +353,7 @@ class DICOMwebSource:
         self.url = str(url or "")
         self.staging = Path(output_dir) / STAGING_DIR
         self.output_dir = Path(output_dir)
-        self.study_uids = [study_uids] if isinstance(study_uids, str) else study_uids
+        self.study_uids = _study_list(study_uids)
         self.modality = modality
         self.series_folders = series_folders
         self.fetched: dict[str, list[Path]] | None = None

@@ -78,3 +78,15 @@ def test_storing_from_several_processes_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="single process"):
         source.check(tmp_path / STAGING_DIR, store=True)
     source.check(tmp_path / STAGING_DIR)  # fetching under torchrun is fine
+
+
+@pytest.mark.parametrize("bad", [1.2, ["1.2", 3], ["1.2.3/../x"], "abc"])
+def test_study_uids_must_be_uids(tmp_path, bad):
+    with pytest.raises(ValueError, match="--study_uids must be a list of StudyInstanceUIDs"):
+        DICOMwebSource(URL, tmp_path, bad)
+
+
+def test_study_uids_forms(tmp_path):
+    assert DICOMwebSource(URL, tmp_path, "1.2.3").study_uids == ["1.2.3"]
+    assert DICOMwebSource(URL, tmp_path, ("1.2.3", "4.5")).study_uids == ["1.2.3", "4.5"]
+    assert DICOMwebSource(URL, tmp_path, []).study_uids is None  # every study of the modality
