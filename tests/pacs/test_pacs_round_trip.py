@@ -202,3 +202,20 @@ def test_documented_overrides_exist():
     section = docs[docs.index("## From a PACS (DICOMweb)") : docs.index("## Retrain")]
     used = set(re.findall(r"--(\w+)", section + " ".join(" ".join(c) for c in readme_commands())))
     assert {"dicomweb_url", "study_uids", "store_results"} <= used <= keys, used - keys
+
+
+def test_instances_come_in_their_stored_transfer_syntax(round_trip, orthanc, tmp_path, monkeypatch):
+    """An RLE-compressed cine (a new study, uploaded after the round trip) is fetched as stored, not transcoded."""
+    from pydicom.uid import RLELossless, generate_uid
+
+    ds = pydicom.dcmread(min(SAMPLE.glob("*.dcm")))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.compress(RLELossless)
+    assert not _client(orthanc.url).store_instances([ds]).get("FailedSOPSequence")
+    for key, value in orthanc.env().items():
+        monkeypatch.setenv(key, value)
+    DICOMwebSource(orthanc.url, tmp_path, [ds.StudyInstanceUID]).fetch()
+    staged = pydicom.dcmread(tmp_path / ".dicomweb" / f"{ds.SOPInstanceUID}.dcm")
+    assert staged.file_meta.TransferSyntaxUID == RLELossless
+    np.testing.assert_array_equal(staged.pixel_array, ds.pixel_array)

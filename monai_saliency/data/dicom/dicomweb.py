@@ -59,6 +59,8 @@ _SERIES_UID = "0020000E"
 _SERIES_DESCRIPTION = "0008103E"
 _RESULT_IMAGE_TYPE = ["DERIVED", "SECONDARY"]
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+# WADO-RS in the stored transfer syntax: no transcoding (lossy or refused) by the server; pydicom decodes
+_AS_STORED = (("application/dicom", "*"),)
 
 logger = logging.getLogger(__name__)
 
@@ -195,9 +197,10 @@ def fetch_studies(
 ) -> dict[str, list[Path]]:
     """Retrieve the ``modality`` series of the studies into ``dest`` as DICOM Part 10 files named by their UIDs.
 
-    Result objects of an earlier run (``ImageType`` ``DERIVED\\SECONDARY``) are skipped, so a study that already
-    holds the maps of a previous round trip gives the same inputs. Files already in ``dest`` (same UIDs) are kept;
-    each new file is written atomically.
+    Instances come in the transfer syntax the server stores them in (no transcoding). Result objects of an earlier
+    run (``ImageType`` ``DERIVED\\SECONDARY``) are skipped, so a study that already holds the maps of a previous round
+    trip gives the same inputs (a study without anything else is skipped, or refused if listed). Files already in
+    ``dest`` (same UIDs) are kept; each new file is written atomically.
 
     Args:
         client: see :func:`connect`.
@@ -223,7 +226,7 @@ def fetch_studies(
         files: list[Path] = []
         for series in series_uids:
             try:
-                instances = client.retrieve_series(study, series)
+                instances = client.retrieve_series(study, series, media_types=_AS_STORED)
             except requests.RequestException as err:
                 raise _explain(url, f"retrieving series {series} of study {study} failed", err) from err
             for ds in instances:
@@ -237,9 +240,15 @@ def fetch_studies(
                         pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
                 files.append(path)
         if not files:
-            raise DICOMwebError(f"study {study} on {url} holds only derived {modality} objects, no input to process.")
+            message = f"study {study} on {url} holds only derived {modality} objects, no input to process"
+            if study_uids:
+                raise DICOMwebError(f"{message}; check --study_uids.")
+            logger.warning("%s; skipped.", message)
+            continue
         written[study] = files
         logger.info("fetched %d %s instance(s) of study %s from %s", len(files), modality, study, url)
+    if not written:
+        raise DICOMwebError(f"the {modality} studies on {url} hold only derived objects, no input to process.")
     return written
 
 
