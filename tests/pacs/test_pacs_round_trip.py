@@ -136,8 +136,9 @@ def test_results_are_on_the_server_and_reference_their_sources(round_trip, sourc
         )  # WADO-RS
         assert served.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
         assert served.SourceImageSequence[0].ReferencedSOPClassUID == source.SOPClassUID
-        if "ReferencedSeriesSequence" in served:
-            assert served.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+        series_ref = served.ReferencedSeriesSequence[0]
+        assert series_ref.SeriesInstanceUID == source.SeriesInstanceUID
+        assert series_ref.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
         assert served.SeriesInstanceUID != source.SeriesInstanceUID
         assert served.pixel_array.dtype == written.pixel_array.dtype
         np.testing.assert_array_equal(served.pixel_array, written.pixel_array)
