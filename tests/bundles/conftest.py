@@ -15,10 +15,16 @@ MULTI_GPU = "['configs/inference.json','configs/multi_gpu_inference.json']"
 
 
 def run_bundle(
-    bundle: str, *args: str, torchrun_procs: int = 0, timeout: int = 600, warnings: bool = False
+    bundle: str,
+    *args: str,
+    torchrun_procs: int = 0,
+    timeout: int = 600,
+    warnings: bool = False,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run a bundle in a subprocess from its own folder, as a user would (Python warnings shown if ``warnings``)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default" if warnings else "ignore"}
+    """Run a bundle in a subprocess from its own folder, as a user would (Python warnings shown if ``warnings``;
+    ``env`` adds environment variables)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default" if warnings else "ignore", **(env or {})}
     if torchrun_procs:
         cmd = [
             str(Path(sys.executable).with_name("torchrun")),
