@@ -22,6 +22,7 @@ from monai.data import MetaTensor
 from monai.data.image_reader import PydicomReader
 from monai.transforms import LoadImage
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import XRayAngiographicImageStorage
 
 __all__ = ["XA_SOP_CLASS_UIDS", "XACineError", "read_xa_cine", "read_xa_dataset"]
@@ -38,11 +39,16 @@ class XACineError(ValueError):
     """A file is not a readable multi-frame XA cine (wrong modality, single frame, truncated, inconsistent)."""
 
 
+def _values(value: Any) -> list:
+    """A multi-valued element's values as a list (pydicom gives a single value, VM 1, as a scalar)."""
+    return list(value) if isinstance(value, MultiValue) else [value]
+
+
 def _frame_time_ms(ds: Dataset) -> float:
     if "FrameTime" in ds and ds.FrameTime not in (None, ""):
         return float(ds.FrameTime)
     if "FrameTimeVector" in ds and ds.FrameTimeVector:
-        vec = np.asarray([float(v) for v in ds.FrameTimeVector])
+        vec = np.asarray([float(v) for v in _values(ds.FrameTimeVector)])
         return float(vec[1:].mean()) if vec.size > 1 else float("nan")
     if "CineRate" in ds and ds.CineRate:
         return 1000.0 / float(ds.CineRate)
@@ -82,15 +88,15 @@ def _validate_xa(ds: Dataset, name: str, min_frames: int = 2) -> None:
         )
     if spp != 1:
         raise XACineError(f"{name} has SamplesPerPixel={spp}; XA cines are monochrome (1 sample per pixel).")
-    if "FrameTimeVector" in ds and ds.FrameTimeVector is not None and len(ds.FrameTimeVector) != frames:
+    if "FrameTimeVector" in ds and ds.FrameTimeVector is not None and len(_values(ds.FrameTimeVector)) != frames:
         raise XACineError(
             f"inconsistent frame count in {name}: NumberOfFrames={frames} but FrameTimeVector has "
-            f"{len(ds.FrameTimeVector)} entries."
+            f"{len(_values(ds.FrameTimeVector))} entries."
         )
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if tsyntax is None or not tsyntax.is_compressed:
+    if tsyntax is None or not pydicom.uid.UID(str(tsyntax)).is_compressed:  # a damaged VR reads it as str
         expected = rows * cols * frames * bits // 8
-        got = len(ds.PixelData)
+        got = len(ds.PixelData or b"")  # an empty element reads as None
         if got < expected:
             raise XACineError(
                 f"{name}: pixel data is truncated or NumberOfFrames is wrong: {got} bytes for {frames} frames of "
@@ -129,7 +135,12 @@ def read_xa_dataset(path: str | os.PathLike, min_frames: int = 2) -> Dataset:
         raise XACineError(f"{path} is not a DICOM file ({e}); pass a DICOM Part 10 XA file.") from e
     except (EOFError, OSError, ValueError, struct.error) as e:
         raise XACineError(f"{path} is truncated or corrupt and cannot be parsed: {e}") from e
-    _validate_xa(ds, str(path), min_frames=min_frames)
+    try:
+        _validate_xa(ds, str(path), min_frames=min_frames)
+    except XACineError:
+        raise
+    except ValueError as e:  # a number field holding text, e.g. FrameTime '6x.67' (a damaged header)
+        raise XACineError(f"{path} has a damaged header: {e}") from e
     return ds
 
 
@@ -187,7 +198,10 @@ def read_xa_cine(path: str | os.PathLike, normalize: bool = False, min_frames: i
     expected = (1, int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns))
     if tuple(img.shape) != expected:
         raise XACineError(f"{path}: read an array of shape {tuple(img.shape)}, expected {expected} (1, T, H, W).")
-    meta = _xa_meta(ds)
+    try:
+        meta = _xa_meta(ds)
+    except ValueError as e:  # an angle or spacing holding text (a damaged header)
+        raise XACineError(f"{path} has a damaged header: {e}") from e
     if normalize:
         if "RescaleSlope" in ds:
             raise XACineError(f"{path} carries a rescale (a derived map); read it with normalize=False.")
