@@ -131,6 +131,7 @@ class StudyHeader:
         is_cine: NIfTI ``intent_name`` is :data:`CINE_INTENT_NAME` (always False for DICOM).
         modality: DICOM ``Modality`` ("" for NIfTI).
         signed_pixels: DICOM ``PixelRepresentation`` is 1 (False for NIfTI, whose data type says it).
+        photometric: DICOM ``PhotometricInterpretation`` ("" for NIfTI).
     """
 
     path: str
@@ -140,6 +141,7 @@ class StudyHeader:
     is_cine: bool = False
     modality: str = ""
     signed_pixels: bool = False
+    photometric: str = ""
 
 
 def _decoded_bytes(shape: Sequence[int], itemsize: int) -> int:
@@ -177,7 +179,7 @@ def read_nifti_header(path: str | os.PathLike) -> StudyHeader:
         header = img.header
         shape = tuple(int(s) for s in header.get_data_shape())
         dtype = np.dtype(header.get_data_dtype())
-        offset = int(header.get_data_offset())
+        offset = int(img.dataobj.offset)  # the file's vox_offset (the loaded header's copy is reset to 0)
         intent = header.get_intent()[2] if "intent_name" in header else ""
     with parsing(path, "read (its orientation: qform, sform and pixdim)"):
         affines = (img.affine, img.get_qform(), img.get_sform())  # MONAI's reader rectifies the header from these
@@ -235,6 +237,7 @@ def read_dicom_header(path: str | os.PathLike) -> StudyHeader:
     with parsing(path):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         modality = str(ds.get("Modality", "") or "")
+        photometric = str(ds.get("PhotometricInterpretation", "") or "").strip()
     shape = tuple(_dicom_int(ds, k, 1, path) for k in ("NumberOfFrames", "Rows", "Columns", "SamplesPerPixel"))
     bits = _dicom_int(ds, "BitsAllocated", 0, path)
     signed = _dicom_int(ds, "PixelRepresentation", 0, path) != 0
@@ -245,7 +248,13 @@ def read_dicom_header(path: str | os.PathLike) -> StudyHeader:
         )
     itemsize = (bits + 7) // 8
     return StudyHeader(
-        str(path), shape, itemsize, _decoded_bytes(shape, itemsize), modality=modality, signed_pixels=signed
+        str(path),
+        shape,
+        itemsize,
+        _decoded_bytes(shape, itemsize),
+        modality=modality,
+        signed_pixels=signed,
+        photometric=photometric,
     )
 
 
@@ -341,7 +350,7 @@ def check_cine_header(
             reads any 3D NIfTI as ``(T, H, W)``.
 
     Raises:
-        WrongKindError: DICOM of another modality than XA or with signed pixels; a NIfTI that is not one 3D array with >= 2 frames, or
+        WrongKindError: DICOM of another modality than XA, with signed pixels or not MONOCHROME2; a NIfTI that is not one 3D array with >= 2 frames, or
             (``require_cine_marker``) is not marked as a cine.
         StudyTooSmallError: frames smaller than ``min_frame_size``.
     """
@@ -354,6 +363,11 @@ def check_cine_header(
     if header.signed_pixels:
         raise WrongKindError(
             f"{path} stores signed pixels (PixelRepresentation=1); XA cines store unsigned display values."
+        )
+    if header.modality and header.photometric not in ("", "MONOCHROME2"):
+        raise WrongKindError(
+            f"{path} has PhotometricInterpretation={header.photometric!r}; XA cines are MONOCHROME2 (read as is, "
+            "another interpretation would invert or mis-read the display values)."
         )
     if not header.modality:  # NIfTI: (T, H, W), frames first; a trailing single channel axis is allowed
         if len(shape) < 3 or any(s != 1 for s in shape[3:]):
