@@ -200,6 +200,16 @@ def _nifti_values(rng: random.Random, field: str) -> object:
     }[field]
 
 
+def set_nifti_field(data: bytes, field: str, value, index: int | None = None) -> bytes:
+    """``data`` (a raw little-endian NIfTI-1 stream) with one header field (or one entry of it) set, unvalidated."""
+    hdr = np.frombuffer(bytearray(data[:348]), dtype=nib.nifti1.header_dtype).copy()
+    if index is None:
+        hdr[field] = value
+    else:
+        hdr[field][0][index] = value
+    return hdr.tobytes() + data[348:]
+
+
 def mutate_nifti_fields(rng: random.Random, data: bytes) -> Mutant:
     """1-3 header fields of a raw NIfTI-1/2 stream set to extreme or inconsistent values (little endian headers)."""
     two = data[:4] == np.int32(540).tobytes()
