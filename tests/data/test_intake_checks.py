@@ -27,6 +27,7 @@ from monai_saliency.data.checks import (
     mark_nifti_cine,
     read_nifti_header,
 )
+from monai_saliency.data.dicom.xa import XACineError
 from monai_saliency.data.dicom.xa_writer import write_xa_cine
 from monai_saliency.data.volume import LoadVolume, LoadVolumed
 
@@ -237,3 +238,29 @@ def test_bundles_state_and_use_the_default_bound():
         readme = (bundle / "docs" / "README.md").read_text()
         assert "max_study_mb" in readme and f"{DEFAULT_MAX_STUDY_MB:.0f} MiB" in readme
         assert "What is refused" in readme
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("PixelData", b"", "truncated"),  # an empty element reads back as None (len(None) before)
+        ("FrameTimeVector", 66.7, "FrameTimeVector has 1 entries"),  # one value reads back as a scalar (no len)
+        (b"66.6667", b"6x.6667", "damaged header"),  # text in FrameTime (a bare ValueError of float() before)
+        (b"0.3\\0.3", b"0.3\\0x3", "damaged header"),  # text in ImagerPixelSpacing
+    ],
+)
+def test_damaged_xa_headers_are_named_errors(tmp_path, field, value, words):
+    """Damaged XA headers the fuzz test found crashing ``monai_saliency.data.dicom.xa`` with TypeError/ValueError
+    (set as elements, or as same-length byte edits of the file that pydicom would not write)."""
+    path = tmp_path / "damaged.dcm"
+    if isinstance(field, bytes):
+        data = CINE_DCM.read_bytes()
+        assert data.count(field) == 1
+        path.write_bytes(data.replace(field, value))
+    else:
+        ds = pydicom.dcmread(CINE_DCM)
+        setattr(ds, field, value)
+        ds.save_as(path)
+    with pytest.raises(XACineError, match="damaged.dcm") as info:
+        _cine_io().LoadCined("image")({"image": str(path)})
+    assert words in str(info.value)
