@@ -54,6 +54,7 @@ __all__ = [
     "check_finite",
     "check_min_size",
     "check_study_size",
+    "is_nifti_name",
     "mark_nifti_cine",
     "parsing",
     "read_dicom_header",
