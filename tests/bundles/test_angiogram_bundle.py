@@ -163,7 +163,7 @@ def test_corrupt_dicom_reported_others_processed(tmp_path, bundle_runner):
     ct.Modality = "CT"
     ct.save_as(data / "not_xa.dcm")
     raw = nib.load(str(SAMPLE / "case_004.nii.gz"))
-    nib.save(nib.Nifti1Image(raw.get_fdata() * 4095.0, raw.affine), str(data / "raw_12bit.nii.gz"))
+    nib.save(nib.Nifti1Image(raw.get_fdata() * 4095.0, raw.affine, raw.header), str(data / "raw_12bit.nii.gz"))
     out = tmp_path / "out"
     result = bundle_runner(NAME, "--config_file", CONFIG, "--dataset_dir", str(data), "--output_dir", str(out))
     assert result.returncode != 0
@@ -192,7 +192,7 @@ def test_torchrun_two_processes_uneven_shards_write_each_study_once(tmp_path):
     for name in names[:2]:
         shutil.copy(SAMPLE / name, data / name)
     raw = nib.load(str(SAMPLE / "case_004.nii.gz"))  # 12-bit values stored as is: read with --nifti_scale 4095
-    nib.save(nib.Nifti1Image(raw.get_fdata() * 4095.0, raw.affine), str(data / names[2]))
+    nib.save(nib.Nifti1Image(raw.get_fdata() * 4095.0, raw.affine, raw.header), str(data / names[2]))
     out = tmp_path / "out"
     result = run_multi_gpu(NAME, data, out, "--nifti_scale", "4095")
     assert result.returncode == 0, result.stderr[-3000:]

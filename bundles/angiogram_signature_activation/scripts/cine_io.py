@@ -7,7 +7,7 @@ Used by ``configs/inference.json`` (``"_target_": "scripts.cine_io.LoadCined"``)
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,20 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform, SaveImage
+from monai.utils import ensure_tuple_rep
 
 from monai_saliency.data.atomic import file_in_study_folder
+from monai_saliency.data.checks import (
+    DEFAULT_MAX_STUDY_MB,
+    IntakeError,
+    WrongKindError,
+    check_cine_header,
+    check_finite,
+    check_study_size,
+    parsing,
+    read_dicom_header,
+    read_nifti_header,
+)
 from monai_saliency.data.dicom.detect import is_dicom_file
 from monai_saliency.data.dicom.xa import read_xa_cine
 from monai_saliency.data.dicom.xa_writer import XADerivedWriter
@@ -45,57 +57,85 @@ def is_dicom(path: Any) -> bool:
 class LoadCined(MapTransform):
     """Load a cine from an XA DICOM file or a NIfTI file as ``MetaTensor (1, T, H, W)`` display intensities in [0, 1].
 
-    * DICOM (by content, whatever the name, see :func:`is_dicom`): :func:`monai_saliency.data.dicom.xa.read_xa_cine`
-      with ``normalize=True`` (validated multi-frame XA in any transfer syntax with an installed decoder; display
-      values after the Modality LUT, MONOCHROME1 inverted, scaled by the representable range, e.g. stored values
-      divided by ``2**BitsStored - 1``; no VOI window; meta carries ``frame_time_ms``, the angles and UIDs). Meta
-      entries that are absent in the file (``None``) become ``""`` so that MONAI can collate them.
-    * anything else (``.nii``/``.nii.gz``): ``LoadImage`` of a 3D array whose *first* axis is the frame axis
-      ``(T, H, W)``, values divided by ``nifti_scale``.
+    The header is checked before any pixel is decoded (:mod:`monai_saliency.data.checks`): the kind of image, the
+    frame size and the decoded size.
+
+    * DICOM (by content, whatever the name, see :func:`is_dicom`): Modality XA only (CT, MR, PT, ... are refused by
+      name), then :func:`monai_saliency.data.dicom.xa.read_xa_cine` with ``normalize=True`` (validated multi-frame
+      XA in any transfer syntax with an installed decoder; display values after the Modality LUT, MONOCHROME1
+      inverted, scaled by the representable range, e.g. stored values divided by ``2**BitsStored - 1``; no VOI
+      window; meta carries ``frame_time_ms``, the angles and UIDs). Meta entries that are absent in the file
+      (``None``) become ``""`` so that MONAI can collate them.
+    * anything else (``.nii``/``.nii.gz``): a NIfTI cine, one 3D array whose *first* axis is the frame axis
+      ``(T, H, W)``, marked as a cine by its header (``intent_name`` ``"cine"``, see
+      :func:`monai_saliency.data.checks.mark_nifti_cine`; an unmarked 3D NIfTI is a volume and refused unless
+      ``require_cine_marker=False``), read with ``LoadImage``, values divided by ``nifti_scale``.
 
     Args:
         keys: keys holding file paths.
         nifti_scale: divisor of NIfTI intensities (e.g. 4095 for 12-bit values stored as is).
+        min_frame_size: smallest frame ``(H, W)`` (one int for both); frames are resized for the network, so this
+            states how much up-sampling is accepted.
+        max_study_mb: memory bound of one decoded study (float32) in MiB, checked from the header; ``None``: none.
+        require_cine_marker: refuse unmarked 3D NIfTI files (volumes); False reads them as ``(T, H, W)`` cines.
         allow_missing_keys: skip absent keys.
 
     Raises (on call):
-        XACineError: for a corrupt, truncated, single-frame or non-XA DICOM file, colour or palette colour XA, or a
-            transfer syntax without an installed decoder (named).
-        ValueError: for a NIfTI that is not 3D, has fewer than 2 frames, or whose scaled intensities leave [0, 1]
-            (the message names the fix).
+        monai_saliency.data.checks.IntakeError: its subclasses name the file and the reason: unreadable (a parser
+            failed on a damaged file), wrong kind (not XA, not a marked 3D NIfTI cine, fewer than 2 frames), too
+            small, too large, non-finite, or NIfTI intensities outside [0, 1] after ``nifti_scale`` (the message
+            names the fix).
+        XACineError: for a corrupt, truncated, single-frame or inconsistent XA DICOM file, colour or palette colour
+            XA, or a transfer syntax without an installed decoder (named).
     """
 
-    def __init__(self, keys: KeysCollection, nifti_scale: float = 1.0, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        nifti_scale: float = 1.0,
+        min_frame_size: int | Sequence[int] = 16,
+        max_study_mb: float | None = DEFAULT_MAX_STUDY_MB,
+        require_cine_marker: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         if not nifti_scale > 0:
             raise ValueError(f"nifti_scale must be > 0, got {nifti_scale}.")
+        if max_study_mb is not None and not max_study_mb > 0:
+            raise ValueError(f"max_study_mb must be > 0 or None, got {max_study_mb}.")
         self.nifti_scale = float(nifti_scale)
-        self.nifti_loader = LoadImage(image_only=True, ensure_channel_first=True)
+        self.min_frame_size = tuple(int(m) for m in ensure_tuple_rep(min_frame_size, 2))
+        self.max_study_mb = max_study_mb
+        self.require_cine_marker = require_cine_marker
+        self.nifti_loader = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=True)
 
     def load(self, path: str | os.PathLike) -> MetaTensor:
         """Load one file (see the class docstring)."""
-        if is_dicom(path):
-            img = read_xa_cine(path, normalize=True)
+        dicom = is_dicom(path)
+        header = read_dicom_header(path) if dicom else read_nifti_header(path)
+        check_cine_header(header, self.min_frame_size, self.require_cine_marker)
+        check_study_size(header, self.max_study_mb)
+        if dicom:
+            with parsing(path, "decoded"):
+                img = read_xa_cine(path, normalize=True)
             img.meta.update({k: "" for k, v in img.meta.items() if v is None})
-            return img
-        img = self.nifti_loader(path)
-        if img.ndim != 4 or img.shape[0] != 1:
-            raise ValueError(
-                f"{path}: a NIfTI cine must be one 3D array (T, H, W) with the frame axis first, got shape "
-                f"{tuple(img.shape)} after adding a channel axis."
-            )
-        if img.shape[1] < 2:
-            raise ValueError(
-                f"{path}: a cine needs at least 2 frames on the first axis, got shape {tuple(img.shape[1:])}; "
-                "store NIfTI cines as (T, H, W) with the frame axis first."
-            )
-        img = img.float() / self.nifti_scale
+            fix = "the file's BitsStored or pixel data is inconsistent"
+        else:
+            with parsing(path, "decoded"):
+                img = self.nifti_loader(path)
+            if img.ndim != 4 or img.shape[0] != 1:
+                raise WrongKindError(
+                    f"{path}: a NIfTI cine must be one 3D array (T, H, W) with the frame axis first, got shape "
+                    f"{tuple(img.shape)} after adding a channel axis."
+                )
+            check_finite(img, path)
+            img = img.float() / self.nifti_scale
+            fix = f"after dividing by nifti_scale={self.nifti_scale:g}; set --nifti_scale (e.g. 4095 for 12-bit data)"
         lo, hi = float(img.min()), float(img.max())
         if lo < -1e-6 or hi > 1 + 1e-6:
-            raise ValueError(
-                f"{path}: intensities span [{lo:.4g}, {hi:.4g}] after dividing by nifti_scale={self.nifti_scale:g}; "
-                "the network expects display intensities in [0, 1] (vessels dark). Set --nifti_scale (e.g. 4095 "
-                "for 12-bit data) or rescale the file."
+            raise IntakeError(
+                f"{path}: intensities span [{lo:.4g}, {hi:.4g}], but the network expects display intensities in "
+                f"[0, 1] (vessels dark): {fix} or rescale the file."
             )
         return img
 

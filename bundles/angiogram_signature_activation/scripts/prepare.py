@@ -7,7 +7,8 @@ fixed seeds 500-502, outside the training seeds 0-2 and their fallbacks) to ``sa
 * ``case_000.dcm`` .. ``case_003.dcm``: multi-frame X-Ray Angiographic DICOM (12-bit, FrameTime 66.7 ms, different
   positioner angles, UIDs derived from the case name so they are the same on every run);
 * ``case_004.nii.gz``: a NIfTI cine, array axes ``(T, H, W)`` (frames first, like MONAI reads XA), display
-  intensities in [0, 1], a non-identity affine (0.3 mm pixels);
+  intensities in [0, 1], a non-identity affine (0.3 mm pixels), marked as a cine (NIfTI ``intent_name``
+  ``"cine"``);
 * ``labels.json``: label ("has a moderate-or-severe lesion") and lesion grades of each case.
 
 Re-running it gives identical pixels, UIDs, affine and labels; only the DICOM dates/times (the run's) differ.
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from monai_saliency.data.atomic import atomic_output
+from monai_saliency.data.checks import mark_nifti_cine
 from monai_saliency.data.dicom.xa_writer import write_xa_cine
 from monai_saliency.data.nifti import save_nifti
 from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
@@ -60,7 +62,7 @@ def main() -> dict[str, dict]:
                 uid_seed=f"angiogram-{name}",
             )
         else:
-            save_nifti(cine[None], SAMPLE / f"{name}.nii.gz", affine=NIFTI_AFFINE)
+            mark_nifti_cine(save_nifti(cine[None], SAMPLE / f"{name}.nii.gz", affine=NIFTI_AFFINE))
         labels[name] = {"label": int(data.labels[0]), "grades": list(grades), "seed": seed, "file": f"{name}.{kind}"}
     with atomic_output(SAMPLE / "labels.json") as tmp:
         tmp.write_text(json.dumps(labels, indent=1) + "\n")

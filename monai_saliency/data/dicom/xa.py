@@ -23,6 +23,7 @@ from monai.data import MetaTensor
 from monai.data.image_reader import PydicomReader
 from monai.transforms import LoadImage
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import XRayAngiographicImageStorage
 
 from monai_saliency.data.dicom.pixels import check_pixel_format, modality_range, modality_values
@@ -42,11 +43,16 @@ class XACineError(ValueError):
     palette colour, or a transfer syntax without an installed decoder)."""
 
 
+def _values(value: Any) -> list:
+    """A multi-valued element's values as a list (pydicom gives a single value, VM 1, as a scalar)."""
+    return list(value) if isinstance(value, MultiValue) else [value]
+
+
 def _frame_time_ms(ds: Dataset) -> float:
     if "FrameTime" in ds and ds.FrameTime not in (None, ""):
         return float(ds.FrameTime)
     if "FrameTimeVector" in ds and ds.FrameTimeVector:
-        vec = np.asarray([float(v) for v in ds.FrameTimeVector])
+        vec = np.asarray([float(v) for v in _values(ds.FrameTimeVector)])
         return float(vec[1:].mean()) if vec.size > 1 else float("nan")
     if "CineRate" in ds and ds.CineRate:
         return 1000.0 / float(ds.CineRate)
@@ -93,15 +99,16 @@ def _validate_xa(ds: Dataset, name: str, min_frames: int = 2) -> None:
         )
     # colour, palette colour, a transfer syntax without an installed decoder, fragments that cannot hold the frames
     check_pixel_format(ds, name, error=XACineError)
-    if "FrameTimeVector" in ds and ds.FrameTimeVector is not None and len(ds.FrameTimeVector) != frames:
+    if "FrameTimeVector" in ds and ds.FrameTimeVector is not None and len(_values(ds.FrameTimeVector)) != frames:
         raise XACineError(
             f"inconsistent frame count in {name}: NumberOfFrames={frames} but FrameTimeVector has "
-            f"{len(ds.FrameTimeVector)} entries."
+            f"{len(_values(ds.FrameTimeVector))} entries."
         )
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if tsyntax is None or not tsyntax.is_compressed:  # native pixel data; encapsulated: see check_pixel_format
+    # native pixel data (encapsulated: see check_pixel_format); a damaged VR reads the syntax as str
+    if tsyntax is None or not pydicom.uid.UID(str(tsyntax)).is_compressed:
         expected = rows * cols * frames * bits // 8
-        got = len(ds.PixelData)
+        got = len(ds.PixelData or b"")  # an empty element reads as None
         if got < expected:
             raise XACineError(
                 f"{name}: pixel data is truncated or NumberOfFrames is wrong: {got} bytes for {frames} frames of "
@@ -142,7 +149,12 @@ def read_xa_dataset(path: str | os.PathLike, min_frames: int = 2) -> Dataset:
         raise XACineError(f"{path} is not a DICOM file ({e}); pass a DICOM Part 10 XA file.") from e
     except (EOFError, OSError, ValueError, struct.error) as e:
         raise XACineError(f"{path} is truncated or corrupt and cannot be parsed: {e}") from e
-    _validate_xa(ds, str(path), min_frames=min_frames)
+    try:
+        _validate_xa(ds, str(path), min_frames=min_frames)
+    except XACineError:
+        raise
+    except ValueError as e:  # a number field holding text, e.g. FrameTime '6x.67' (a damaged header)
+        raise XACineError(f"{path} has a damaged header: {e}") from e
     return ds
 
 
@@ -221,7 +233,10 @@ def read_xa_cine(path: str | os.PathLike, normalize: bool = False, min_frames: i
     expected = (1, int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns))
     if tuple(img.shape) != expected:
         raise XACineError(f"{path}: read an array of shape {tuple(img.shape)}, expected {expected} (1, T, H, W).")
-    meta = _xa_meta(ds)
+    try:
+        meta = _xa_meta(ds)
+    except ValueError as e:  # an angle or spacing holding text (a damaged header)
+        raise XACineError(f"{path} has a damaged header: {e}") from e
     lo, hi = modality_range(ds)
     meta["display_range"] = [lo, hi]
     if normalize:
