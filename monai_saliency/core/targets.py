@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from monai_saliency.core.outputs import item_indices, model_logits, model_output
+from monai_saliency.ops.checks import host_all
 
 __all__ = [
     "ClassTarget",
@@ -46,6 +47,16 @@ TargetLike = Any
 REDUCTIONS = ("sum", "mean")
 ACTIVATIONS = ("none", "softmax", "sigmoid")
 PREDICTIONS = ("auto", "argmax", "sigmoid")
+
+
+def _in_range(given: Any, idx: torch.Tensor, k: int) -> bool:
+    """Whether the indices ``idx`` (from ``given``) lie in ``[0, k)``: an int is checked on the host, None (the
+    argmax) needs no check, a tensor costs one boolean to the host."""
+    if given is None:
+        return True
+    if isinstance(given, numbers.Integral) and not isinstance(given, bool):
+        return 0 <= int(given) < k
+    return host_all((idx >= 0) & (idx < k))
 
 
 class Target:
@@ -136,7 +147,7 @@ class _IndexTarget(Target):
         idx = bound._idx.to(values.device)
         if idx.numel() != b:
             raise ValueError(f"{self.name} has {idx.numel()} entries for a batch of {b}.")
-        if bool(((idx < 0) | (idx >= k)).any()):
+        if not _in_range(self.index, idx, k):
             raise ValueError(f"{self.name} {idx.tolist()} out of range for {k} outputs.")
         return values.gather(1, idx[:, None])[:, 0]
 
@@ -300,7 +311,7 @@ class RegionTarget(Target):
         b, k = out.shape[:2]
         if idx.numel() != b:
             raise ValueError(f"class_idx has {idx.numel()} entries for a batch of {b}.")
-        if bool(((idx < 0) | (idx >= k)).any()):
+        if not _in_range(self.class_idx, idx, k):
             raise ValueError(f"class_idx {idx.tolist()} out of range for {k} output channels.")
         index = idx.to(out.device).reshape(b, 1, *[1] * (out.ndim - 2)).expand(b, 1, *out.shape[2:])
         return values.gather(1, index)[:, 0]
@@ -342,7 +353,7 @@ class RegionTarget(Target):
             region = self._mask_region(batch_size, out)
         if not self.allow_empty:
             empty = (region.reshape(batch_size, -1) != 0).sum(1) == 0
-            if bool(empty.any()):
+            if not host_all(~empty):  # one boolean to the host when the region lives on a device
                 raise ValueError(
                     f"the region of class {idx[empty].tolist()} is empty for items {empty.nonzero()[:, 0].tolist()} "
                     "(the model predicts that class nowhere there, or the mask is empty); give a mask, another "
