@@ -6,7 +6,7 @@ import logging
 import warnings
 from typing import Any
 
-__all__ = ["OncePerMessage", "install_once_filters", "one_line"]
+__all__ = ["OncePerMessage", "install_once_filters", "one_line", "remove_once_filters"]
 
 _MAX_REASON = 500
 
@@ -69,3 +69,19 @@ def install_once_filters() -> None:
                 original(message, category, filename, lineno, file, line)
 
         warnings.showwarning = show_once
+
+
+def remove_once_filters() -> None:
+    """Undo :func:`install_once_filters` (at the end of a run, so that a process that goes on, e.g. a notebook or a
+    test session, sees its warnings again). Idempotent."""
+    flt = _INSTALLED.pop("filter", None)
+    if flt is not None:
+        loggers = [logging.getLogger()] + [
+            lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+        ]
+        for lg in loggers:
+            for handler in lg.handlers:
+                handler.removeFilter(flt)
+    original = _INSTALLED.pop("showwarning", None)
+    if original is not None:
+        warnings.showwarning = original

@@ -35,7 +35,7 @@ from monai_saliency.engines.cohort.manifest import (
     sha256_file,
     utc_now,
 )
-from monai_saliency.engines.cohort.messages import install_once_filters, one_line
+from monai_saliency.engines.cohort.messages import install_once_filters, one_line, remove_once_filters
 from monai_saliency.engines.cohort.staging import Staging
 
 __all__ = ["CohortRun"]
@@ -390,6 +390,7 @@ class CohortRun:
             self.staging.finish()
             if self.lock is not None:
                 self.lock.release()
+        remove_once_filters()
         return counts
 
     def exit(self) -> None:
