@@ -70,7 +70,7 @@ def _named_problem(error: Exception, path: Path) -> str | None:
     cause = error.__cause__
     if isinstance(error, UnreadableStudyError) and cause is not None and cause.__traceback__ is not None:
         origin = Path(traceback.extract_tb(cause.__traceback__)[-1].filename).resolve()
-        if REPO in origin.parents:
+        if REPO in origin.parents and "site-packages" not in origin.parts:  # .venv lives inside the checkout
             return f"our code raised {type(cause).__name__} at {origin.relative_to(REPO)}: {cause}"
     return None
 
