@@ -3,7 +3,8 @@ NIfTI inputs; the gradient_saliency_3d bundle runs the same cohort layer, see te
 
 One cohort is run four times in sequence (module fixture), with ``output_dir`` == ``dataset_dir``:
 
-1. first run: odd names, a bad study at loading (truncated DICOM) and at inference (a NIfTI of NaNs), batch 3;
+1. first run: odd names, bad studies at loading (a truncated DICOM; a NIfTI of NaNs, refused by the
+   loader's finite check; failures at inference and writing are tested in tests/engines/test_cohort_evaluator.py), batch 3;
 2. rerun over a stale lock and a crashed run's staging leftovers: the complete studies are skipped;
 3. ``--overwrite true`` with obstacles: two output folders replaced by symlinks (to an outside folder, to an input
    file) and one input turned bad: those studies fail alone, the earlier outputs of the bad one are kept;
@@ -63,7 +64,8 @@ def _tree(root: Path) -> dict[str, str]:
 
 def _nan_like(src: Path, dst: Path) -> None:
     img = nib.load(str(src))
-    nib.save(nib.Nifti1Image(np.full(img.shape, np.nan, np.float32), img.affine), str(dst))
+    # the source's header keeps the cine marker: the study is refused for its values, not for its kind
+    nib.save(nib.Nifti1Image(np.full(img.shape, np.nan, np.float32), img.affine, img.header), str(dst))
 
 
 def _run(data: Path, *args: str, warnings: bool = False):
@@ -100,7 +102,7 @@ def cohort(tmp_path_factory):
     shutil.copy(SAMPLE / "case_004.nii.gz", data / "a.nii.gz")
     shutil.copy(SAMPLE / "case_004.nii.gz", data / ODD)
     (data / "broken.dcm").write_bytes((SAMPLE / "case_003.dcm").read_bytes()[:40000])  # fails at loading
-    _nan_like(SAMPLE / "case_004.nii.gz", data / "nan.nii.gz")  # fails at inference
+    _nan_like(SAMPLE / "case_004.nii.gz", data / "nan.nii.gz")  # fails at loading (non-finite)
     (data / "notes.txt").write_text("not a study")
     inputs = _tree(data)
     runs = {"inputs": inputs, "data": data, "root": root}
@@ -147,14 +149,14 @@ def test_first_run_bad_studies_cost_only_themselves(cohort):
     assert result.returncode != 0
     failed = sorted(line for line in result.stderr.splitlines() if line.startswith("FAILED "))
     assert [line.split(":")[0] for line in failed] == ["FAILED broken.dcm", "FAILED nan.nii.gz"], log[-3000:]
-    assert "NaN" in failed[1] and "Traceback" not in log  # one line each, no traceback without --debug
+    assert "non-finite" in failed[1] and "Traceback" not in log  # one line each, no traceback without --debug
     assert "5 succeeded, 0 skipped, 2 failed" in result.stdout
     written = cohort["after_first"]
     for study, folder in GOOD.items():
         stem = Path(study).name.split(".")[0]
         files = sorted(k[len(folder) + 1 :] for k in written if k.startswith(folder + "/"))
         expected = {f"{stem}_{m}.nii.gz" for m in ("sigact_spatial", "sigact_frames", "gradcam")}
-        expected.add(f"{stem}_sigact_spatial.gif")
+        expected |= {f"{stem}_sigact_spatial.gif", f"{stem}_sigact_spatial_overlay.dcm"}  # GIF + Secondary Capture
         if not study.endswith(".nii.gz"):
             expected.add(f"{stem}_sigact_spatial.dcm")  # DICOM by content too (IM0001)
         assert set(files) == expected, (study, files)
@@ -261,9 +263,9 @@ def test_torchrun_failure_on_one_rank_loses_nothing(tmp_path):
     result = run_multi_gpu(NAME, data, out)
     assert result.returncode != 0
     failed = [line for line in result.stderr.splitlines() if line.startswith("FAILED ")]
-    assert len(failed) == 1 and failed[0].startswith("FAILED nan.nii.gz: ") and "NaN" in failed[0], result.stderr[
-        -3000:
-    ]
+    assert len(failed) == 1 and failed[0].startswith("FAILED nan.nii.gz: ") and "non-finite" in failed[0], (
+        result.stderr[-3000:]
+    )
     with open(out / "predictions.csv", newline="") as f:
         assert [r["study"] for r in csv.DictReader(f)] == ["case_000.dcm", "case_002.dcm"]
     assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {
