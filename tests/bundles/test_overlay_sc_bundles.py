@@ -102,7 +102,7 @@ def test_write_overlays_false_turns_them_off(angio_run, tmp_path):
     assert not list(out.rglob("*_overlay.dcm"))
     assert list(out.rglob(f"case_002_{KEY}.dcm")) and list(out.rglob(f"case_002_{KEY}.gif"))  # the rest is written
     with open(_one(out, "predictions.csv")) as f:
-        assert len(list(csv.reader(f))) == 1
+        assert len(list(csv.DictReader(f))) == 1  # one study (a header row, then its row)
 
 
 # ------------------------------------------------------------------------------------------------ PET bundle

@@ -221,6 +221,7 @@ def test_killed_rerun_keeps_the_earlier_set_and_the_next_run_takes_over(study, i
     assert result.returncode == 0, result.stderr[-3000:]
     new = _set_matches_manifest(data)
     assert {Path(k).name for k in new} == {"morch_first.nii.gz", "morch_first.dcm", "morch_first_3d.png"} | {
+        "morch_first_overlay.dcm",
         "summary.csv",
         "summary.json",
     }
