@@ -114,14 +114,23 @@ def test_studies_come_from_the_server(round_trip, sources):
     with open(out / "predictions.csv") as f:
         rows = [r for r in csv.reader(f) if r[0] != "study"]  # without the header row, if any
     assert sorted(Path(r[0]).stem for r in rows) == sorted(sources)
-    assert "fetched 4 XA studies" in res.stdout and "stored 4 result objects" in res.stdout
+    assert "fetched 4 XA studies" in res.stdout and "stored 8 result objects" in res.stdout  # derived XA + SC
 
 
 def test_results_are_on_the_server_and_reference_their_sources(round_trip, sources, orthanc):
     out, _ = round_trip
     client = _client(orthanc.url)
     local = _results(out)
-    assert len(local) == len(sources)  # one derived XA per cine
+    overlays = [p for p in local if p.name.endswith("_overlay.dcm")]  # the Secondary Capture of each cine
+    local = [p for p in local if p not in overlays]
+    assert len(local) == len(overlays) == len(sources)  # one derived XA and one Secondary Capture per cine
+    for path in overlays:  # on the server too, in the source's study
+        sc = pydicom.dcmread(path, stop_before_pixels=True)
+        assert str(sc.SourceImageSequence[0].ReferencedSOPInstanceUID) in sources
+        found = client.search_for_instances(
+            study_instance_uid=sc.StudyInstanceUID, series_instance_uid=sc.SeriesInstanceUID
+        )
+        assert [i["00080018"]["Value"][0] for i in found] == [sc.SOPInstanceUID]
     for path in local:
         written = pydicom.dcmread(path)
         source = sources[str(written.SourceImageSequence[0].ReferencedSOPInstanceUID)]
@@ -153,9 +162,11 @@ def test_a_rejected_store_keeps_the_results_and_fails(round_trip, sources, ortha
     before = len(client.search_for_instances(study_instance_uid=study))
     res = _run(orthanc.url, tmp_path, "--study_uids", f"['{study}']", "--store_results", "true", user="reader")
     assert res.returncode != 0
-    assert "1 of 1 result objects were not stored" in res.stderr and "HTTP 403" in res.stderr
+    assert (
+        "2 of 2 result objects were not stored" in res.stderr
+    )  # derived XA + Secondary Capture and "HTTP 403" in res.stderr
     assert str(tmp_path.resolve()) in res.stderr  # the message says where the results are
-    assert len(_results(tmp_path)) == 1 and (tmp_path / "predictions.csv").is_file()
+    assert len(_results(tmp_path)) == 2 and (tmp_path / "predictions.csv").is_file()
     assert len(list((tmp_path / ".dicomweb").glob("*.dcm"))) == 1  # the source only, not the derived series
     assert len(client.search_for_instances(study_instance_uid=study)) == before
 
