@@ -72,7 +72,8 @@ class SaliencyEvaluator(SupervisedEvaluator):
         raise_on_failure: raise at the end if any study failed to load (default True; not used with a cohort).
         cohort: the cohort run, or None for the plain behaviour.
         folder_key: the item key that receives the study's staging folder.
-        logits_key: the output key of the network's logits (``SaliencyInferer``'s ``pred_key``).
+        logits_key: the output key of the network's logits (``SaliencyInferer``'s ``pred_key``); None for a network
+            without class scores (segmentation): studies are recorded without a prediction.
         kwargs: as ``SupervisedEvaluator``.
 
     Raises:
@@ -85,7 +86,7 @@ class SaliencyEvaluator(SupervisedEvaluator):
         raise_on_failure: bool = True,
         cohort: Any = None,
         folder_key: str = "study_dir",
-        logits_key: str = "logits",
+        logits_key: str | None = "logits",
         **kwargs: Any,
     ) -> None:
         amp = as_bool(kwargs.pop("amp", False), "amp")
@@ -173,7 +174,9 @@ class SaliencyEvaluator(SupervisedEvaluator):
             ValueError: NaN/Inf in the logits or a map, or a class count other than the cohort's ``class_names``.
         """
         pred = output.get(CommonKeys.PRED)
-        logits = output.get(self.logits_key, pred.get(self.logits_key) if isinstance(pred, dict) else None)
+        logits = None
+        if self.logits_key is not None:
+            logits = output.get(self.logits_key, pred.get(self.logits_key) if isinstance(pred, dict) else None)
         tensors = {k: v for k, v in output.items() if isinstance(v, torch.Tensor) and k != CommonKeys.LABEL}
         for key, value in tensors.items():
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):

@@ -38,13 +38,13 @@ def test_region_maps_in_the_input_geometry(run):
     for src in sorted((BUNDLE / "sample_data").glob("*.nii.gz")):
         stem = src.name[: -len(".nii.gz")]
         original = nib.load(str(src))
-        seg_img = nib.load(str(run / f"{stem}_segmentation.nii.gz"))
+        seg_img = nib.load(str(run / stem / f"{stem}_segmentation.nii.gz"))
         assert seg_img.shape == original.shape
         np.testing.assert_allclose(seg_img.affine, original.affine, atol=1e-5)
         seg = seg_img.get_fdata() > 0.5
         assert seg.any() == bool(labels[stem])  # the blob is segmented in the positive studies only
         for method in METHODS:
-            img = nib.load(str(run / f"{stem}_{method}.nii.gz"))
+            img = nib.load(str(run / stem / f"{stem}_{method}.nii.gz"))
             assert img.shape == original.shape
             np.testing.assert_allclose(img.affine, original.affine, atol=1e-5)
             values = img.get_fdata()
@@ -56,6 +56,11 @@ def test_region_maps_in_the_input_geometry(run):
             if method == "gradcam":  # Seg-Grad-CAM concentrates on the predicted region
                 assert values[seg].mean() > 5 * values[~seg].mean()
     assert not list((BUNDLE / "sample_data").glob("*_gradcam*"))  # nothing written beside the inputs
+    # a cohort run like the classifier's: one folder per study, recorded with checksums, no class prediction
+    manifest = json.loads((run / "run_manifest.json").read_text())
+    studies = {s["study"]: s for s in manifest["studies"]}
+    assert sorted(studies) == sorted(p.name for p in (BUNDLE / "sample_data").glob("*.nii.gz"))
+    assert all(s["status"] == "ok" and s["prediction"] is None and s["outputs"] for s in studies.values())
 
 
 def test_inferer_with_a_target_keeps_the_segmentation():
