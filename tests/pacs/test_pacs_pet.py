@@ -155,3 +155,16 @@ def test_targets_file_is_required_and_keyed_by_series_uid(tmp_path, rows, messag
     with pytest.raises(ValueError, match=message):
         pacs.PETDICOMweb("http://127.0.0.1:9/dicom-web", tmp_path / "out", None, targets)
     assert pacs.PETDICOMweb("", tmp_path / "out", None, "t.csv").targets_file == "t.csv"  # no server: unchanged
+
+
+def test_documented_overrides_exist():
+    """Every ``--override`` of the PACS section of the bundle's docs is a key of its config (needs no server)."""
+    import json
+    import re
+
+    bundle = SAMPLE.parent
+    keys = set(json.loads((bundle / CONFIG).read_text())) | {"config_file", "bundle_root"}
+    docs = (bundle / "docs" / "README.md").read_text()
+    section = docs[docs.index("## From a PACS (DICOMweb)") : docs.index("## Runs, reruns, failures")]
+    used = set(re.findall(r"--(\w+)", section))
+    assert {"dicomweb_url", "study_uids", "store_results", "targets_file"} <= used <= keys, used - keys
