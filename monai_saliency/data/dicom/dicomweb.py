@@ -188,12 +188,37 @@ def _series_to_fetch(client: DICOMwebClient, study_uids: Sequence[str] | None, m
     return selected
 
 
+def _only_series(
+    selected: Mapping[str, Sequence[str]],
+    series_uids: Sequence[str],
+    url: str,
+    modality: str,
+    study_uids: Sequence[str] | None,
+    series_list: str,
+) -> dict[str, list[str]]:
+    """``selected`` (``{study: [series]}``) restricted to ``series_uids``; every one of them must be there."""
+    wanted = {str(s) for s in series_uids}
+    missing = sorted(wanted - {s for series in selected.values() for s in series})
+    if missing:
+        scope = f"of the studies {', '.join(study_uids)} " if study_uids else ""
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DICOMwebError(
+            f"{len(missing)} series listed in {series_list} {'is' if len(missing) == 1 else 'are'} not "
+            f"{modality} series {scope}on {url}: {shown}; check the SeriesInstanceUIDs"
+            f"{' and --study_uids' if study_uids else ''}."
+        )
+    only = {study: [s for s in series if s in wanted] for study, series in selected.items()}
+    return {study: series for study, series in only.items() if series}
+
+
 def fetch_studies(
     client: DICOMwebClient,
     dest: str | os.PathLike,
     study_uids: Sequence[str] | None = None,
     modality: str = "XA",
     series_folders: bool = False,
+    series_uids: Sequence[str] | None = None,
+    series_list: str = "the series list",
 ) -> dict[str, list[Path]]:
     """Retrieve the ``modality`` series of the studies into ``dest`` as DICOM Part 10 files named by their UIDs.
 
@@ -209,22 +234,29 @@ def fetch_studies(
         modality: the Modality (0008,0060) the caller reads, e.g. ``"XA"``; other series are not fetched.
         series_folders: write ``dest/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`` (a series folder per study, for
             readers of multi-file series) instead of ``dest/<SOPInstanceUID>.dcm`` (one file per study).
+        series_uids: SeriesInstanceUIDs: retrieve only these series of the studies (each must be one of their
+            ``modality`` series, checked before anything is retrieved); ``None``: every ``modality`` series.
+        series_list: where ``series_uids`` come from, named in the error (e.g. ``"the targets file t.csv"``).
 
     Returns:
         ``{StudyInstanceUID: [written files]}``.
 
     Raises:
         DICOMwebError: unreachable server, refused credentials, an unknown study, a listed study without a
-            ``modality`` series, or a study left with no input after skipping result objects.
+            ``modality`` series, a listed series that is not a ``modality`` series of the studies, or a study left
+            with no input after skipping result objects.
     """
     if isinstance(study_uids, str):
         study_uids = [study_uids]
     url = client.base_url
     dest = Path(dest)
     written: dict[str, list[Path]] = {}
-    for study, series_uids in _series_to_fetch(client, study_uids, modality).items():
+    selected = _series_to_fetch(client, study_uids, modality)
+    if series_uids is not None:
+        selected = _only_series(selected, series_uids, url, modality, study_uids, series_list)
+    for study, in_study in selected.items():
         files: list[Path] = []
-        for series in series_uids:
+        for series in in_study:
             try:
                 instances = client.retrieve_series(study, series, media_types=_AS_STORED)
             except requests.RequestException as err:
@@ -349,6 +381,8 @@ class DICOMwebSource:
         study_uids: StudyInstanceUIDs; ``None``: every study with a ``modality`` series.
         modality: Modality of the series the bundle reads.
         series_folders: see :func:`fetch_studies`.
+        series_uids: retrieve only these series (see :func:`fetch_studies`); ``None``: every ``modality`` series.
+        series_list: where ``series_uids`` come from, named in the error when one is not on the server.
     """
 
     def __init__(
@@ -358,6 +392,8 @@ class DICOMwebSource:
         study_uids: Sequence[str] | str | None = None,
         modality: str = "XA",
         series_folders: bool = False,
+        series_uids: Sequence[str] | None = None,
+        series_list: str = "the series list",
     ) -> None:
         self.url = str(url or "")
         self.staging = Path(output_dir) / STAGING_DIR
@@ -365,6 +401,8 @@ class DICOMwebSource:
         self.study_uids = _study_list(study_uids)
         self.modality = modality
         self.series_folders = series_folders
+        self.series_uids = None if series_uids is None else [str(u) for u in series_uids]
+        self.series_list = series_list
         self.fetched: dict[str, list[Path]] | None = None
         self._client: DICOMwebClient | None = None
 
@@ -383,7 +421,13 @@ class DICOMwebSource:
         """
         if self.fetched is None:
             self.fetched = fetch_studies(
-                self.client, self.staging, self.study_uids, self.modality, series_folders=self.series_folders
+                self.client,
+                self.staging,
+                self.study_uids,
+                self.modality,
+                series_folders=self.series_folders,
+                series_uids=self.series_uids,
+                series_list=self.series_list,
             )
             if dist.is_available() and dist.is_initialized():
                 dist.barrier()  # under torchrun no process lists the folder while another still writes to it
