@@ -113,12 +113,13 @@ def test_pet_config_option():
     from monai.bundle import ConfigParser
 
     config = Path(__file__).resolve().parents[2] / "bundles" / PET / "configs" / "inference.json"
-    for value, expected in ((None, True), ("false", False), (False, False), ("true", True)):
+    for value, expected in ((None, True), ("false", "false"), (False, False), ("true", "true")):
         parser = ConfigParser()
         parser.read_config(str(config))
         if value is not None:
             parser["write_overlays"] = value
-        assert parser.get_parsed_content("write#write_overlays", instantiate=False) is expected, value
+        # passed through to write_outputs, which parses command-line strings strictly (as_bool)
+        assert parser.get_parsed_content("write#write_overlays", instantiate=False) == expected, value
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +165,10 @@ def test_pet_overlay_in_the_reference_series_study(dicom_pet_study, tmp_path):
         maps, study, model, tmp_path / "off", write_dicom=False, figure_order=None, write_overlays=False
     )
     assert "overlay_sc" not in off and not list((tmp_path / "off").glob("*overlay*"))
+    # as the command line gives them: "--write_dicom false --write_overlays false" write no DICOM at all
+    off = outputs.write_outputs(
+        maps, study, model, tmp_path / "str", write_dicom="false", figure_order=None, write_overlays="false"
+    )
+    assert not list((tmp_path / "str").glob("*.dcm")) and off
+    with pytest.raises(ValueError, match="write_dicom must be true or false"):
+        outputs.write_outputs(maps, study, model, tmp_path / "bad", write_dicom="flase", figure_order=None)

@@ -26,6 +26,7 @@ from monai_saliency.analysis import MorchSaliency
 from monai_saliency.data.atomic import atomic_output
 from monai_saliency.data.nifti import save_nifti
 from monai_saliency.data.synthetic.pet_phantom import PETStudy
+from monai_saliency.engines.evaluator import as_bool
 from monai_saliency.engines.sharding import gather_shards, shard_bounds
 from monai_saliency.metrics.roc_auc import nmse, roc_auc
 
@@ -196,6 +197,9 @@ def write_outputs(
     if maps is None:
         return {}
     from monai_saliency.visualize.surface3d import save_surface_figure
+
+    # command-line flags arrive as strings ("--write_dicom false"): parsed strictly, never truthy by accident
+    write_dicom, write_overlays = as_bool(write_dicom, "write_dicom"), as_bool(write_overlays, "write_overlays")
 
     if figure_order and figure_order not in maps:
         raise ValueError(
