@@ -7,6 +7,7 @@
   :func:`safe_makedirs` (no symlink followed).
 * :mod:`~monai_saliency.engines.cohort.manifest`: :class:`RecordStore` (per-study records), ``run_manifest.json``
   and ``predictions.csv`` helpers.
+* :mod:`~monai_saliency.engines.cohort.report`: :func:`write_report` (the run's quick-look page ``report.html``).
 * :mod:`~monai_saliency.engines.cohort.run`: :class:`CohortRun`, the object a bundle config holds.
 """
 
@@ -16,6 +17,7 @@ from monai_saliency.engines.cohort.layout import LayoutError, Study, discover_st
 from monai_saliency.engines.cohort.lock import LockError, RunLock
 from monai_saliency.engines.cohort.manifest import RecordStore, atomic_write_text, is_complete, predictions_csv
 from monai_saliency.engines.cohort.messages import install_once_filters, one_line
+from monai_saliency.engines.cohort.report import report_html, write_report
 from monai_saliency.engines.cohort.run import CohortRun
 from monai_saliency.engines.cohort.staging import Staging, UnsafePathError, safe_makedirs
 
@@ -35,5 +37,7 @@ __all__ = [
     "one_line",
     "plan_layout",
     "predictions_csv",
+    "report_html",
     "safe_makedirs",
+    "write_report",
 ]

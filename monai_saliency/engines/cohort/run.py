@@ -36,6 +36,7 @@ from monai_saliency.engines.cohort.manifest import (
     utc_now,
 )
 from monai_saliency.engines.cohort.messages import install_once_filters, one_line, remove_once_filters
+from monai_saliency.engines.cohort.report import write_report
 from monai_saliency.engines.cohort.staging import Staging
 
 __all__ = ["CohortRun"]
@@ -359,7 +360,7 @@ class CohortRun:
 
     def finish(self) -> dict[str, Any]:
         """End the run: rebuild the run-level files (every rank; after a barrier rank 0 again, with all ranks'
-        records), print one ``FAILED <study>: <reason>`` line per failed study and the summary, release the lock.
+        records) and rank 0 the quick-look page ``report.html``, print one ``FAILED <study>: <reason>`` line per failed study and the summary, release the lock.
 
         Returns:
             The manifest's summary counts.
@@ -376,6 +377,7 @@ class CohortRun:
         counts = manifest["summary"]
         self.n_failed = counts["failed"] + counts["not processed"]
         if rank == 0:
+            write_report(self.output_dir, manifest, self.class_names)
             for s in manifest["studies"]:
                 if s["status"] in ("failed", "not processed"):
                     print(
