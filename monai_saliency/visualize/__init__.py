@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from monai_saliency.visualize.cine import SaveCineGif, SaveCineGifd, cine_strip_png, save_cine_gif
 from monai_saliency.visualize.overlay import save_overlay_png
+from monai_saliency.visualize.quicklook import SaveQuickLookd
 from monai_saliency.visualize.secondary_capture import (
     OverlayStyle,
     SaveOverlaySCd,
@@ -20,6 +21,7 @@ __all__ = [
     "SaveCineGif",
     "SaveCineGifd",
     "SaveOverlaySCd",
+    "SaveQuickLookd",
     "cine_strip_png",
     "render_cine_overlay",
     "render_orthogonal_overlay",

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from PIL import Image
+
+from tests.engines.test_cohort_report import parse_report
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "gradient_saliency_3d"
 CONFIG = "configs/inference.json"
@@ -50,6 +53,16 @@ def test_runs_on_its_sample(tmp_path, bundle_runner):
         name = row[0].split("/")[-1][: -len(".nii.gz")]
         assert probs.argmax() == labels[name]
     assert not list((BUNDLE / "sample_data").glob("*vanillagrad*"))  # nothing written beside the inputs
+    # issue #22: a PNG quick-look per study (three orthogonal slices, the first map blended), shown by report.html
+    page = parse_report((out / "report.html").read_text(encoding="utf-8"))
+    assert len(page.rows) == len(samples)
+    for src, row in zip(samples, page.rows):
+        stem = src.name[: -len(".nii.gz")]
+        with Image.open(out / stem / f"{stem}_quicklook.png") as png:
+            assert png.format == "PNG" and png.mode == "RGB" and min(png.size) >= 160
+            pixels = np.asarray(png)
+        assert (np.ptp(pixels.reshape(-1, 3), axis=0) > 50).all()  # a coloured map over grey, not a blank picture
+        assert row["imgs"] == [f"{stem}/{stem}_quicklook.png"]
 
 
 def test_metadata_verifies_offline(tmp_path, schema_path):
