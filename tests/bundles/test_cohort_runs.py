@@ -215,7 +215,7 @@ def test_rerun_skips_complete_studies_takes_over_stale_lock_cleans_leftovers(coh
     assert result.returncode != 0  # the two bad studies fail again
     assert "0 succeeded, 5 skipped, 2 failed" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
     first = cohort["after_first"]
-    run_level = (".", "run_manifest.json", "predictions.csv")
+    run_level = (".", "run_manifest.json", "predictions.csv", "report.html")
     assert {k: v for k, v in cohort["after_rerun"].items() if not k.startswith(run_level)} == {
         k: v for k, v in first.items() if not k.startswith(run_level)
     }  # every output byte kept
@@ -272,6 +272,7 @@ def test_torchrun_failure_on_one_rank_loses_nothing(tmp_path):
         "case_000",
         "case_002",
         "predictions.csv",
+        "report.html",
         "run_manifest.json",
     }
     assert {k: v for k, v in _tree(data).items() if not k.startswith("out/")} == inputs

@@ -48,7 +48,14 @@ def test_writing_failure_in_a_batch_costs_one_study(tmp_path, cnn2d):
     counts = cohort.finish()
     assert counts == {"ok": 2, "skipped": 0, "failed": 2, "not processed": 0}
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == [".cohort", "a", "c", "predictions.csv", "run_manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".cohort",
+        "a",
+        "c",
+        "predictions.csv",
+        "report.html",
+        "run_manifest.json",
+    ]
     assert [p.name for p in (out / "a").iterdir()] == ["a_image.nii.gz"]
     with open(out / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -45,6 +45,7 @@ ul.files{margin:0;padding-left:1.2em}
 """
 
 # Sorting: each sortable <th> names its key (data-key); each row's <td> carries the key value (data-value, numbers).
+# A URL fragment ``#sort=<key>`` or ``#sort=<key>-desc`` sorts on load (a bookmarkable order).
 # window.onerror writes an #report-error element into the page (a headless browser's dumped DOM shows it).
 _JS = """
 window.onerror=function(msg){var d=document.createElement('div');d.id='report-error';
@@ -61,6 +62,8 @@ rows.sort(function(a,b){var x=parseFloat(a.dataset[key]),y=parseFloat(b.dataset[
 return (desc?y-x:x-y)||(parseInt(a.dataset.index)-parseInt(b.dataset.index));});
 rows.forEach(function(r){body.appendChild(r);});
 });});
+var m=/^#sort=(prediction|status)(-desc)?$/.exec(location.hash),th=m&&table.querySelector('th[data-key='+m[1]+']');
+if(th){th.click();if(m[2])th.click();}
 document.body.setAttribute('data-ready','1');
 })();
 """
