@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,7 +20,7 @@ from monai_saliency.core.targets import ClassTarget, RegionTarget, RegressionTar
 from monai_saliency.methods.base import Explainer
 from monai_saliency.transforms import SaveMapsd, ScaleToUnitd
 
-__all__ = ["SaliencyInferer", "target_from_options"]
+__all__ = ["SaliencyInferer", "explain_all", "select_explainers", "target_from_options"]
 
 ExplainerSpec = Explainer | Callable[[nn.Module], Explainer]
 
@@ -58,6 +58,10 @@ class SaliencyInferer(Inferer):
     Maps are MetaTensors carrying the batch's ``meta`` and ``applied_operations``, so ``Invertd`` and
     ``SaveImaged`` write them in the input's original geometry. Explainers enable autograd themselves, so the
     evaluator's ``torch.no_grad()`` needs no ``mode="train"`` workaround.
+
+    Explainers built on the same costly raw map (a SmoothGrad and a FORGrad over a SmoothGrad with the same
+    settings and ``reduce="none"``, a VanillaGrad and a StructuredGradient over it, ...) share it: it is computed
+    once per batch (:func:`explain_all`), and every map equals the one its explainer computes alone.
 
     Explainers may be given built (they must wrap the evaluator's network, or its ``.module``) or as
     factories ``network -> Explainer``, built on the first call: either way hooks are registered once, not per
@@ -183,10 +187,7 @@ class SaliencyInferer(Inferer):
         else:
             scores = model_logits(pred)
             targets = scores.argmax(dim=1) if self.class_idx is None else self.class_idx
-        maps = {
-            name: explainer(inputs, None if explainer.class_agnostic else targets)
-            for name, explainer in explainers.items()
-        }
+        maps = explain_all(explainers, inputs, targets)
         if self.mode == "dict":
             return {self.pred_key: scores, **maps}
         self._pending = maps
@@ -250,6 +251,88 @@ class SaliencyInferer(Inferer):
             if not isinstance(self.specs[name], Explainer):
                 explainer.close()
         self._bound, self._network = {}, None
+
+
+def explain_all(explainers: Mapping[str, Explainer], inputs: torch.Tensor, targets: Any) -> dict[str, torch.Tensor]:
+    """Every explainer's maps of ``inputs``, each raw map shared by several explainers computed once.
+
+    Explainers whose :meth:`~monai_saliency.methods.base.Explainer.shared_source` keys are equal (e.g. a
+    ``SmoothGrad(reduce="abs_sum")`` and a ``FORGrad`` over a ``SmoothGrad(reduce="none")`` with otherwise equal
+    settings) get the raw map computed once by its source and passed as ``base_map``; the maps equal independent
+    calls. Class-agnostic explainers are called without targets.
+
+    Args:
+        explainers: ``name -> explainer``.
+        inputs: the batch ``(B, C, *spatial)``.
+        targets: class indices ``(B,)``, an int, or a target, for class-specific explainers.
+
+    Returns:
+        ``{name: maps}`` in the order of ``explainers``.
+    """
+    sources: dict[str, Any] = {}
+    groups: dict[Any, list[str]] = {}
+    for name, explainer in explainers.items():
+        source = None if explainer.class_agnostic else explainer.shared_source()
+        if source is not None:
+            sources[name] = source
+            groups.setdefault(source[0], []).append(name)
+    raw: dict[Any, torch.Tensor] = {}
+    maps = {}
+    for name, explainer in explainers.items():
+        spec = None if explainer.class_agnostic else targets
+        key = sources[name][0] if name in sources else None
+        if key is None or len(groups[key]) < 2:
+            maps[name] = explainer(inputs, spec)
+            continue
+        if key not in raw:
+            raw[key] = sources[name][1].base_map(inputs, spec)
+        maps[name] = explainer(inputs, spec, base_map=raw[key])
+    return maps
+
+
+def select_explainers(
+    explainers: Mapping[str, Any],
+    methods: str | Sequence[str] | None = "all",
+    required: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The explainers a run computes: a bundle's ``--methods`` option.
+
+    Explainers left out are closed (their hooks removed, so they cost nothing on the network's forward passes).
+
+    Args:
+        explainers: ``name -> explainer`` (a bundle's ``explainers``).
+        methods: ``"all"`` or None for every explainer, a name, a comma-separated string or a sequence of names
+            (their order is the order of ``explainers``).
+        required: ``{option: name}`` names other options use (e.g. ``{"derived_key": "sigact_spatial"}``, the map
+            a bundle writes as DICOM / GIF), which must be selected.
+
+    Returns:
+        ``{name: explainer}`` of the chosen names.
+
+    Raises:
+        ValueError: for an unknown or duplicate name, an empty choice, or a required name that is not chosen.
+    """
+    valid = list(explainers)
+    if methods is None or (isinstance(methods, str) and methods.strip().lower() == "all"):
+        chosen = valid
+    else:
+        names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else [str(m) for m in methods]
+        unknown = [m for m in names if m not in explainers]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; valid methods are {valid} (or 'all').")
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"methods must name each method at most once and at least one, got {names}.")
+        chosen = [m for m in valid if m in names]
+    for option, name in (required or {}).items():
+        if name not in chosen:
+            raise ValueError(
+                f"{option}={name!r} is not among the chosen methods {chosen}; add it to methods or set {option} to "
+                "one of them."
+            )
+    for name in valid:
+        if name not in chosen and hasattr(explainers[name], "close"):
+            explainers[name].close()
+    return {name: explainers[name] for name in chosen}
 
 
 TARGET_KINDS = ("class", "region", "regression")

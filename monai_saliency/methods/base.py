@@ -12,7 +12,7 @@ Usage of every explainer::
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,7 +24,7 @@ from monai_saliency.ops.precision import cast_back, model_input_dtype, working_t
 if TYPE_CHECKING:  # typing.Self needs Python 3.11; typing_extensions comes with torch
     from typing_extensions import Self
 
-__all__ = ["Explainer"]
+__all__ = ["Explainer", "wrapped_base_map", "wrapped_source"]
 
 #: plumbing that lived here until it moved to :mod:`monai_saliency.core`; the old import path still works, with a
 #: DeprecationWarning, for one release (``monai_saliency.methods`` itself keeps exporting them silently).
@@ -119,6 +119,37 @@ class Explainer:
         """Compute the maps for a validated plain tensor (implemented by subclasses)."""
         raise NotImplementedError
 
+    # --- shared base maps ------------------------------------------------------------------------------------------
+    # An explainer whose map is a cheap function of a costly "raw" map (a channel reduction of a per-channel
+    # gradient, FORGrad's low-pass of a SmoothGrad, the structured solver over a gradient) declares it through
+    # shared_source(); SaliencyInferer then computes each distinct raw map once per batch (source.base_map) and
+    # hands it to every explainer built on it as explain(x, class_idx, base_map=raw): the maps equal those of
+    # independent calls, for one raw computation instead of several.
+
+    def shared_source(self) -> tuple[Hashable, Explainer] | None:
+        """The raw map this explainer's map is derived from, for sharing it between explainers.
+
+        Returns:
+            ``(key, source)``: ``source.base_map(x, class_idx)`` is the raw map and
+            ``self(x, class_idx, base_map=raw)`` equals ``self(x, class_idx)``; explainers with equal keys share
+            one raw map. None (the default) when the map is not derived from a shareable one.
+        """
+        return None
+
+    def raw_map(self, x: torch.Tensor, class_idx: Any = None) -> torch.Tensor:
+        """The raw map of a validated plain tensor (explainers that are a ``shared_source`` implement it)."""
+        raise NotImplementedError(f"{type(self).__name__} has no raw map to share.")
+
+    def base_map(self, x: torch.Tensor, class_idx: Any = None) -> torch.Tensor:
+        """:meth:`raw_map` with the input checks, eval mode and working precision of :meth:`__call__`.
+
+        Returns:
+            A plain tensor in the working precision (float32 for half inputs), for ``explain(..., base_map=...)``.
+        """
+        xt = _core.check_input(x, self.spatial_dims)
+        with _core.evaluation_mode(self.model), model_input_dtype(self.model):
+            return self.raw_map(working_tensor(xt), class_idx)
+
     def forward_with_activations(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Run the model once, returning ``(output, {layer: activation})``: the model's output tensor as it is
         (class scores ``(B, K)``, a segmentation ``(B, K, *spatial)``, ...; see :func:`~monai_saliency.core.model_output`).
@@ -152,3 +183,38 @@ class Explainer:
             self.close()
         except Exception:  # noqa: BLE001, S110  __del__ must never raise (it may run at interpreter shutdown)
             pass
+
+
+def wrapped_source(base: Any) -> tuple[Hashable, Explainer] | None:
+    """:meth:`Explainer.shared_source` of an explainer that wraps ``base`` and uses its map unreduced (FORGrad,
+    StructuredGradient): ``base``'s raw map when ``base`` is a shareable explainer with ``reduce="none"``."""
+    if isinstance(base, Explainer) and getattr(base, "reduce", None) == "none":
+        return base.shared_source()
+    return None
+
+
+def wrapped_base_map(
+    base: Any, x: torch.Tensor, class_idx: Any = None, base_map: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The map of ``base`` (an explainer, or a callable ``(x, class_idx) -> map``) that a wrapping explainer
+    (FORGrad, StructuredGradient) transforms, for a validated plain tensor ``x``: ``base_map`` when given (computed
+    once and shared, see :meth:`Explainer.shared_source`), else computed.
+
+    Returns:
+        A plain tensor ``(B, C, *spatial)``.
+
+    Raises:
+        ValueError: if the map is not an input-space map of ``x``.
+    """
+    if base_map is not None:
+        out = base_map
+    else:
+        out = base.explain(x, class_idx) if isinstance(base, Explainer) else base(x, class_idx)
+    if hasattr(out, "as_tensor"):
+        out = out.as_tensor()
+    if out.shape[0] != x.shape[0] or out.shape[2:] != x.shape[2:]:
+        raise ValueError(
+            f"the base explainer returned shape {tuple(out.shape)} for input {tuple(x.shape)}; an input-space "
+            "map (B, C, *spatial) is needed (use reduce='none')."
+        )
+    return out

@@ -15,7 +15,7 @@ package; pass ``metric=`` to use another one (e.g. the metrics package's, once a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from monai_saliency.core import check_input, evaluation_mode, model_logits, select_class
-from monai_saliency.methods.base import Explainer
+from monai_saliency.methods.base import Explainer, wrapped_base_map, wrapped_source
 from monai_saliency.ops.blur import gaussian_blur
 from monai_saliency.ops.fourier import check_cutoff, ideal_lowpass
 from monai_saliency.ops.normalize import minmax_normalize, reduce_channels
@@ -210,20 +210,12 @@ class FORGrad(Explainer):
         self.reduce = reduce
         self.normalize = normalize
 
-    def base_maps(self, x: torch.Tensor, class_idx: Any = None) -> torch.Tensor:
-        """Base explainer's map for a validated plain tensor (no metadata)."""
-        if isinstance(self.base, Explainer):
-            out = self.base.explain(x, class_idx)
-        else:
-            out = self.base(x, class_idx)
-        if isinstance(out, torch.Tensor) and hasattr(out, "as_tensor"):
-            out = out.as_tensor()
-        if out.shape[0] != x.shape[0] or out.shape[2:] != x.shape[2:]:
-            raise ValueError(
-                f"the base explainer returned shape {tuple(out.shape)} for input {tuple(x.shape)}; FORGrad needs an "
-                "input-space map (B, C, *spatial)."
-            )
-        return out
+    def shared_source(self) -> tuple[Hashable, Explainer] | None:
+        return wrapped_source(self.base)
+
+    def base_maps(self, x: torch.Tensor, class_idx: Any = None, base_map: torch.Tensor | None = None) -> torch.Tensor:
+        """Base explainer's map for a validated plain tensor (no metadata), or ``base_map`` if given."""
+        return wrapped_base_map(self.base, x, class_idx, base_map)
 
     def filter(self, maps: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
         """Low-pass ``maps`` ``(B, C, *sp)`` with radius ``sigma`` (default ``self.sigma``), then reduce/normalise."""
@@ -231,8 +223,8 @@ class FORGrad(Explainer):
         out = reduce_channels(ideal_lowpass(maps, sig), self.reduce)
         return minmax_normalize(out) if self.normalize else out
 
-    def explain(self, x: torch.Tensor, class_idx: Any = None) -> torch.Tensor:
-        return self.filter(self.base_maps(x, class_idx))
+    def explain(self, x: torch.Tensor, class_idx: Any = None, base_map: torch.Tensor | None = None) -> torch.Tensor:
+        return self.filter(self.base_maps(x, class_idx, base_map))
 
     def calibrate(
         self,

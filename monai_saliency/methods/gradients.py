@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextlib import nullcontext
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,7 +104,30 @@ def input_gradients(
     return grad, output, bound.class_indices
 
 
-class VanillaGrad(Explainer):
+class _SharedGradient(Explainer):
+    """A gradient explainer whose map is ``reduce_channels(raw, self.reduce)``: explainers of one class whose
+    settings differ only in ``reduce`` compute the same raw map, shared by :class:`SaliencyInferer` (see
+    :meth:`Explainer.shared_source`). Not shareable with a ``generator`` (its state changes with every call)."""
+
+    reduce: str
+
+    def shared_source(self) -> tuple[Hashable, Explainer] | None:
+        settings = {k: v for k, v in vars(self).items() if k != "reduce"}
+        if settings.get("generator") is not None:
+            return None
+        key = [type(self)]
+        for k, v in sorted(settings.items()):  # the model and anything unhashable by identity
+            key.append((k, v if isinstance(v, (int, float, str, bool, type(None))) else ("id", id(v))))
+        return tuple(key), self
+
+    def explain(
+        self, x: torch.Tensor, class_idx: TargetLike = None, base_map: torch.Tensor | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        raw = self.raw_map(x, class_idx, **kwargs) if base_map is None else base_map
+        return reduce_channels(raw, self.reduce)
+
+
+class VanillaGrad(_SharedGradient):
     """Plain input gradient (Simonyan et al. 2013): ``d score_c / d x``.
 
     Args:
@@ -122,9 +146,9 @@ class VanillaGrad(Explainer):
         self.reduce = reduce
         self.freeze_params = freeze_params
 
-    def explain(self, x: torch.Tensor, class_idx: TargetLike = None) -> torch.Tensor:
+    def raw_map(self, x: torch.Tensor, class_idx: TargetLike = None) -> torch.Tensor:
         grad, _, _, _ = target_gradients(self.model, x, class_idx, self.freeze_params)
-        return reduce_channels(grad, self.reduce)
+        return grad
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -196,7 +220,7 @@ def _chunked_input_gradients(
     return acc, scores
 
 
-class SmoothGrad(Explainer):
+class SmoothGrad(_SharedGradient):
     """SmoothGrad (Smilkov et al. 2017): mean input gradient over Gaussian-perturbed copies of the input.
 
     ``n_samples * B`` noisy inputs are evaluated ``batch_size`` at a time (one forward and one input-only
@@ -262,7 +286,7 @@ class SmoothGrad(Explainer):
         self.seed = check_seed(seed)
         self.generator = generator
 
-    def explain(
+    def raw_map(
         self,
         x: torch.Tensor,
         class_idx: TargetLike = None,
@@ -302,7 +326,7 @@ class SmoothGrad(Explainer):
             acc, _ = _chunked_input_gradients(
                 self.model, x, target, n, make_inputs, None, self.batch_size, self.magnitude
             )
-        return reduce_channels(acc, self.reduce)
+        return acc
 
 
 def integration_rule(n_steps: int, method: str = "riemann_trapezoid") -> tuple[torch.Tensor, torch.Tensor]:

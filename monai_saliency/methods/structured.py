@@ -27,13 +27,13 @@ Solvers:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
 from torch import nn
 
-from monai_saliency.methods.base import Explainer
+from monai_saliency.methods.base import Explainer, wrapped_base_map, wrapped_source
 from monai_saliency.ops.checks import all_finite
 from monai_saliency.ops.normalize import minmax_normalize
 from monai_saliency.ops.precision import upcast
@@ -215,20 +215,15 @@ class StructuredGradient(Explainer):
         self.output = output
         self.last_info: dict[str, Any] | None = None
 
-    def base_maps(self, x: torch.Tensor, class_idx: Any = None) -> torch.Tensor:
-        """The base explainer's ``(B, C, *sp)`` map for a validated plain tensor."""
-        out = self.base.explain(x, class_idx) if isinstance(self.base, Explainer) else self.base(x, class_idx)
-        if hasattr(out, "as_tensor"):
-            out = out.as_tensor()
-        if out.shape[0] != x.shape[0] or out.shape[2:] != x.shape[2:]:
-            raise ValueError(
-                f"the base explainer returned shape {tuple(out.shape)} for input {tuple(x.shape)}; an input-space "
-                "map (B, C, *spatial) is needed (use reduce='none')."
-            )
-        return out
+    def shared_source(self) -> tuple[Hashable, Explainer] | None:
+        return wrapped_source(self.base)
 
-    def explain(self, x: torch.Tensor, class_idx: Any = None) -> torch.Tensor:
-        g = self.base_maps(x, class_idx)
+    def base_maps(self, x: torch.Tensor, class_idx: Any = None, base_map: torch.Tensor | None = None) -> torch.Tensor:
+        """The base explainer's ``(B, C, *sp)`` map for a validated plain tensor, or ``base_map`` if given."""
+        return wrapped_base_map(self.base, x, class_idx, base_map)
+
+    def explain(self, x: torch.Tensor, class_idx: Any = None, base_map: torch.Tensor | None = None) -> torch.Tensor:
+        g = self.base_maps(x, class_idx, base_map)
         sn, info = structured_prox(g, normalized=True, **self.options)
         self.last_info = info
         if self.output == "structured":
