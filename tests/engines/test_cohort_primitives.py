@@ -212,3 +212,26 @@ def test_hidden_run_folders_are_not_followed(tmp_path):
     os.symlink(outside / "x", out / f".cohort.lock.{os.getpid()}.tmp")  # a planted link where the lock is prepared
     assert RunLock(out, "r1").acquire().held
     assert list(outside.iterdir()) == []
+
+
+def test_safe_makedirs_tolerates_a_folder_created_meanwhile(tmp_path, monkeypatch):
+    """Two ranks of one torchrun create ``.staging`` at once: the one that loses the race between its ``lstat`` and
+    its ``mkdir`` must check the new folder like any existing one, not fail the study with FileExistsError."""
+    from monai_saliency.engines.cohort import staging
+
+    real_lstat, raced = os.lstat, []
+
+    def lstat_then_other_rank_creates(path, *args, **kwargs):
+        if Path(path).name == ".staging" and not raced:
+            raced.append(path)
+            os.mkdir(path)  # the other rank wins the race right after our lstat
+            raise FileNotFoundError(path)
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(staging.os, "lstat", lstat_then_other_rank_creates)
+    assert safe_makedirs(tmp_path, ".staging/run") == tmp_path / ".staging" / "run"
+    assert raced and (tmp_path / ".staging" / "run").is_dir()
+    monkeypatch.setattr(staging.os, "lstat", real_lstat)
+    (tmp_path / "link").symlink_to(tmp_path / ".staging")
+    with pytest.raises(UnsafePathError):  # a symlink created meanwhile is still refused
+        safe_makedirs(tmp_path, "link/x")

@@ -48,8 +48,11 @@ def safe_makedirs(root: str | os.PathLike, rel: str) -> Path:
         try:
             st = os.lstat(here)
         except FileNotFoundError:
-            os.mkdir(here)
-            continue
+            try:
+                os.mkdir(here)
+                continue
+            except FileExistsError:  # created meanwhile (another rank of the run): checked like any existing one
+                st = os.lstat(here)
         if stat.S_ISLNK(st.st_mode):
             raise UnsafePathError(
                 f"{here} is a symlink; refusing to write through it (remove it or choose another --output_dir)."
