@@ -16,8 +16,11 @@ disagrees with the test that decides it. Tests are two-sided: a "better" verdict
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -223,3 +226,59 @@ def agrees(c: Comparison, alpha: float = ALPHA) -> str:
     ``"yes (p_holm=0.012)"``."""
     word = {"better": "yes", "worse": "no", "tie": "not shown"}[outcome(c, alpha)]
     return f"{word} ({_detail(c, alpha)})"
+
+
+def summary_class(c: Comparison, alpha: float = ALPHA) -> str:
+    """How a comparison counts in the README summary: ``"win"``, ``"loss"``, ``"tie"``, or, when the reference is a
+    control that does at least as well, ``"control wins"`` / ``"control ties"``."""
+    o = outcome(c, alpha)
+    if c.control and o != "better":
+        return "control wins" if o == "worse" else "control ties"
+    return {"better": "win", "worse": "loss", "tie": "tie"}[o]
+
+
+def to_record(c: Comparison, table: str, family: str, alpha: float = ALPHA, **extra: Any) -> dict[str, Any]:
+    """One comparison as a JSON-ready record (the schema of every experiment's ``verdicts.json``).
+
+    Args:
+        c: a comparison after :func:`adjust`.
+        table: the table it belongs to (e.g. ``"localisation"``); with the experiment's folder it names the table.
+        family: the Holm family it was adjusted in.
+        alpha: the family-wise level.
+        extra: more JSON-ready fields (e.g. ``seed=3``, ``setting="noise 0.1"``).
+
+    Returns:
+        dict with ``table, family, method, reference, metric, test, higher_is_better, control, n, p, p_holm,
+        effect, effect_interval [low, high, kind], margin, outcome, summary, verdict`` and the extras.
+    """
+    i = c.effect.interval
+    return {
+        "table": table,
+        "family": family,
+        "method": c.method,
+        "reference": c.reference,
+        "metric": c.metric,
+        "test": c.test,
+        "higher_is_better": c.higher_is_better,
+        "control": c.control,
+        "n": c.n,
+        "p": c.pvalue,
+        "p_holm": c.p_holm,
+        "effect": c.effect.estimate,
+        "effect_interval": [i.low, i.high, i.kind],
+        "margin": c.margin,
+        "outcome": outcome(c, alpha),
+        "summary": summary_class(c, alpha),
+        "verdict": verdict(c, alpha),
+        **extra,
+    }
+
+
+def write_verdicts(out_dir: str | Path, records: Sequence[dict[str, Any]], experiment: str) -> Path:
+    """Write ``out_dir/verdicts.json``: ``{"experiment": name, "verdicts": [records...]}`` (see :func:`to_record`).
+
+    Every experiment writes one; the README summary is generated from (and checked against) these files.
+    """
+    path = Path(out_dir) / "verdicts.json"
+    path.write_text(json.dumps({"experiment": experiment, "verdicts": list(records)}, indent=1) + "\n")
+    return path
