@@ -60,14 +60,11 @@ test-reference: $(REF_STAMP)
 	MONAI_SALIENCY_REFERENCE=1 $(REF_PY) -m pytest -q tests/reference $(PYTEST_ARGS)
 
 # Reproductions of the seed papers' experiments, the angiogram study and the image signature demo: each writes its
-# tables and figures to benchmarks/experiments/results/<name>/, the committed results (a rerun updates them).
+# tables, figures and verdicts.json to benchmarks/experiments/results/<name>/, the committed results (a rerun updates
+# them). run_all runs them two at a time with one thread each, states the wall time in results/RUN.md and regenerates
+# the README's summary (and results/SUMMARY.md) from the verdicts.
 experiments: $(STAMP)
-	$(PY) -m benchmarks.experiments.exp_seed000_structured
-	$(PY) -m benchmarks.experiments.exp_forgrad
-	$(PY) -m benchmarks.experiments.exp_sanity
-	$(PY) -m benchmarks.experiments.exp_morch
-	$(PY) -m benchmarks.experiments.study_angiogram
-	$(PY) -m benchmarks.experiments.demo_image_signature
+	$(PY) -m benchmarks.experiments.run_all
 
 # Speed benchmarks (ratios against MONAI/captum/reference loops measured in the same run); run on a quiet machine.
 # Each table goes to benchmarks/speed/results/ (the committed results, with the settings they were run with);
