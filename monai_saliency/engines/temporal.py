@@ -254,7 +254,7 @@ class TemporalWindows(Explainer):
         finally:
             if renormalize:
                 self.explainer.normalize = True
-        return minmax_normalize(maps) if renormalize else maps
+        return minmax_normalize(maps, inplace=True) if renormalize else maps  # the blend is ours: no copy
 
     def _cine_target(self, x: torch.Tensor, spec: Any) -> Any:
         """``spec`` fixed per cine: the argmax of the aggregated window logits for ``None`` / ``ClassTarget(None)``."""

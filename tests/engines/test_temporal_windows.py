@@ -237,3 +237,16 @@ def test_settings_refused_and_windows_off():
         TemporalWindows(cam, 8, mode="cosine")
     assert temporal_windows({"cam": cam}, 0) == {"cam": cam}
     assert math.isclose(float(TemporalWindows(cam, 8, mode="gaussian").sigma_scale), 0.125)
+
+
+def test_inplace_minmax_normalize_equals_the_copy():
+    """The blended map is normalised in place (one cine-sized buffer less); same values as the copying version."""
+    from monai_saliency.ops.normalize import minmax_normalize
+
+    x = torch.randn(3, 1, 5, 4, 4)
+    x[1] = 2.0  # a constant item gives zeros
+    expected = minmax_normalize(x)
+    out = minmax_normalize(x, inplace=True)
+    assert out.data_ptr() == x.data_ptr()
+    torch.testing.assert_close(out, expected)
+    assert float(out[1].abs().max()) == 0.0
