@@ -8,8 +8,8 @@ cine of any length ``T`` by sliding a window of ``window`` frames over the time 
   methods, ...). Its map is MONAI's :func:`~monai.inferers.sliding_window_inference` over the time axis
   (``roi_size=(window, -1, ...)``: full frames, only time is windowed) with the explainer as the predictor: the windows
   run ``sw_batch_size`` at a time and each frame's map is the weighted average of the maps of the windows that cover
-  it. Peak memory is that of ``sw_batch_size`` windows plus the input and the blended map, so a 120-frame cine needs
-  no more working memory than a 48-frame one.
+  it. Peak memory is that of ``sw_batch_size`` windows plus the input, the blended map and, while blending, MONAI's
+  count map (one value per input voxel), so a 120-frame cine needs no more working memory than a 48-frame one.
 * :class:`TemporalWindowInferer` is the matching MONAI ``Inferer`` for the prediction: the same windows run through
   the network and the cine's logits aggregate the windows' logits.
 
@@ -19,11 +19,13 @@ Rules (the ones a MONAI user expects; each is tested against a brute-force loop 
   window ending at the last frame (:func:`window_starts`).
 * **Blending weights.** ``compute_importance_map((window,), mode, sigma_scale)`` along time, the same for every frame
   of the window's field of view (``"constant"``: plain average; ``"gaussian"``: frames near a window's centre count
-  more: ``exp(-(i - (window - 1) / 2)^2 / (2 (sigma_scale * window)^2))`` clamped to ``>= 1e-3``, as MONAI does). The map of frame ``t`` is ``sum_w k(t - s_w) m_w(t) / sum_w k(t - s_w)``.
+  more: ``exp(-(i - (window - 1) / 2)^2 / (2 (sigma_scale * window)^2))`` clamped to ``>= 1e-3``, as MONAI
+  does). The map of frame ``t`` is ``sum_w k(t - s_w) m_w(t) / sum_w k(t - s_w)``.
 * **One scale per cine.** Explainers that min-max normalise each item (the CAM family's ``normalize=True``) are
   run unnormalised on the windows and the blended map is normalised once per cine, so a window that holds no lesion
   is not stretched to the range of one that does (with several ``target_layers`` the per-layer fusion still
-  normalises each layer per window: the CAM family's rule).
+  normalises each layer per window: the CAM family's rule; Signature Activation's own min-max, a step of the
+  method before its bilateral filter, is per window too).
 * **Targets are per cine.** ``class_idx=None`` / ``ClassTarget(None)`` is the argmax of the cine's aggregated logits
   (the class :class:`TemporalWindowInferer` predicts), fixed before the windows run, so every window explains the same
   class; explicit classes, ``RegressionTarget`` and bound targets are handed to each window's rows. Targets read

@@ -23,7 +23,15 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from monai_saliency.core.targets import ClassTarget
 from monai_saliency.engines.temporal import TemporalWindowInferer, TemporalWindows, temporal_windows, window_starts
-from monai_saliency.methods import GradCAM, SignatureActivation, VanillaGrad
+from monai_saliency.methods import (
+    EigenCAM,
+    GradCAM,
+    GradCAMpp,
+    IntegratedGradients,
+    SignatureActivation,
+    SmoothGrad,
+    VanillaGrad,
+)
 
 
 class ClipNet(nn.Module):
@@ -131,6 +139,11 @@ CASES = {
     "signature": (_signature, True, "gaussian", 1),
     "gradcam": (lambda net, norm: GradCAM(net, "act", normalize=norm), True, "constant", 3),
     "vanillagrad": (lambda net, norm: VanillaGrad(net), False, "gaussian", 3),
+    "gradcampp": (lambda net, norm: GradCAMpp(net, "act", normalize=norm), True, "gaussian", 2),
+    "eigencam": (lambda net, norm: EigenCAM(net, "act", normalize=norm), True, "constant", 3),
+    "integratedgradients": (lambda net, norm: IntegratedGradients(net, n_steps=4), False, "constant", 3),
+    # seeded noise: the same noise for each window as in the loop (windows one at a time)
+    "smoothgrad": (lambda net, norm: SmoothGrad(net, n_samples=3, seed=0), False, "gaussian", 1),
 }
 
 
