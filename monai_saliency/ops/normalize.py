@@ -11,7 +11,7 @@ __all__ = ["CHANNEL_REDUCTIONS", "minmax_normalize", "reduce_channels"]
 CHANNEL_REDUCTIONS = ("abs_sum", "l2", "mean", "max_abs", "none")
 
 
-def minmax_normalize(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+def minmax_normalize(x: torch.Tensor, eps: float = 0.0, inplace: bool = False) -> torch.Tensor:
     """Min-max normalise every item of a batch to [0, 1] over all its non-batch axes.
 
     An item whose range is ``<= eps`` (a constant map, e.g. a zero gradient) becomes all zeros,
@@ -20,9 +20,11 @@ def minmax_normalize(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     Args:
         x: floating-point tensor ``(B, ...)``.
         eps: ranges at or below this count as constant.
+        inplace: overwrite ``x`` (when contiguous) instead of allocating the result: for large maps owned by the
+            caller.
 
     Returns:
-        Tensor of the same shape and dtype, values in [0, 1].
+        Tensor of the same shape and dtype, values in [0, 1] (``x`` itself when ``inplace`` and contiguous).
 
     Raises:
         TypeError: if ``x`` is not floating point.
@@ -45,7 +47,8 @@ def minmax_normalize(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     # x <= hi implies fl(x - lo) <= fl(hi - lo) (rounding is monotonic): the quotient lies in [0, 1] exactly and the
     # max maps to 1.0, so no clamp is needed.
     constant = span <= eps  # decided on the device (no host read of the range), for one item as for many
-    out = (flat - lo).div_(span.masked_fill(constant, 1.0))  # a constant item has x - lo == 0 and a unit divisor
+    shifted = flat.sub_(lo) if inplace and x.is_contiguous() else flat - lo
+    out = shifted.div_(span.masked_fill(constant, 1.0))  # a constant item has x - lo == 0 and a unit divisor
     if eps > 0:  # items with a range in (0, eps] count as constant
         out.masked_fill_(constant, 0.0)
     return out.reshape(x.shape)
