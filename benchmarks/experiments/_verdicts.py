@@ -282,3 +282,29 @@ def write_verdicts(out_dir: str | Path, records: Sequence[dict[str, Any]], exper
     path = Path(out_dir) / "verdicts.json"
     path.write_text(json.dumps({"experiment": experiment, "verdicts": list(records)}, indent=1) + "\n")
     return path
+
+
+#: the keys of every :func:`to_record` record (extras such as ``setting`` come on top).
+RECORD_KEYS = (
+    "table", "family", "method", "reference", "metric", "test", "higher_is_better", "control", "n", "p", "p_holm",
+    "effect", "effect_interval", "margin", "outcome", "summary", "verdict",
+)  # fmt: skip
+
+
+def read_verdicts(path: str | Path) -> dict[str, Any]:
+    """Read a ``verdicts.json`` written by :func:`write_verdicts` and check its schema.
+
+    Returns:
+        ``{"experiment": name, "verdicts": [records...]}``.
+
+    Raises:
+        ValueError: no experiment name, no record, or a record missing one of :data:`RECORD_KEYS`.
+    """
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not data.get("experiment") or not data.get("verdicts"):
+        raise ValueError(f"{path}: expected {{'experiment': name, 'verdicts': [records...]}} with at least one record.")
+    for k, rec in enumerate(data["verdicts"]):
+        missing = [key for key in RECORD_KEYS if key not in rec]
+        if missing:
+            raise ValueError(f"{path}: record {k} lacks {missing}.")
+    return data
