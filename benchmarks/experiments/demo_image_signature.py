@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -270,7 +271,8 @@ def write_table(
         "",
         (
             f"Run time: {seconds[0]:.0f} s wall ({seconds[1]:.0f} s CPU), single thread (OMP_NUM_THREADS=1, "
-            "torch.set_num_threads(1)). Script: `benchmarks/experiments/demo_image_signature.py`."
+            f"torch.set_num_threads(1)); machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. "
+            "Script: `benchmarks/experiments/demo_image_signature.py`."
         ),
         "",
         f"## Real fundus image (scikit-image `data.retina()`), {n_kept} of {n_tiles} tiles",

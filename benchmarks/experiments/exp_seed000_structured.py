@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 
@@ -423,7 +424,8 @@ def write_table(
     sweep_noise = float(cfg["sweep_noise"])
     timing = (
         f"Run time: {seconds[0]:.0f} s wall ({seconds[1]:.0f} s CPU) for evaluation and statistics, single thread "
-        "(OMP_NUM_THREADS=1, torch.set_num_threads(1))."
+        "(OMP_NUM_THREADS=1, torch.set_num_threads(1)); machine load average at the end "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (wall time grows with it, CPU time does not)."
         if seconds is not None
         else ""
     )
