@@ -17,6 +17,7 @@ disagrees with the test that decides it. Tests are two-sided: a "better" verdict
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,3 +309,28 @@ def read_verdicts(path: str | Path) -> dict[str, Any]:
         if missing:
             raise ValueError(f"{path}: record {k} lacks {missing}.")
     return data
+
+
+def md_cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell: its pipes (e.g. the ``|effect| < margin`` of a tie) escaped."""
+    return str(text).replace("|", "\\|")
+
+
+def check_markdown_tables(text: str) -> None:
+    """Check that every row of every Markdown table in ``text`` has as many cells as its header.
+
+    Cells are split on unescaped pipes, so an unescaped ``|`` inside a cell (see :func:`md_cell`) is caught.
+
+    Raises:
+        ValueError: naming the first row whose cell count differs from its table's header.
+    """
+    width = None
+    for k, line in enumerate(text.splitlines(), 1):
+        if not line.startswith("|"):
+            width = None
+            continue
+        cells = len(re.findall(r"(?<!\\)\|", line)) - 1
+        if width is None:
+            width = cells
+        elif cells != width:
+            raise ValueError(f"line {k}: {cells} cells where the table's header has {width}: {line[:80]!r}...")

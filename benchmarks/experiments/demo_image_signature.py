@@ -233,12 +233,12 @@ def synth_comparisons(rows: list[dict]) -> dict:
         sig = np.asarray(vals["cos_signature"])
         fam[(frac, "bound")] = V.compare(
             "cos(IDCT Sig(I), IDCT Sig(f))", "0.5 (Appendix A bound)", sig, np.full(sig.size, 0.5),
-            metric=f"|supp b|/n = {frac:.3f}", n_resamples=2000,
+            metric=f"supp(b)/n = {frac:.3f}", n_resamples=2000,
         )  # fmt: skip
         for key, control in SYNTH_CONTROLS.items():
             fam[(frac, key)] = V.compare(
                 "image signature support", control, vals["cos_support"], vals[key],
-                metric=f"cosine with the foreground, |supp b|/n = {frac:.3f}", control=True, n_resamples=2000,
+                metric=f"cosine with the foreground, supp(b)/n = {frac:.3f}", control=True, n_resamples=2000,
             )  # fmt: skip
     V.adjust(list(fam.values()))
     return fam
@@ -307,7 +307,7 @@ def write_table(
     met = retina["metrics"]
     for name, r in met.items():
         cells = [
-            V.verdict(ret[(name, c, key)]) if name in SIGNATURES else "-"
+            V.md_cell(V.verdict(ret[(name, c, key)])) if name in SIGNATURES else "-"
             for key in ("auc", "mass_on_vessels")
             for c in RETINA_CONTROLS
         ]
@@ -331,12 +331,12 @@ def write_table(
         "",
         (
             "Mean [95 % bootstrap CI] over images (the range below 20). cos_signature: Appendix A's quantity "
-            "(claimed >= 0.5 in expectation up to |supp b|/n = 1/6). The other columns: cosine of each map with the "
+            "(claimed >= 0.5 in expectation up to supp(b)/n = 1/6). The other columns: cosine of each map with the "
             "true foreground indicator."
         ),
         "",
         (
-            "| |supp b|/n | cos_signature | vs 0.5 | signature support | image energy (control) | Sobel (control) | "
+            "| supp(b)/n | cos_signature | vs 0.5 | signature support | image energy (control) | Sobel (control) | "
             "uniform (control) | support vs image energy | support vs Sobel | support vs uniform |"
         ),
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -344,10 +344,10 @@ def write_table(
     for row in rows:
         frac, vals = row["bg_frac"], row["values"]
         lines.append(
-            f"| {frac:.3f} | {_mean_ci(vals['cos_signature'])} | {V.verdict(synth[(frac, 'bound')])} | "
+            f"| {frac:.3f} | {_mean_ci(vals['cos_signature'])} | {V.md_cell(V.verdict(synth[(frac, 'bound')]))} | "
             + " | ".join(_mean_ci(vals[k]) for k in ("cos_support", "cos_image", "cos_edge", "cos_uniform"))
             + " | "
-            + " | ".join(V.verdict(synth[(frac, k)]) for k in SYNTH_CONTROLS)
+            + " | ".join(V.md_cell(V.verdict(synth[(frac, k)])) for k in SYNTH_CONTROLS)
             + " |"
         )
     pf = np.asarray(cine["per_frame_cos_support"])

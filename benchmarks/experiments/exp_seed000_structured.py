@@ -286,7 +286,7 @@ def setting_table(noise: float, per_run: dict, extra: dict, family: dict, cfg: d
     ]
 
     def cell(key) -> str:
-        return V.verdict(family[key]) if key in family else "-"
+        return V.md_cell(V.verdict(family[key])) if key in family else "-"
 
     for name, rec in per_run.items():
         is_method = name in METHODS
@@ -335,7 +335,7 @@ def summary_table(results: dict, cfg: dict) -> list[str]:
             c = results[n]["family"][key]
             i = c.effect.interval
             ci_text = f"[{i.low:+.3f}, {i.high:+.3f}]" if i.kind == "CI" else f"(range [{i.low:+.3f}, {i.high:+.3f}])"
-            cells.append(f"{c.effect.estimate:+.3f} {ci_text}: {V.verdict(c)}")
+            cells.append(V.md_cell(f"{c.effect.estimate:+.3f} {ci_text}: {V.verdict(c)}"))
         lines.append(f"| {c0.method} vs {c0.reference} ({c0.metric}) | " + " | ".join(cells) + " |")
     return lines + [""]
 

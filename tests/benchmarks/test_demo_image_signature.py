@@ -66,5 +66,6 @@ def test_quick_run_writes_table_verdicts_and_figure(tmp_path):
     text = (tmp_path / "table.md").read_text()
     assert text.startswith("# ") and "nan" not in text.lower() and "Run time:" in text
     assert "Verdicts: paired two-sided Wilcoxon" in text
+    V.check_markdown_tables(text)
     for name in ("figure.png", "example.png", "results.json"):
         assert (tmp_path / name).stat().st_size > 500

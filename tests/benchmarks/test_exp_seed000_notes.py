@@ -3,6 +3,8 @@ every table, and verdicts.json holds every comparison with its setting."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -83,7 +85,7 @@ def test_control_verdicts_follow_the_numbers(tmp_path, input_deletion, word):
     """A model-free input map that deletes faster than every method is reported as a control win, never a win."""
     text, records = exp.write_table(*_fake(12, -1.0, 300.0, input_deletion), CFG, tmp_path)
     ig = next(line for line in text.splitlines() if line.startswith("| Integrated Gradients |"))
-    cells = [c.strip() for c in ig.split("|")]
+    cells = [c.strip() for c in re.split(r"(?<!\\)\|", ig)]  # cells split on unescaped pipes
     assert cells[-3].startswith(word)  # "this row vs input map"
     rec = next(
         r for r in records if r["method"] == "Integrated Gradients" and r["reference"] == exp.INPUT
@@ -116,6 +118,13 @@ def test_quick_run_writes_verdicts(tmp_path):
     assert {r["setting"] for r in data["verdicts"] if r["table"] == exp.TABLE} == {"noise 0", "noise 0.1", "noise 0.3"}
     table = (tmp_path / "table.md").read_text()
     assert "## Noise 0 " in table and "## Noise 0.3 " in table and "Run time:" in table
+    V.check_markdown_tables(table)  # a verdict's "|effect|" escaped in its cell
+
+
+def test_check_markdown_tables_catches_an_unescaped_pipe():
+    V.check_markdown_tables("| a | b |\n|---|---|\n| " + V.md_cell("tie (|effect| < 0.01)") + " | x |\n")
+    with pytest.raises(ValueError, match="4 cells"):
+        V.check_markdown_tables("| a | b |\n|---|---|\n| tie (|effect| < 0.01) | x |\n")
 
 
 def test_record_keys_match_to_record():
