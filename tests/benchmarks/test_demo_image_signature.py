@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.experiments import _retina_signature as RS
 from benchmarks.experiments import _verdicts as V
 from benchmarks.experiments import demo_image_signature as demo
 
@@ -21,37 +22,37 @@ def test_roc_auc_matches_pairwise_count():
     pos = rng.random((5, 40)) < 0.3
     pos[:, 0], pos[:, 1] = True, False
     expected = [_brute_auc(s[k], pos[k]) for k in range(5)]
-    np.testing.assert_allclose(demo.roc_auc(s, pos), expected, atol=1e-12)
-    np.testing.assert_allclose(demo.roc_auc(np.ones((5, 40)), pos), 0.5)  # a uniform map: no ranking
+    np.testing.assert_allclose(RS.roc_auc(s, pos), expected, atol=1e-12)
+    np.testing.assert_allclose(RS.roc_auc(np.ones((5, 40)), pos), 0.5)  # a uniform map: no ranking
 
 
 def test_tiles_raster_order_and_round_trip():
     a = np.arange(6 * 9).reshape(6, 9)
-    t = demo.tiles(a, 3)
+    t = RS.tiles(a, 3)
     assert t.shape == (6, 9)
     np.testing.assert_array_equal(t[1], a[0:3, 3:6].reshape(-1))  # second tile = first row of tiles, second column
     np.testing.assert_array_equal(t[3], a[3:6, 0:3].reshape(-1))
-    np.testing.assert_array_equal(demo.untile(t, a.shape, 3), a)
+    np.testing.assert_array_equal(RS.untile(t, a.shape, 3), a)
 
 
 def _fake_metrics(n: int, signature_auc: float) -> dict:
     rng = np.random.default_rng(1)
-    base = {demo.UNIFORM: 0.5, demo.INVERTED: 0.7, demo.SOBEL: 0.7}
+    base = {RS.UNIFORM: 0.5, RS.INVERTED: 0.7, RS.SOBEL: 0.7}
     metrics = {}
-    for name in (*demo.SIGNATURES, *demo.RETINA_CONTROLS):
-        centre = signature_auc if name in demo.SIGNATURES else base[name]
+    for name in (*RS.SIGNATURES, *RS.RETINA_CONTROLS):
+        centre = signature_auc if name in RS.SIGNATURES else base[name]
         metrics[name] = {"auc": centre + rng.uniform(-0.02, 0.02, n), "mass_on_vessels": rng.uniform(0.1, 0.2, n)}
-    metrics[demo.UNIFORM]["auc"] = np.full(n, 0.5)
+    metrics[RS.UNIFORM]["auc"] = np.full(n, 0.5)
     return metrics
 
 
 @pytest.mark.parametrize("signature_auc, vs_sobel", [(0.9, "better"), (0.6, "a control wins: not a win")])
 def test_retina_verdicts_follow_the_numbers(signature_auc, vs_sobel):
-    fam = demo.retina_comparisons(_fake_metrics(25, signature_auc))
-    assert len(fam) == len(demo.SIGNATURES) * len(demo.RETINA_CONTROLS) * 2
+    fam = RS.retina_comparisons(_fake_metrics(25, signature_auc))
+    assert len(fam) == len(RS.SIGNATURES) * len(RS.RETINA_CONTROLS) * 2
     assert all(c.control and c.p_holm is not None for c in fam.values())
-    assert V.verdict(fam[(demo.SIG_NONE, demo.SOBEL, "auc")]).startswith(vs_sobel)
-    assert V.verdict(fam[(demo.SIG_NONE, demo.UNIFORM, "auc")]).startswith("better")
+    assert V.verdict(fam[(RS.SIG_NONE, RS.SOBEL, "auc")]).startswith(vs_sobel)
+    assert V.verdict(fam[(RS.SIG_NONE, RS.UNIFORM, "auc")]).startswith("better")
 
 
 def test_quick_run_writes_table_verdicts_and_figure(tmp_path):

@@ -1,4 +1,4 @@
-"""exp_seed000_structured: verdicts and notes follow the run's numbers (issue 20 §7), controls and noise levels are in
+"""exp_seed000_structured (and its report module): verdicts and notes follow the run's numbers (issue 20 §7), controls and noise levels are in
 every table, and verdicts.json holds every comparison with its setting."""
 
 from __future__ import annotations
@@ -8,17 +8,18 @@ import re
 import numpy as np
 import pytest
 
+from benchmarks.experiments import _seed000_report as R
 from benchmarks.experiments import _verdicts as V
 from benchmarks.experiments import exp_seed000_structured as exp
 
-CONTROLS = [exp.UNIFORM, exp.INPUT] + [exp.random_control(m) for m in exp.METHODS]
+CONTROLS = [R.UNIFORM, R.INPUT] + [R.random_control(m) for m in R.METHODS]
 
 
 def _per_run(rng, n: int, input_deletion: float) -> dict:
     per_run = {}
-    for name in [*exp.METHODS, *CONTROLS]:
-        dele = rng.uniform(0.25, 0.35, n) + (0.15 if name == exp.REFERENCE else 0.0)
-        if name == exp.INPUT:
+    for name in [*R.METHODS, *CONTROLS]:
+        dele = rng.uniform(0.25, 0.35, n) + (0.15 if name == R.REFERENCE else 0.0)
+        if name == R.INPUT:
             dele = np.full(n, input_deletion) + rng.uniform(0, 0.01, n)
         per_run[name] = {
             "deletion": list(dele),
@@ -36,8 +37,8 @@ def _fake(n: int, seed_gini_slope: float, seed_objective: float, input_deletion:
     results = {}
     for noise in (0.0, 0.3):
         obj = {
-            exp.REFERENCE: list(seed_objective + rng.uniform(0, 1, n)),
-            exp.EXACT: list(60 + rng.uniform(0, 1, n)),
+            R.REFERENCE: list(seed_objective + rng.uniform(0, 1, n)),
+            R.EXACT: list(60 + rng.uniform(0, 1, n)),
         }
         extra = {"objectives": obj, "identity_gap": 0.0, "below_median_tie_free": [0.5] * 4}
         results[noise] = {"per_run": _per_run(rng, n, input_deletion), "extra": extra}
@@ -70,7 +71,7 @@ CFG = {
     "slope, objective, trend, cycle", [(-1.0, 300.0, "falls", "worse"), (1.0, 10.0, "rises", "better")]
 )
 def test_notes_follow_the_numbers(tmp_path, slope, objective, trend, cycle):
-    text, _ = exp.write_table(*_fake(12, slope, objective), CFG, tmp_path)
+    text, _ = R.write_table(*_fake(12, slope, objective), CFG, tmp_path)
     assert f"Gini {trend} with lambda_grp for the seed solver ({'better' if slope > 0 else 'worse'} (p_holm=" in text
     assert f"seed cycle vs exact: {cycle} (p_holm=" in text
     raw = next(line for line in text.splitlines() if line.startswith("| Raw gradient |"))
@@ -83,12 +84,12 @@ def test_notes_follow_the_numbers(tmp_path, slope, objective, trend, cycle):
 @pytest.mark.parametrize("input_deletion, word", [(0.1, "a control wins: not a win"), (0.6, "better")])
 def test_control_verdicts_follow_the_numbers(tmp_path, input_deletion, word):
     """A model-free input map that deletes faster than every method is reported as a control win, never a win."""
-    text, records = exp.write_table(*_fake(12, -1.0, 300.0, input_deletion), CFG, tmp_path)
+    text, records = R.write_table(*_fake(12, -1.0, 300.0, input_deletion), CFG, tmp_path)
     ig = next(line for line in text.splitlines() if line.startswith("| Integrated Gradients |"))
     cells = [c.strip() for c in re.split(r"(?<!\\)\|", ig)]  # cells split on unescaped pipes
     assert cells[-3].startswith(word)  # "this row vs input map"
     rec = next(
-        r for r in records if r["method"] == "Integrated Gradients" and r["reference"] == exp.INPUT
+        r for r in records if r["method"] == "Integrated Gradients" and r["reference"] == R.INPUT
         and r["setting"] == "noise 0.3"
     )  # fmt: skip
     assert rec["control"] and rec["summary"] == ("control wins" if input_deletion < 0.2 else "win")
@@ -96,17 +97,17 @@ def test_control_verdicts_follow_the_numbers(tmp_path, input_deletion, word):
 
 def test_verdicts_json_has_every_comparison_per_setting(tmp_path):
     results, sweep = _fake(12, -1.0, 300.0)
-    _, records = exp.write_table(results, sweep, CFG, tmp_path)
+    _, records = R.write_table(results, sweep, CFG, tmp_path)
     data = V.read_verdicts(tmp_path / "verdicts.json")
     assert data["experiment"] == "seed000" and data["verdicts"] == records
-    main = [r for r in records if r["table"] == exp.TABLE]
+    main = [r for r in records if r["table"] == R.TABLE]
     assert {r["setting"] for r in main} == {"noise 0", "noise 0.3"}
     per_setting = len(main) // 2
-    assert per_setting == 6 + 3 * len(exp.METHODS) + 2  # solvers vs baselines, methods vs controls, Gini
+    assert per_setting == 6 + 3 * len(R.METHODS) + 2  # solvers vs baselines, methods vs controls, Gini
     for setting in ("noise 0", "noise 0.3"):  # IG vs each structured solver is a recorded comparison
         pairs = {(r["method"], r["reference"]) for r in main if r["setting"] == setting}
-        assert {(exp.EXACT, "Integrated Gradients"), (exp.REFERENCE, "Integrated Gradients")} <= pairs
-        assert {(m, c) for m in exp.METHODS for c in exp.controls_of(m)} <= pairs
+        assert {(R.EXACT, "Integrated Gradients"), (R.REFERENCE, "Integrated Gradients")} <= pairs
+        assert {(m, c) for m in R.METHODS for c in R.controls_of(m)} <= pairs
     p = np.array([r["p"] for r in main if r["setting"] == "noise 0"])
     p_holm = np.array([r["p_holm"] for r in main if r["setting"] == "noise 0"])
     assert np.all(p_holm >= p) and np.any(p_holm > p)  # Holm within each setting's table
@@ -115,7 +116,7 @@ def test_verdicts_json_has_every_comparison_per_setting(tmp_path):
 def test_quick_run_writes_verdicts(tmp_path):
     exp.main(["--quick", "--output-dir", str(tmp_path)])
     data = V.read_verdicts(tmp_path / "verdicts.json")
-    assert {r["setting"] for r in data["verdicts"] if r["table"] == exp.TABLE} == {"noise 0", "noise 0.1", "noise 0.3"}
+    assert {r["setting"] for r in data["verdicts"] if r["table"] == R.TABLE} == {"noise 0", "noise 0.1", "noise 0.3"}
     table = (tmp_path / "table.md").read_text()
     assert "## Noise 0 " in table and "## Noise 0.3 " in table and "Run time:" in table
     V.check_markdown_tables(table)  # a verdict's "|effect|" escaped in its cell
