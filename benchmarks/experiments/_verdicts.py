@@ -17,6 +17,7 @@ disagrees with the test that decides it. Tests are two-sided: a "better" verdict
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,3 +283,54 @@ def write_verdicts(out_dir: str | Path, records: Sequence[dict[str, Any]], exper
     path = Path(out_dir) / "verdicts.json"
     path.write_text(json.dumps({"experiment": experiment, "verdicts": list(records)}, indent=1) + "\n")
     return path
+
+
+#: the keys of every :func:`to_record` record (extras such as ``setting`` come on top).
+RECORD_KEYS = (
+    "table", "family", "method", "reference", "metric", "test", "higher_is_better", "control", "n", "p", "p_holm",
+    "effect", "effect_interval", "margin", "outcome", "summary", "verdict",
+)  # fmt: skip
+
+
+def read_verdicts(path: str | Path) -> dict[str, Any]:
+    """Read a ``verdicts.json`` written by :func:`write_verdicts` and check its schema.
+
+    Returns:
+        ``{"experiment": name, "verdicts": [records...]}``.
+
+    Raises:
+        ValueError: no experiment name, no record, or a record missing one of :data:`RECORD_KEYS`.
+    """
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not data.get("experiment") or not data.get("verdicts"):
+        raise ValueError(f"{path}: expected {{'experiment': name, 'verdicts': [records...]}} with at least one record.")
+    for k, rec in enumerate(data["verdicts"]):
+        missing = [key for key in RECORD_KEYS if key not in rec]
+        if missing:
+            raise ValueError(f"{path}: record {k} lacks {missing}.")
+    return data
+
+
+def md_cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell: its pipes (e.g. the ``|effect| < margin`` of a tie) escaped."""
+    return str(text).replace("|", "\\|")
+
+
+def check_markdown_tables(text: str) -> None:
+    """Check that every row of every Markdown table in ``text`` has as many cells as its header.
+
+    Cells are split on unescaped pipes, so an unescaped ``|`` inside a cell (see :func:`md_cell`) is caught.
+
+    Raises:
+        ValueError: naming the first row whose cell count differs from its table's header.
+    """
+    width = None
+    for k, line in enumerate(text.splitlines(), 1):
+        if not line.startswith("|"):
+            width = None
+            continue
+        cells = len(re.findall(r"(?<!\\)\|", line)) - 1
+        if width is None:
+            width = cells
+        elif cells != width:
+            raise ValueError(f"line {k}: {cells} cells where the table's header has {width}: {line[:80]!r}...")
