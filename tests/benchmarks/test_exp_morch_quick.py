@@ -202,6 +202,12 @@ def test_a_control_that_ties_is_not_a_win(exp, tmp_path):
     assert loc_row.count("a control ties: not a win") == 2  # both paradigms
     corr = [r for r in records if r["reference"].startswith("abs. corr")]
     assert len(corr) == 4 and {r["summary"] for r in corr} == {"control ties"}
+    import json
+
+    from benchmarks.experiments._verdicts import write_verdicts
+
+    data = json.loads(write_verdicts(tmp_path, records, experiment="morch").read_text())
+    assert data["experiment"] == "morch" and all(RECORD_KEYS <= set(r) for r in data["verdicts"])
 
 
 def test_auc_margin_turns_a_tiny_significant_shift_into_a_tie(exp):
