@@ -13,6 +13,11 @@ paradigms:
 
 Everything is generated with one seeded numpy Generator, vectorised over scans (no per-scan loop).
 
+Two options replace parts of the phantom with real data (the defaults are unchanged): ``anatomy=``
+(:class:`PhantomAnatomy`: a flow volume, brain mask and grey-matter map on the study grid, e.g. a template resampled
+to it) replaces the ellipsoid brain, and ``noise_bank=`` (real noise fields, e.g. residuals of a functional series)
+replaces the synthetic correlated noise by tiles of the real fields.
+
 Usage::
 
     study = make_pet_study("graded", shape=(40, 48, 32), seed=0)
@@ -41,6 +46,7 @@ from monai_saliency.data.nifti import save_nifti
 __all__ = [
     "PARADIGMS",
     "PETStudy",
+    "PhantomAnatomy",
     "brain_phantom",
     "load_pet_study_nifti",
     "make_pet_study",
@@ -107,6 +113,52 @@ class PETStudy:
         return files
 
 
+@dataclass
+class PhantomAnatomy:
+    """An anatomy on the study grid for :func:`make_pet_study` (instead of the ellipsoid phantom).
+
+    Attributes:
+        flow: ``(X, Y, Z)`` relative flow (grey matter ~ 1), e.g. ``1.0 gm + 0.35 wm + 0.1 csf`` from tissue maps.
+        mask: ``(X, Y, Z)`` bool brain mask.
+        grey: ``(X, Y, Z)`` grey-matter weight in [0, 1] (the activation is ``0.4 + 0.6 grey`` of its peak).
+        voxel_size: voxel spacing in mm (for the study's affine).
+    """
+
+    flow: np.ndarray
+    mask: np.ndarray
+    grey: np.ndarray
+    voxel_size: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        shapes = {np.shape(self.flow), np.shape(self.mask), np.shape(self.grey)}
+        if len(shapes) != 1 or len(np.shape(self.flow)) != 3:
+            raise ValueError(f"flow, mask and grey must be 3D volumes of one shape, got {sorted(shapes)}.")
+        if not np.all(np.isfinite(self.flow)) or not np.any(self.mask):
+            raise ValueError("flow must be finite and mask must select at least one voxel.")
+        if len(self.voxel_size) != 3 or min(self.voxel_size) <= 0:
+            raise ValueError(f"voxel_size must be 3 positive spacings, got {self.voxel_size!r}.")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in np.shape(self.flow))
+
+
+def _noise_tiles(rng: np.random.Generator, bank: np.ndarray, n: int, shape: Sequence[int]) -> np.ndarray:
+    """``(n, *shape)`` noise volumes tiled from ``bank`` ``(F, a, b, c)``: each tile an independent draw of a field
+    and of a flip per axis (the fields are used at their native voxel size; seams are independent)."""
+    f, tile = bank.shape[0], bank.shape[1:]
+    reps = [-(-int(s) // int(t)) for s, t in zip(shape, tile)]
+    n_tiles = n * int(np.prod(reps))
+    idx = rng.integers(0, f, size=n_tiles)
+    flips = rng.random((n_tiles, 3)) < 0.5
+    grids = [np.arange(t) for t in tile]
+    ii = [np.where(flips[:, a, None], t - 1 - grids[a][None], grids[a][None]) for a, t in enumerate(tile)]
+    tiles = bank[idx[:, None, None, None], ii[0][:, :, None, None], ii[1][:, None, :, None], ii[2][:, None, None, :]]
+    tiles = tiles.reshape(n, *reps, *tile)  # (n, rx, ry, rz, a, b, c) -> (n, rx a, ry b, rz c)
+    vol = tiles.transpose(0, 1, 4, 2, 5, 3, 6).reshape(n, *(r * t for r, t in zip(reps, tile)))
+    return vol[:, : shape[0], : shape[1], : shape[2]]
+
+
 def _grid(shape: Sequence[int]) -> np.ndarray:
     """Normalised coordinates in [-1, 1]^3 of the voxel centres: ``(3, *shape)``."""
     axes = [(np.arange(n) + 0.5) / n * 2 - 1 for n in shape]
@@ -149,7 +201,7 @@ def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma: float) 
 
 def make_pet_study(
     paradigm: str = "graded",
-    shape: Sequence[int] = (40, 48, 32),
+    shape: Sequence[int] | None = None,
     n_subjects: int = 8,
     n_scans: int = 8,
     seed: int = 0,
@@ -161,13 +213,17 @@ def make_pet_study(
     global_flow_sd: float = 0.08,
     region_radius: float = 0.2,
     voxel_size: Sequence[float] = (2.0, 2.0, 3.125),
+    anatomy: PhantomAnatomy | None = None,
+    noise_bank: np.ndarray | None = None,
+    region_centre: Sequence[float] | None = None,
 ) -> PETStudy:
     """Generate a synthetic PET activation study.
 
     Args:
         paradigm: ``"graded"`` (8 levels, occipital region, regression target) or ``"rest_task"`` (on/off,
             motor region, ±1 target).
-        shape: volume shape ``(X, Y, Z)``; the paper's is ``(128, 128, 48)``.
+        shape: volume shape ``(X, Y, Z)``; the paper's is ``(128, 128, 48)``. Default ``(40, 48, 32)``, or the
+            anatomy's shape when ``anatomy`` is given.
         n_subjects: subjects (8 in the paper).
         n_scans: scans per subject (8; must be even for rest/task; levels 1..n_scans for graded).
         seed: seed of every random choice.
@@ -178,18 +234,37 @@ def make_pet_study(
         anatomy_shift: amplitude (voxels, typical max) of the per-subject smooth displacement.
         global_flow_sd: relative standard deviation of the per-scan global flow.
         region_radius: activation region radius, as a fraction of the brain half-axes.
-        voxel_size: voxel spacing in mm for the affine.
+        voxel_size: voxel spacing in mm for the affine (the anatomy's when ``anatomy`` is given).
+        anatomy: a :class:`PhantomAnatomy` on the study grid instead of the ellipsoid phantom; each subject's
+            anatomy is it sampled (linearly) at the displaced voxel positions.
+        noise_bank: ``(F, a, b, c)`` real noise fields (e.g. residuals of a functional series, unit standard
+            deviation overall) used instead of the synthetic correlated noise: every scan's noise is tiled from
+            independently drawn fields (random flips), scaled by ``noise``; ``noise_fwhm`` is then unused.
+        region_centre: centre of the activated region in normalised grid coordinates ``[-1, 1]^3`` (default:
+            the paradigm's occipital / motor position in the ellipsoid phantom).
 
     Returns:
         :class:`PETStudy`.
 
     Raises:
         ValueError: unknown paradigm, a shape that is not 3D or too small (< 8 voxels per axis), fewer than 2
-            subjects or scans, an odd ``n_scans`` for rest/task, or negative amplitudes.
+            subjects or scans, an odd ``n_scans`` for rest/task, negative amplitudes, a ``shape`` that differs
+            from the anatomy's, a noise bank that is not ``(F, a, b, c)`` finite, or a region centre that is not 3
+            numbers.
     """
     if paradigm not in PARADIGMS:
         raise ValueError(f"paradigm must be one of {PARADIGMS}, got {paradigm!r}.")
-    shape = tuple(int(s) for s in shape)
+    if anatomy is not None:
+        if shape is not None and tuple(int(s) for s in shape) != anatomy.shape:
+            raise ValueError(f"shape {tuple(shape)} differs from the anatomy's {anatomy.shape}; leave shape unset.")
+        shape, voxel_size = anatomy.shape, anatomy.voxel_size
+    shape = tuple(int(s) for s in ((40, 48, 32) if shape is None else shape))
+    if noise_bank is not None:
+        noise_bank = np.asarray(noise_bank, dtype=np.float64)
+        if noise_bank.ndim != 4 or noise_bank.shape[0] < 1 or not np.all(np.isfinite(noise_bank)):
+            raise ValueError(f"noise_bank must be finite (F, a, b, c) fields, got shape {noise_bank.shape}.")
+    if region_centre is not None and np.shape(region_centre) != (3,):
+        raise ValueError(f"region_centre must be 3 normalised coordinates, got {region_centre!r}.")
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be 3D with at least 8 voxels per axis, got {shape}.")
     if n_subjects < 1 or n_scans < 2 or n_subjects * n_scans < 2:
@@ -201,14 +276,24 @@ def make_pet_study(
     rng = np.random.default_rng(seed)
     fwhm2sigma = 1.0 / (2 * np.sqrt(2 * np.log(2)))
     grid = _grid(shape)  # (3, *shape)
-    template, mask = brain_phantom(shape)
+    if anatomy is None:
+        template, mask = brain_phantom(shape)
+        grey = (template >= 0.85).astype(np.float64)
+    else:
+        template, mask = np.asarray(anatomy.flow, np.float64), np.asarray(anatomy.mask, bool)
+        grey = np.clip(np.asarray(anatomy.grey, np.float64), 0.0, 1.0)
     spacing = 2.0 / np.array(shape)  # normalised units per voxel
 
     # per-subject anatomy: smooth displacement (in voxels) + smooth multiplicative flow field
     disp = _smooth_noise(rng, (n_subjects, 3, *shape), sigma=max(min(shape) / 6, 1.0))
-    disp = disp * (anatomy_shift / 2.5) * spacing.reshape(1, 3, 1, 1, 1)
-    coords = grid[None] + disp  # (S, 3, *shape)
-    flow_s, _ = brain_phantom(shape, np.moveaxis(coords, 1, 0))  # (S, *shape)
+    if anatomy is None:
+        disp = disp * (anatomy_shift / 2.5) * spacing.reshape(1, 3, 1, 1, 1)
+        coords = grid[None] + disp  # (S, 3, *shape)
+        flow_s, _ = brain_phantom(shape, np.moveaxis(coords, 1, 0))  # (S, *shape)
+    else:  # the same displacement, in voxels, applied to the given volume by linear interpolation
+        vox = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"))
+        coords = vox[None] + disp * (anatomy_shift / 2.5)
+        flow_s = np.stack([ndimage.map_coordinates(template, c, order=1, mode="nearest") for c in coords])
     flow_s = flow_s * (1 + 0.05 * _smooth_noise(rng, (n_subjects, *shape), sigma=max(min(shape) / 8, 1.0)))
 
     # design
@@ -225,19 +310,24 @@ def make_pet_study(
         amplitude = on.astype(np.float64)
 
     # activation region (template space: the study is "spatially normalised")
-    centre = np.array(_REGIONS[paradigm]).reshape(3, 1, 1, 1) * np.array([0.78, 0.88, 0.8]).reshape(3, 1, 1, 1)
+    centre = (
+        np.array(_REGIONS[paradigm]).reshape(3, 1, 1, 1) * np.array([0.78, 0.88, 0.8]).reshape(3, 1, 1, 1)
+        if region_centre is None
+        else np.asarray(region_centre, dtype=np.float64).reshape(3, 1, 1, 1)
+    )
     d2 = (((grid - centre) / (region_radius * np.array([0.78, 0.88, 0.8]).reshape(3, 1, 1, 1))) ** 2).sum(0)
     region = np.exp(-d2 * np.log(2))  # half maximum at the region radius
     truth = (region >= 0.5) & mask
-    grey = template >= 0.85
-    act = region * np.where(grey, 1.0, 0.4)  # activation mostly in grey matter
+    act = region * (0.4 + 0.6 * grey)  # activation mostly in grey matter
 
     glob = 1 + global_flow_sd * rng.standard_normal(j)
     images = flow_s[subjects] + activation * amplitude[:, None, None, None] * act[None]
     images = images * glob[:, None, None, None]
     if resolution_fwhm > 0:
         images = ndimage.gaussian_filter(images, sigma=(0,) + (resolution_fwhm * fwhm2sigma,) * 3, mode="constant")
-    if noise > 0:
+    if noise > 0 and noise_bank is not None:
+        images = images + noise * _noise_tiles(rng, noise_bank, j, shape)
+    elif noise > 0:
         images = images + noise * _smooth_noise(rng, (j, *shape), sigma=max(noise_fwhm * fwhm2sigma, 1e-3))
     anatomy = ndimage.gaussian_filter(template, sigma=resolution_fwhm * fwhm2sigma) if resolution_fwhm > 0 else template
 
