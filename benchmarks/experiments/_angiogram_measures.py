@@ -205,17 +205,26 @@ def seed_rules(
 
 
 def faithfulness(
-    model: torch.nn.Module, cine: torch.Tensor, maps: torch.Tensor, steps: int, blurred: torch.Tensor | None = None
+    model: torch.nn.Module,
+    cine: torch.Tensor,
+    maps: torch.Tensor,
+    steps: int,
+    blurred: torch.Tensor | None = None,
+    predicted: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """Deletion (to the cine's mean grey) and insertion AUC (from the blurred cine, sigma 5 voxels, Petsiuk et
-    al.; pass ``blurred = gaussian_blur_nd(x, 5.0)`` to compute it once for several maps), class = the model's
-    prediction."""
+    al.), class = the model's prediction. For several maps of the same cines, pass ``blurred =
+    gaussian_blur_nd(x, 5.0)`` and ``predicted`` (the model's argmax per cine) to compute them once."""
     x = cine[:, None]
     baseline = x.mean((2, 3, 4), keepdim=True).expand_as(x)
     start = gaussian_blur_nd(x, 5.0) if blurred is None else blurred
+    if predicted is None:
+        with torch.no_grad():
+            predicted = model(x).argmax(1)
+    kw = {"class_idx": predicted, "steps": steps, "batch_size": 32}
     return {
-        "deletion_auc": deletion_curve(model, x, maps, steps=steps, baseline=baseline, batch_size=32).auc.numpy(),
-        "insertion_auc": insertion_curve(model, x, maps, steps=steps, start=start, batch_size=32).auc.numpy(),
+        "deletion_auc": deletion_curve(model, x, maps, baseline=baseline, **kw).auc.numpy(),
+        "insertion_auc": insertion_curve(model, x, maps, start=start, **kw).auc.numpy(),
     }
 
 
