@@ -42,6 +42,7 @@ def controls_of(method: str) -> tuple[str, str, str]:
     """The controls a method is compared with: the two model-free maps and the method itself on the random model."""
     return (*MODEL_FREE, random_control(method))
 
+
 TOP_FRACTION = 0.02  # equal area per map: the top 2 % of the pixels (82 of 64 x 64)
 MIN_PRECISION = 0.5  # a hit: at least half of those pixels inside the target
 BOX_IOU = 0.5  # vessel-tree box test: IoU of the thresholded map's box with the vessel tree's box
