@@ -429,7 +429,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         frame_time_ms=data.frame_time_ms,
         seed=-1,
     )
-    fig_maps = {k: torch.cat([pair_maps[k][:1], maps[k][[pos_i, neg_i]]]) for k in maps}
+    shown = [k for k in maps if k == M.RANDOM or k not in M.CONTROLS[len(M.MODEL_FREE) :]]  # one random-model map
+    fig_maps = {k: torch.cat([pair_maps[k][:1], maps[k][[pos_i, neg_i]]]) for k in shown}
     save_figure(fig_data, fig_maps, [0, 1, 2], out / "figure.png")
     if not a.quick:  # the cine GIF and strip only in a full run (matplotlib costs seconds)
         save_cine_gif(
