@@ -105,3 +105,13 @@ def test_sanity_model_free_controls_and_cutoff_verdicts():
     np.testing.assert_allclose(
         S.seed_scores(per_seed, "low", "cascading"), [p["low"]["cascading"].spearman[-1].mean() for p in per_seed]
     )
+
+
+@pytest.mark.parametrize("experiment", ["sanity", "angiogram_study"])
+def test_committed_verdicts_have_the_schema(experiment):
+    """The committed full runs wrote verdicts.json with the schema of to_record (the README summary's source)."""
+    from benchmarks.experiments import _verdicts as V
+    from benchmarks.experiments._output import RESULTS
+
+    records = V.read_verdicts(RESULTS / experiment / "verdicts.json", experiment)
+    assert all(r["n"] >= 20 for r in records)  # full runs: effect CIs from >= 20 units
