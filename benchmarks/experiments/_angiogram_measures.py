@@ -1,9 +1,9 @@
 """Measurements of the angiogram study (study-specific; the report is in ``study_angiogram.py``).
 
 Controls: a uniform map, the model-free map ``1 - intensity`` (vessels are dark, so it is a vessel detector with no
-model) and Signature Activation on a randomised model (the architecture re-initialised under a fixed seed). Every
-map is ``(B, 1, T, H, W)`` and min-max normalised per cine; 2D metrics use the mean over the opacified second
-half of the frames.
+model) and, for every method, the same method on a randomised model (the architecture re-initialised under one fixed
+seed, shared by all methods). Every map is ``(B, 1, T, H, W)`` and min-max normalised per cine; 2D metrics use the
+mean over the opacified second half of the frames.
 """
 
 from __future__ import annotations
@@ -24,8 +24,25 @@ from monai_saliency.ops.normalize import minmax_normalize
 
 LAYER = VideoLesionNet.cam_layer
 REFERENCE = "SignatureActivation-spatial"
-UNIFORM, INTENSITY, RANDOM = "control: uniform", "control: 1 - intensity", "control: SigAct-spatial, random model"
-CONTROLS = (UNIFORM, INTENSITY, RANDOM)
+METHODS = (REFERENCE, "SignatureActivation-frames", "GradCAM", "GradCAM++", "EigenCAM")
+UNIFORM, INTENSITY = "control: uniform", "control: 1 - intensity"
+MODEL_FREE = (UNIFORM, INTENSITY)
+
+
+def random_control(method: str) -> str:
+    """The name of the control "``method`` on the randomised model"."""
+    return f"control: {method.replace('SignatureActivation', 'SigAct')}, random model"
+
+
+RANDOM = random_control(REFERENCE)  # "control: SigAct-spatial, random model"
+CONTROLS = (*MODEL_FREE, *(random_control(m) for m in METHODS))
+
+
+def controls_of(method: str) -> tuple[str, str, str]:
+    """The controls a method is compared with: the two model-free maps and the method itself on the random model."""
+    return (*MODEL_FREE, random_control(method))
+
+
 TOP_FRACTION = 0.02  # equal area per map: the top 2 % of the pixels (82 of 64 x 64)
 MIN_PRECISION = 0.5  # a hit: at least half of those pixels inside the target
 BOX_IOU = 0.5  # vessel-tree box test: IoU of the thresholded map's box with the vessel tree's box
@@ -34,14 +51,15 @@ RANDOM_MODEL_SEED = 12345
 
 
 def explainers(model: torch.nn.Module) -> dict[str, Any]:
-    """The five methods of the study, all on the layer ``features.stage3``."""
-    return {
+    """The five methods of the study (``METHODS``), all on the layer ``features.stage3``."""
+    out = {
         REFERENCE: SignatureActivation(model, LAYER, dct_axes="spatial"),
         "SignatureActivation-frames": SignatureActivation(model, LAYER, dct_axes="frames"),
         "GradCAM": GradCAM(model, LAYER),
         "GradCAM++": GradCAMpp(model, LAYER),
         "EigenCAM": EigenCAM(model, LAYER),
     }
+    return out
 
 
 def random_model() -> VideoLesionNet:
@@ -55,14 +73,12 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return (t.as_tensor() if hasattr(t, "as_tensor") else t).detach().float()
 
 
-def control_maps(cine: torch.Tensor, rand_explainer: Any) -> dict[str, torch.Tensor]:
-    """The three control maps of cines ``(B, T, H, W)``."""
+def control_maps(cine: torch.Tensor, rand_explainers: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The control maps of cines ``(B, T, H, W)``: uniform, ``1 - intensity`` and every method of
+    ``rand_explainers`` (``method -> explainer on the random model``)."""
     x = cine[:, None]
-    return {
-        UNIFORM: torch.ones_like(x),
-        INTENSITY: minmax_normalize(1.0 - x),
-        RANDOM: _plain(rand_explainer(x)),
-    }
+    out = {UNIFORM: torch.ones_like(x), INTENSITY: minmax_normalize(1.0 - x)}
+    return out | {random_control(name): _plain(ex(x)) for name, ex in rand_explainers.items()}
 
 
 def late_mean(maps: torch.Tensor) -> torch.Tensor:
@@ -190,17 +206,26 @@ def seed_rules(
 
 
 def faithfulness(
-    model: torch.nn.Module, cine: torch.Tensor, maps: torch.Tensor, steps: int, blurred: torch.Tensor | None = None
+    model: torch.nn.Module,
+    cine: torch.Tensor,
+    maps: torch.Tensor,
+    steps: int,
+    blurred: torch.Tensor | None = None,
+    predicted: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """Deletion (to the cine's mean grey) and insertion AUC (from the blurred cine, sigma 5 voxels, Petsiuk et
-    al.; pass ``blurred = gaussian_blur_nd(x, 5.0)`` to compute it once for several maps), class = the model's
-    prediction."""
+    al.), class = the model's prediction. For several maps of the same cines, pass ``blurred =
+    gaussian_blur_nd(x, 5.0)`` and ``predicted`` (the model's argmax per cine) to compute them once."""
     x = cine[:, None]
     baseline = x.mean((2, 3, 4), keepdim=True).expand_as(x)
     start = gaussian_blur_nd(x, 5.0) if blurred is None else blurred
+    if predicted is None:
+        with torch.no_grad():
+            predicted = model(x).argmax(1)
+    kw = {"class_idx": predicted, "steps": steps, "batch_size": 32}
     return {
-        "deletion_auc": deletion_curve(model, x, maps, steps=steps, baseline=baseline, batch_size=32).auc.numpy(),
-        "insertion_auc": insertion_curve(model, x, maps, steps=steps, start=start, batch_size=32).auc.numpy(),
+        "deletion_auc": deletion_curve(model, x, maps, baseline=baseline, **kw).auc.numpy(),
+        "insertion_auc": insertion_curve(model, x, maps, start=start, **kw).auc.numpy(),
     }
 
 

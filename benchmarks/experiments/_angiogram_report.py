@@ -15,13 +15,13 @@ REFERENCE = M.REFERENCE
 def family(
     results: dict[str, dict[str, np.ndarray]], metrics: dict[str, tuple[str, bool, str]], n_resamples: int
 ) -> dict[tuple[str, str, str], V.Comparison]:
-    """Every method against every control and (the other methods) against the reference, for each metric: one
-    Holm family, adjusted."""
+    """Every method against its controls (uniform, ``1 - intensity``, itself on the random model) and (the other
+    methods) against the reference, for each metric: one Holm family, adjusted."""
     methods = [m for m in results if m not in M.CONTROLS]
     comps = {}
     for key, (title, higher, test) in metrics.items():
         for mth in methods:
-            for ref in (*M.CONTROLS, REFERENCE):
+            for ref in (*M.controls_of(mth), REFERENCE):
                 if ref != mth:
                     comps[(key, mth, ref)] = V.compare(
                         mth,
@@ -44,34 +44,45 @@ def effect_text(c: V.Comparison) -> str:
     return f"Δ {i.estimate:+.3f} ({what} {i.low:+.3f}, {i.high:+.3f})"
 
 
-def values_table(results: dict[str, dict[str, np.ndarray]], metrics: dict, n_resamples: int) -> list[str]:
-    """Rows = methods and controls, columns = metrics: mean [95 % CI] (n >= 20) or mean (range, n < 20)."""
+def values_table(
+    results: dict[str, dict[str, np.ndarray]], metrics: dict, n_resamples: int, intervals: dict | None = None
+) -> list[str]:
+    """Rows = methods and controls, columns = metrics: mean [95 % CI] (n >= 20) or mean (range, n < 20).
+
+    ``intervals`` (``map -> metric -> Interval``) are used when given, so a run computes each interval once."""
     head = "| map | " + " | ".join(f"{t} ({'↑' if h else '↓'})" for t, h, _ in metrics.values()) + " |"
     lines = [head, "|---" * (len(metrics) + 1) + "|"]
     for name, res in results.items():
-        cells = [ci_or_range(res[k], n_resamples=n_resamples).format() for k in metrics]
+        cells = [
+            (intervals[name][k] if intervals else ci_or_range(res[k], n_resamples=n_resamples)).format()
+            for k in metrics
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
+RANDOM_COLUMN = "control: the method on the random model"
+
+
 def verdict_table(comps: dict, metrics: dict) -> list[str]:
     """Rows = (metric, method); columns = the controls and the reference: the verdict with the effect size."""
-    refs = (*M.CONTROLS, REFERENCE)
+    refs = (*M.MODEL_FREE, RANDOM_COLUMN, REFERENCE)
     lines = ["| metric | method | " + " | ".join(f"vs {r}" for r in refs) + " |", "|---" * (len(refs) + 2) + "|"]
     for key, (title, _, _) in metrics.items():
         for mth in dict.fromkeys(m for (k, m, _) in comps if k == key):
+            cols = (*M.controls_of(mth), REFERENCE)
             cells = [
                 f"{V.verdict(comps[(key, mth, r)])}; {effect_text(comps[(key, mth, r)])}"
                 if (key, mth, r) in comps
                 else "—"
-                for r in refs
+                for r in cols
             ]
             lines.append(f"| {title} | {mth} | " + " | ".join(cells) + " |")
     return lines
 
 
 def _short(name: str) -> str:
-    return name.removeprefix("control: ").replace("SigAct-spatial, ", "")
+    return "its random model" if name.endswith(", random model") else name.removeprefix("control: ")
 
 
 def summary(comps: dict, metrics: dict) -> list[str]:
@@ -82,7 +93,7 @@ def summary(comps: dict, metrics: dict) -> list[str]:
         methods = list(dict.fromkeys(m for (k, m, _) in comps if k == key))
         beat, lost = [], []
         for m in methods:
-            out = {c: V.outcome(comps[(key, m, c)]) for c in M.CONTROLS}
+            out = {c: V.outcome(comps[(key, m, c)]) for c in M.controls_of(m)}
             wins = [_short(c) for c, o in out.items() if o == "worse"]
             ties = [_short(c) for c, o in out.items() if o == "tie"]
             if not wins and not ties:

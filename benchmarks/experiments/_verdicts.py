@@ -285,30 +285,44 @@ def write_verdicts(out_dir: str | Path, records: Sequence[dict[str, Any]], exper
     return path
 
 
-#: the keys of every :func:`to_record` record (extras such as ``setting`` come on top).
 RECORD_KEYS = (
     "table", "family", "method", "reference", "metric", "test", "higher_is_better", "control", "n", "p", "p_holm",
     "effect", "effect_interval", "margin", "outcome", "summary", "verdict",
 )  # fmt: skip
+"""The keys every :func:`to_record` record has (extras may follow)."""
+SUMMARY_CLASSES = ("win", "loss", "tie", "control wins", "control ties")
+"""The values of a record's ``summary`` (:func:`summary_class`)."""
 
 
-def read_verdicts(path: str | Path) -> dict[str, Any]:
-    """Read a ``verdicts.json`` written by :func:`write_verdicts` and check its schema.
+def read_verdicts(path: str | Path, experiment: str | None = None) -> list[dict[str, Any]]:
+    """Read and check a ``verdicts.json`` (see :func:`write_verdicts`): its records, after checking the schema.
 
-    Returns:
-        ``{"experiment": name, "verdicts": [records...]}``.
+    Checks: the experiment's name (when given), at least one record, every :data:`RECORD_KEYS` key, a known test,
+    outcome and summary class, ``0 <= p <= p_holm <= 1``, and a summary class that agrees with ``control`` and
+    ``outcome`` (a control's record is "control wins/ties" exactly when the method is not better).
 
     Raises:
-        ValueError: no experiment name, no record, or a record missing one of :data:`RECORD_KEYS`.
+        ValueError: naming the first record (by index) that breaks a rule.
     """
-    data = json.loads(Path(path).read_text())
-    if not isinstance(data, dict) or not data.get("experiment") or not data.get("verdicts"):
-        raise ValueError(f"{path}: expected {{'experiment': name, 'verdicts': [records...]}} with at least one record.")
-    for k, rec in enumerate(data["verdicts"]):
-        missing = [key for key in RECORD_KEYS if key not in rec]
+    doc = json.loads(Path(path).read_text())
+    if experiment is not None and doc.get("experiment") != experiment:
+        raise ValueError(f"{path}: experiment {doc.get('experiment')!r}, expected {experiment!r}.")
+    records = doc.get("verdicts") or []
+    if not records:
+        raise ValueError(f"{path}: no verdict records.")
+    for i, r in enumerate(records):
+        missing = [k for k in RECORD_KEYS if k not in r]
         if missing:
-            raise ValueError(f"{path}: record {k} lacks {missing}.")
-    return data
+            raise ValueError(f"{path}: record {i} lacks {missing}.")
+        if r["test"] not in TESTS or r["outcome"] not in ("better", "worse", "tie"):
+            raise ValueError(f"{path}: record {i} has test {r['test']!r}, outcome {r['outcome']!r}.")
+        if r["summary"] not in SUMMARY_CLASSES:
+            raise ValueError(f"{path}: record {i} has summary {r['summary']!r}, not one of {SUMMARY_CLASSES}.")
+        if not 0.0 <= r["p"] <= r["p_holm"] <= 1.0:
+            raise ValueError(f"{path}: record {i} has p={r['p']!r}, p_holm={r['p_holm']!r}.")
+        if (r["summary"] in ("control wins", "control ties")) != (r["control"] and r["outcome"] != "better"):
+            raise ValueError(f"{path}: record {i}: summary {r['summary']!r} disagrees with control/outcome.")
+    return records
 
 
 def md_cell(text: str) -> str:

@@ -5,10 +5,11 @@ The classifier is the bundle's :class:`~monai_saliency.models.video.VideoLesionN
 ``bundles/angiogram_signature_activation/models/model.pt``; trained on generator seeds 0-2). The study uses fresh
 held-out cines (seed 777) plus a set where every case holds a mild and a moderate lesion in different branches
 (seed 778, the paper's §5 scenario). All maps come from the layer ``features.stage3`` and are min-max normalised
-per cine. Every table holds three controls (``_angiogram_measures``): a uniform map, the model-free map
-``1 - intensity`` and Signature Activation on a randomised model.
+per cine. Every table holds the controls (``_angiogram_measures``): a uniform map, the model-free map
+``1 - intensity`` and every method on a randomised model (one re-initialisation shared by all methods).
 
-Tables (each its own Holm family: every method against every control and against the reference; every verdict,
+Tables (each its own Holm family: every method against the uniform map, ``1 - intensity``, itself on the random
+model, and against the reference; every verdict,
 summary line and note is computed from the run's numbers by ``_verdicts``: two-sided paired Wilcoxon tests for
 continuous values, exact McNemar tests for yes/no values, effect sizes with a 95 % CI from >= 20 units, else the
 range of the differences):
@@ -84,6 +85,9 @@ SEED_RULES = {
 }
 
 
+MECHANISM_FAMILY = "the three contrasts of the deletion sets and the signed vessel effect"
+
+
 def load_model(quick: bool) -> tuple[VideoLesionNet, str]:
     """The shipped classifier, or (when the weights are missing) a quickly trained stand-in."""
     if WEIGHTS.exists():
@@ -98,9 +102,12 @@ def load_model(quick: bool) -> tuple[VideoLesionNet, str]:
     return net.eval(), "untrained quick stand-in (weights missing)"
 
 
-def section(title: str, results: dict, metrics: dict, fam: str, n_resamples: int) -> tuple[list[str], dict]:
+def section(
+    title: str, results: dict, metrics: dict, fam: str, n_resamples: int, intervals: dict | None = None
+) -> tuple[list[str], dict]:
     comps = family(results, metrics, n_resamples)
-    lines = [f"## {title}", "", *values_table(results, metrics, n_resamples), "", *summary(comps, metrics), ""]
+    values = values_table(results, metrics, n_resamples, intervals)
+    lines = [f"## {title}", "", *values, "", *summary(comps, metrics), ""]
     lines += [*verdict_table(comps, metrics), "", note(list(comps.values()), fam), ""]
     return lines, comps
 
@@ -196,7 +203,7 @@ def mechanism_text(mech: dict[str, np.ndarray], n_resamples: int) -> tuple[list[
             f"claim that the model uses the whole vessel is {claim}. Deleting vessel {rise}."
         ),
         "",
-        V.table_note(list(comps.values()), "the three contrasts of the deletion sets and the signed vessel effect"),
+        V.table_note(list(comps.values()), MECHANISM_FAMILY),
         "",
     ]
     return lines, comps
@@ -296,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if a.quick:
         a.n, a.n_pair, a.steps, a.draws, a.resamples = 8, 4, 3, 1, 200
     torch.set_num_threads(a.threads)
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     out = output_dir("angiogram_study", a.output_dir, a.quick)
     model, source = load_model(a.quick)
     data = make_angiogram_dataset(a.n, seed=777)
@@ -316,18 +323,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     M.per_cine_seconds({"forward": fwd, **exs}, data.cine[:1])  # warm-up, not reported
     times = M.per_cine_seconds({"forward": fwd, **exs}, data.cine)
     forward = times.pop("forward")
-    rand_ex = M.explainers(M.random_model())[REFERENCE]
-    maps.update(M.control_maps(data.cine, rand_ex))
-    pair_maps.update(M.control_maps(pair.cine, rand_ex))
+    rand_exs = M.explainers(M.random_model())  # every method on the same randomised model
+    maps.update(M.control_maps(data.cine, rand_exs))
+    pair_maps.update(M.control_maps(pair.cine, rand_exs))
     results: dict[str, dict[str, np.ndarray]] = {}
     info: dict[str, dict[str, Any]] = {}
     blurred = M.gaussian_blur_nd(data.cine[:, None], 5.0)  # insertion's start, shared by every map
+    predicted = fwd(data.cine[:, None]).argmax(1)  # the explained class of the faithfulness curves, once
     for name, mp in maps.items():
         results[name], info[name] = M.localisation(mp, data, pair_maps[name], pair, halves)
         rules, info_rules = M.seed_rules(mp, data, pair_maps[name], pair)
         results[name].update(rules)
         info[name].update(info_rules)
-        results[name].update(M.faithfulness(model, data.cine, mp, a.steps, blurred))
+        results[name].update(M.faithfulness(model, data.cine, mp, a.steps, blurred, predicted))
         print(f"{name}: done", flush=True)
     mech = M.deletion_mechanism(model, [data, pair], a.draws)
     pos = int(data.labels.sum())
@@ -336,28 +344,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "",
         (
             f"{a.n} held-out cines (seed 777, {pos} positive), {a.n_pair} mild+moderate cines (seed 778); model "
-            f"{source}; layer {M.LAYER}. Controls: a uniform map, `1 - intensity` (no model), {REFERENCE} on a "
-            f"re-initialised model (seed {M.RANDOM_MODEL_SEED}). Cells: mean [95 % bootstrap CI] from >= 20 units, "
+            f"{source}; layer {M.LAYER}. Controls: a uniform map, `1 - intensity` (no model), and every method on "
+            f"one re-initialised model (seed {M.RANDOM_MODEL_SEED}; rows 'control: <method>, random model'; each method "
+            "is compared with its own). Cells: mean [95 % bootstrap CI] from >= 20 units, "
             "else mean (range). Verdict cells: the method against the column's map, Holm-adjusted within the table, "
             "with the paired effect (method - column) and its CI or range."
         ),
         "",
     ]
     thr = ", ".join(f"{k.removeprefix('control: ')} {v['box_threshold']:g}" for k, v in info.items())
-    every = "every method vs every control and vs " + REFERENCE
-    c1 = {}
-    for title, metrics, fam in (
-        ("1a. Vessel localisation (held-out cines)", VESSEL, "the vessel metrics"),
+    every = f"every method vs the uniform map, 1 - intensity, itself on the random model and vs {REFERENCE}"
+    intervals = {
+        name: {k: ci_or_range(v, n_resamples=a.resamples) for k, v in res.items()} for name, res in results.items()
+    }
+    families: list[tuple[str, str, dict]] = []  # (table, Holm family, comparisons) for verdicts.json
+    for table, title, metrics, fam in (
+        ("localisation: vessel", "1a. Vessel localisation (held-out cines)", VESSEL, "the vessel metrics"),
         (
+            "localisation: lesion",
             "1b. Lesion localisation (positive held-out cines, moderate/severe lesion boxes)",
             LESION,
             "the lesion metrics",
         ),
-        ("1c. Mild and moderate lesion of the mild+moderate cines, reported separately", MILD, "the mild+moderate set"),
+        (
+            "localisation: mild+moderate",
+            "1c. Mild and moderate lesion of the mild+moderate cines, reported separately",
+            MILD,
+            "the mild+moderate set",
+        ),
+        ("faithfulness", "2. Faithfulness", FAITHFULNESS, "deletion and insertion"),
+        ("seed_rules", "3. The seed's rules", SEED_RULES, "the seed's rules"),
     ):
-        sec, comps = section(title, results, metrics, f"{every}, {fam}", a.resamples)
+        sec, comps = section(title, results, metrics, f"{every}, {fam}", a.resamples, intervals)
+        families.append((table, f"{every}, {fam}", comps))
         lines += sec
-        c1.update(comps)
         if metrics is VESSEL:
             lines += [
                 (
@@ -366,31 +386,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 ),
                 "",
             ]
-    sec2, c2 = section(
-        "2. Faithfulness",
-        results,
-        FAITHFULNESS,
-        "every method vs every control and vs " + REFERENCE + ", deletion and insertion",
-        a.resamples,
-    )
-    sec3, c3 = section(
-        "3. The seed's rules",
-        results,
-        SEED_RULES,
-        "every method vs every control and vs " + REFERENCE + ", the seed's rules",
-        a.resamples,
-    )
+        if metrics is SEED_RULES:
+            lines += seed_rules_text(info, results)
     mech_lines, c5 = mechanism_text(mech, a.resamples)
-    lines += sec2 + sec3 + seed_rules_text(info, results) + timing_lines(times, forward, a.resamples) + mech_lines
-    elapsed = time.perf_counter() - t_start
-    lines.append(f"Run time {elapsed:.0f} s ({torch.get_num_threads()} thread(s)).")
+    families.append(("mechanism", MECHANISM_FAMILY, c5))
+    lines += timing_lines(times, forward, a.resamples) + mech_lines
+    elapsed, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
+    lines.append(
+        f"Run time {elapsed:.0f} s wall, {cpu:.0f} s CPU ({torch.get_num_threads()} thread(s); the figures not "
+        "included; wall > CPU means a loaded machine)."
+    )
     text = "\n".join(lines) + "\n"
     print(text)
     (out / "table.md").write_text(text)
-    stats = {
-        name: {k: ci_or_range(v, n_resamples=a.resamples).__dict__ for k, v in res.items()}
-        for name, res in results.items()
-    }
+    records = [V.to_record(c, table, fam) for table, fam, comps in families for c in comps.values()]
+    V.write_verdicts(out, records, experiment="angiogram_study")
+    c1 = {k: c for _, _, comps in families[:3] for k, c in comps.items()}
+    c2, c3 = families[3][2], families[4][2]
+    stats = {name: {k: v.__dict__ for k, v in res.items()} for name, res in intervals.items()}
     payload = {
         "stats": stats,
         "info": info,
@@ -404,6 +417,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds_per_cine": {k: v.tolist() for k, v in times.items()},
         "forward_seconds": forward.tolist(),
         "run_seconds": elapsed,
+        "cpu_seconds": cpu,
     }
     (out / "results.json").write_text(json.dumps(payload, indent=1))
     pos_i, neg_i = int((data.labels == 1).nonzero()[0]), int((data.labels == 0).nonzero()[0])
@@ -415,7 +429,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         frame_time_ms=data.frame_time_ms,
         seed=-1,
     )
-    fig_maps = {k: torch.cat([pair_maps[k][:1], maps[k][[pos_i, neg_i]]]) for k in maps}
+    shown = [k for k in maps if k == M.RANDOM or k not in M.CONTROLS[len(M.MODEL_FREE) :]]  # one random-model map
+    fig_maps = {k: torch.cat([pair_maps[k][:1], maps[k][[pos_i, neg_i]]]) for k in shown}
     save_figure(fig_data, fig_maps, [0, 1, 2], out / "figure.png")
     if not a.quick:  # the cine GIF and strip only in a full run (matplotlib costs seconds)
         save_cine_gif(

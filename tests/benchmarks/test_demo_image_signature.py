@@ -57,13 +57,12 @@ def test_retina_verdicts_follow_the_numbers(signature_auc, vs_sobel):
 
 def test_quick_run_writes_table_verdicts_and_figure(tmp_path):
     demo.main(["--quick", "--output-dir", str(tmp_path)])
-    data = V.read_verdicts(tmp_path / "verdicts.json")
-    assert data["experiment"] == "image_signature_demo"
-    tables = {r["table"] for r in data["verdicts"]}
+    records_read = V.read_verdicts(tmp_path / "verdicts.json", "image_signature_demo")
+    tables = {r["table"] for r in records_read}
     assert tables == {"synthetic sweep", "retina"}
-    retina = [r for r in data["verdicts"] if r["table"] == "retina"]
+    retina = [r for r in records_read if r["table"] == "retina"]
     assert len(retina) == 18 and all(r["control"] and r["n"] >= 20 for r in retina)  # >= 20 tiles
-    assert all("setting" in r for r in data["verdicts"])
+    assert all("setting" in r for r in records_read)
     text = (tmp_path / "table.md").read_text()
     assert text.startswith("# ") and "nan" not in text.lower() and "Run time:" in text
     assert "Verdicts: paired two-sided Wilcoxon" in text

@@ -98,8 +98,8 @@ def test_control_verdicts_follow_the_numbers(tmp_path, input_deletion, word):
 def test_verdicts_json_has_every_comparison_per_setting(tmp_path):
     results, sweep = _fake(12, -1.0, 300.0)
     _, records = R.write_table(results, sweep, CFG, tmp_path)
-    data = V.read_verdicts(tmp_path / "verdicts.json")
-    assert data["experiment"] == "seed000" and data["verdicts"] == records
+    records_read = V.read_verdicts(tmp_path / "verdicts.json", "seed000")
+    assert records_read == records
     main = [r for r in records if r["table"] == R.TABLE]
     assert {r["setting"] for r in main} == {"noise 0", "noise 0.3"}
     per_setting = len(main) // 2
@@ -115,8 +115,8 @@ def test_verdicts_json_has_every_comparison_per_setting(tmp_path):
 
 def test_quick_run_writes_verdicts(tmp_path):
     exp.main(["--quick", "--output-dir", str(tmp_path)])
-    data = V.read_verdicts(tmp_path / "verdicts.json")
-    assert {r["setting"] for r in data["verdicts"] if r["table"] == R.TABLE} == {"noise 0", "noise 0.1", "noise 0.3"}
+    records_read = V.read_verdicts(tmp_path / "verdicts.json", "seed000")
+    assert {r["setting"] for r in records_read if r["table"] == R.TABLE} == {"noise 0", "noise 0.1", "noise 0.3"}
     table = (tmp_path / "table.md").read_text()
     assert "## Noise 0 " in table and "## Noise 0.3 " in table and "Run time:" in table
     V.check_markdown_tables(table)  # a verdict's "|effect|" escaped in its cell

@@ -22,8 +22,9 @@ def quick_run(tmp_path_factory):
 def test_quick_run_has_controls_and_computed_verdicts(quick_run):
     table = (quick_run / "table.md").read_text()
     assert "nan" not in table.lower() and (quick_run / "figure.png").stat().st_size > 1000
-    for control in M.CONTROLS:
+    for control in M.CONTROLS:  # the model-free maps and every method on the random model
         assert f"| {control} |" in table
+    assert len(M.CONTROLS) == 2 + len(M.METHODS)
     assert "(range [" in table and "95% CI" not in table  # 8 cines: ranges, never a CI
     res = json.loads((quick_run / "results.json").read_text())
     assert len(res["seconds_per_cine"][M.REFERENCE]) == 8 and len(set(res["seconds_per_cine"][M.REFERENCE])) > 1
@@ -32,6 +33,20 @@ def test_quick_run_has_controls_and_computed_verdicts(quick_run):
             if c["verdict"].startswith("better"):
                 higher = dict(S.LOCALISATION | S.FAITHFULNESS | S.SEED_RULES).get(c["key"][0], ("", True))[1]
                 assert (c["effect"] > 0) == higher
+    # verdicts.json: the schema of to_record, every family, and each method against its own random-model map
+    records = R.V.read_verdicts(quick_run / "verdicts.json", "angiogram_study")
+    tables = {r["table"] for r in records}
+    assert {"faithfulness", "seed_rules", "mechanism"} <= tables and sum(
+        t.startswith("localisation") for t in tables
+    ) == 3
+    n_json = sum(len(f) for f in res["comparisons"].values())
+    assert len(records) == n_json
+    for m in M.METHODS:
+        own = {(r["table"], r["metric"]) for r in records if r["method"] == m and r["reference"] == M.random_control(m)}
+        assert len(own) == len(S.LOCALISATION | S.FAITHFULNESS | S.SEED_RULES)
+        assert not any(
+            r["method"] == m and r["reference"] == M.random_control(o) for r in records for o in M.METHODS if o != m
+        )
 
 
 def _results(control_wins: bool, n=24, seed=0):
@@ -42,6 +57,7 @@ def _results(control_wins: bool, n=24, seed=0):
     res[M.UNIFORM] = {"score": base - 0.2 + rng.normal(0, 0.01, n), "hit": np.zeros(n)}
     res[M.INTENSITY] = {"score": base + (0.5 if control_wins else -0.2) + rng.normal(0, 0.01, n), "hit": np.ones(n)}
     res[M.RANDOM] = {"score": base - 0.2 + rng.normal(0, 0.01, n), "hit": np.zeros(n)}
+    res[M.random_control("GradCAM")] = {"score": base + 0.4 + rng.normal(0, 0.01, n), "hit": np.zeros(n)}
     return res
 
 
@@ -59,12 +75,17 @@ def test_verdicts_follow_the_numbers(control_wins):
         assert "**score**: beats every control: none" in summary and "1 - intensity wins" in summary
     else:
         assert R.V.verdict(c).startswith("better")
-        assert f"**score**: beats every control: {M.REFERENCE}, GradCAM;" in summary
+        assert f"**score**: beats every control: {M.REFERENCE};" in summary
     assert "worse than SignatureActivation-spatial: GradCAM." in summary.split("\n")[0]
     # yes/no outcome: McNemar; 1 - intensity hits as often as the methods: a tie with a control, never a win
     assert comps[("hit", M.REFERENCE, M.INTENSITY)].test == "mcnemar"
     assert R.V.verdict(comps[("hit", M.REFERENCE, M.INTENSITY)]).startswith("a control ties: not a win")
     assert R.V.verdict(comps[("hit", M.REFERENCE, M.UNIFORM)]).startswith("better")
+    # each method against its own random-model map (Grad-CAM's scores higher than Grad-CAM: a control win)
+    assert ("score", "GradCAM", M.RANDOM) not in comps
+    assert R.V.verdict(comps[("score", "GradCAM", M.random_control("GradCAM"))]).startswith("a control wins")
+    assert "its random model wins" in summary.split("\n")[0]
+    assert "| vs control: the method on the random model |" in cells.split("\n")[0]
     assert "ties 1 - intensity" in summary.split("\n")[1]
     note = R.note(list(comps.values()), "test family")
     assert f"over the {len(comps)} tests" in note and "family: test family" in note
@@ -106,7 +127,7 @@ def test_readme_summary_matches_the_committed_results():
     for key in ("topk_hit", "insertion_auc", "deletion_auc"):  # "no method beats it"
         assert not any(verdict[(key, m, inten)].startswith("better") for m in methods)
     for m in (sa, "GradCAM"):  # "beat every control on the lesion pointing game"
-        assert all(verdict[("pointing", m, c)].startswith("better") for c in M.CONTROLS)
+        assert all(verdict[("pointing", m, c)].startswith("better") for c in M.controls_of(m))
     assert f"({est[sa]['pointing']:.2f} each vs {est[inten]['pointing']:.2f}" in bullet
     assert est["GradCAM"]["pointing"] == est[sa]["pointing"]
     assert max(est, key=lambda m: est[m]["vessel_energy"]) == "EigenCAM"
