@@ -301,6 +301,21 @@ class GradCAMpp(_CAMBase):
         return self._finish(maps, x)
 
 
+def _eigh(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched ``torch.linalg.eigh`` of symmetric PSD Gram matrices that does not fail on ill-conditioned ones.
+
+    float32 LAPACK ``syevd`` can fail to converge on a Gram matrix of mostly dead (all-zero) channels with a few
+    denormal entries (seen on a randomised CNN: 27 of 32 channels zero). The fast float32 call is tried first; on
+    failure the decomposition is redone in float64 (exact for these inputs) and returned in float64.
+    """
+    try:
+        return torch.linalg.eigh(gram)
+    except torch.linalg.LinAlgError:
+        if gram.dtype == torch.float64:
+            raise
+        return torch.linalg.eigh(gram.double())
+
+
 class EigenCAM(_CAMBase):
     """Eigen-CAM (Muhammad & Yeasin 2020): projection of a layer's activations on their first principal component.
 
@@ -362,11 +377,11 @@ class EigenCAM(_CAMBase):
         n, c = m.shape[1:]
         # first principal direction from the smaller Gram matrix (batched eigh; 4-5x faster than a thin SVD)
         if n >= c:
-            _, vecs = torch.linalg.eigh(m.transpose(1, 2) @ m)  # (B, C, C), ascending eigenvalues
-            proj = (m @ vecs[..., -1:])[..., 0]  # M v1
+            _, vecs = _eigh(m.transpose(1, 2) @ m)  # (B, C, C), ascending eigenvalues
+            proj = (m @ vecs[..., -1:].to(m.dtype))[..., 0]  # M v1
         else:
-            vals, vecs = torch.linalg.eigh(m @ m.transpose(1, 2))  # (B, N, N)
-            proj = vecs[..., -1] * vals[..., -1:].clamp_min(0).sqrt()  # sigma1 u1 = M v1
+            vals, vecs = _eigh(m @ m.transpose(1, 2))  # (B, N, N)
+            proj = (vecs[..., -1] * vals[..., -1:].clamp_min(0).sqrt()).to(m.dtype)  # sigma1 u1 = M v1
         ref = work.mean(1).flatten(1)
         cov = ((proj - proj.mean(1, keepdim=True)) * (ref - ref.mean(1, keepdim=True))).sum(1)
         sign = torch.where(cov < 0, -1.0, 1.0).to(proj.dtype)
