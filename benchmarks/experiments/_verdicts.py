@@ -227,8 +227,8 @@ def _floor_note(comparisons: Sequence[Comparison], alpha: float) -> list[str]:
 
 
 def count_note(comparisons: Sequence[Comparison], family: str, alpha: float = ALPHA) -> str:
-    """A large table's note: :func:`table_note`'s head, the number of comparisons in each outcome, and the better
-    and worse ones by name (the ties and control wins are named in the table's verdict cells).
+    """A large table's note: :func:`table_note`'s head, the number of comparisons in each outcome, and the worse ones
+    by name (every verdict, win, tie or control win, is in the table's cells and in ``verdicts.json``).
 
     Args:
         comparisons: the family, after :func:`adjust`.
@@ -245,12 +245,10 @@ def count_note(comparisons: Sequence[Comparison], family: str, alpha: float = AL
         _note_head(comparisons, family, alpha),
         (
             f"{len(g['better'])} better, {len(g['worse'])} worse, {len(g['tie'])} ties, {len(g['control'])} where a "
-            "control wins or ties (not a win)."
+            "control wins or ties (not a win); each is named in the table's cells."
         ),
-        ("Better: " + "; ".join(g["better"]) + ".") if g["better"] else "No comparison is better.",
+        ("Worse: " + "; ".join(g["worse"]) + ".") if g["worse"] else "No comparison is worse.",
     ]
-    if g["worse"]:
-        parts.append("Worse: " + "; ".join(g["worse"]) + ".")
     return " ".join(parts + _floor_note(comparisons, alpha))
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -240,7 +241,10 @@ def evaluate_seed(dims: str, cfg: dict, seed: int, model_cache: Path | None) -> 
         ms[(CONTROL_ROW, control)] = 1e3 * (time.perf_counter() - t0) / x_ev.shape[0]
         fn = lambda xx, c, control=control: control_maps(control, xx)
         values[(CONTROL_ROW, control)] = score_maps(model, x_ev, sal, fn, idx, m_ev, cfg, steps)
+    with torch.no_grad():
+        p_pos = float(model(x_ev).softmax(1)[:, 1].mean())
     out = {"info": info, "sigma": sig_star, "calibration": calib, "values": values, "ms": ms, "n": x_ev.shape[0]}
+    out["p_positive"] = p_pos
     if run.get("mechanism"):
         out["mechanism"] = mechanism_seed(model, dims, cfg, seed, x_ev, idx, model_cache)
     return out
@@ -312,8 +316,8 @@ def per_seed_comparisons(values: dict, methods: list[str], seeds: list[int], nb:
         for name in methods:
             for key, title, hib in METRICS:
                 comps[(seed, name, key)] = V.compare(
-                    f"{name} FORGrad",
-                    f"{name} raw",
+                    f"{name} FORGrad, seed {seed}",
+                    f"{name} raw, seed {seed}",
                     values[(name, FORGRAD)][key][k],
                     values[(name, RAW)][key][k],
                     higher_is_better=hib,
@@ -382,12 +386,14 @@ def mechanism_comparisons(runs: list[dict], nb: int) -> tuple[list, list]:
 def write(results: dict, cfg: dict, out: Path, seconds: tuple[float, float] | None = None) -> tuple[str, list[dict]]:
     """Write ``table.md`` and ``verdicts.json`` from ``{dims: [per-seed runs]}``; returns the text and the records.
 
-    ``seconds``: the run's (wall, CPU) time, written into the table.
+    ``seconds``: the run's (wall, CPU) time and optionally the load average, written into the table.
     """
     nb = int(cfg["bootstrap_resamples"])
     timing = (
         f"Run time: {seconds[0]:.0f} s wall, {seconds[1]:.0f} s CPU, one thread (OMP_NUM_THREADS=1, "
-        "torch.set_num_threads(1)), every model trained in the run; the tables and figures add a few seconds."
+        "torch.set_num_threads(1)), every model trained in the run"
+        + (f", machine load average {seconds[2]:.1f} at the end" if len(seconds) > 2 else "")
+        + "; the tables and figures add a few seconds."
         if seconds is not None
         else "Run time: not measured (tables written from given results)."
     )
@@ -429,11 +435,25 @@ def write(results: dict, cfg: dict, out: Path, seconds: tuple[float, float] | No
             "bandwidth moves between seeds."
         ),
         (
-            "- Saturation: the 2D models are confident (p near 1 on positives), so deletion and insertion sit near "
-            "their floor / ceiling and their differences are small. The insertion start is a strong blur "
+            "- Class-1 probability of the models on the evaluation positives (range of the per-seed means): "
+            + ", ".join(
+                f"{d.upper()} {min(r['p_positive'] for r in runs):.3f}-{max(r['p_positive'] for r in runs):.3f}"
+                for d, runs in results.items()
+            )
+            + ". Near 1 the deletion and insertion curves sit near their floor / ceiling and their differences are "
+            "small; near 0.5 every perturbation AUC is compressed. The insertion start is a strong blur "
             f"(sigma = {cfg['perturbation']['blur_sigma_fraction']} x size)."
         ),
+        (
+            "- By construction the uniform map has stability 0 and HF power ratio 0 and the model-free maps do not "
+            "change with the model: a map that explains nothing wins those two metrics, so no method's gain on them "
+            "is credited; the comparison that matters for them is the one with the matched low-pass."
+        ),
         "- sigma* at (or above) the image's largest frequency radius means no filtering: FORGrad = raw, a tie.",
+        (
+            "- Methods per dimensionality are in the config (`dims.<2d|3d>.methods`): SmoothGrad and IG in 3D over "
+            "five seeds do not fit the five-minute budget, so 3D has the plain gradient only."
+        ),
         (
             "- ms / image: one batch's time divided by its images, mean over seeds (explainer only; FORGrad and the "
             "low-pass add one FFT pair to the base method)."
@@ -629,9 +649,9 @@ def write_figures(results: dict, out: Path) -> None:
     styles = {("Gradient", "max"): "C3-", ("Gradient", "avg"): "C0-", ("Occlusion", "max"): "C3--"}
     styles[("Occlusion", "avg")] = "C0--"
     for ax, (dims, runs) in zip(axes[0], mech.items()):
-        centres = runs[0]["mechanism"]["spectra"]["centres"]
+        centres = runs[0]["mechanism"]["spectra"]["centres"][1:]  # bin 0 holds only the removed mean
         for key, style in styles.items():
-            curves = np.concatenate([r["mechanism"]["spectra"][key] for r in runs])
+            curves = np.concatenate([r["mechanism"]["spectra"][key][:, 1:] for r in runs])
             mean = curves.mean(0)
             lo, hi = np.percentile(curves, [25, 75], axis=0)
             ax.plot(centres, mean, style, label=f"{key[0]} ({key[1]}-pool)")
@@ -695,7 +715,7 @@ def main(argv=None) -> None:
         for dims, run in cfg["dims"].items():
             seeds = run.get("seeds") or cfg["seeds"]
             results[dims] = [evaluate_seed(dims, cfg, s, cache) for s in seeds]
-    seconds = (time.perf_counter() - t0, time.process_time() - c0)
+    seconds = (time.perf_counter() - t0, time.process_time() - c0, os.getloadavg()[0])
     text, _ = write(results, cfg, out, seconds)
     print(text)
     write_figures(results, out)

@@ -49,6 +49,7 @@ def _run(seed: int, deletion_shift: float, control_stability: float, hf_max_minu
         "values": values,
         "ms": {k: 1.0 for k in values},
         "n": n,
+        "p_positive": 0.99,
         "mechanism": mech,
     }
 
@@ -70,12 +71,16 @@ def test_verdicts_follow_the_numbers(tmp_path, shift, outcome, hf_gap, agrees):
     row = next(line for line in text.splitlines() if line.startswith("| Gradient | Deletion AUC |"))
     assert f"| {outcome} (p_holm=" in row
     assert "| 5 / 0 / 0 |" in row if outcome == "better" else "| 0 / 5 / 0 |" in row
-    assert f"{outcome.capitalize()}: Gradient FORGrad vs Gradient raw (Deletion AUC" in text
+    if outcome == "worse":  # losses are named in the note, wins only in the cells
+        assert "Worse: Gradient FORGrad vs Gradient raw (Deletion AUC" in text
+        assert "; Gradient FORGrad, seed 3 vs Gradient raw, seed 3 (Deletion AUC" in text
+    else:
+        assert "Gradient FORGrad vs Gradient raw (Deletion AUC" not in text
     # the uniform map's stability (0) beats FORGrad's: reported as a control win, never credited
     row = next(line for line in text.splitlines() if line.startswith("| Gradient | Stability |"))
     assert "a control wins: not a win" in row and "| no (" in row
     assert "Holm-adjusted over the 72 tests of this table" in text  # 2 methods x 6 references x 6 metrics
-    assert "Run time: 12 s wall, 11 s CPU" in text
+    assert "Run time: 12 s wall, 11 s CPU" in text and "class-1 probability" in text.lower()
     assert "| sigma* Gradient | 3 | 4 | 5 | 6 | 7 | 3-7 |" in text
     # mechanism: the agrees? cell of "max-pool gradient maps have more HF power" comes from the numbers
     row = next(line for line in text.splitlines() if line.startswith("| gradient maps of the max-pool CNN"))
