@@ -245,7 +245,7 @@ def count_note(comparisons: Sequence[Comparison], family: str, alpha: float = AL
         _note_head(comparisons, family, alpha),
         (
             f"{len(g['better'])} better, {len(g['worse'])} worse, {len(g['tie'])} ties, {len(g['control'])} where a "
-            "control wins or ties (not a win); each is named in the table's cells."
+            "control wins or ties (not a win); every verdict is in the table (or its counts) and in verdicts.json."
         ),
         ("Worse: " + "; ".join(g["worse"]) + ".") if g["worse"] else "No comparison is worse.",
     ]
