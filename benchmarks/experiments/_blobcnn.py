@@ -27,11 +27,18 @@ def train_blob_cnn(
     seed: int = 0,
     cache_dir: Path | None = None,
     verbose: bool = True,
+    pool: str = "max",
 ) -> tuple[SmallCNN, dict]:
     """Train (or load) a 2-class SmallCNN on ``make_blob_dataset``; returns ``(model in eval mode, info)``.
 
     ``info`` holds the settings, the final training loss and the accuracy on a fresh 256-image test split.
+    ``pool="avg"`` swaps SmallCNN's two max-pooling layers for average pooling (same kernel and stride; pooling
+    has no weights, so the initial weights, the data and their order are those of the max-pool model of the same
+    seed): the max- vs average-pool ablation of FORGrad's mechanism claim. The default ``"max"`` is SmallCNN as is
+    (and keeps the cache key it always had).
     """
+    if pool not in ("max", "avg"):
+        raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}.")
     settings = {
         "spatial_dims": spatial_dims,
         "size": size,
@@ -40,11 +47,18 @@ def train_blob_cnn(
         "width": width,
         "seed": seed,
     }
+    if pool != "max":
+        settings["pool"] = pool
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     cache = (cache_dir or ROOT / "outputs" / "models") / f"blobcnn_{spatial_dims}d_{key}.pt"
     shape = (size,) * spatial_dims
     torch.manual_seed(seed)
     model = SmallCNN(spatial_dims=spatial_dims, in_channels=1, num_classes=2, width=width)
+    if pool == "avg":
+        avg = torch.nn.AvgPool2d if spatial_dims == 2 else torch.nn.AvgPool3d
+        for i, layer in enumerate(model.features):
+            if isinstance(layer, (torch.nn.MaxPool2d, torch.nn.MaxPool3d)):
+                model.features[i] = avg(layer.kernel_size, layer.stride)
     if cache.exists():
         state = torch.load(cache, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
@@ -73,5 +87,6 @@ def train_blob_cnn(
         torch.save({"model": model.state_dict(), "info": info}, tmp)
         tmp.replace(cache)
     if verbose:
-        print(f"blob CNN {spatial_dims}D: test accuracy {info['test_accuracy']:.3f} ({cache.name})")
+        tag = "" if pool == "max" else f" {pool}-pool"
+        print(f"blob CNN {spatial_dims}D{tag}: test accuracy {info['test_accuracy']:.3f} ({cache.name})")
     return model.eval(), info

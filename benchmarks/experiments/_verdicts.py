@@ -115,7 +115,8 @@ def compare(
         effect = paired_proportion_difference(a, b)
     else:
         p = paired_wilcoxon(a, b, alternative="two-sided").pvalue
-        raw_side = np.sign(rank_biserial(a, b).estimate)
+        # the side only needs r's estimate: min_units above n skips its (unused) 9999-resample bootstrap CI
+        raw_side = np.sign(rank_biserial(a, b, min_units=a.size + 1).estimate)
         effect = paired_mean_difference(a, b, n_resamples=n_resamples)
     side = int(raw_side) if higher_is_better else -int(raw_side)
     return Comparison(
@@ -180,18 +181,8 @@ def table_note(comparisons: Sequence[Comparison], family: str, alpha: float = AL
     """
     if not comparisons:
         return f"No test in this table (family: {family})."
-    tests = sorted({c.test for c in comparisons})
-    ns = sorted({c.n for c in comparisons})
-    head = (
-        f"Verdicts: {' / '.join(TESTS[t] for t in tests)} tests, Holm-adjusted over the {len(comparisons)} tests of "
-        f"this table (family: {family}), alpha = {alpha:g}, n = {', '.join(map(str, ns))} paired units."
-    )
-    parts = [head]
-    groups: dict[str, list[str]] = {"better": [], "worse": [], "tie": [], "control": []}
-    for c in comparisons:
-        o = outcome(c, alpha)
-        key = "control" if c.control and o != "better" else o
-        groups[key].append(f"{_pair(c)}, p_holm={c.p_holm:.2g}")
+    parts = [_note_head(comparisons, family, alpha)]
+    groups = _groups(comparisons, alpha)
     if groups["better"]:
         parts.append("Better: " + "; ".join(groups["better"]) + ".")
     else:
@@ -202,13 +193,64 @@ def table_note(comparisons: Sequence[Comparison], family: str, alpha: float = AL
         parts.append("Ties (no difference shown): " + "; ".join(groups["tie"]) + ".")
     if groups["control"]:
         parts.append("A control wins or ties, so not a win: " + "; ".join(groups["control"]) + ".")
-    floor = min_holm_p(len(comparisons), max(ns))
-    if floor >= alpha:
-        parts.append(
-            f"With at most {max(ns)} units and {len(comparisons)} tests no comparison can reach alpha after Holm "
+    return " ".join(parts + _floor_note(comparisons, alpha))
+
+
+def _note_head(comparisons: Sequence[Comparison], family: str, alpha: float) -> str:
+    tests = sorted({c.test for c in comparisons})
+    ns = sorted({c.n for c in comparisons})
+    return (
+        f"Verdicts: {' / '.join(TESTS[t] for t in tests)} tests, Holm-adjusted over the {len(comparisons)} tests of "
+        f"this table (family: {family}), alpha = {alpha:g}, n = {', '.join(map(str, ns))} paired units."
+    )
+
+
+def _groups(comparisons: Sequence[Comparison], alpha: float) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {"better": [], "worse": [], "tie": [], "control": []}
+    for c in comparisons:
+        o = outcome(c, alpha)
+        key = "control" if c.control and o != "better" else o
+        groups[key].append(f"{_pair(c)}, p_holm={c.p_holm:.2g}")
+    return groups
+
+
+def _floor_note(comparisons: Sequence[Comparison], alpha: float) -> list[str]:
+    n, m = max(c.n for c in comparisons), len(comparisons)
+    floor = min_holm_p(m, n)
+    if floor < alpha:
+        return []
+    return [
+        (
+            f"With at most {n} units and {m} tests no comparison can reach alpha after Holm "
             f"(smallest possible p_holm = {floor:.2g}): a tie here means too few units, not shown equality."
         )
-    return " ".join(parts)
+    ]
+
+
+def count_note(comparisons: Sequence[Comparison], family: str, alpha: float = ALPHA) -> str:
+    """A large table's note: :func:`table_note`'s head, the number of comparisons in each outcome, and the worse ones
+    by name (every verdict, win, tie or control win, is in the table's cells and in ``verdicts.json``).
+
+    Args:
+        comparisons: the family, after :func:`adjust`.
+        family: what the family is.
+        alpha: the family-wise level.
+
+    Returns:
+        one paragraph.
+    """
+    if not comparisons:
+        return f"No test in this table (family: {family})."
+    g = _groups(comparisons, alpha)
+    parts = [
+        _note_head(comparisons, family, alpha),
+        (
+            f"{len(g['better'])} better, {len(g['worse'])} worse, {len(g['tie'])} ties, {len(g['control'])} where a "
+            "control wins or ties (not a win); every verdict is in the table (or its counts) and in verdicts.json."
+        ),
+        ("Worse: " + "; ".join(g["worse"]) + ".") if g["worse"] else "No comparison is worse.",
+    ]
+    return " ".join(parts + _floor_note(comparisons, alpha))
 
 
 def min_holm_p(m: int, n: int) -> float:

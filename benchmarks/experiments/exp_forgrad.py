@@ -1,27 +1,42 @@
-"""FORGrad table (seed 003 style): white-box methods with and without the Fourier low-pass, 2D and 3D.
+"""FORGrad table (seed 003 style) over several model seeds, with controls and the max-pool mechanism ablation.
 
-For each input-space method (gradient, SmoothGrad, Integrated Gradients) on a small CNN trained here on the blob
-task, ``sigma*`` is calibrated on a held-out split (maximising insertion AUC - deletion AUC of
-:mod:`monai_saliency.metrics.perturbation`) and the raw and filtered maps are compared on another split:
-deletion AUC (lower better), insertion AUC (higher better), mu-fidelity (higher better), stability (lower
-better), high-frequency power ratio, mask energy inside the true blob (higher better) and time. Paired two-sided
-Wilcoxon tests per image (FORGrad vs raw), Holm-adjusted within each table; the verdicts and the notes under each
-table are generated from them (``_verdicts``). Maps are ``sum_c |.|`` of the attribution (after the
-low-pass for FORGrad).
+For each input-space method (gradient, SmoothGrad, Integrated Gradients) and each model seed, a small CNN is
+trained here on the blob task with that seed, ``sigma*`` is calibrated on a held-out split of that seed
+(maximising insertion AUC - deletion AUC of :mod:`monai_saliency.metrics.perturbation`) and the maps are scored
+on a separate evaluation split of that seed: deletion AUC (lower better), insertion AUC (higher better),
+mu-fidelity (higher better), stability (lower better), high-frequency power ratio (lower = smoother, the seed's
+claim) and mask energy inside the true blob (higher better).
+
+FORGrad is compared (paired per image, pooled over the seeds' images; two-sided Wilcoxon, Holm within each table)
+with the raw map and with controls: a Gaussian low-pass of the same raw attribution at a bandwidth matched to
+``sigma*`` (stability and the high-frequency ratio improve under any strong low-pass, so a FORGrad gain on them
+counts only if it beats this control), FORGrad on a randomised (untrained) model, a uniform map, the input itself
+and an edge map of the input (model-free). A metric a control wins or ties is reported as such, never as a win.
+
+Mechanism (issue 20 §5): seed 003 attributes the high frequencies of gradient maps to max-pooling. The same CNN
+with average pooling is trained on the same data, seeds and initial weights; the high-frequency power ratio of
+gradient maps (white-box) and occlusion maps (black-box) of both models is compared, and their radial power
+spectra are drawn.
 
 Usage::
 
     python -m benchmarks.experiments.exp_forgrad [--config configs/forgrad.yaml] [--quick] [--output-dir DIR]
 
-Writes ``table.md`` and ``figure.png``.
+Writes ``table.md``, ``figure.png`` (calibration curves), ``spectrum.png`` (radial power spectra) and
+``verdicts.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
+import os
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -33,208 +48,653 @@ from monai_saliency.methods.forgrad import FORGrad, default_sigmas
 from monai_saliency.methods.gradients import IntegratedGradients, SmoothGrad, VanillaGrad
 from monai_saliency.metrics.localization import mask_energy
 from monai_saliency.metrics.perturbation import deletion_curve, insertion_curve, mu_fidelity, stability
-from monai_saliency.metrics.spectrum import high_frequency_power_ratio
+from monai_saliency.metrics.spectrum import high_frequency_power_ratio, radial_power_spectrum
 from monai_saliency.metrics.stats import ci_or_range
+from monai_saliency.models.small_cnn import SmallCNN
+from monai_saliency.ops.fourier import frequency_radius
 from monai_saliency.ops.normalize import reduce_channels
 
-METRICS = [  # key, column title, direction (+1 higher is better, -1 lower is better, 0 descriptor)
-    ("deletion", "Deletion AUC (lower better)", -1),
-    ("insertion", "Insertion AUC (higher better)", 1),
-    ("mu_fidelity", "mu-fidelity (higher better)", 1),
-    ("stability", "Stability (lower better)", -1),
-    ("hf_ratio", "HF power ratio", 0),
-    ("mask_energy", "Mask energy (higher better)", 1),
+EXPERIMENT = "forgrad"
+METRICS = [  # key, column title, higher is better
+    ("deletion", "Deletion AUC (lower better)", False),
+    ("insertion", "Insertion AUC (higher better)", True),
+    ("mu_fidelity", "mu-fidelity (higher better)", True),
+    ("stability", "Stability (lower better)", False),
+    ("hf_ratio", "HF power ratio (lower = smoother)", False),
+    ("mask_energy", "Mask energy (higher better)", True),
 ]
+RAW, FORGRAD = "raw", "FORGrad"
+LOWPASS = "Gaussian low-pass (matched)"
+RANDOM = "FORGrad, randomised model"
+VARIANTS = (RAW, FORGRAD, LOWPASS, RANDOM)
+CONTROLS = ("Uniform map", "Input map", "Edge map")  # model-free, the same for every method
+CONTROL_ROW = "Control"
+REFERENCES = (RAW, LOWPASS, RANDOM, *CONTROLS)  # what FORGrad is compared with; all but RAW are controls
+ALL_METHODS = ("Gradient", "SmoothGrad", "Integrated Gradients")
 
 
-def base_explainers(model, cfg):
-    return {
-        "Gradient": VanillaGrad(model),
-        "SmoothGrad": SmoothGrad(model, batch_size=64, generator=torch.Generator().manual_seed(0), **cfg["smoothgrad"]),
-        "Integrated Gradients": IntegratedGradients(model, batch_size=64, **cfg["ig"]),
+def base_explainers(model, cfg, methods):
+    make = {
+        "Gradient": lambda: VanillaGrad(model),
+        "SmoothGrad": lambda: SmoothGrad(
+            model, batch_size=64, generator=torch.Generator().manual_seed(0), **cfg["smoothgrad"]
+        ),
+        "Integrated Gradients": lambda: IntegratedGradients(model, batch_size=64, **cfg["ig"]),
     }
+    return {name: make[name]() for name in methods}
+
+
+def gaussian_lowpass(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian low-pass of ``(B, C, *sp)`` in the Fourier domain (periodic, like FORGrad's ideal low-pass) whose
+    half-power radius is ``sigma`` frequency bins: transfer ``H(r) = 2 ** (-r**2 / (2 sigma**2))``, so
+    ``H(sigma)**2 = 1/2``. The bandwidth-matched control of FORGrad's hard cut-off at ``sigma``."""
+    sp = tuple(maps.shape[2:])
+    dims = tuple(range(2, maps.ndim))
+    r = frequency_radius(sp, dtype=torch.float64, rfft=True)
+    h = torch.pow(2.0, -(r**2) / (2 * sigma**2))
+    spec = torch.fft.rfftn(maps.double(), dim=dims) * h
+    return torch.fft.irfftn(spec, s=sp, dim=dims).to(maps.dtype)
+
+
+def edge_map(x: torch.Tensor) -> torch.Tensor:
+    """Model-free edge map: magnitude of the central-difference gradient of the input, ``(B, 1, *sp)``."""
+    grads = torch.gradient(x, dim=tuple(range(2, x.ndim)))
+    return torch.sqrt(sum(g**2 for g in grads)).sum(1, keepdim=True)
+
+
+def control_maps(name: str, x: torch.Tensor) -> torch.Tensor:
+    """The model-free control maps of the inputs ``x``."""
+    if name == "Uniform map":
+        return torch.ones_like(x[:, :1])
+    if name == "Input map":
+        return x.sum(1, keepdim=True)
+    return edge_map(x)
+
+
+def occlusion_map(model, x: torch.Tensor, idx: torch.Tensor, patch: int, stride: int, batch_size: int = 512):
+    """Black-box occlusion map (Zeiler & Fergus): the drop of the class logit when a ``patch``-wide cube is set to
+    0, averaged over the patches covering each voxel (captum's Occlusion rule); ``(B, 1, *sp)``, no gradient."""
+    sp = tuple(x.shape[2:])
+    starts = [range(0, n - patch + 1, stride) for n in sp]
+    masks = []
+    for corner in itertools.product(*starts):
+        m = torch.zeros(sp, dtype=torch.bool)
+        m[tuple(slice(c, c + patch) for c in corner)] = True
+        masks.append(m)
+    masks = torch.stack(masks)  # (P, *sp)
+    n_p = masks.shape[0]
+    drops = torch.empty(x.shape[0], n_p, dtype=torch.float64)
+    with torch.no_grad():
+        full = model(x).gather(1, idx[:, None])[:, 0].double()
+        total = x.shape[0] * n_p
+        for lo in range(0, total, batch_size):
+            flat = torch.arange(lo, min(lo + batch_size, total))
+            item, p = flat // n_p, flat % n_p
+            xin = torch.where(masks[p][:, None], torch.zeros(()), x[item])
+            out = model(xin).gather(1, idx[item][:, None])[:, 0].double()
+            drops[item, p] = full[item] - out
+    cover = masks.double().sum(0).clamp(min=1)
+    return (torch.einsum("bp,p...->b...", drops, masks.double()) / cover)[:, None].float()
+
+
+class _MemoBase:
+    """The base explainer's signed maps, memoised by the input's bytes: the stability test of the raw map, FORGrad
+    and the low-pass control explains the same noisy copies, so the base method runs once for the three."""
+
+    def __init__(self, base):
+        self.base, self.cache = base, {}
+
+    def __call__(self, x, c):
+        key = hashlib.sha1(x.detach().numpy().tobytes() + torch.as_tensor(c).numpy().tobytes()).hexdigest()
+        if key not in self.cache:
+            self.cache[key] = self.base(x, c).detach()
+        return self.cache[key]
+
+
+def positives(n: int, shape, data_seed: int):
+    xs, ys, ms = make_blob_dataset(4 * n, shape, seed=data_seed)
+    keep = ys == 1
+    return xs[keep][:n], ms[keep][:n]
 
 
 def faithfulness(model, x, sal, idx, cfg, steps):
     p = cfg["perturbation"]
-    kw = {"class_idx": idx, "steps": steps, "score": p["score"], "batch_size": 128}
+    kw = {"class_idx": idx, "steps": steps, "score": p["score"], "batch_size": 256}
     d = deletion_curve(model, x, sal, baseline=p["baseline"], **kw).auc
     blur = p["blur_sigma_fraction"] * max(x.shape[2:])
     i = insertion_curve(model, x, sal, blur_sigma=blur, **kw).auc
     return d, i
 
 
-def evaluate_dims(dims: str, cfg: dict, model_cache: Path | None) -> tuple[dict, dict, dict]:
-    mcfg = cfg["models"][dims]
-    model, info = train_blob_cnn(**mcfg, cache_dir=model_cache)
+def score_maps(model, x, sal, fn, idx, masks, cfg, steps) -> dict:
+    d, i = faithfulness(model, x, sal, idx, cfg, steps)
+    return {
+        "deletion": d.numpy(),
+        "insertion": i.numpy(),
+        "mu_fidelity": mu_fidelity(model, x, sal, class_idx=idx, batch_size=256, **cfg["mu_fidelity"]).numpy(),
+        "stability": stability(fn, x, class_idx=idx, batch_size=64, **cfg["stability"]).numpy(),
+        "hf_ratio": high_frequency_power_ratio(sal, cutoff=cfg["hf_cutoff"]).numpy(),
+        "mask_energy": mask_energy(sal, masks).numpy(),
+    }
+
+
+def evaluate_seed(dims: str, cfg: dict, seed: int, model_cache: Path | None) -> dict:
+    """Every map of one model seed scored on that seed's evaluation split (see the module docstring)."""
+    run = cfg["dims"][dims]
+    mcfg = run["model"]
+    model, info = train_blob_cnn(**mcfg, seed=seed, cache_dir=model_cache)
+    torch.manual_seed(cfg["random_model_seed_offset"] + seed)
+    random_model = SmallCNN(spatial_dims=mcfg["spatial_dims"], in_channels=1, num_classes=2, width=mcfg["width"])
+    random_model.eval()
     shape = (mcfg["size"],) * mcfg["spatial_dims"]
-
-    def positives(split):
-        xs, ys, ms = make_blob_dataset(4 * cfg[split]["images"], shape, seed=cfg[split]["data_seed"])
-        keep = ys == 1
-        return xs[keep][: cfg[split]["images"]], ms[keep][: cfg[split]["images"]]
-
-    x_cal, _ = positives("calibration")
-    x_ev, m_ev = positives("evaluation")
+    x_cal, _ = positives(run["calibration_images"], shape, cfg["calibration_data_seed"] + seed)
+    x_ev, m_ev = positives(run["evaluation_images"], shape, cfg["evaluation_data_seed"] + seed)
     idx_cal = torch.ones(x_cal.shape[0], dtype=torch.long)
     idx = torch.ones(x_ev.shape[0], dtype=torch.long)
     sigmas = cfg["sigmas"] or default_sigmas(shape)
+    steps, cal_steps = run["steps"], run["calibration_steps"]
 
     def calib_metric(model_, x_, sal_, idx_):
-        d, i = faithfulness(model_, x_, sal_, idx_, cfg, cfg["perturbation"]["calibration_steps"])
+        d, i = faithfulness(model_, x_, sal_, idx_, cfg, cal_steps)
         return i - d
 
-    rows, sig_star, calib = {}, {}, {}
-    for name, base in base_explainers(model, cfg).items():
+    values, ms, sig_star, calib = {}, {}, {}, {}
+    methods = run.get("methods") or list(ALL_METHODS)
+    random_bases = base_explainers(random_model, cfg, methods)
+    for name, base in base_explainers(model, cfg, methods).items():
         fg = FORGrad(base, reduce="abs_sum")
         cal = fg.calibrate((x_cal, idx_cal), sigmas=sigmas, metric=calib_metric)
-        sig_star[name], calib[name] = cal.best_sigma, cal
+        s = cal.best_sigma
+        sig_star[name], calib[name] = s, cal
         t0 = time.perf_counter()
         raw_full = base(x_ev, idx).detach()
         t_base = (time.perf_counter() - t0) / x_ev.shape[0]
+        memo = _MemoBase(base)
+        memo.cache[hashlib.sha1(x_ev.numpy().tobytes() + idx.numpy().tobytes()).hexdigest()] = raw_full
+        fg_random = FORGrad(random_bases[name], sigma=s, reduce="abs_sum")
         t0 = time.perf_counter()
-        filtered = fg.filter(raw_full)
-        t_filter = (time.perf_counter() - t0) / x_ev.shape[0]
-        variants = {
-            "raw": (
+        random_maps = fg_random(x_ev, idx).detach()
+        t_random = (time.perf_counter() - t0) / x_ev.shape[0]
+        variants = {  # (maps, explainer for the stability test); the lambdas bind this iteration's objects
+            RAW: (
                 reduce_channels(raw_full, "abs_sum"),
-                lambda xx, c, base=base: reduce_channels(base(xx, c), "abs_sum"),
-                t_base,
+                lambda xx, c, memo=memo: reduce_channels(memo(xx, c), "abs_sum"),
             ),
-            f"FORGrad (sigma*={cal.best_sigma:g})": (filtered, lambda xx, c, fg=fg: fg(xx, c), t_base + t_filter),
+            FORGRAD: (fg.filter(raw_full), lambda xx, c, fg=fg, memo=memo: fg.filter(memo(xx, c))),
+            LOWPASS: (
+                reduce_channels(gaussian_lowpass(raw_full, s), "abs_sum"),
+                lambda xx, c, s=s, memo=memo: reduce_channels(gaussian_lowpass(memo(xx, c), s), "abs_sum"),
+            ),
+            RANDOM: (random_maps, fg_random),
         }
-        for variant, (sal, fn, t) in variants.items():
-            d, i = faithfulness(model, x_ev, sal, idx, cfg, cfg["perturbation"]["steps"])
-            mf = cfg["mu_fidelity"]
-            st = cfg["stability"]
-            rows[(name, variant)] = {
-                "deletion": d.numpy(),
-                "insertion": i.numpy(),
-                "mu_fidelity": mu_fidelity(model, x_ev, sal, class_idx=idx, batch_size=128, **mf).numpy(),
-                "stability": stability(fn, x_ev, class_idx=idx, batch_size=64, **st).numpy(),
-                "hf_ratio": high_frequency_power_ratio(sal, cutoff=cfg["hf_cutoff"]).numpy(),
-                "mask_energy": mask_energy(sal, m_ev).numpy(),
-                "ms": 1e3 * t,
-            }
-    return rows, sig_star, {"info": info, "calibration": calib, "n_eval": x_ev.shape[0]}
+        for variant, (sal, fn) in variants.items():
+            extra = 0.0
+            if variant in (FORGRAD, LOWPASS):  # the filter's cost on top of the (memoised) base map
+                t0 = time.perf_counter()
+                fn(x_ev, idx)
+                extra = (time.perf_counter() - t0) / x_ev.shape[0]
+            values[(name, variant)] = score_maps(model, x_ev, sal, fn, idx, m_ev, cfg, steps)
+            ms[(name, variant)] = 1e3 * (t_random if variant == RANDOM else t_base + extra)
+    for control in CONTROLS:
+        t0 = time.perf_counter()
+        sal = control_maps(control, x_ev)
+        ms[(CONTROL_ROW, control)] = 1e3 * (time.perf_counter() - t0) / x_ev.shape[0]
+        fn = lambda xx, c, control=control: control_maps(control, xx)
+        values[(CONTROL_ROW, control)] = score_maps(model, x_ev, sal, fn, idx, m_ev, cfg, steps)
+    with torch.no_grad():
+        p_pos = float(model(x_ev).softmax(1)[:, 1].mean())
+    out = {"info": info, "sigma": sig_star, "calibration": calib, "values": values, "ms": ms, "n": x_ev.shape[0]}
+    out["p_positive"] = p_pos
+    if run.get("mechanism"):
+        out["mechanism"] = mechanism_seed(model, dims, cfg, seed, x_ev, idx, model_cache)
+    return out
 
 
-def write(results: dict, cfg: dict, out: Path) -> str:
+def mechanism_seed(model, dims, cfg, seed, x_ev, idx, model_cache) -> dict:
+    """HF ratios and radial spectra of gradient (white-box) and occlusion (black-box) maps, max- vs avg-pool."""
+    run, mech = cfg["dims"][dims], cfg["mechanism"]
+    avg_model, avg_info = train_blob_cnn(**run["model"], seed=seed, cache_dir=model_cache, pool="avg")
+    hf, spectra = {}, {}
+    for pool, m in (("max", model), ("avg", avg_model)):
+        maps = {
+            "Gradient": reduce_channels(VanillaGrad(m)(x_ev, idx).detach(), "abs_sum"),
+            "Occlusion": occlusion_map(m, x_ev, idx, mech["occlusion_patch"], mech["occlusion_stride"]),
+        }
+        for kind, sal in maps.items():
+            hf[(kind, pool)] = high_frequency_power_ratio(sal, cutoff=cfg["hf_cutoff"]).numpy()
+            curves, centres = radial_power_spectrum(sal, n_bins=mech["spectrum_bins"])
+            spectra[(kind, pool)] = curves.numpy()
+            spectra["centres"] = centres.numpy()
+    return {"hf": hf, "spectra": spectra, "avg_accuracy": avg_info["test_accuracy"]}
+
+
+# ----------------------------------------------------------------------------------------------------- statistics
+
+
+def pooled(per_seed: list) -> np.ndarray:
+    """Per-image values of every seed, concatenated (the paired units are (seed, image))."""
+    return np.concatenate([np.asarray(v, dtype=np.float64) for v in per_seed])
+
+
+def collect(seed_runs: list[dict]) -> dict:
+    """``{(row, variant): {metric: [per-seed arrays]}}`` from the runs of one dimensionality."""
+    out: dict = {}
+    for run in seed_runs:
+        for key, rec in run["values"].items():
+            for metric, v in rec.items():
+                out.setdefault(key, {}).setdefault(metric, []).append(v)
+    return out
+
+
+def reference_key(method: str, reference: str) -> tuple[str, str]:
+    return (CONTROL_ROW, reference) if reference in CONTROLS else (method, reference)
+
+
+def comparisons(values: dict, methods: list[str], nb: int) -> dict:
+    """FORGrad vs every reference, every metric, pooled over (seed, image); not yet Holm-adjusted."""
+    comps = {}
+    for name in methods:
+        for ref in REFERENCES:
+            for key, title, hib in METRICS:
+                comps[(name, ref, key)] = V.compare(
+                    f"{name} FORGrad",
+                    ref if ref in CONTROLS else f"{name} {ref}",
+                    pooled(values[(name, FORGRAD)][key]),
+                    pooled(values[reference_key(name, ref)][key]),
+                    higher_is_better=hib,
+                    metric=title.split(" (")[0],
+                    control=ref != RAW,
+                    n_resamples=nb,
+                )
+    return comps
+
+
+def per_seed_comparisons(values: dict, methods: list[str], seeds: list[int], nb: int) -> dict:
+    """FORGrad vs raw within each seed (Wilcoxon over that seed's images)."""
+    comps = {}
+    for k, seed in enumerate(seeds):
+        for name in methods:
+            for key, title, hib in METRICS:
+                comps[(seed, name, key)] = V.compare(
+                    f"{name} FORGrad, seed {seed}",
+                    f"{name} raw, seed {seed}",
+                    values[(name, FORGRAD)][key][k],
+                    values[(name, RAW)][key][k],
+                    higher_is_better=hib,
+                    metric=title.split(" (")[0],
+                    n_resamples=nb,
+                )
+    return comps
+
+
+def credited(comps: dict, name: str, key: str) -> str:
+    """A FORGrad gain counts only if it beats the raw map and every control on that metric."""
+    if V.outcome(comps[(name, RAW, key)]) != "better":
+        return "no (not better than raw)"
+    lost = [ref for ref in REFERENCES[1:] if V.outcome(comps[(name, ref, key)]) != "better"]
+    return "yes" if not lost else "no (a control wins or ties: " + ", ".join(lost) + ")"
+
+
+def cell(per_seed: list, nb: int) -> str:
+    """Pooled mean over (seed, image) with the range of the per-seed means."""
+    means = [float(np.mean(v)) for v in per_seed]
+    r = ci_or_range(means, n_resamples=nb)
+    return f"{float(np.mean(pooled(per_seed))):.3f} (seed means {r.low:.3f}-{r.high:.3f})"
+
+
+def mechanism_comparisons(runs: list[dict], nb: int) -> tuple[list, list]:
+    """The seed's mechanism claims as comparisons "more HF power than": pooled over (seed, image) and over seeds."""
+    claims = [
+        (
+            ("Gradient", "max"),
+            ("Gradient", "avg"),
+            "gradient maps of the max-pool CNN have more HF power than avg-pool",
+        ),
+        (
+            ("Gradient", "max"),
+            ("Occlusion", "max"),
+            "white-box (gradient) more HF than black-box (occlusion), max-pool",
+        ),
+        (
+            ("Gradient", "avg"),
+            ("Occlusion", "avg"),
+            "white-box (gradient) more HF than black-box (occlusion), avg-pool",
+        ),
+        (
+            ("Occlusion", "max"),
+            ("Occlusion", "avg"),
+            "occlusion maps of the max-pool CNN have more HF power than avg-pool",
+        ),
+    ]
+    per_image, per_seed = [], []
+    for a, b, claim in claims:
+        va = [r["mechanism"]["hf"][a] for r in runs]
+        vb = [r["mechanism"]["hf"][b] for r in runs]
+        kw = {"higher_is_better": True, "metric": "HF power ratio (higher = claim holds)", "n_resamples": nb}
+        ma, mb = f"{a[0]} ({a[1]}-pool)", f"{b[0]} ({b[1]}-pool)"
+        per_image.append((claim, V.compare(ma, mb, pooled(va), pooled(vb), **kw), va, vb))
+        means_a, means_b = [float(np.mean(v)) for v in va], [float(np.mean(v)) for v in vb]
+        per_seed.append((claim, V.compare(ma, mb, means_a, means_b, **kw), means_a, means_b))
+    V.adjust([c for _, c, _, _ in per_image])
+    V.adjust([c for _, c, _, _ in per_seed])
+    return per_image, per_seed
+
+
+# ------------------------------------------------------------------------------------------------------ the tables
+
+
+def write(results: dict, cfg: dict, out: Path, seconds: tuple[float, float] | None = None) -> tuple[str, list[dict]]:
+    """Write ``table.md`` and ``verdicts.json`` from ``{dims: [per-seed runs]}``; returns the text and the records.
+
+    ``seconds``: the run's (wall, CPU) time and optionally the load average, written into the table.
+    """
     nb = int(cfg["bootstrap_resamples"])
+    timing = (
+        f"Run time: {seconds[0]:.0f} s wall, {seconds[1]:.0f} s CPU, one thread (OMP_NUM_THREADS=1, "
+        "torch.set_num_threads(1)), every model trained in the run"
+        + (f", machine load average {seconds[2]:.1f} at the end" if len(seconds) > 2 else "")
+        + "; the tables and figures add a few seconds."
+        if seconds is not None
+        else "Run time: not measured (tables written from given results)."
+    )
     lines = [
-        "# FORGrad: white-box attributions with and without the Fourier low-pass (seed 003 style)",
+        "# FORGrad: white-box attributions with and without the Fourier low-pass, several model seeds, controls",
         "",
         (
-            "Small CNNs trained here on the blob task; sigma* (frequency bins) chosen on a calibration split by "
-            "insertion - deletion AUC, all numbers on a separate evaluation split (positive images, class 1); "
-            "mean [95 % bootstrap CI over images] (the range instead below 20 images). Verdict of FORGrad vs raw: "
-            "two-sided paired Wilcoxon per image, Holm-adjusted within each table (descriptor columns untested). "
-            "Config: `configs/forgrad.yaml`."
+            "Small CNNs trained here on the blob task, one per model seed; per seed, sigma* (frequency bins) is chosen "
+            "on that seed's calibration split by insertion - deletion AUC and every number comes from that seed's "
+            "evaluation split (positive images, class 1). Values: mean over the pooled (seed, image) units with the "
+            "range of the per-seed means. Verdicts of FORGrad vs each reference: two-sided paired Wilcoxon over the "
+            "pooled (seed, image) units, Holm-adjusted within each table (family named under it). References: the "
+            f"raw map; controls: `{LOWPASS}` (the same signed attribution filtered by a Gaussian whose half-power "
+            "radius is sigma*, in the Fourier domain like FORGrad), `" + RANDOM + "` (same sigma*, untrained weights), "
+            "a uniform map (ties broken in raster order by the perturbation metrics), the input itself and an edge map "
+            "(|central-difference gradient| of the input). A FORGrad gain counts (`credited`) only if it beats the raw "
+            "map and every control on that metric. Config: `configs/forgrad.yaml`."
         ),
         "",
+        timing,
+        "",
     ]
-    for dims, (rows, sig_star, extra) in results.items():
-        info = extra["info"]
-        lines += [
-            f"## {dims.upper()} (model test accuracy {info['test_accuracy']:.3f}, {extra['n_eval']} images)",
-            "",
-            "| Method | Variant | " + " | ".join(t for _, t, _ in METRICS) + " | ms / image |",
-            "|---|---|" + "---|" * (len(METRICS) + 1),
-        ]
-        comps = {}
-        for (name, variant), rec in rows.items():
-            if variant != "raw":
-                for key, title, direction in METRICS:
-                    if direction != 0:
-                        comps[(name, key)] = V.compare(
-                            f"{name} FORGrad",
-                            f"{name} raw",
-                            rec[key],
-                            rows[(name, "raw")][key],
-                            higher_is_better=direction > 0,
-                            metric=title.split(" (")[0],
-                            n_resamples=nb,
-                        )
-        V.adjust(list(comps.values()))
-        for (name, variant), rec in rows.items():
-            cells = []
-            for key, _, direction in METRICS:
-                cell = ci_or_range(rec[key], n_resamples=nb).format()
-                if (name, key) in comps and variant != "raw":
-                    cell += f"; {V.verdict(comps[(name, key)])}"
-                cells.append(cell)
-            lines.append(f"| {name} | {variant} | " + " | ".join(cells) + f" | {rec['ms']:.2f} |")
-        lines += [
-            "",
-            V.table_note(
-                list(comps.values()), family=f"FORGrad vs raw, every method and tested metric, {dims.upper()}"
-            ),
-        ]
-        size = cfg["models"][dims]["size"]
-        stab = []
-        for name in sig_star:
-            fg_key = next(k for k in rows if k[0] == name and k[1] != "raw")
-            raw_s, fg_s = float(rows[(name, "raw")]["stability"].mean()), float(rows[fg_key]["stability"].mean())
-            stab.append(f"{name} {raw_s / max(fg_s, 1e-300):.2g}x")
-        lines += [
-            "",
-            "sigma* per method: "
-            + ", ".join(f"{n} {s:g}" for n, s in sig_star.items())
-            + f" (image size {size}, no filtering at the largest sigma)"
-            + ". Mean stability raw / FORGrad (> 1: FORGrad more stable; tested above): "
-            + ", ".join(stab)
-            + ".",
-        ]
-        lines += ["", "Calibration curves (mean insertion - deletion AUC per sigma):", ""]
-        for name, cal in extra["calibration"].items():
-            lines.append(f"- {name}: " + ", ".join(f"{s:g}: {v:.3f}" for s, v in zip(cal.sigmas, cal.scores)))
-        lines.append("")
+    records: list[dict] = []
+    for dims, runs in results.items():
+        lines += dims_section(dims, runs, cfg, nb, records)
+    if any("mechanism" in r for runs in results.values() for r in runs):
+        lines += mechanism_section(results, cfg, nb, records)
     lines += [
         "## Notes",
         "",
         (
             "- Seed 003 reports FORGrad improving the faithfulness of white-box methods on ImageNet models; here the "
-            "models are tiny CNNs on a synthetic blob task, so effect sizes are not comparable. Which differences this run "
-            "shows, and in which direction, is in the note under each table, generated from its tests. Stability and the "
-            "high-frequency ratio improve under any strong low-pass, so they are not evidence of faithfulness."
+            "models are tiny CNNs on a synthetic blob task, so effect sizes are not comparable. Every direction stated "
+            "above is generated from this run's tests."
         ),
         (
-            "- Saturation: the 2D model is confident (p = 1.00 on every positive image), so deletion and insertion "
-            "curves sit at their floor / ceiling for every gradient method and the AUC differences there are tiny. "
-            "The insertion start is a strong blur (sigma = 0.25 x size); a blur as small as the blob leaves it "
-            "detectable and the curve flat."
+            "- The pooled units share a model within a seed; the per-seed verdicts (counts in the verdict table, all "
+            "in verdicts.json) show whether an effect holds for each model, and the sigma* table shows how the chosen "
+            "bandwidth moves between seeds."
         ),
         (
-            "- The 3D model classifies well (accuracy above) but with small margins (p about 0.55-0.65 on positives, "
-            "0.41 on an all-zero volume), which compresses every perturbation AUC."
+            "- Class-1 probability of the models on the evaluation positives (range of the per-seed means): "
+            + ", ".join(
+                f"{d.upper()} {min(r['p_positive'] for r in runs):.3f}-{max(r['p_positive'] for r in runs):.3f}"
+                for d, runs in results.items()
+            )
+            + ". Near 1 the deletion and insertion curves sit near their floor / ceiling and their differences are "
+            "small; near 0.5 every perturbation AUC is compressed. The insertion start is a strong blur "
+            f"(sigma = {cfg['perturbation']['blur_sigma_fraction']} x size)."
         ),
-        "- A tie (sigma* = image size, no filtering) gives identical maps: p = 1 by our Wilcoxon convention.",
-        "- Time per image is the explainer only; FORGrad adds one FFT pair to the base method.",
+        (
+            "- By construction the uniform map has stability 0 and HF power ratio 0 and the model-free maps do not "
+            "change with the model: a map that explains nothing wins those two metrics, so no method's gain on them "
+            "is credited; the comparison that matters for them is the one with the matched low-pass."
+        ),
+        "- sigma* at (or above) the image's largest frequency radius means no filtering: FORGrad = raw, a tie.",
+        (
+            "- Methods per dimensionality are in the config (`dims.<2d|3d>.methods`): SmoothGrad and IG in 3D over "
+            "five seeds do not fit the five-minute budget, so 3D has the plain gradient only."
+        ),
+        (
+            "- ms / image: one batch's time divided by its images, mean over seeds (explainer only; FORGrad and the "
+            "low-pass add one FFT pair to the base method)."
+        ),
         "",
     ]
     text = "\n".join(lines)
     (out / "table.md").write_text(text)
-    return text
+    V.write_verdicts(out, records, experiment=EXPERIMENT)
+    return text, records
 
 
-def write_figure(results: dict, out: Path) -> None:
+def dims_section(dims: str, runs: list[dict], cfg: dict, nb: int, records: list[dict]) -> list[str]:
+    run_cfg = cfg["dims"][dims]
+    seeds = [r["info"]["seed"] for r in runs]
+    methods = list(runs[0]["sigma"])
+    values = collect(runs)
+    accs = [r["info"]["test_accuracy"] for r in runs]
+    n_units = sum(r["n"] for r in runs)
+    up = dims.upper()
+    lines = [
+        (
+            f"## {up}: {len(seeds)} model seeds ({', '.join(map(str, seeds))}), {runs[0]['n']} evaluation images "
+            f"per seed ({n_units} pooled units); model test accuracy {min(accs):.3f}-{max(accs):.3f}"
+        ),
+        "",
+        "### Values",
+        "",
+        "| Method | Map | " + " | ".join(t for _, t, _ in METRICS) + " | ms / image |",
+        "|---|---|" + "---|" * (len(METRICS) + 1),
+    ]
+    for key in values:
+        ms = np.mean([r["ms"][key] for r in runs])
+        row = [cell(values[key][m], nb) for m, _, _ in METRICS]
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(row) + f" | {ms:.2f} |")
+
+    comps = comparisons(values, methods, nb)
+    V.adjust(list(comps.values()))
+    family = f"FORGrad vs raw and vs every control, every method and metric, {up}, pooled over (seed, image)"
+    for (name, ref, key), c in comps.items():
+        records.append(V.to_record(c, table=f"{dims}_pooled", family=family, dims=dims, seeds=seeds))
+    seed_comps = per_seed_comparisons(values, methods, seeds, nb)
+    V.adjust(list(seed_comps.values()))
+    seed_family = f"FORGrad vs raw within each seed, every seed, method and metric, {up}"
+    for (seed, _, _), c in seed_comps.items():
+        records.append(V.to_record(c, table=f"{dims}_per_seed", family=seed_family, dims=dims, seed=seed))
+
+    lines += [
+        "",
+        "### Verdicts of FORGrad",
+        "",
+        "| Method | Metric | vs raw | "
+        + " | ".join(f"vs {r}" for r in REFERENCES[1:])
+        + " | per seed vs raw (better / worse / tie) | credited |",
+        "|---|---|" + "---|" * (len(REFERENCES) + 2),
+    ]
+    for name in methods:
+        for key, title, _ in METRICS:
+            cells = [V.verdict(comps[(name, ref, key)]) for ref in REFERENCES]
+            outs = [V.outcome(seed_comps[(s, name, key)]) for s in seeds]
+            counts = f"{outs.count('better')} / {outs.count('worse')} / {outs.count('tie')}"
+            lines.append(
+                f"| {name} | {title.split(' (')[0]} | "
+                + " | ".join(cells)
+                + f" | {counts} | {credited(comps, name, key)} |"
+            )
+    lines += [
+        "",
+        V.count_note(list(comps.values()), family=family),
+        "",
+        "Per seed (counts above): " + V.count_note(list(seed_comps.values()), family=seed_family),
+        "",
+        "### sigma* and spread over model seeds",
+        "",
+        "| | " + " | ".join(f"seed {s}" for s in seeds) + " | range |",
+        "|---|" + "---|" * (len(seeds) + 1),
+    ]
+    for name in methods:
+        sig = [r["sigma"][name] for r in runs]
+        lines.append(f"| sigma* {name} | " + " | ".join(f"{s:g}" for s in sig) + f" | {min(sig):g}-{max(sig):g} |")
+    lines.append(
+        "| model test accuracy | " + " | ".join(f"{a:.3f}" for a in accs) + f" | {min(accs):.3f}-{max(accs):.3f} |"
+    )
+    for name in methods:
+        for key, title, _ in METRICS:
+            d = [float(np.mean(f - r)) for f, r in zip(values[(name, FORGRAD)][key], values[(name, RAW)][key])]
+            lines.append(
+                f"| {name}: FORGrad - raw, {title.split(' (')[0]} | "
+                + " | ".join(f"{v:+.4f}" for v in d)
+                + f" | {min(d):+.4f} to {max(d):+.4f} |"
+            )
+    size = run_cfg["model"]["size"]
+    lines += [
+        "",
+        (
+            f"Image size {size}; sigma grid {', '.join(f'{s:g}' for s in runs[0]['calibration'][methods[0]].sigmas)} "
+            "(the largest = no filtering). Calibration curves per seed: figure.png."
+        ),
+        "",
+    ]
+    return lines
+
+
+def mechanism_section(results: dict, cfg: dict, nb: int, records: list[dict]) -> list[str]:
+    mech = cfg["mechanism"]
+    lines = []
+    for dims, runs in results.items():
+        runs = [r for r in runs if "mechanism" in r]
+        if not runs:
+            continue
+        seeds = [r["info"]["seed"] for r in runs]
+        per_image, per_seed = mechanism_comparisons(runs, nb)
+        up = dims.upper()
+        fam_i = f"mechanism claims, {up}, pooled over (seed, image)"
+        fam_s = f"mechanism claims, {up}, over model seeds (seed means)"
+        for (_, c, _, _), (_, cs, _, _) in zip(per_image, per_seed):
+            records.append(V.to_record(c, table=f"{dims}_mechanism", family=fam_i, dims=dims, seeds=seeds))
+            records.append(V.to_record(cs, table=f"{dims}_mechanism_over_seeds", family=fam_s, dims=dims, seeds=seeds))
+        max_acc = [r["info"]["test_accuracy"] for r in runs]
+        avg_acc = [r["mechanism"]["avg_accuracy"] for r in runs]
+        lines += [
+            f"## Mechanism ({up}): does max-pooling put the high frequencies into gradient maps?",
+            "",
+            (
+                f"The same SmallCNN with its two max-pooling layers replaced by average pooling, trained with the same "
+                f"seeds, initial weights and data (test accuracy max-pool {min(max_acc):.3f}-{max(max_acc):.3f}, "
+                f"avg-pool {min(avg_acc):.3f}-{max(avg_acc):.3f}). White-box: |gradient| maps; black-box: occlusion "
+                f"maps (patch {mech['occlusion_patch']}, stride {mech['occlusion_stride']}, logit drop averaged over "
+                f"covering patches). HF power ratio = power above {cfg['hf_cutoff']} cycles/voxel. Each claim is tested "
+                "as 'A has more HF power than B': paired two-sided Wilcoxon over the pooled (seed, image) units (Holm "
+                "over the claims) and over the per-seed means (Holm over the claims)."
+            ),
+            "",
+            "| Map | max-pool HF ratio | avg-pool HF ratio |",
+            "|---|---|---|",
+        ]
+        for kind in ("Gradient", "Occlusion"):
+            c_max = cell([r["mechanism"]["hf"][(kind, "max")] for r in runs], nb)
+            c_avg = cell([r["mechanism"]["hf"][(kind, "avg")] for r in runs], nb)
+            lines.append(f"| {kind} | {c_max} | {c_avg} |")
+        lines += [
+            "",
+            "| Claim | A - B (pooled) | agrees? (pooled over seed, image) | seeds with A > B | agrees? (over seeds) |",
+            "|---|---|---|---|---|",
+        ]
+        for (claim, c, _, _), (_, cs, ma, mb) in zip(per_image, per_seed):
+            k = sum(a > b for a, b in zip(ma, mb))
+            lines.append(f"| {claim} | {c.effect.format()} | {V.agrees(c)} | {k}/{len(ma)} | {V.agrees(cs)} |")
+        lines += [
+            "",
+            V.table_note([c for _, c, _, _ in per_image], family=fam_i),
+            "",
+            "Over seeds: " + V.table_note([c for _, c, _, _ in per_seed], family=fam_s),
+            "",
+            (
+                "Occlusion maps are smooth partly by construction (each value is averaged over the patches covering "
+                "it), so the white- vs black-box contrast alone does not isolate max-pooling; the max- vs avg-pool "
+                "rows of the same map type do. Radial power spectra (mean over every seed and image): spectrum.png."
+            ),
+            "",
+        ]
+    return lines
+
+
+def write_figures(results: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
-    for ax, (dims, (_, _, extra)) in zip(axes[0], results.items()):
-        for name, cal in extra["calibration"].items():
-            ax.plot(cal.sigmas, cal.scores, "o-", label=f"{name} (sigma*={cal.best_sigma:g})")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (dims, runs) in zip(axes[0], results.items()):
+        for j, name in enumerate(runs[0]["calibration"]):
+            for k, r in enumerate(runs):
+                cal = r["calibration"][name]
+                ax.plot(cal.sigmas, cal.scores, "o-", ms=2, lw=0.8, color=colours[j], label=name if k == 0 else None)
+                ax.plot([cal.best_sigma], [cal.best_score], "*", ms=8, color=colours[j])
         ax.set_xscale("log")
-        ax.set_xlabel("low-pass radius sigma (frequency bins; max = no filtering)")
-        ax.set_ylabel("insertion - deletion AUC (calibration split)")
-        ax.set_title(f"FORGrad calibration, {dims.upper()}")
-        ax.legend(fontsize=7)
+        _label(
+            ax,
+            "low-pass radius sigma (frequency bins; max = no filtering)",
+            "insertion - deletion AUC (calibration split)",
+            f"FORGrad calibration, {dims.upper()}, one line per model seed (* = sigma*)",
+        )
+    _save(fig, out / "figure.png")
+
+    mech = {d: [r for r in runs if "mechanism" in r] for d, runs in results.items()}
+    mech = {d: runs for d, runs in mech.items() if runs}
+    if not mech:
+        return
+    fig, axes = plt.subplots(1, len(mech), figsize=(5.5 * len(mech), 4), squeeze=False)
+    styles = {("Gradient", "max"): "C3-", ("Gradient", "avg"): "C0-", ("Occlusion", "max"): "C3--"}
+    styles[("Occlusion", "avg")] = "C0--"
+    for ax, (dims, runs) in zip(axes[0], mech.items()):
+        centres = runs[0]["mechanism"]["spectra"]["centres"][1:]  # bin 0 holds only the removed mean
+        for key, style in styles.items():
+            curves = np.concatenate([r["mechanism"]["spectra"][key][:, 1:] for r in runs])
+            mean = curves.mean(0)
+            lo, hi = np.percentile(curves, [25, 75], axis=0)
+            ax.plot(centres, mean, style, label=f"{key[0]} ({key[1]}-pool)")
+            ax.fill_between(centres, lo, hi, color=style[:2], alpha=0.12)
+        ax.axvline(0.25, color="grey", lw=0.8, ls=":")
+        ax.set_yscale("log")
+        _label(
+            ax,
+            "radial frequency (cycles / voxel)",
+            "normalised power per bin (mean; band: 25-75 %)",
+            f"Radial power spectra, {dims.upper()}, white- vs black-box, max- vs avg-pool",
+        )
+    _save(fig, out / "spectrum.png")
+
+
+def _label(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    fig.savefig(out / "figure.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def quick_config(cfg: dict) -> dict:
+    """Tiny sizes for the smoke run: 2 seeds, few images, few steps."""
+    cfg["seeds"] = cfg["seeds"][:2]
+    for run in cfg["dims"].values():
+        if run.get("seeds"):
+            run["seeds"] = run["seeds"][:2]
+        run["model"] = dict(run["model"], n_train=32, epochs=1)
+        run.update(calibration_images=2, evaluation_images=4, steps=4, calibration_steps=4)
+    cfg.update(smoothgrad={"n_samples": 2, "stdev_spread": 0.15}, ig={"n_steps": 4}, bootstrap_resamples=999)
+    cfg["mu_fidelity"]["n_subsets"] = 8
+    cfg["stability"]["n_samples"] = 2
+    cfg["mechanism"].update(occlusion_patch=8, occlusion_stride=8)
+    return cfg
 
 
 def main(argv=None) -> None:
@@ -244,19 +704,22 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     args = parser.parse_args(argv)
     cfg = yaml.safe_load(Path(args.config).read_text())
-    out = output_dir("forgrad", args.output_dir, args.quick)
+    out = output_dir(EXPERIMENT, args.output_dir, args.quick)
     if args.quick:
-        cfg["models"] = {k: dict(v, n_train=32, epochs=1) for k, v in cfg["models"].items()}
-        cfg["calibration"]["images"], cfg["evaluation"]["images"] = 2, 4
-        cfg.update(smoothgrad={"n_samples": 2, "stdev_spread": 0.15}, ig={"n_steps": 4}, bootstrap_resamples=999)
-        cfg["perturbation"].update(steps=4, calibration_steps=4)
-        cfg["mu_fidelity"]["n_subsets"] = 8
-        cfg["stability"]["n_samples"] = 2
-    t0 = time.perf_counter()
-    results = {dims: evaluate_dims(dims, cfg, (out / "models") if args.quick else None) for dims in cfg["models"]}
-    print(write(results, cfg, out))
-    write_figure(results, out)
-    print(f"wrote {out / 'table.md'} and {out / 'figure.png'} in {time.perf_counter() - t0:.1f} s")
+        cfg = quick_config(cfg)
+    torch.set_num_threads(1)
+    t0, c0 = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory() as tmp:  # every model is trained in the run, so its time counts
+        cache = (out / "models") if args.quick else Path(tmp)
+        results = {}
+        for dims, run in cfg["dims"].items():
+            seeds = run.get("seeds") or cfg["seeds"]
+            results[dims] = [evaluate_seed(dims, cfg, s, cache) for s in seeds]
+    seconds = (time.perf_counter() - t0, time.process_time() - c0, os.getloadavg()[0])
+    text, _ = write(results, cfg, out, seconds)
+    print(text)
+    write_figures(results, out)
+    print(f"wrote {out / 'table.md'}, figures and verdicts.json in {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ def test_quick_run_writes_table_and_figure(script, tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert table.startswith("# ") and "nan" not in table.lower()
     assert (tmp_path / "figure.png").stat().st_size > 1000
+    if script == "exp_forgrad":
+        _check_forgrad_outputs(tmp_path)
     if script == "exp_sanity":  # --quick keeps 2 seeds, and the spread is a range (fewer than 20 seeds)
         from benchmarks.experiments import _verdicts as V
         from benchmarks.experiments import exp_sanity as S
@@ -115,3 +117,21 @@ def test_committed_verdicts_have_the_schema(experiment):
 
     records = V.read_verdicts(RESULTS / experiment / "verdicts.json", experiment)
     assert all(r["n"] >= 20 for r in records)  # full runs: effect CIs from >= 20 units
+
+
+def _check_forgrad_outputs(out):
+    """exp_forgrad --quick: verdicts.json holds to_record records (every key), the spectrum figure is written."""
+    import json
+
+    import numpy as np
+
+    from benchmarks.experiments import _verdicts as V
+
+    c = V.adjust([V.compare("A", "B", np.arange(5.0), np.zeros(5))])[0]
+    keys = set(V.to_record(c, "t", "f"))
+    doc = json.loads((out / "verdicts.json").read_text())
+    assert doc["experiment"] == "forgrad" and doc["verdicts"]
+    assert all(keys <= set(r) for r in doc["verdicts"])
+    tables = {r["table"] for r in doc["verdicts"]}
+    assert {"2d_pooled", "2d_per_seed", "2d_mechanism", "2d_mechanism_over_seeds", "3d_pooled"} <= tables
+    assert (out / "spectrum.png").stat().st_size > 1000
