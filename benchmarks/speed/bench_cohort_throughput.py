@@ -1,0 +1,325 @@
+"""Cohort throughput of the angiogram bundle: a plain sequential loop against the bundle's evaluator path (DataLoader
+workers reading ahead, writing in a background thread), measured in the same run (issue #22, section 2).
+
+Data: ``--studies`` (default 100) generated 16-frame 64 x 64 angiogram cines
+(:func:`monai_saliency.data.synthetic.angiogram.make_angiogram_dataset`, seed 2200), written with the package's
+writers, alternately as multi-frame XA DICOM (:func:`~monai_saliency.data.dicom.xa_writer.write_xa_cine`) and as
+NIfTI cines (:func:`~monai_saliency.data.nifti.save_nifti` + ``mark_nifti_cine``): the bundle's sample size.
+
+Paths, all with the components of ``bundles/angiogram_signature_activation/configs/inference.json`` (its
+preprocessing, network and shipped weights, explainers, post-processing and writers), one torch thread:
+
+* ``sequential``: a plain loop, one study at a time: load + preprocess -> network + explainers -> post-process and
+  write every file into the study's folder; no workers, no background thread, no cohort bookkeeping;
+* ``evaluator``: the bundle's ``SaliencyEvaluator`` with its cohort run (staging, checksums, records, atomic moves),
+  ``--num_workers`` DataLoader workers and ``--async_write`` (the bundle's defaults unless given); in the full run
+  also the other worker counts and the synchronous writer, to show where the default comes from.
+
+Model time (the definition printed with the results): wall-clock seconds spent inside the inferer call in the
+compute thread -- the network's forward pass for the logits plus every explainer's forward and backward passes and
+its map arithmetic (Signature Activation spatial and frames, Grad-CAM), i.e. the work a GPU would run -- summed over
+the studies. The model fraction is model time / wall time of the path (from its first study's loading to its last
+study's write and commit; config parsing, checkpoint loading and ``cohort.finish()`` -- manifest, predictions.csv,
+report.html, once per run -- are excluded and ``finish`` is reported separately). Threads that share the two cores
+slow the model down a little, which raises the fraction too: the model seconds per study are printed for each path
+so that effect can be seen; studies per minute is the throughput itself.
+
+Usage: ``python benchmarks/speed/bench_cohort_throughput.py [--quick] [--studies N] [--out FILE]``. The full run
+takes about 3-4 minutes on 2 cores; ``--quick`` (8 studies, the default path only) takes well under a minute and
+writes nothing to ``benchmarks/speed/results`` unless ``--out`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = REPO / "bundles" / "angiogram_signature_activation"
+RESULTS = Path(__file__).resolve().parent / "results" / "cohort_throughput.txt"
+GOAL = 0.80
+NIFTI_AFFINE = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.3, 0.0, -9.6], [0.0, 0.0, 0.3, -9.6], [0.0, 0.0, 0.0, 1.0]])
+DEFINITION = (
+    "model time = wall-clock seconds inside the inferer call in the compute thread (network forward for the logits + "
+    "every explainer's forward/backward passes and map arithmetic: Signature Activation spatial and frames, "
+    "Grad-CAM), summed over studies; model fraction = model time / wall time of the path (first study's loading to "
+    "last study's write and commit; config parsing, checkpoint loading and the once-per-run cohort.finish() excluded)"
+)
+
+
+def make_studies(folder: Path, n: int, seed: int = 2200) -> list[Path]:
+    """Write ``n`` generated 16-frame 64 x 64 cines to ``folder``, even indices as XA DICOM, odd ones as NIfTI."""
+    from monai_saliency.data.checks import mark_nifti_cine
+    from monai_saliency.data.dicom.xa_writer import write_xa_cine
+    from monai_saliency.data.nifti import save_nifti
+    from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
+
+    data = make_angiogram_dataset(n, shape=(64, 64), frames=16, seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        if i % 2 == 0:
+            path = folder / f"study_{i:03d}.dcm"
+            write_xa_cine(
+                data.cine[i],
+                path,
+                frame_time_ms=data.frame_time_ms,
+                bits_stored=12,
+                patient_id=f"BENCH-{i:03d}",
+                uid_seed=f"bench-{i:03d}",
+            )
+        else:
+            path = folder / f"study_{i:03d}.nii.gz"
+            mark_nifti_cine(save_nifti(data.cine[i][None], path, affine=NIFTI_AFFINE))
+        paths.append(path)
+    return paths
+
+
+def _cpu() -> float:
+    """CPU seconds used so far by this process (all threads) and its reaped children (DataLoader workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class TimedInferer:
+    """Wraps the bundle's inferer and sums the wall time of its calls (the model time, see :data:`DEFINITION`)."""
+
+    def __init__(self, inferer) -> None:
+        self.inferer = inferer
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0  # CPU time of the calling thread (torch runs one thread here)
+        self.calls = 0
+
+    def __call__(self, *args, **kwargs):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            return self.inferer(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.cpu_seconds += time.thread_time() - c0
+            self.calls += 1
+
+
+def _private_scripts(node, package: str):
+    """The config with its ``scripts.`` targets pointing at the bundle's scripts under a private package name
+    (every bundle's ``scripts`` package has one name, so an in-process run must not import it as ``scripts``)."""
+    if isinstance(node, dict):
+        return {k: _private_scripts(v, package) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_private_scripts(v, package) for v in node]
+    if isinstance(node, str) and node.startswith("scripts."):
+        return package + node[len("scripts") :]
+    return node
+
+
+def bundle_parser(dataset_dir: Path, output_dir: Path, **overrides):
+    """The angiogram bundle's ``configs/inference.json`` parsed in this process, with ``overrides`` (config ids)."""
+    from monai.bundle import ConfigParser
+
+    from monai_saliency._deprecation import bundle_scripts
+
+    package = bundle_scripts(BUNDLE.name, "cine_io").__name__.rsplit(".", 1)[0]
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser.config = _private_scripts(parser.config, package)
+    parser.update(
+        {
+            "bundle_root": str(BUNDLE),
+            "dataset_dir": str(dataset_dir),
+            "output_dir": str(output_dir),
+            "handlers": [],  # no progress bar; the weights are loaded by the caller (load_weights)
+            **overrides,
+        }
+    )
+    return parser
+
+
+def load_weights(network: torch.nn.Module) -> None:
+    state = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    network.load_state_dict(state)
+
+
+def run_sequential(dataset_dir: Path, output_dir: Path) -> dict:
+    """The plain loop: one study at a time, load -> preprocess -> network + explainers -> post-process and write."""
+    from monai.data import decollate_batch, list_data_collate
+    from monai.engines.utils import engine_apply_transform
+    from monai.networks.utils import eval_mode
+    from monai.utils import CommonKeys
+
+    from monai_saliency.engines.cohort import discover_studies, plan_layout
+
+    parser = bundle_parser(dataset_dir, output_dir)
+    preprocessing = parser.get_parsed_content("preprocessing")
+    network = parser.get_parsed_content("network")
+    load_weights(network)
+    inferer = TimedInferer(parser.get_parsed_content("inferer"))
+    postprocessing = parser.get_parsed_content("postprocessing")
+    studies = plan_layout(discover_studies(dataset_dir, output_dir, ("nifti", "dicom")), {})
+    output_dir.mkdir(parents=True, exist_ok=True)
+    c0, t0 = _cpu(), time.perf_counter()
+    for study in studies:
+        item = preprocessing({"study": study.study_id, "image": study.path})
+        folder = output_dir / study.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        batch = list_data_collate([item])
+        batch["study_dir"] = [str(folder)]
+        with eval_mode(network):
+            pred = inferer(batch[CommonKeys.IMAGE], network)
+        output = {CommonKeys.IMAGE: batch[CommonKeys.IMAGE], CommonKeys.LABEL: None, CommonKeys.PRED: pred}
+        for b, o in zip(decollate_batch(batch), decollate_batch(output)):
+            engine_apply_transform(b, o, postprocessing)
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    return {
+        "name": "sequential loop",
+        "n": len(studies),
+        "wall": wall,
+        "model": inferer.seconds,
+        "finish": 0.0,
+        "cpu": cpu,
+        "model_cpu": inferer.cpu_seconds,
+    }
+
+
+def run_evaluator(dataset_dir: Path, output_dir: Path, name: str, **overrides) -> dict:
+    """The bundle's evaluator path (cohort, DataLoader workers, background writer) with config ``overrides``."""
+    parser = bundle_parser(dataset_dir, output_dir, **overrides)
+    evaluator = parser.get_parsed_content("evaluator")
+    load_weights(evaluator.network)
+    cohort = parser.get_parsed_content("cohort")
+    evaluator.inferer = inferer = TimedInferer(evaluator.inferer)
+    c0, t0 = _cpu(), time.perf_counter()
+    evaluator.run()
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    t1 = time.perf_counter()
+    counts = cohort.finish()
+    finish = time.perf_counter() - t1
+    if counts["ok"] != len(cohort.studies):
+        raise RuntimeError(f"{name}: not every study succeeded: {counts}")
+    workers = parser.get_parsed_content("dataloader#num_workers")
+    return {
+        "name": name,
+        "n": counts["ok"],
+        "wall": wall,
+        "model": inferer.seconds,
+        "finish": finish,
+        "cpu": cpu,
+        "model_cpu": inferer.cpu_seconds,
+        "workers": workers,
+        "async": evaluator.async_write,
+    }
+
+
+def _line(r: dict) -> str:
+    per_min = 60.0 * r["n"] / r["wall"]
+    frac = r["model"] / r["wall"]
+    return (
+        f"{r['name']:<44} {r['n']:>4} studies  {r['wall']:7.2f} s  {per_min:7.1f} studies/min  "
+        f"model {1000 * r['model'] / r['n']:6.1f} ms/study  CPU {1000 * r['cpu'] / r['n']:6.1f} ms/study  "
+        f"model fraction {100 * frac:5.1f} %" + (f"  (finish {r['finish']:.2f} s)" if r["finish"] else "")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="8 studies, the default evaluator path only")
+    ap.add_argument("--studies", type=int, default=None, help="number of generated studies (default 100, quick 8)")
+    ap.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS} for a full run)")
+    ap.add_argument("--workdir", type=Path, default=None, help="where the studies and outputs go (default a temp dir)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    from monai.bundle import ConfigParser
+
+    n = args.studies or (8 if args.quick else 100)
+    defaults = ConfigParser.load_config_file(str(BUNDLE / "configs" / "inference.json"))
+    default_workers, default_async = defaults["num_workers"], defaults["async_write"]
+    work = Path(tempfile.mkdtemp(prefix="bench_cohort_", dir=args.workdir))
+    lines = []
+    try:
+        t0 = time.perf_counter()
+        data = work / "data"
+        make_studies(data, n)
+        gen = time.perf_counter() - t0
+        load0 = os.getloadavg()
+        warm = work / "warm"
+        make_studies(warm, 2, seed=9999)
+        run_sequential(warm, work / "warm_out_seq")  # imports, first-call costs: not timed
+        results = [run_sequential(data, work / "out_seq")]
+        default = f"evaluator (workers={default_workers}, async write={default_async})"
+        results.append(run_evaluator(data, work / "out_eval", default))
+        if not args.quick:
+            for workers in (0, 1, 2):
+                if workers != default_workers:
+                    results.append(
+                        run_evaluator(
+                            data,
+                            work / f"out_w{workers}",
+                            f"evaluator (workers={workers}, async write={default_async})",
+                            num_workers=workers,
+                        )
+                    )
+            results.append(
+                run_evaluator(
+                    data,
+                    work / "out_sync",
+                    f"evaluator (workers={default_workers}, async write={not default_async})",
+                    async_write=not default_async,
+                )
+            )
+        load1 = os.getloadavg()
+        seq, best = results[0], results[1]
+        frac = best["model"] / best["wall"]
+        verdict = "PASS" if frac >= GOAL else "FAIL"
+        # Best case on an otherwise idle machine with `cores` cores: the wall time of a study is at least its CPU
+        # time / cores, and the model (one thread) runs at most that long -> an upper bound on the model fraction.
+        cores = min(2, os.cpu_count() or 1)
+        seq_model, seq_cpu = seq["model_cpu"] / seq["n"], seq["cpu"] / seq["n"]
+        bound = min(1.0, seq_model / max(seq_model, seq_cpu / cores))
+        lines += [
+            f"cohort throughput, angiogram bundle, {n} generated studies (64x64x16 cines, half XA DICOM, half NIfTI)",
+            (
+                f"torch threads 1, cpus {os.cpu_count()}, load average before {load0[0]:.2f} after {load1[0]:.2f} "
+                f"(other processes share the cores); study generation {gen:.1f} s"
+            ),
+            f"definition: {DEFINITION}",
+            "",
+            *[_line(r) for r in results],
+            "",
+            f"speed-up of the bundle's default path over the sequential loop: x{seq['wall'] / best['wall']:.2f}",
+            f"goal: model fraction >= {100 * GOAL:.0f} % on the default path: {100 * frac:.1f} % -> {verdict}",
+            (
+                f"bound: the sequential loop spends {1000 * seq_cpu:.0f} CPU ms per study, {1000 * seq_model:.0f} of "
+                f"them in the model; on {cores} otherwise idle cores no overlap makes a study take less than "
+                f"{1000 * seq_cpu / cores:.0f} ms, so the model fraction is at most {100 * bound:.0f} % with this work"
+            ),
+        ]
+        if verdict == "FAIL":
+            rest = best["wall"] - best["model"]
+            lines.append(
+                f"not met: {rest:.2f} s of the {best['wall']:.2f} s wall time is outside the model "
+                f"({1000 * rest / best['n']:.1f} ms/study: compute-thread work around the inferer -- collation, "
+                "staging, the post-processing head, handing studies over -- and waits for the reader or the writer "
+                "when reading + writing a study takes longer than its model time on the other core, or the GIL is "
+                "held by their Python code)."
+            )
+        text = "\n".join(lines) + "\n"
+        print(text, end="")
+        out = args.out if args.out is not None else (None if args.quick else RESULTS)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text)
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
