@@ -12,8 +12,10 @@ preprocessing, network and shipped weights, explainers, post-processing and writ
 * ``sequential``: a plain loop, one study at a time: load + preprocess -> network + explainers -> post-process and
   write every file into the study's folder; no workers, no background thread, no cohort bookkeeping;
 * ``evaluator``: the bundle's ``SaliencyEvaluator`` with its cohort run (staging, checksums, records, atomic moves),
-  ``--num_workers`` DataLoader workers and ``--async_write`` (the bundle's defaults unless given); in the full run
-  also the other worker counts and the synchronous writer, to show where the default comes from.
+  ``--num_workers`` DataLoader workers and ``--async_write`` (the bundle's defaults);
+* variants (full run, on the first ``--variant-studies`` studies, default 30): 0, 1 and 2 workers, the synchronous
+  writer (where the defaults come from), and lighter writing (``--gif_scale 1 --write_overlays false``: how the
+  model fraction depends on the writers' cost).
 
 Model time (the definition printed with the results): wall-clock seconds spent inside the inferer call in the
 compute thread -- the network's forward pass for the logits plus every explainer's forward and backward passes and
@@ -25,7 +27,7 @@ slow the model down a little, which raises the fraction too: the model seconds p
 so that effect can be seen; studies per minute is the throughput itself.
 
 Usage: ``python benchmarks/speed/bench_cohort_throughput.py [--quick] [--studies N] [--out FILE]``. The full run
-takes about 3-4 minutes on 2 cores; ``--quick`` (8 studies, the default path only) takes well under a minute and
+takes about 4 minutes on 2 busy cores; ``--quick`` (8 studies, the default path only) takes well under a minute and
 writes nothing to ``benchmarks/speed/results`` unless ``--out`` is given.
 """
 
@@ -232,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="8 studies, the default evaluator path only")
     ap.add_argument("--studies", type=int, default=None, help="number of generated studies (default 100, quick 8)")
+    ap.add_argument(
+        "--variant-studies", type=int, default=30, help="studies for the variant rows of a full run (0: none)"
+    )
     ap.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS} for a full run)")
     ap.add_argument("--workdir", type=Path, default=None, help="where the studies and outputs go (default a temp dir)")
     args = ap.parse_args(argv)
@@ -255,27 +260,24 @@ def main(argv: list[str] | None = None) -> int:
         results = [run_sequential(data, work / "out_seq")]
         default = f"evaluator (workers={default_workers}, async write={default_async})"
         results.append(run_evaluator(data, work / "out_eval", default))
-        if not args.quick:
-            for workers in (0, 1, 2):
-                if workers != default_workers:
-                    results.append(
-                        run_evaluator(
-                            data,
-                            work / f"out_w{workers}",
-                            f"evaluator (workers={workers}, async write={default_async})",
-                            num_workers=workers,
-                        )
-                    )
-            results.append(
-                run_evaluator(
-                    data,
-                    work / "out_sync",
-                    f"evaluator (workers={default_workers}, async write={not default_async})",
-                    async_write=not default_async,
+        variants = []
+        if not args.quick and args.variant_studies > 0:
+            sub = work / "subset"
+            sub.mkdir()
+            for path in sorted(data.iterdir())[: args.variant_studies]:
+                os.link(path, sub / path.name)
+            settings = [(f"workers={w}, async write={default_async}", {"num_workers": w}) for w in (0, 1, 2)]
+            settings.append((f"workers={default_workers}, async write={not default_async}", {"async_write": False}))
+            settings.append(
+                (
+                    f"workers={default_workers}, async write={default_async}, --gif_scale 1 --write_overlays false",
+                    {"gif_scale": 1, "write_overlays": False},
                 )
             )
+            for i, (label, overrides) in enumerate(settings):
+                variants.append(run_evaluator(sub, work / f"out_v{i}", f"evaluator ({label})", **overrides))
         load1 = os.getloadavg()
-        seq, best = results[0], results[1]
+        seq, best = results
         frac = best["model"] / best["wall"]
         verdict = "PASS" if frac >= GOAL else "FAIL"
         # Best case on an otherwise idle machine with `cores` cores: the wall time of a study is at least its CPU
@@ -293,6 +295,18 @@ def main(argv: list[str] | None = None) -> int:
             "",
             *[_line(r) for r in results],
             "",
+            *(
+                [
+                    (
+                        f"variants (the first {args.variant_studies} studies; the default's worker count and writer, "
+                        "and lighter writing):"
+                    ),
+                    *[_line(r) for r in variants],
+                    "",
+                ]
+                if variants
+                else []
+            ),
             f"speed-up of the bundle's default path over the sequential loop: x{seq['wall'] / best['wall']:.2f}",
             f"goal: model fraction >= {100 * GOAL:.0f} % on the default path: {100 * frac:.1f} % -> {verdict}",
             (
