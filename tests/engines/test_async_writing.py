@@ -7,6 +7,8 @@ that dies on the first error): see ``test_checks_catch_naive_async_writers``."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -234,3 +236,30 @@ def test_checks_catch_naive_async_writers(tmp_path, cnn2d, monkeypatch, attr, na
         evaluator.run()
         _check_cohort_outputs(cohort.output_dir)
     evaluator.writer.close(cancel=True)
+
+
+def test_writers_never_set_the_umask(tmp_path, monkeypatch):
+    """Files are written from two threads (the compute thread's records and staging folders, the writer's files):
+    reading the umask by setting it to 0 and back races (another thread reads 0 and restores 0, leaving the process
+    creating world-writable files), so the writers must read it without setting it."""
+    from monai_saliency.data.atomic import atomic_output, current_umask
+    from monai_saliency.engines.cohort.manifest import atomic_write_text
+    from monai_saliency.engines.cohort.staging import Staging
+
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("reading the umask without setting it needs /proc/self/status (Linux)")
+    before = os.umask(0o022)
+    calls = []
+    real = os.umask
+    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real(mask))
+    try:
+        assert current_umask() == 0o022
+        with atomic_output(tmp_path / "f.bin") as tmp:
+            tmp.write_bytes(b"x")
+        atomic_write_text(tmp_path / "t.txt", "x")
+        folder = Staging(tmp_path, "run").new_folder()
+        assert calls == []
+        assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "f.bin", tmp_path / "t.txt")} == {0o644}
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    finally:
+        real(before)
