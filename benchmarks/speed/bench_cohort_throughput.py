@@ -13,6 +13,9 @@ preprocessing, network and shipped weights, explainers, post-processing and writ
   write every file into the study's folder; no workers, no background thread, no cohort bookkeeping;
 * ``evaluator``: the bundle's ``SaliencyEvaluator`` with its cohort run (staging, checksums, records, atomic moves),
   ``--num_workers`` DataLoader workers and ``--async_write`` (the bundle's defaults);
+The two paths run in ``--rounds`` (default 4) consecutive slices of the studies, alternating which goes first, and
+their rows sum the rounds: the speed of a shared machine drifts by tens of percent over minutes.
+
 * variants (full run, on the first ``--variant-studies`` studies, default 24): 0, 1 and 2 workers, the synchronous
   writer (where the defaults come from), lighter writing (``--gif_scale 1 --write_overlays false``), and a model
   that is a larger share of a study (``--frame_size [128,128]`` with the lighter writing, sequential and evaluator):
@@ -221,6 +224,12 @@ def run_evaluator(dataset_dir: Path, output_dir: Path, name: str, **overrides) -
     }
 
 
+def _merge(rows: list[dict], name: str) -> dict:
+    """One result row from the rounds of a path (studies, times and CPU summed)."""
+    keys = ("n", "wall", "model", "finish", "cpu", "model_cpu")
+    return {"name": name, **{k: sum(r[k] for r in rows) for k in keys}}
+
+
 def seq_model_cpu(r: dict) -> float:
     """The model's CPU seconds per study of a result row."""
     return r["model_cpu"] / r["n"]
@@ -256,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--variant-studies", type=int, default=24, help="studies for the variant rows of a full run (0: none)"
     )
+    ap.add_argument(
+        "--rounds", type=int, default=4, help="slices of the studies, the two paths alternating first (quick: 1)"
+    )
     ap.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS} for a full run)")
     ap.add_argument("--workdir", type=Path, default=None, help="where the studies and outputs go (default a temp dir)")
     args = ap.parse_args(argv)
@@ -263,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     from monai.bundle import ConfigParser
 
     n = args.studies or (8 if args.quick else 100)
+    if args.quick:
+        args.rounds = 1
     defaults = ConfigParser.load_config_file(str(BUNDLE / "configs" / "inference.json"))
     default_workers, default_async = defaults["num_workers"], defaults["async_write"]
     work = Path(tempfile.mkdtemp(prefix="bench_cohort_", dir=args.workdir))
@@ -276,9 +290,24 @@ def main(argv: list[str] | None = None) -> int:
         warm = work / "warm"
         make_studies(warm, 2, seed=9999)
         run_sequential(warm, work / "warm_out_seq")  # imports, first-call costs: not timed
-        results = [run_sequential(data, work / "out_seq")]
+        # Rounds over consecutive slices of the studies, the two paths alternating first: the speed of a shared
+        # machine drifts by tens of percent over minutes, and alternating puts the same drift on both paths.
         default = f"evaluator (workers={default_workers}, async write={default_async})"
-        results.append(run_evaluator(data, work / "out_eval", default))
+        rounds = max(1, min(args.rounds, n))
+        names = sorted(data.iterdir())
+        runs: dict[str, list[dict]] = {"seq": [], "eval": []}
+        for k in range(rounds):
+            part = work / f"part{k}"
+            part.mkdir()
+            for path in names[k * n // rounds : (k + 1) * n // rounds]:
+                os.link(path, part / path.name)
+            order = ("seq", "eval") if k % 2 == 0 else ("eval", "seq")
+            for kind in order:
+                if kind == "seq":
+                    runs[kind].append(run_sequential(part, work / f"out_seq{k}"))
+                else:
+                    runs[kind].append(run_evaluator(part, work / f"out_eval{k}", default))
+        results = [_merge(runs["seq"], f"sequential loop ({rounds} rounds)"), _merge(runs["eval"], default)]
         variants = []
         if not args.quick and args.variant_studies > 0:
             sub = work / "subset"
