@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,42 @@ from pathlib import Path
 import torch
 from monai.data import MetaTensor, PILWriter
 
-__all__ = ["STUDY_SUFFIXES", "AtomicPILWriter", "atomic_output", "file_in_study_folder", "source_paths", "study_stem"]
+__all__ = [
+    "STUDY_SUFFIXES",
+    "AtomicPILWriter",
+    "atomic_output",
+    "current_umask",
+    "file_in_study_folder",
+    "source_paths",
+    "study_stem",
+]
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask, read without changing it where the system tells it (Linux
+    ``/proc/self/status``), else by setting and restoring it under a lock.
+
+    ``os.umask(0); os.umask(old)`` alone is unsafe once threads write files (a background writer next to the
+    compute thread): a second thread doing the same in between reads 0 and restores 0, leaving the process creating
+    world-writable files.
+
+    Returns:
+        The mask (e.g. ``0o022``).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
 
 _MULTI_SUFFIXES = (".nii.gz", ".tar.gz")
 #: suffixes a study's stem drops (compared case-insensitively); any other name is its own stem (``IM0001``)
@@ -106,9 +142,7 @@ def atomic_output(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{_suffix(final)}", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions a plain open() would
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; give the file the permissions a plain open() would
     try:
         yield tmp
         os.replace(tmp, final)

@@ -8,13 +8,11 @@ import csv
 import nibabel as nib
 import numpy as np
 import torch
-from monai.data import DataLoader
-from monai.transforms import Compose, EnsureChannelFirstd, Lambdad, LoadImaged
+from monai.transforms import Compose, Lambdad
 
-from monai_saliency.data.tolerant import TolerantDataset, tolerant_collate
 from monai_saliency.engines.cohort import CohortRun
-from monai_saliency.engines.evaluator import SaliencyEvaluator
 from monai_saliency.transforms import SaveMapsd
+from tests._evaluators import nifti_cohort_evaluator
 
 
 def _refuse_study_b(img):
@@ -33,17 +31,8 @@ def test_writing_failure_in_a_batch_costs_one_study(tmp_path, cnn2d):
             values[:] = np.inf  # the network's logits become NaN/Inf
         nib.save(nib.Nifti1Image(values, np.eye(4)), str(data / f"{name}.nii"))
     cohort = CohortRun(data, tmp_path / "out", kinds=["nifti"])
-    pre = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image", channel_dim=-1)])
-    loader = DataLoader(TolerantDataset(cohort.datalist(), pre), batch_size=4, collate_fn=tolerant_collate)
     post = Compose([Lambdad("image", _refuse_study_b), SaveMapsd("image", tmp_path / "unused", folder_key="study_dir")])
-    evaluator = SaliencyEvaluator(
-        device=torch.device("cpu"),
-        val_data_loader=loader,
-        network=cnn2d,
-        postprocessing=post,
-        cohort=cohort,
-        logits_key="pred",
-    )
+    evaluator = nifti_cohort_evaluator(cohort, cnn2d, post, batch_size=4)
     evaluator.run()
     counts = cohort.finish()
     assert counts == {"ok": 2, "skipped": 0, "failed": 2, "not processed": 0}

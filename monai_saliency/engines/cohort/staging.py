@@ -15,6 +15,8 @@ import stat
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from monai_saliency.data.atomic import current_umask
+
 __all__ = ["STAGING_NAME", "Staging", "UnsafePathError", "exchange", "safe_makedirs"]
 
 STAGING_NAME = ".staging"
@@ -133,9 +135,7 @@ class Staging:
         """
         area = safe_makedirs(self.root, f"{STAGING_NAME}/{self.run_id}")
         folder = Path(tempfile.mkdtemp(prefix="study-", dir=area))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(folder, 0o777 & ~umask)
+        os.chmod(folder, 0o777 & ~current_umask())
         return folder
 
     def discard(self, folder: str | os.PathLike | None) -> None:

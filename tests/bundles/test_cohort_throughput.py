@@ -1,0 +1,106 @@
+"""The angiogram bundle's cohort path with DataLoader workers and background writing (issue #22 section 2), run in
+this process over the sample cines plus a truncated DICOM in the middle of the sorted study list:
+
+* ``--num_workers 2 --async_write true`` and ``--num_workers 0 --async_write false`` give the same files: NIfTI maps
+  and GIFs byte for byte, the same ``predictions.csv``; the DICOM files equal in every element but the ones a DICOM
+  writer must make new for each write (UIDs, creation dates and times: they differ between two synchronous runs too);
+* the corrupt study costs only itself with workers (its reason, a ``FAILED`` line, exit status 1);
+* the quick benchmark runs and prints its numbers, the model-time definition and a verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+import torch
+
+from benchmarks.speed import bench_cohort_throughput as bench
+
+SAMPLE = bench.BUNDLE / "sample_data"
+CORRUPT = "case_002b.dcm"
+PER_WRITE = ("UID", "Date", "Time", "ContributingEquipmentSequence")
+
+
+def _run(data: Path, out: Path, **overrides) -> dict:
+    parser = bench.bundle_parser(data, out, **overrides)
+    evaluator = parser.get_parsed_content("evaluator")
+    bench.load_weights(evaluator.network)
+    cohort = parser.get_parsed_content("cohort")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        evaluator.run()
+        counts = cohort.finish()
+    with pytest.raises(SystemExit) as stop:
+        cohort.exit()
+    files = {
+        p.relative_to(out).as_posix(): p
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.relative_to(out).parts[0] not in (".cohort", "run_manifest.json", "report.html")
+    }
+    return {"counts": counts, "stderr": err.getvalue(), "exit": stop.value.code, "files": files, "evaluator": evaluator}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("throughput")
+    data = root / "data"
+    shutil.copytree(SAMPLE, data)
+    (data / CORRUPT).write_bytes((SAMPLE / "case_003.dcm").read_bytes()[:40000])  # sorts between 002 and 003
+    threads = torch.get_num_threads()
+    try:
+        return {
+            "sync": _run(data, root / "sync", num_workers=0, async_write=False),
+            "async": _run(data, root / "async", num_workers=2, async_write=True),
+        }
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_workers_and_async_writing_same_outputs(runs):
+    sync, fast = runs["sync"]["files"], runs["async"]["files"]
+    assert runs["async"]["evaluator"].data_loader.num_workers == 2 and runs["async"]["evaluator"].async_write
+    assert not runs["sync"]["evaluator"].async_write
+    assert sorted(sync) == sorted(fast)
+    assert {rel.split("/")[0] for rel in sync if "/" in rel} == {f"case_00{i}" for i in range(5)}
+    assert {rel.rsplit(".", 1)[-1] for rel in sync} == {"gz", "dcm", "gif", "csv"}
+    assert fast["predictions.csv"].read_bytes() == sync["predictions.csv"].read_bytes()
+    for rel, path in sync.items():
+        if not rel.endswith(".dcm"):
+            assert path.read_bytes() == fast[rel].read_bytes(), rel
+            continue
+        a, b = pydicom.dcmread(path), pydicom.dcmread(fast[rel])
+        assert a.PixelData == b.PixelData, rel
+        differ = {e.keyword for e in a if e.tag in b and b[e.tag].value != e.value}
+        assert all(any(k in kw for k in PER_WRITE) for kw in differ), (rel, differ)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_corrupt_study_with_workers_costs_only_itself(runs, mode):
+    run = runs[mode]
+    assert run["counts"] == {"ok": 5, "skipped": 0, "failed": 1, "not processed": 0}
+    assert run["exit"] == 1
+    failed = [line for line in run["stderr"].splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and failed[0].startswith(f"FAILED {CORRUPT}: XACineError") and "truncated" in failed[0]
+    assert not any(rel.startswith("case_002b") for rel in run["files"])
+
+
+def test_quick_benchmark_runs(tmp_path):
+    out = tmp_path / "cohort_throughput.txt"
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--quick", "--studies", "4", "--out", str(out), "--workdir", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    text = out.read_text()
+    assert "definition: model time = wall-clock seconds inside the inferer call" in text
+    lines = [line for line in text.splitlines() if "studies/min" in line]
+    assert [line.split()[0] for line in lines] == ["sequential", "evaluator"] and all("4 studies" in x for x in lines)
+    verdict = next(line for line in text.splitlines() if line.startswith("goal:"))
+    fraction = float(lines[1].split("model fraction")[1].split("%")[0])
+    assert verdict.endswith("PASS" if fraction >= 80 else "FAIL")
+    assert not list(tmp_path.glob("bench_cohort_*"))  # its studies and outputs are removed
