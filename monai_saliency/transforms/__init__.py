@@ -12,6 +12,7 @@ from monai_saliency.transforms.array import (
     StructuredProx,
 )
 from monai_saliency.transforms.dictionary import (
+    AntiAliasd,
     FourierLowPassd,
     ImageSignatured,
     PCABackProjectd,
@@ -22,6 +23,7 @@ from monai_saliency.transforms.dictionary import (
 )
 
 __all__ = [
+    "AntiAliasd",
     "FourierLowPass",
     "FourierLowPassd",
     "ImageSignature",
