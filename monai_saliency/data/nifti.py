@@ -93,7 +93,7 @@ class AtomicNibabelWriter(NibabelWriter):
     Args:
         map_dtype: how values are stored: ``"float32"`` (as they are, default), ``"float16"`` (rounded to half
             precision, about 3 significant digits; NIfTI-1 has no half type, so they are stored as float32 whose low
-            13 mantissa bits are zero, which gzip compresses to about the size of half floats) or ``"uint8"`` (256
+            13 mantissa bits are zero, which gzip compresses to about 60 % of the float32 file) or ``"uint8"`` (256
             levels between the map's minimum and maximum, with ``scl_slope``/``scl_inter`` in the header chosen by
             nibabel: every NIfTI reader applying them, nibabel and MONAI included, gets the values back within half
             a step, ``(max - min) / 510``).

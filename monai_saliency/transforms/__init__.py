@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from monai_saliency.transforms.array import (
+    AntiAlias,
     FourierLowPass,
     ImageSignature,
     PCABackProject,
@@ -23,6 +24,7 @@ from monai_saliency.transforms.dictionary import (
 )
 
 __all__ = [
+    "AntiAlias",
     "AntiAliasd",
     "FourierLowPass",
     "FourierLowPassd",

@@ -296,7 +296,7 @@ def save_cine_overlay_sc(
     frame_time_ms: float | None = None,
     body_part: str | None = None,
     min_width: int = 256,
-    compression: str = "jpeg2000",
+    compression: str = "none",
 ) -> Path:
     """Render :func:`render_cine_overlay` and write it as a multi-frame true-colour Secondary Capture.
 
@@ -307,7 +307,7 @@ def save_cine_overlay_sc(
             and any MetaTensor source are never overwritten.
         frame_time_ms: frame time when the source carries none (NIfTI).
         body_part: BodyPartExamined when the source has none (e.g. ``"HEART"``).
-        compression: lossless pixel compression of the capture, ``"jpeg2000"`` (default), ``"rle"`` or ``"none"``
+        compression: pixel compression of the capture, ``"none"`` (default), ``"jpeg2000"`` or ``"rle"``
             (see :func:`~monai_saliency.data.dicom.secondary_capture.write_secondary_capture`).
 
     Returns:
@@ -399,8 +399,8 @@ class SaveOverlaySCd(MapTransform):
         body_part: BodyPartExamined of captures whose source has none (e.g. ``"HEART"``; None: unknown).
         folder_key: key of the study's existing output folder (per-study convention), or None.
         path_key: if set, the written path is stored under this key.
-        compression: lossless pixel compression, ``"jpeg2000"`` (default: a 512 x 512 x 48 overlay of a noisy cine
-            takes about half its uncompressed 38 MB), ``"rle"`` or ``"none"``
+        compression: pixel compression, ``"none"`` (default), ``"jpeg2000"`` (lossless: a 512 x 512 x 48 overlay of
+            a noisy cine takes about half its uncompressed 41 MB; the angiogram bundle's choice) or ``"rle"``
             (:mod:`monai_saliency.data.dicom.encoding`).
 
     Raises:
@@ -422,7 +422,7 @@ class SaveOverlaySCd(MapTransform):
         body_part: str | None = None,
         folder_key: str | None = None,
         path_key: str | None = None,
-        compression: str = "jpeg2000",
+        compression: str = "none",
     ) -> None:
         super().__init__(keys)
         check_compression(compression)

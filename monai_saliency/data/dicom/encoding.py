@@ -3,15 +3,16 @@ Capture overlays).
 
 ``compression`` names one of :data:`COMPRESSIONS`:
 
-* ``"jpeg2000"`` (default of the writers): JPEG 2000 Lossless (1.2.840.10008.1.2.4.90), encoded by
+* ``"jpeg2000"`` (the angiogram bundle's ``dicom_compression``): JPEG 2000 Lossless (1.2.840.10008.1.2.4.90), encoded by
   pylibjpeg-openjpeg (a dependency of the package). True-colour pixels are stored with the reversible colour
   transform (``PhotometricInterpretation`` ``YBR_RCT``, as the standard requires for this transfer syntax); readers
   (pydicom, MONAI, dcm2niix, web viewers) return the RGB values bit for bit. dcmtk's free toolkit has no JPEG 2000
-  decoder: convert with ``compression="rle"`` or ``"none"`` for dcmtk-only sites. Frames smaller than 32 pixels on
+  decoder, and dcm2niix (v1.0.20220720) reads no multi-frame JPEG 2000 object (it asks for a decompressed copy):
+  use ``compression="rle"`` or ``"none"`` for them. Frames smaller than 32 pixels on
   a side (below openjpeg's six resolution levels) are stored RLE Lossless instead.
 * ``"rle"``: RLE Lossless (1.2.840.10008.1.2.5), which every DICOM toolkit decodes (dcmtk included); it compresses
   smooth maps well but noisy true-colour overlays hardly at all.
-* ``"none"``: uncompressed explicit-VR little endian (the largest, most widely readable).
+* ``"none"`` (the writers' default): uncompressed explicit-VR little endian (the largest, most widely readable).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def check_compression(compression: str) -> UID | None:
     return syntax
 
 
-def encode_pixel_data(ds: Dataset, pixels: np.ndarray, compression: str = "jpeg2000") -> None:
+def encode_pixel_data(ds: Dataset, pixels: np.ndarray, compression: str = "none") -> None:
     """Set ``ds.PixelData`` from ``pixels`` (frames ``(T, H, W[, 3])`` or one frame ``(H, W[, 3])``), compressed.
 
     The Image Pixel attributes (rows, columns, samples, bits, photometric interpretation, frame count) must already

@@ -18,9 +18,9 @@
   study in a viewer, and a rerun reuses it; a random UID when no path is given), ``StudyDescription`` /
   ``SeriesDescription`` naming the file, and no source reference.
 * ``BurnedInAnnotation`` is ``YES`` (method and model names are drawn into the pixels), ``ConversionType`` is
-  ``WSD`` (workstation), ``ImageType`` is ``DERIVED\\SECONDARY\\OTHER``, pixels are 8-bit RGB, JPEG 2000 lossless by
-  default (``compression``; ``"rle"`` or ``"none"``, uncompressed explicit-VR little endian, for toolkits without a
-  JPEG 2000 decoder: :mod:`monai_saliency.data.dicom.encoding`).
+  ``WSD`` (workstation), ``ImageType`` is ``DERIVED\\SECONDARY\\OTHER``, pixels are 8-bit RGB, uncompressed explicit-VR
+  little endian by default (the most widely readable encoding); ``compression="jpeg2000"`` (about half the size of a
+  noisy cine's overlay) or ``"rle"`` stores them losslessly compressed (:mod:`monai_saliency.data.dicom.encoding`).
 
 Every write goes through :func:`monai_saliency.data.atomic.atomic_output` (no partial file, never over an input).
 Rendering the pictures (colour map, blending, colour bar, text): :mod:`monai_saliency.visualize.secondary_capture`.
@@ -160,7 +160,7 @@ def write_secondary_capture(
     body_part: str | None = None,
     protect: Sequence[str | os.PathLike] = (),
     overwrite: bool = True,
-    compression: str = "jpeg2000",
+    compression: str = "none",
 ) -> Path:
     """Write rendered RGB pixels as a (multi-frame true-colour) Secondary Capture, atomically.
 
@@ -183,8 +183,8 @@ def write_secondary_capture(
             (unknown), as the standard allows.
         protect: input files never to overwrite (a source file is protected automatically).
         overwrite: replace an existing ``path``.
-        compression: lossless pixel compression: ``"jpeg2000"`` (default; ``PhotometricInterpretation`` becomes
-            ``YBR_RCT``, readers get the RGB values back exactly), ``"rle"`` or ``"none"`` (see
+        compression: pixel compression: ``"none"`` (default), ``"jpeg2000"`` (lossless; ``PhotometricInterpretation``
+            becomes ``YBR_RCT``, readers get the RGB values back exactly) or ``"rle"`` (see
             :mod:`monai_saliency.data.dicom.encoding`).
 
     Returns:

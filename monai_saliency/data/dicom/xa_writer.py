@@ -9,7 +9,8 @@
 * :func:`write_xa_derived` stores a map of the same frame count and size (e.g. a saliency cine) as a *derived*
   multi-frame XA (``ImageType DERIVED\\SECONDARY``) in the source's study, new series, referencing the source
   instance in ``SourceImageSequence`` (purpose DCM 121322, "Source image for image processing operation").
-  Pixels are JPEG 2000 lossless by default (``compression``, :mod:`monai_saliency.data.dicom.encoding`).
+  Pixels are uncompressed by default; ``compression="jpeg2000"`` or ``"rle"`` stores them losslessly compressed
+  (:mod:`monai_saliency.data.dicom.encoding`; the angiogram bundle uses JPEG 2000).
   Floats are stored as 16-bit integers with ``RescaleSlope``/``RescaleIntercept`` (max error ``range / 65535``),
   which MONAI's PydicomReader applies when reading, so the map re-reads to the same array up to that step. The
   acquisition attributes the XA IOD requires are copied from the source, and a ``LINEAR_EXACT`` display window spans
@@ -270,7 +271,7 @@ def write_xa_derived(
     series_number: int = 900,
     protect: Sequence[str | os.PathLike] = (),
     overwrite: bool = True,
-    compression: str = "jpeg2000",
+    compression: str = "none",
 ) -> Path:
     """Write a per-frame map (e.g. saliency) as a derived multi-frame XA that references its source cine.
 
@@ -294,9 +295,9 @@ def write_xa_derived(
         series_number: SeriesNumber of the derived series.
         protect: further input files never to overwrite.
         overwrite: replace an existing ``path``.
-        compression: lossless pixel compression: ``"jpeg2000"`` (default; a smooth 512 x 512 x 48 map takes about
-            2 MB instead of 25 MB), ``"rle"`` (decoded by every toolkit, dcmtk included) or ``"none"`` (see
-            :mod:`monai_saliency.data.dicom.encoding`).
+        compression: pixel compression: ``"none"`` (default, uncompressed), ``"jpeg2000"`` (lossless; a smooth
+            512 x 512 x 48 map takes about 2 MB instead of 25 MB) or ``"rle"`` (decoded by every toolkit, dcmtk
+            included), see :mod:`monai_saliency.data.dicom.encoding`.
 
     Returns:
         The written path.
@@ -387,7 +388,7 @@ class XADerivedWriter(ImageWriter):
 
     output_dtype = np.float32
 
-    def __init__(self, description: str = "saliency map", compression: str = "jpeg2000", **kwargs: Any) -> None:
+    def __init__(self, description: str = "saliency map", compression: str = "none", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.description = description
         self.compression = compression
