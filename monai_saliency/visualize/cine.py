@@ -103,8 +103,12 @@ def _box_reduce(arr: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _gif_layout(h: int, width: int, scale: int | None, max_width: int, max_side: int | None) -> tuple[int, int]:
-    """``(scale, k)``: magnification and box-reduction factor of a ``h x width`` picture (progress bar added)."""
+def _gif_layout(
+    h: int, w: int, panels: int, scale: int | None, max_width: int, max_side: int | None
+) -> tuple[int, int]:
+    """``(scale, k)``: magnification and box-reduction factor of ``panels`` side-by-side ``h x w`` panels (a
+    progress bar added below)."""
+    width = panels * w
     if scale is None:
         scale = max(1, max_width // width)
         k = max(1, -(-width // max_width))
@@ -112,7 +116,7 @@ def _gif_layout(h: int, width: int, scale: int | None, max_width: int, max_side:
         k = 1
 
     def side(s: int, k: int) -> int:
-        return max(-(-h // k) * s + _BAR, -(-width // k) * s)
+        return max(-(-h // k) * s + _BAR, panels * -(-w // k) * s)
 
     if max_side is not None:
         while scale > 1 and side(scale, k) > max_side:
@@ -186,10 +190,10 @@ def save_cine_gif(
         raise ValueError(f"max_side must be at least 16 pixels (or None), got {max_side}.")
     grey, sal = _check_pair(cine, saliency)
     t, h, w = grey.shape
-    scale, k = _gif_layout(h, w * (2 if side_by_side else 1), scale, max_width, max_side)
+    panels = 2 if side_by_side else 1
+    scale, k = _gif_layout(h, w, panels, scale, max_width, max_side)
     grey, sal = _box_reduce(grey, k), _box_reduce(sal, k)
     hr, wr = grey.shape[1:]
-    panels = 2 if side_by_side else 1
     width = panels * wr * scale
     frames = np.empty((t, hr * scale + _BAR, width, 3), dtype=np.uint8)
     for i in range(0, t, 8):  # a few frames at a time: bounded memory for clinical cines

@@ -29,12 +29,15 @@ def test_scale_that_would_exceed_the_cap_is_lowered(tmp_path):
     assert uncapped[0][0] == (600, 363)  # the old behaviour when asked for
 
 
-@pytest.mark.parametrize("shape,frame_ms", [((3, 512, 512), 66.7), ((2, 1024, 1024), 33.3), ((3, 700, 300), 100)])
-def test_clinical_sizes_fit_the_cap(tmp_path, shape, frame_ms):
+@pytest.mark.parametrize(
+    "shape,frame_ms,cap",
+    [((3, 512, 512), 66.7, 512), ((2, 1024, 1024), 33.3, 512), ((3, 700, 300), 100, 512), ((2, 90, 257), 40, 257)],
+)
+def test_clinical_sizes_fit_the_cap(tmp_path, shape, frame_ms, cap):
     cine = torch.rand(*shape)
-    frames = _info(save_cine_gif(cine, cine, tmp_path / "c.gif", frame_time_ms=frame_ms, scale=3))
+    frames = _info(save_cine_gif(cine, cine, tmp_path / "c.gif", frame_time_ms=frame_ms, scale=3, max_side=cap))
     assert len(frames) == shape[0]
-    assert all(max(size) <= 512 for size, _ in frames), frames[0]
+    assert all(max(size) <= cap for size, _ in frames), frames[0]
     assert all(d == int(max(20, 10 * round(frame_ms / 10))) for _, d in frames)
 
 
