@@ -6,12 +6,16 @@ memory <= 1 GiB above the import footprint, bytes written <= 2 x the input, GIF 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
 
 from benchmarks.speed import bench_clinical_cine as bench
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="the probe reads /proc (Linux)")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +29,7 @@ def clinical_run(tmp_path_factory):
 
 def test_peak_memory_above_the_import_footprint(clinical_run):
     _, _, report, m = clinical_run
-    assert report["exit_code"] == 0 and report["peak_reset"]
+    assert report["exit_code"] == 0  # without the peak reset (report["peak_reset"]) the peak is an upper bound
     assert m["peak"] <= bench.RSS_BOUND, f"peak {m['peak'] / 2**20:.0f} MiB, stages {report}"
 
 
