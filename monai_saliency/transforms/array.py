@@ -371,7 +371,7 @@ class AntiAlias(Transform):
         self.chunk = int(chunk)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        """Filter ``img`` ``(C, *spatial)`` (returned as is when no axis is down-sampled)."""
+        """Filter ``img`` ``(C, *spatial)``, output in its dtype (returned as is when no axis is down-sampled)."""
         shape = list(img.shape[1:])
         if len(shape) != len(self.spatial_size):
             raise ValueError(f"spatial_size {self.spatial_size} does not match the image's spatial shape {shape}.")
@@ -380,7 +380,7 @@ class AntiAlias(Transform):
             return img
         sigma = [max(0.0, (s / o - 1) / 2) for s, o in zip(shape, out)]
         if sigma[0] > 0 or len(shape) < 2:
-            return GaussianSmooth(sigma=sigma)(img)
+            return GaussianSmooth(sigma=sigma)(img).to(img.dtype)  # MONAI computes half inputs in float32
         # sigma 0 on the first axis: its slices are filtered independently, as channels of a lower-rank image
         smooth = GaussianSmooth(sigma=sigma[1:])
         result = img.clone() if isinstance(img, MetaTensor) else torch.empty_like(img)
