@@ -226,6 +226,9 @@ def _transform_cases(pca_setup):
         "PCAProjectd": (T.PCAProjectd("a", pca), vol, torch.float64),
         "PCABackProject": (T.PCABackProject(pca), proj, torch.float64),
         "PCABackProjectd": (T.PCABackProjectd("a", pca), proj, torch.float64),
+        "AntiAlias": (T.AntiAlias([-1, 8], chunk=5), img, None),  # the chunked path (first axis kept)
+        "AntiAlias-both": (T.AntiAlias([8, 8]), img, None),
+        "AntiAliasd": (T.AntiAliasd("a", [-1, 8], chunk=5), img, None),
     }
 
 
@@ -252,6 +255,9 @@ def test_every_public_transform_is_covered(pca_setup):
         "PCAProjectd",
         "PCABackProject",
         "PCABackProjectd",
+        "AntiAlias",
+        "AntiAlias-both",
+        "AntiAliasd",
     ],
 )
 def test_transform_half(pca_setup, name, dtype):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from monai_saliency.transforms.array import (
+    AntiAlias,
     FourierLowPass,
     ImageSignature,
     PCABackProject,
@@ -12,6 +13,7 @@ from monai_saliency.transforms.array import (
     StructuredProx,
 )
 from monai_saliency.transforms.dictionary import (
+    AntiAliasd,
     FourierLowPassd,
     ImageSignatured,
     PCABackProjectd,
@@ -22,6 +24,8 @@ from monai_saliency.transforms.dictionary import (
 )
 
 __all__ = [
+    "AntiAlias",
+    "AntiAliasd",
     "FourierLowPass",
     "FourierLowPassd",
     "ImageSignature",

@@ -23,13 +23,13 @@ Usage::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Transform
+from monai.transforms import GaussianSmooth, Transform
 from monai.utils import TransformBackends, convert_to_dst_type
 
 from monai_saliency.methods.structured import prox_options, structured_map, structured_prox
@@ -42,6 +42,7 @@ from monai_saliency.ops.signature import DCT_AXES, signature_reconstruction, zer
 from monai_saliency.transforms.utils import channel_first_float, gaussian_smooth
 
 __all__ = [
+    "AntiAlias",
     "FourierLowPass",
     "ImageSignature",
     "PCABackProject",
@@ -339,3 +340,56 @@ class ScaleToUnit(Transform):
         if isinstance(img, MetaTensor):
             return MetaTensor(scaled, meta=img.meta, applied_operations=img.applied_operations)
         return scaled.numpy() if isinstance(img, np.ndarray) else scaled
+
+
+class AntiAlias(Transform):
+    """The Gaussian anti-aliasing filter of MONAI's ``Resize(anti_aliasing=True)``, applied a few slices at a time.
+
+    ``Resized(spatial_size, anti_aliasing=True)`` smooths the whole image at once before down-sampling, which for a
+    clinical cine ``(1, 48, 512, 512)`` going to ``(1, 48, 64, 64)`` takes about 1 GB of transient memory. This
+    transform computes the same filter (MONAI's ``GaussianSmooth`` with skimage's default sigma
+    ``max(0, (in / out - 1) / 2)`` per axis), in chunks of ``chunk`` slices along the first spatial axis when that
+    axis is not smoothed (sigma 0: frames of a cine are filtered independently), so that ``[AntiAliasd(keys,
+    spatial_size), Resized(keys, spatial_size, anti_aliasing=False)]`` gives the output of the anti-aliased ``Resized``
+    with a transient of a few slices. It records no transform (a filter has no inverse), so ``Invertd``
+    undoes only the resize, as before.
+
+    Args:
+        spatial_size: the target size given to ``Resized`` (``-1`` keeps an axis).
+        chunk: slices per chunk along the first spatial axis.
+
+    Raises:
+        ValueError: ``chunk < 1``; on call, a ``spatial_size`` whose length differs from the image's spatial rank.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, spatial_size: Sequence[int], chunk: int = 8) -> None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}.")
+        self.spatial_size = [int(v) for v in spatial_size]
+        self.chunk = int(chunk)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        """Filter ``img`` ``(C, *spatial)``, output in its dtype (returned as is when no axis is down-sampled)."""
+        shape = list(img.shape[1:])
+        if len(shape) != len(self.spatial_size):
+            raise ValueError(f"spatial_size {self.spatial_size} does not match the image's spatial shape {shape}.")
+        out = [s if t == -1 else t for s, t in zip(shape, self.spatial_size)]
+        if not any(o < s for o, s in zip(out, shape)):
+            return img
+        sigma = [max(0.0, (s / o - 1) / 2) for s, o in zip(shape, out)]
+        if sigma[0] > 0 or len(shape) < 2:
+            return GaussianSmooth(sigma=sigma)(img).to(img.dtype)  # MONAI computes half inputs in float32
+        # sigma 0 on the first axis: its slices are filtered independently, as channels of a lower-rank image
+        smooth = GaussianSmooth(sigma=sigma[1:])
+        result = img.clone() if isinstance(img, MetaTensor) else torch.empty_like(img)
+        channels = img.shape[0]
+        for i in range(0, shape[0], self.chunk):
+            part = img[:, i : i + self.chunk]
+            part = part.as_tensor() if isinstance(part, MetaTensor) else part
+            n = part.shape[1]
+            filtered = smooth(part.reshape(channels * n, *shape[1:]))
+            filtered = filtered.as_tensor() if isinstance(filtered, MetaTensor) else filtered
+            result[:, i : i + self.chunk] = filtered.reshape(channels, n, *shape[1:])
+        return result

@@ -36,6 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from monai_saliency.data.atomic import source_paths
+from monai_saliency.data.dicom.encoding import check_compression
 from monai_saliency.data.dicom.secondary_capture import read_source_header, write_secondary_capture
 from monai_saliency.visualize.cine import _check_pair, _frame_time, _overlay, _unit
 
@@ -52,7 +53,7 @@ __all__ = [
 _PAD = 4  # pixels around the caption's rows
 _BAR_H = 8  # colour-bar height
 _GAP = 2  # pixels between orthogonal panels
-_CHUNK_PIXELS = 1 << 22  # frames are coloured in chunks of at most this many pixels (RGBA float64: 128 MB)
+_CHUNK_PIXELS = 1 << 20  # frames are coloured in chunks of at most this many pixels (RGBA float64: 32 MB)
 
 
 @dataclass(frozen=True)
@@ -170,10 +171,14 @@ def render_cine_overlay(
     t, h, w = grey.shape
     s = _magnification(w, min_width)
     step = max(1, _CHUNK_PIXELS // (h * w))  # bounded memory for long, large cines (e.g. 100 x 1024 x 1024)
-    chunks = [_overlay(grey[i : i + step], sal[i : i + step], style.alpha, style.cmap) for i in range(0, t, step)]
-    image = np.concatenate(chunks).repeat(s, 1).repeat(s, 2)
-    band = caption_band(image.shape[2], style.lines, style.cmap)
-    return np.concatenate([image, np.broadcast_to(band, (image.shape[0], *band.shape))], axis=1)
+    band = caption_band(s * w, style.lines, style.cmap)
+    out = np.empty((t, s * h + band.shape[0], s * w, 3), dtype=np.uint8)  # filled in place: one full-size copy
+    out[:, s * h :] = band
+    for i in range(0, t, step):
+        out[i : i + step, : s * h] = (
+            _overlay(grey[i : i + step], sal[i : i + step], style.alpha, style.cmap).repeat(s, 1).repeat(s, 2)
+        )
+    return out
 
 
 def _ras(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -291,6 +296,7 @@ def save_cine_overlay_sc(
     frame_time_ms: float | None = None,
     body_part: str | None = None,
     min_width: int = 256,
+    compression: str = "none",
 ) -> Path:
     """Render :func:`render_cine_overlay` and write it as a multi-frame true-colour Secondary Capture.
 
@@ -301,6 +307,8 @@ def save_cine_overlay_sc(
             and any MetaTensor source are never overwritten.
         frame_time_ms: frame time when the source carries none (NIfTI).
         body_part: BodyPartExamined when the source has none (e.g. ``"HEART"``).
+        compression: pixel compression of the capture, ``"none"`` (default), ``"jpeg2000"`` or ``"rle"``
+            (see :func:`~monai_saliency.data.dicom.secondary_capture.write_secondary_capture`).
 
     Returns:
         The written path.
@@ -313,6 +321,7 @@ def save_cine_overlay_sc(
         frame_time_ms=frame_time_ms,
         body_part=body_part,
         protect=source_paths(cine, saliency),
+        compression=compression,
         **_descriptions(style, "the map blended over the source cine"),
     )
 
@@ -390,9 +399,12 @@ class SaveOverlaySCd(MapTransform):
         body_part: BodyPartExamined of captures whose source has none (e.g. ``"HEART"``; None: unknown).
         folder_key: key of the study's existing output folder (per-study convention), or None.
         path_key: if set, the written path is stored under this key.
+        compression: pixel compression, ``"none"`` (default), ``"jpeg2000"`` (lossless: a 512 x 512 x 48 overlay of
+            a noisy cine takes about half its uncompressed 41 MB; the angiogram bundle's choice) or ``"rle"``
+            (:mod:`monai_saliency.data.dicom.encoding`).
 
     Raises:
-        ValueError: if ``keys`` is not exactly two keys, a bad alpha or colormap; on call, if the cine has no source file name or
+        ValueError: if ``keys`` is not exactly two keys, a bad alpha, colormap or compression; on call, if the cine has no source file name or
             ``data[folder_key]`` is not an existing folder.
     """
 
@@ -410,8 +422,11 @@ class SaveOverlaySCd(MapTransform):
         body_part: str | None = None,
         folder_key: str | None = None,
         path_key: str | None = None,
+        compression: str = "none",
     ) -> None:
         super().__init__(keys)
+        check_compression(compression)
+        self.compression = compression
         if len(self.keys) != 2:
             raise ValueError(f"SaveOverlaySCd needs two keys (cine, saliency), got {self.keys}.")
         self.output_dir = Path(output_dir)
@@ -443,6 +458,7 @@ class SaveOverlaySCd(MapTransform):
             frame_time_ms=_frame_time(meta, self.frame_time_ms),
             body_part=self.body_part,
             min_width=self.min_width,
+            compression=self.compression,
         )
         if self.path_key:
             d[self.path_key] = str(path)

@@ -30,6 +30,7 @@ from monai_saliency.data.checks import (
     read_nifti_header,
 )
 from monai_saliency.data.dicom.detect import is_dicom_file
+from monai_saliency.data.dicom.encoding import check_compression
 from monai_saliency.data.dicom.xa import read_xa_cine
 from monai_saliency.data.dicom.xa_writer import XADerivedWriter
 
@@ -159,6 +160,8 @@ class SaveXADerivedd(MapTransform):
         allow_missing_keys: skip absent keys.
         folder_key: if set, ``data[folder_key]`` is the study's output (staging) folder from the cohort layer; the
             file goes there as ``<stem>_<key>.dcm`` (see :class:`monai_saliency.transforms.SaveMapsd`).
+        compression: pixel compression, ``"none"`` (default), ``"jpeg2000"`` (lossless, the bundle's
+            ``dicom_compression``) or ``"rle"`` (:mod:`monai_saliency.data.dicom.encoding`).
     """
 
     def __init__(
@@ -168,12 +171,14 @@ class SaveXADerivedd(MapTransform):
         description: str = "saliency map",
         allow_missing_keys: bool = False,
         folder_key: str | None = None,
+        compression: str = "none",
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        check_compression(compression)
         self.folder_key = folder_key
         self.savers = {
             key: SaveImage(output_dir=Path(output_dir), output_postfix=str(key), **_XA_SAVE_OPTIONS).set_options(
-                init_kwargs={"description": description}
+                init_kwargs={"description": description, "compression": compression}
             )
             for key in self.keys
         }

@@ -18,8 +18,9 @@
   study in a viewer, and a rerun reuses it; a random UID when no path is given), ``StudyDescription`` /
   ``SeriesDescription`` naming the file, and no source reference.
 * ``BurnedInAnnotation`` is ``YES`` (method and model names are drawn into the pixels), ``ConversionType`` is
-  ``WSD`` (workstation), ``ImageType`` is ``DERIVED\\SECONDARY\\OTHER``, pixels are 8-bit RGB, uncompressed
-  explicit-VR little endian (the most widely readable encoding).
+  ``WSD`` (workstation), ``ImageType`` is ``DERIVED\\SECONDARY\\OTHER``, pixels are 8-bit RGB, uncompressed explicit-VR
+  little endian by default (the most widely readable encoding); ``compression="jpeg2000"`` (about half the size of a
+  noisy cine's overlay) or ``"rle"`` stores them losslessly compressed (:mod:`monai_saliency.data.dicom.encoding`).
 
 Every write goes through :func:`monai_saliency.data.atomic.atomic_output` (no partial file, never over an input).
 Rendering the pictures (colour map, blending, colour bar, text): :mod:`monai_saliency.visualize.secondary_capture`.
@@ -42,6 +43,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MultiFrameTrueColorSecondaryCapt
 
 from monai_saliency.data.atomic import atomic_output
 from monai_saliency.data.dicom.detect import is_dicom_file
+from monai_saliency.data.dicom.encoding import check_compression, encode_pixel_data
 
 __all__ = ["SC_MANUFACTURER", "read_source_header", "write_secondary_capture"]
 
@@ -158,6 +160,7 @@ def write_secondary_capture(
     body_part: str | None = None,
     protect: Sequence[str | os.PathLike] = (),
     overwrite: bool = True,
+    compression: str = "none",
 ) -> Path:
     """Write rendered RGB pixels as a (multi-frame true-colour) Secondary Capture, atomically.
 
@@ -180,16 +183,20 @@ def write_secondary_capture(
             (unknown), as the standard allows.
         protect: input files never to overwrite (a source file is protected automatically).
         overwrite: replace an existing ``path``.
+        compression: pixel compression: ``"none"`` (default), ``"jpeg2000"`` (lossless; ``PhotometricInterpretation``
+            becomes ``YBR_RCT``, readers get the RGB values back exactly) or ``"rle"`` (see
+            :mod:`monai_saliency.data.dicom.encoding`).
 
     Returns:
         The written path.
 
     Raises:
-        ValueError: pixels that are not uint8 RGB, a multi-frame capture without a usable frame time, or a source
-            FrameTimeVector of another length.
+        ValueError: pixels that are not uint8 RGB, a multi-frame capture without a usable frame time, a source
+            FrameTimeVector of another length, or an unknown/unavailable compression.
         FileExistsError: see :func:`~monai_saliency.data.atomic.atomic_output`.
     """
     arr = _check_pixels(pixels)
+    check_compression(compression)
     multi = arr.ndim == 4
     source_path = None if source is None or isinstance(source, Dataset) else Path(source)
     ref = source if isinstance(source, Dataset) else read_source_header(source_path)
@@ -245,7 +252,7 @@ def write_secondary_capture(
         sc.file_meta.MediaStorageSOPClassUID = MultiFrameTrueColorSecondaryCaptureImageStorage
         sc.NumberOfFrames = int(arr.shape[0])
         _frame_timing(sc, int(arr.shape[0]), ref, frame_time_ms)
-        sc.PixelData = arr.tobytes()
+    encode_pixel_data(sc, arr, compression)
     protected = [*protect, *([source_path] if source_path is not None and source_path.is_file() else [])]
     with atomic_output(path, protect=protected, overwrite=overwrite) as tmp:
         sc.save_as(tmp, enforce_file_format=True)

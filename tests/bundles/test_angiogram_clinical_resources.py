@@ -1,0 +1,65 @@
+"""The angiogram bundle on one clinical-size cine (512 x 512 x 48, 12-bit XA with detector noise), run as a user would
+(``python -m monai.bundle run`` in a fresh subprocess, under the resource probe of
+``benchmarks/speed/bench_clinical_cine.py``): issue #22 §1's bounds per study, from one shared run. Peak resident
+memory <= 1 GiB above the import footprint, bytes written <= 2 x the input, GIF <= 5 MB with its longest side <= 512.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from benchmarks.speed import bench_clinical_cine as bench
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="the probe reads /proc (Linux)")
+
+
+@pytest.fixture(scope="module")
+def clinical_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clinical")
+    study = bench.write_study(root / "data", (512, 512), 48, bench.upsampled_synthetic_cine)
+    out = root / "out"
+    report = bench.run_study(root / "data", out)
+    return study, out, report, bench.measure(study, out, report)
+
+
+def test_peak_memory_above_the_import_footprint(clinical_run):
+    _, _, report, m = clinical_run
+    assert report["exit_code"] == 0  # without the peak reset (report["peak_reset"]) the peak is an upper bound
+    assert m["peak"] <= bench.RSS_BOUND, f"peak {m['peak'] / 2**20:.0f} MiB, stages {report}"
+
+
+def test_bytes_written_and_gif(clinical_run):
+    _, _, _, m = clinical_run
+    assert m["written_bytes"] <= bench.BYTES_RATIO_BOUND * m["input_bytes"], m["files"]
+    assert m["gif_bytes"] <= bench.GIF_BYTES_BOUND and m["gif_side"] <= bench.GIF_SIDE_BOUND, m
+
+
+def test_outputs_keep_their_meaning(clinical_run):
+    """Maps in the input's geometry (uint8 with a header scale, values in [0, 1]), a JPEG 2000 derived XA and
+    overlay of the input's frame count and size."""
+    study, out, _, m = clinical_run
+    assert set(m["files"]) == {
+        f"{study.stem}_{k}"
+        for k in (
+            "gradcam.nii.gz",
+            "sigact_frames.nii.gz",
+            "sigact_spatial.nii.gz",
+            "sigact_spatial.dcm",
+            "sigact_spatial.gif",
+            "sigact_spatial_overlay.dcm",
+        )
+    }
+    folder = out / study.stem
+    img = nib.load(str(folder / f"{study.stem}_sigact_spatial.nii.gz"))
+    assert img.shape == (48, 512, 512) and img.get_data_dtype() == np.uint8
+    data = img.get_fdata()
+    assert data.min() >= -1e-6 and data.max() <= 1 + 1e-6 and data.max() - data.min() > 0.5
+    for name in (f"{study.stem}_sigact_spatial.dcm", f"{study.stem}_sigact_spatial_overlay.dcm"):
+        ds = pydicom.dcmread(folder / name, stop_before_pixels=True)
+        assert ds.file_meta.TransferSyntaxUID == pydicom.uid.JPEG2000Lossless
+        assert int(ds.NumberOfFrames) == 48 and int(ds.Columns) == 512

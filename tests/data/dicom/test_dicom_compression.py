@@ -1,0 +1,82 @@
+"""Lossless compression of the DICOM objects the package writes (derived XA maps, Secondary Capture overlays):
+uncompressed by default, JPEG 2000 (the angiogram bundle's choice) and RLE on request; the pixels read back unchanged (pydicom, MONAI), dciodvfy
+reports no error, and a smooth clinical-size map shrinks several-fold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
+
+from monai_saliency.data.dicom.encoding import check_compression
+from monai_saliency.data.dicom.secondary_capture import write_secondary_capture
+from monai_saliency.data.dicom.xa import read_xa_cine
+from monai_saliency.data.dicom.xa_writer import write_xa_cine, write_xa_derived
+from monai_saliency.visualize.secondary_capture import SaveOverlaySCd
+from tests._sc_checks import dciodvfy_errors as sc_errors
+from tests.data.dicom.test_dciodvfy import assert_valid
+
+SYNTAX = {"jpeg2000": JPEG2000Lossless, "rle": RLELossless, "none": ExplicitVRLittleEndian}
+T, H, W = 4, 48, 40
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    return write_xa_cine(rng.uniform(0.1, 0.9, (T, H, W)), tmp_path_factory.mktemp("src") / "cine.dcm")
+
+
+def _smooth_map() -> torch.Tensor:
+    y, x = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+    return torch.stack([torch.exp(-((x - 0.2 * k) ** 2 + y**2) * 3) for k in range(T)])[None] * 2.5 - 0.3
+
+
+@pytest.mark.parametrize("compression", ["jpeg2000", "rle", "none"])
+def test_derived_xa_compressions_read_back_and_validate(source, tmp_path, compression):
+    sal = _smooth_map()
+    kwargs = {} if compression == "none" else {"compression": compression}  # uncompressed is the default
+    out = write_xa_derived(sal, source, tmp_path / "d.dcm", **kwargs)
+    ds = pydicom.dcmread(out)
+    assert ds.file_meta.TransferSyntaxUID == SYNTAX[compression]
+    plain = pydicom.dcmread(write_xa_derived(sal, source, tmp_path / "plain.dcm", compression="none"))
+    np.testing.assert_array_equal(ds.pixel_array, plain.pixel_array)  # lossless: the same stored values
+    step = (float(sal.max()) - float(sal.min())) / 65535
+    assert (read_xa_cine(out).as_tensor() - sal).abs().max() <= 0.5 * step + 1e-6  # MONAI/pydicom re-read
+    assert_valid(out, "XAImage")
+
+
+def test_jpeg2000_shrinks_a_smooth_map(source, tmp_path):
+    sal = _smooth_map()
+    j2k = write_xa_derived(sal, source, tmp_path / "j.dcm", compression="jpeg2000").stat().st_size
+    raw = write_xa_derived(sal, source, tmp_path / "r.dcm").stat().st_size
+    assert j2k < 0.6 * raw, (j2k, raw)  # small frames: the header is a good part of the file
+
+
+def test_frames_under_32_pixels_fall_back_to_rle(tmp_path):
+    small = write_xa_cine(np.random.default_rng(1).uniform(0, 1, (3, 12, 10)), tmp_path / "s.dcm")
+    out = write_xa_derived(torch.rand(1, 3, 12, 10), small, tmp_path / "d.dcm", compression="jpeg2000")
+    assert pydicom.dcmread(out).file_meta.TransferSyntaxUID == RLELossless
+
+
+@pytest.mark.parametrize("compression", ["jpeg2000", "rle", "none"])
+def test_secondary_capture_pixels_are_exact(tmp_path, compression):
+    rgb = np.random.default_rng(2).integers(0, 256, (3, 40, 64, 3), dtype=np.uint8)
+    out = write_secondary_capture(rgb, tmp_path / "sc.dcm", frame_time_ms=66.7, compression=compression)
+    ds = pydicom.dcmread(out)
+    assert ds.file_meta.TransferSyntaxUID == SYNTAX[compression]
+    # JPEG 2000 lossless of true colour uses the reversible colour transform, which the standard names YBR_RCT
+    assert ds.PhotometricInterpretation == ("YBR_RCT" if compression == "jpeg2000" else "RGB")
+    np.testing.assert_array_equal(ds.pixel_array, rgb)
+    assert sc_errors(out) == []
+
+
+def test_unknown_compression_is_refused(source, tmp_path):
+    with pytest.raises(ValueError, match="compression must be one of"):
+        check_compression("zip")
+    with pytest.raises(ValueError, match="compression must be one of"):
+        write_xa_derived(_smooth_map(), source, tmp_path / "x.dcm", compression="jpeg-ls")
+    with pytest.raises(ValueError, match="compression must be one of"):
+        SaveOverlaySCd(["cine", "map"], compression="lzw")
+    assert not (tmp_path / "x.dcm").exists()
