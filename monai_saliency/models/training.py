@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "accuracy",
     "evaluate_auc",
     "fit_classifier",
+    "predict_probs",
     "save_if_good",
     "train_video_classifier",
 ]
@@ -136,13 +138,19 @@ def evaluate_auc(model: torch.nn.Module, cines: torch.Tensor, labels: torch.Tens
     """
     if labels.min() == labels.max():
         raise ValueError("AUC needs both classes in the labels; use more cases.")
+    return roc_auc(torch.tensor(predict_probs(model, cines, batch_size)), labels)
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, cines: torch.Tensor, batch_size: int = 32) -> list[float]:
+    """``softmax(model(x))[:, 1]`` of ``(N, T, H, W)`` cines in eval mode (the mode is restored)."""
     was_training = model.training
     model.eval()
     probs = torch.cat(
         [torch.softmax(model(cines[i : i + batch_size, None]), 1)[:, 1] for i in range(0, len(cines), batch_size)]
     )
     model.train(was_training)
-    return roc_auc(probs, labels)
+    return probs.tolist()
 
 
 def _balanced(n: int, seed: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,12 +171,21 @@ def _dihedral(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x
 
 
-def train_video_classifier(cfg: TrainConfig, log: Any = print) -> tuple[VideoLesionNet, dict[str, Any]]:
+def train_video_classifier(
+    cfg: TrainConfig,
+    log: Any = print,
+    data: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    model: nn.Module | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
     """Train a :class:`VideoLesionNet` on generated cines and measure its held-out AUC.
 
     Args:
         cfg: the run settings.
         log: callable receiving one progress line per epoch (``print`` by default; ``None`` for silence).
+        data: ``(n, seed) -> (cines (n, T, H, W) float, labels (n,))`` for the splits (seeds ``cfg.seed``,
+            ``+1``, ``+2``); default: the stylised generator at ``cfg.shape`` and ``cfg.frames``.
+        model: the network to train (initialised by the caller); default a :class:`VideoLesionNet` of
+            ``cfg.width`` and ``cfg.dropout``, initialised from ``cfg.seed``.
 
     Returns:
         ``(model in eval mode with the best-validation weights, summary dict)``; the summary holds ``test_auc``,
@@ -180,12 +197,14 @@ def train_video_classifier(cfg: TrainConfig, log: Any = print) -> tuple[VideoLes
     torch.set_num_threads(cfg.threads)
     try:
         t0 = time.perf_counter()
-        x_tr, y_tr = _balanced(cfg.n_train, cfg.seed, cfg)
-        x_va, y_va = _balanced(cfg.n_val, cfg.seed + 1, cfg)
-        x_te, y_te = _balanced(cfg.n_test, cfg.seed + 2, cfg)
+        make = data or (lambda n, seed: _balanced(n, seed, cfg))
+        x_tr, y_tr = make(cfg.n_train, cfg.seed)
+        x_va, y_va = make(cfg.n_val, cfg.seed + 1)
+        x_te, y_te = make(cfg.n_test, cfg.seed + 2)
         t_data = time.perf_counter() - t0
         torch.manual_seed(cfg.seed)
-        model = VideoLesionNet(in_channels=1, num_classes=2, width=cfg.width, dropout=cfg.dropout)
+        if model is None:
+            model = VideoLesionNet(in_channels=1, num_classes=2, width=cfg.width, dropout=cfg.dropout)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps_per_epoch = -(-cfg.n_train // cfg.batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)

@@ -30,9 +30,11 @@ from torch import nn
 __all__ = ["Conv2Plus1d", "TemporalMinPool", "VideoLesionNet"]
 
 
-def _spatial(in_channels: int, out_channels: int) -> OrderedDict[str, nn.Module]:
+def _spatial(in_channels: int, out_channels: int, stride: int = 1) -> OrderedDict[str, nn.Module]:
     return OrderedDict(
-        spatial=nn.Conv3d(in_channels, out_channels, (1, 3, 3), padding=(0, 1, 1), bias=False),
+        spatial=nn.Conv3d(
+            in_channels, out_channels, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False
+        ),
         bn_s=nn.BatchNorm3d(out_channels),
         relu=nn.ReLU(),
     )
@@ -97,6 +99,8 @@ class VideoLesionNet(nn.Module):
         width: channel unit: the blocks have ``2w, 4w, 4w`` channels.
         dropout: dropout before the linear head.
         temporal_window: frames merged by the input's temporal minimum (``T`` is divided by it, rounding up).
+        stem_stride: spatial stride of the stem convolution (2 for 128 x 128 inputs: the layers after it cost as at
+            64 x 64 and ``features.stage3`` has ``H/8 x W/8`` positions); the parameters do not change.
 
     Attributes:
         cam_layer: name of the recommended layer for per-frame activation maps (``"features.stage3"``).
@@ -114,6 +118,7 @@ class VideoLesionNet(nn.Module):
         width: int = 8,
         dropout: float = 0.1,
         temporal_window: int = 4,
+        stem_stride: int = 1,
     ) -> None:
         super().__init__()
         if min(in_channels, num_classes, width) < 1 or not 0.0 <= dropout < 1.0:
@@ -122,13 +127,13 @@ class VideoLesionNet(nn.Module):
                 f"{num_classes}, {width}, {dropout}."
             )
         self.in_channels = in_channels
-        if temporal_window < 1:
-            raise ValueError(f"temporal_window must be >= 1, got {temporal_window}.")
+        if temporal_window < 1 or stem_stride < 1:
+            raise ValueError(f"temporal_window and stem_stride must be >= 1, got {temporal_window}, {stem_stride}.")
         self.temporal_window = temporal_window
         self.features = nn.Sequential(
             OrderedDict(
                 tmin=TemporalMinPool(temporal_window),
-                stem=nn.Sequential(_spatial(in_channels, 2 * width)),
+                stem=nn.Sequential(_spatial(in_channels, 2 * width, stem_stride)),
                 pool1=nn.MaxPool3d((1, 2, 2)),
                 stage2=nn.Sequential(_spatial(2 * width, 4 * width)),
                 pool2=nn.MaxPool3d((1, 2, 2)),

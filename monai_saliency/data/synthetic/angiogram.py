@@ -154,13 +154,27 @@ def _u(g: torch.Generator, shape: Sequence[int] | int, lo: float, hi: float) -> 
     return lo + (hi - lo) * torch.rand(shape, generator=g)
 
 
-def _tree_geometry(n: int, h: int, w: int, frames: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-    """Centre lines, radii and dye arrival times of the 7-segment tree for ``n`` cases (pixels / frames)."""
+def _tree_geometry(
+    n: int,
+    h: int,
+    w: int,
+    frames: int,
+    g: torch.Generator,
+    spacing: float = 0.4,
+    foreshorten: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Centre lines, radii and dye arrival times of the 7-segment tree for ``n`` cases (pixels / frames).
+
+    Args:
+        spacing: largest distance (pixels, in 3D) between axis points.
+        foreshorten: optional ``(n, 7)`` factors in (0, 1] (cosine of each segment's elevation out of the image
+            plane) shrinking the projected steps; ``lengths`` and ``path`` stay 3D arclengths.
+    """
     s = float(min(h, w))
     nseg = len(_PARENT)
     length_rng = {0: (0.16, 0.22), 1: (0.24, 0.32), 2: (0.16, 0.24)}
     lengths = torch.stack([_u(g, n, *length_rng[_GENERATION[j]]) for j in range(nseg)], 1) * s  # (n, nseg)
-    npts = math.ceil(float(lengths.max()) / 0.4) + 1  # <= 0.4 px spacing along the axis
+    npts = math.ceil(float(lengths.max()) / spacing) + 1  # <= spacing px along the axis
     u = torch.linspace(0.0, 1.0, npts)
     bend = _u(g, (n, nseg), -0.45, 0.45)  # total change of direction along a segment (rad)
     split = _u(g, (n, nseg), 0.30, 0.65)  # branching half-angle
@@ -186,6 +200,8 @@ def _tree_geometry(n: int, h: int, w: int, frames: int, g: torch.Generator) -> d
             path0 = path[:, p, -1]
         angle = angle0[:, None] + bend[:, j, None] * u[None]
         step = lengths[:, j, None] / (npts - 1)
+        if foreshorten is not None:
+            step = step * foreshorten[:, j, None]
         d = torch.stack([torch.sin(angle), torch.cos(angle)], -1) * step[..., None]  # (n, npts, 2) as (dy, dx)
         d = 0.5 * (d[:, 1:] + d[:, :-1])
         pts[:, j] = start[:, None] + torch.cat([torch.zeros(n, 1, 2), d.cumsum(1)], 1)
@@ -205,6 +221,7 @@ def _tree_geometry(n: int, h: int, w: int, frames: int, g: torch.Generator) -> d
         "ostium": ostium,
         "theta0": theta0,
         "side": side,
+        "path": path,
     }
 
 
@@ -282,6 +299,7 @@ def _place_lesions(
         "reference_radius": torch.where(active, r_ref, 0.0),
         "segment": chosen_seg,
         "boxes": boxes,
+        "half": half,
     }
 
 
@@ -317,8 +335,8 @@ def _render_tubes(
     return torch.cat(chords).view(n, h, w), torch.cat(attrs).view(n, h, w)
 
 
-def _background(n: int, h: int, w: int, g: torch.Generator, geo: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Attenuation ``mu`` of the anatomy: smooth field, heart shadow, diaphragm, ribs and the catheter."""
+def _anatomy(n: int, h: int, w: int, g: torch.Generator) -> torch.Tensor:
+    """Attenuation ``mu (n, H, W)`` of the static anatomy: smooth field, heart shadow, diaphragm and ribs."""
     s = float(min(h, w))
     yy = torch.arange(h, dtype=torch.float32).view(1, h, 1)
     xx = torch.arange(w, dtype=torch.float32).view(1, 1, w)
@@ -344,17 +362,63 @@ def _background(n: int, h: int, w: int, g: torch.Generator, geo: dict[str, torch
     off = (dist - rr).abs()
     bone = 2.0 * (half**2 - off**2).clamp(min=0).sqrt() / s
     cortex = torch.exp(-(((off - half) / (0.012 * s)) ** 2))
-    mu = mu + (_u(g, (n, nr, 1, 1), 1.0, 2.0) * bone + 0.06 * cortex).sum(1)
-    # catheter: a straight-ish contrast-filled tube from the top border to the ostium
-    m = math.ceil(1.2 * max(h, w) / 0.4)
+    return mu + (_u(g, (n, nr, 1, 1), 1.0, 2.0) * bone + 0.06 * cortex).sum(1)
+
+
+def _catheter_path(
+    n: int, h: int, w: int, g: torch.Generator, geo: dict[str, torch.Tensor], spacing: float = 0.4
+) -> torch.Tensor:
+    """Axis points ``(n, m, 2)`` of a catheter: a quadratic Bezier curve from the top border to the ostium."""
+    m = math.ceil(1.2 * max(h, w) / spacing)
     t = torch.linspace(0.0, 1.0, m).view(1, m, 1)
     ost = geo["ostium"][:, None]  # (n, 1, 2)
     top_x = geo["ostium"][:, 1] + geo["side"] * _u(g, n, -0.3, -0.1) * w
     top = torch.stack([torch.full((n,), -2.0), top_x], -1)[:, None]
     mid = 0.5 * (top + ost) + torch.stack([torch.zeros(n), _u(g, n, -0.08, 0.08) * w], -1)[:, None]
-    cath = (1 - t) ** 2 * top + 2 * (1 - t) * t * mid + t**2 * ost  # quadratic Bezier
-    chord, _ = _render_tubes(cath, torch.full((n, m), 0.012 * s + 0.3), torch.zeros(n, m), h, w)
+    return (1 - t) ** 2 * top + 2 * (1 - t) * t * mid + t**2 * ost  # quadratic Bezier
+
+
+def _background(n: int, h: int, w: int, g: torch.Generator, geo: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Attenuation ``mu`` of the anatomy: smooth field, heart shadow, diaphragm, ribs and the catheter."""
+    mu = _anatomy(n, h, w, g)
+    cath = _catheter_path(n, h, w, g, geo)
+    m = cath.shape[1]
+    chord, _ = _render_tubes(cath, torch.full((n, m), 0.012 * float(min(h, w)) + 0.3), torch.zeros(n, m), h, w)
     return mu + 0.20 * chord
+
+
+def _check_size(n: int, shape: Sequence[int], frames: int, min_side: int = 32) -> tuple[int, int]:
+    """``(H, W)`` after checking the case count, the frame size and the frame count."""
+    h, w = (int(v) for v in shape)
+    if n < 1:
+        raise ValueError(f"need n >= 1 cases, got {n}.")
+    if len(tuple(shape)) != 2 or min(h, w) < min_side:
+        raise ValueError(f"shape must be (H, W) with both sides >= {min_side}, got {tuple(shape)}.")
+    if frames < 4:
+        raise ValueError(f"need at least 4 frames for a contrast wash-in, got {frames}.")
+    return h, w
+
+
+def _sample_grades(
+    n: int,
+    scenarios: Sequence[tuple[Sequence[str], float]] | None,
+    grades: Sequence[str] | None,
+    g: torch.Generator,
+) -> torch.Tensor:
+    """``(n, MAX_LESIONS)`` grade codes drawn from the scenarios (or ``grades`` for every case), validated."""
+    if grades is not None:
+        scenarios = [(tuple(grades), 1.0)]
+    scenarios = DEFAULT_SCENARIOS if scenarios is None else tuple((tuple(s), float(p)) for s, p in scenarios)
+    for names, p in scenarios:
+        if len(names) > MAX_LESIONS or any(name not in GRADES for name in names):
+            raise ValueError(f"a scenario holds at most {MAX_LESIONS} lesions named from {GRADES}, got {names!r}.")
+        if not p > 0:
+            raise ValueError(f"scenario probabilities must be > 0, got {p} for {names!r}.")
+    table = torch.full((len(scenarios), MAX_LESIONS), -1, dtype=torch.long)
+    for i, (names, _) in enumerate(scenarios):  # the scenario table, not the cases
+        table[i, : len(names)] = torch.tensor([GRADES.index(nm) for nm in names], dtype=torch.long)
+    probs = torch.tensor([p for _, p in scenarios], dtype=torch.float64)
+    return table[torch.multinomial(probs / probs.sum(), n, replacement=True, generator=g)]
 
 
 def make_angiogram_dataset(
@@ -391,31 +455,11 @@ def make_angiogram_dataset(
         ValueError: for ``n < 1``, too small a shape or frame count, an unknown grade name, more than
             ``MAX_LESIONS`` lesions, or non-positive scenario probabilities.
     """
-    h, w = (int(v) for v in shape)
-    if n < 1:
-        raise ValueError(f"need n >= 1 cases, got {n}.")
-    if len(tuple(shape)) != 2 or min(h, w) < 32:
-        raise ValueError(f"shape must be (H, W) with both sides >= 32, got {tuple(shape)}.")
-    if frames < 4:
-        raise ValueError(f"need at least 4 frames for a contrast wash-in, got {frames}.")
+    h, w = _check_size(n, shape, frames)
     if noise < 0 or frame_time_ms <= 0:
         raise ValueError(f"need noise >= 0 and frame_time_ms > 0, got {noise}, {frame_time_ms}.")
-    if grades is not None:
-        scenarios = [(tuple(grades), 1.0)]
-    scenarios = DEFAULT_SCENARIOS if scenarios is None else tuple((tuple(s), float(p)) for s, p in scenarios)
-    for names, p in scenarios:
-        if len(names) > MAX_LESIONS or any(name not in GRADES for name in names):
-            raise ValueError(f"a scenario holds at most {MAX_LESIONS} lesions named from {GRADES}, got {names!r}.")
-        if not p > 0:
-            raise ValueError(f"scenario probabilities must be > 0, got {p} for {names!r}.")
-    table = torch.full((len(scenarios), MAX_LESIONS), -1, dtype=torch.long)
-    for i, (names, _) in enumerate(scenarios):  # the scenario table, not the cases
-        table[i, : len(names)] = torch.tensor([GRADES.index(nm) for nm in names], dtype=torch.long)
-    probs = torch.tensor([p for _, p in scenarios], dtype=torch.float64)
-
     g = torch.Generator().manual_seed(int(seed))
-    pick = torch.multinomial(probs / probs.sum(), n, replacement=True, generator=g)
-    grade_codes = table[pick]
+    grade_codes = _sample_grades(n, scenarios, grades, g)
     geo = _tree_geometry(n, h, w, frames, g)
     les = _place_lesions(geo, grade_codes, h, w, g)
     geo = les["geo"]

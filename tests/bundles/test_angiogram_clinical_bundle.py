@@ -1,0 +1,142 @@
+"""The angiogram bundle's clinical-size path: model_clinical.pt, configs/inference_clinical.json, the sample cines."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from PIL import Image
+
+from monai_saliency._deprecation import bundle_scripts
+from monai_saliency.data.dicom.xa import read_xa_cine
+from monai_saliency.data.dicom.xa_writer import write_xa_cine
+from monai_saliency.data.synthetic.angiogram_clinical import make_clinical_angiogram_dataset
+from monai_saliency.metrics.roc_auc import roc_auc
+from monai_saliency.models.video import VideoLesionNet
+from tests.bundles.conftest import run_bundle
+
+NAME = "angiogram_signature_activation"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / NAME
+CONFIGS = "['configs/inference.json','configs/inference_clinical.json']"
+METHODS = ("sigact_spatial", "sigact_frames", "gradcam")
+
+
+def _scripts(name: str):
+    return bundle_scripts(NAME, name)
+
+
+def test_model_file_small_and_loads_scripted_and_traced():
+    path = BUNDLE / "models" / "model_clinical.pt"
+    assert path.stat().st_size < 5 * 2**20
+    network = json.loads((BUNDLE / "configs" / "inference_clinical.json").read_text())["network_def"]
+    kwargs = {k: v for k, v in network.items() if k != "_target_"}
+    report = json.loads((BUNDLE / "docs" / "model_clinical.json").read_text())
+    assert kwargs == _scripts("train_clinical").NETWORK == report["network"]  # the network the weights were trained as
+    net = VideoLesionNet(**kwargs).eval()
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))  # strict: every key matches
+    x = torch.rand(2, 1, 8, 128, 128)
+    with torch.no_grad():
+        ref = net(x)
+        scripted = torch.jit.script(net)
+        traced = torch.jit.trace(net, x)
+        np.testing.assert_allclose(scripted(x).numpy(), ref.numpy(), atol=1e-5)
+        np.testing.assert_allclose(traced(x).numpy(), ref.numpy(), atol=1e-5)
+    assert net.features.stage3(net.features[:5](x)).shape[-2:] == (16, 16)  # stem stride 2: H / 8
+
+
+def test_model_report_states_held_out_auc():
+    report = json.loads((BUNDLE / "docs" / "model_clinical.json").read_text())
+    test = report["test"]
+    assert test["n_pos"] + test["n_neg"] >= 200 and test["low"] <= test["auc"] <= test["high"]
+    assert report["clinical_timing_test"]["n_pos"] + report["clinical_timing_test"]["n_neg"] >= 200
+    assert report["config"]["shape"] == [128, 128] and report["config"]["threads"] == 1
+    assert report["model_bytes"] == (BUNDLE / "models" / "model_clinical.pt").stat().st_size
+
+
+def test_delong_auc_matches_mann_whitney():
+    g = np.random.default_rng(0)
+    labels = np.r_[np.zeros(60), np.ones(40)].astype(int)
+    scores = g.normal(size=100) + 0.8 * labels
+    scores[:5] = scores[60:65]  # ties between classes
+    ci = _scripts("train_clinical").delong_auc_ci(scores, labels)
+    u = scipy.stats.mannwhitneyu(scores[labels == 1], scores[labels == 0]).statistic
+    assert ci["auc"] == pytest.approx(u / (40 * 60)) and ci["auc"] == pytest.approx(roc_auc(scores, labels))
+    # Hanley-McNeil's standard error (an independent approximation) agrees within ~15 %
+    a = ci["auc"]
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se_hm = np.sqrt((a * (1 - a) + 39 * (q1 - a * a) + 59 * (q2 - a * a)) / (40 * 60))
+    assert ci["se"] == pytest.approx(se_hm, rel=0.15)
+    assert ci["low"] < a < ci["high"] and ci["high"] - ci["low"] == pytest.approx(2 * 1.959964 * ci["se"], rel=1e-4)
+
+
+def test_train_clinical_quick_runs(tmp_path):
+    out = tmp_path / "m.pt"
+    summary = _scripts("train_clinical").main(
+        ["--quick", "--out", str(out), "--min-auc", "0", "--report", str(tmp_path / "r.json")]
+    )
+    assert out.is_file() and json.loads((tmp_path / "r.json").read_text())["test"]["auc"] == summary["test"]["auc"]
+
+
+@pytest.fixture(scope="module")
+def clinical_run(tmp_path_factory):
+    """One clinical-config run over a 256 x 256 x 16 clinical-generator cine (12-bit XA) and a NIfTI twin."""
+    root = tmp_path_factory.mktemp("clinical")
+    data, out = root / "data", root / "out"
+    data.mkdir()
+    b = make_clinical_angiogram_dataset(1, shape=(256, 256), frames=16, seed=4, grades=("severe",))
+    write_xa_cine(b.cine[0].numpy(), data / "small_clinical.dcm", bits_stored=12, uid_seed="clinical-test")
+    proc = run_bundle(NAME, "--config_file", CONFIGS, "--dataset_dir", str(data), "--output_dir", str(out))
+    return proc, data, out
+
+
+def test_clinical_config_runs_end_to_end(clinical_run):
+    proc, _data, out = clinical_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["study", "prob_0", "prob_1", "label"] and [r[0] for r in rows[1:]] == ["small_clinical.dcm"]
+    assert abs(float(rows[1][1]) + float(rows[1][2]) - 1) < 1e-5
+    study = out / "small_clinical"
+    for method in METHODS:
+        nii = nib.load(str(study / f"small_clinical_{method}.nii.gz"))
+        assert nii.shape == (16, 256, 256)  # maps back in the input geometry (not 128 x 128)
+        v = nii.get_fdata()
+        assert np.isfinite(v).all() and v.min() == 0 and np.isclose(v.max(), 1)
+    derived = read_xa_cine(study / "small_clinical_sigact_spatial.dcm")
+    assert tuple(derived.shape) == (1, 16, 256, 256)
+    with Image.open(study / "small_clinical_sigact_spatial.gif") as gif:
+        assert gif.n_frames == 16 and gif.size[0] <= 512  # gif_scale null: capped width, no 3x blow-up
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert "model_clinical.pt" in json.dumps(manifest)
+
+
+def test_clinical_samples_sha_checked(tmp_path):
+    mod = _scripts("make_clinical_samples")
+    record = json.loads(mod.RECORD.read_text())
+    assert set(record["files"]) == {f"{n}.dcm" for n in mod.CASES}
+    labels = {v["label"] for v in record["files"].values()}
+    assert labels == {0, 1}
+    with pytest.raises(FileNotFoundError, match="make_clinical_samples"):
+        mod.clinical_samples(tmp_path, generate=False)
+    for name in mod.CASES:  # two stand-in files with the wrong content
+        (tmp_path / f"{name}.dcm").write_bytes(b"not the sample")
+    with pytest.raises(RuntimeError, match="SHA-256"):
+        mod.clinical_samples(tmp_path, generate=False)
+    assert mod.sha256_of(tmp_path / "clinical_512.dcm") == hashlib.sha256(b"not the sample").hexdigest()
+
+
+@pytest.mark.slow
+def test_clinical_samples_regenerate_identically(tmp_path):
+    """Both samples regenerate byte for byte (fixed seeds, UIDs and dates; ~20 s) and read as 12-bit XA."""
+    mod = _scripts("make_clinical_samples")
+    paths = mod.clinical_samples(tmp_path)  # generates, then checks the recorded SHA-256
+    for name, (shape, frames, *_rest) in mod.CASES.items():
+        cine = read_xa_cine(paths[name])
+        assert tuple(cine.shape) == (1, frames, *shape)
