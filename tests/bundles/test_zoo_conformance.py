@@ -61,7 +61,9 @@ def test_checks_fail_on_a_broken_bundle(tmp_path):
     md5: verify_net_in_out and download_large_files (each in its own ``python -m monai.bundle``) both fail."""
     src = BUNDLES / "angiogram_signature_activation"
     root = tmp_path / "angiogram_signature_activation"
-    shutil.copytree(src, root, ignore=shutil.ignore_patterns("sample_data", "sample_data_clinical", "outputs", "__pycache__"))
+    shutil.copytree(
+        src, root, ignore=shutil.ignore_patterns("sample_data", "sample_data_clinical", "outputs", "__pycache__")
+    )
     meta_path = root / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 3
