@@ -92,6 +92,21 @@ def upsampled_synthetic_cine(shape: Sequence[int], frames: int, seed: int = 0, b
     return detector_counts(big.numpy(), seed=seed)
 
 
+def clinical_cine(shape: Sequence[int], frames: int, seed: int = 0) -> np.ndarray:
+    """A cine of the realistic clinical generator (:mod:`monai_saliency.data.synthetic.angiogram_clinical`: two
+    crossing trees, cardiac motion, bolus, catheter, ribs, Poisson-Gaussian noise, 12-bit), one moderate lesion."""
+    from monai_saliency.data.synthetic.angiogram_clinical import make_clinical_angiogram
+
+    return np.asarray(make_clinical_angiogram(seed=seed, shape=tuple(shape), frames=frames)["cine"])
+
+
+GENERATORS: dict[str, Generator] = {"clinical": clinical_cine, "upsampled": upsampled_synthetic_cine}
+CONFIGS = {
+    "default": "configs/inference.json",
+    "clinical": "['configs/inference.json','configs/inference_clinical.json']",
+}
+
+
 def write_study(folder: Path, shape: Sequence[int], frames: int, generator: Generator, seed: int = 0) -> Path:
     """Generate one cine and write it as a 12-bit multi-frame XA DICOM ``folder/cine_<H>x<W>x<T>.dcm``."""
     from monai_saliency.data.dicom.xa_writer import write_xa_cine
@@ -104,14 +119,16 @@ def write_study(folder: Path, shape: Sequence[int], frames: int, generator: Gene
     return write_xa_cine(pixels, folder / name, bits_stored=BITS, uid_seed=name)
 
 
-def run_study(dataset_dir: Path, output_dir: Path, *options: str, timeout: int = 900) -> dict:
+def run_study(
+    dataset_dir: Path, output_dir: Path, *options: str, timeout: int = 900, config_file: str = CONFIGS["default"]
+) -> dict:
     """Run the bundle on ``dataset_dir`` in a fresh subprocess under the probe; its report (see ``_bundle_probe``).
 
     Raises:
         RuntimeError: the run failed (its stderr tail is in the message).
     """
     report = output_dir.parent / f"{output_dir.name}_probe.json"
-    cmd = [sys.executable, str(PROBE), str(report), "run", "--config_file", "configs/inference.json"]
+    cmd = [sys.executable, str(PROBE), str(report), "run", "--config_file", config_file]
     cmd += ["--bundle_root", ".", "--dataset_dir", str(dataset_dir), "--output_dir", str(output_dir), *options]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -186,6 +203,7 @@ def run_benchmark(
     sizes: Sequence[tuple[int, int]] = SIZES,
     options: Sequence[str] = (),
     workdir: Path | None = None,
+    config_file: str = CONFIGS["default"],
 ) -> tuple[list[str], bool]:
     """Generate, run and measure each ``(side, frames)`` study; the report lines and whether every bound holds.
 
@@ -194,6 +212,8 @@ def run_benchmark(
         sizes: ``(side, frames)`` of the square cines.
         options: extra bundle options (e.g. ``("--map_dtype", "float16")``).
         workdir: where studies and outputs go (default a temporary folder, removed afterwards).
+        config_file: the bundle's ``--config_file`` (:data:`CONFIGS`: the default 64 x 64 model or the clinical
+            128 x 128 override).
     """
     torch.set_num_threads(1)
     lines, ok = [], True
@@ -203,7 +223,7 @@ def run_benchmark(
             data = root / f"data_{side}x{frames}"
             study = write_study(data, (side, side), frames, generator)
             out = root / f"out_{side}x{frames}"
-            report = run_study(data, out, *options)
+            report = run_study(data, out, *options, config_file=config_file)
             m = measure(study, out, report)
             ok &= all(v[-1] for v in verdicts(m))
             lines += format_study(study, report, m)
@@ -215,14 +235,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default=",".join(f"{s}x{t}" for s, t in SIZES), help="e.g. 512x48,1024x30")
     parser.add_argument("--no-save", action="store_true", help="do not write the results file")
+    parser.add_argument("--generator", choices=sorted(GENERATORS), default="clinical", help="cine generator")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="clinical", help="bundle configuration")
     parser.add_argument("options", nargs="*", help="extra bundle options after --, e.g. -- --map_dtype float16")
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    lines, ok = run_benchmark(sizes=sizes, options=args.options)
+    lines, ok = run_benchmark(
+        GENERATORS[args.generator], sizes=sizes, options=args.options, config_file=CONFIGS[args.config]
+    )
     header = [
         "# Angiogram bundle per study at clinical size (benchmarks/speed/bench_clinical_cine.py)",
         f"# bundle options: {' '.join(args.options) or '(defaults)'}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}",
-        "# generator: upsampled_synthetic_cine (128^2 synthetic angiogram, bilinear, Poisson-Gaussian 12-bit noise)",
+        f"# generator: {args.generator} ({(GENERATORS[args.generator].__doc__ or '').split(chr(10))[0].strip()})",
+        f"# bundle configuration: {args.config} ({CONFIGS[args.config]})",
         f"# all bounds: {'PASS' if ok else 'FAIL'}",
         "",
     ]  # fmt: skip

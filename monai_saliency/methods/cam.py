@@ -38,6 +38,7 @@ from torch import nn
 from monai_saliency.core import ActivationHooks, TargetLike, as_target, frozen_parameters, require_autograd
 from monai_saliency.methods.base import Explainer
 from monai_saliency.ops.normalize import minmax_normalize
+from monai_saliency.ops.precision import stable_eigh
 from monai_saliency.ops.resize import RESIZE_MODES, upsample_maps
 from monai_saliency.ops.signature import DEFAULT_MAX_ELEMENTS, check_signature_options, signature_map
 from monai_saliency.ops.tokens import TokenGrid
@@ -301,21 +302,6 @@ class GradCAMpp(_CAMBase):
         return self._finish(maps, x)
 
 
-def _eigh(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched ``torch.linalg.eigh`` of symmetric PSD Gram matrices that does not fail on ill-conditioned ones.
-
-    float32 LAPACK ``syevd`` can fail to converge on a Gram matrix of mostly dead (all-zero) channels with a few
-    denormal entries (seen on a randomised CNN: 27 of 32 channels zero). The fast float32 call is tried first; on
-    failure the decomposition is redone in float64 (exact for these inputs) and returned in float64.
-    """
-    try:
-        return torch.linalg.eigh(gram)
-    except torch.linalg.LinAlgError:
-        if gram.dtype == torch.float64:
-            raise
-        return torch.linalg.eigh(gram.double())
-
-
 class EigenCAM(_CAMBase):
     """Eigen-CAM (Muhammad & Yeasin 2020): projection of a layer's activations on their first principal component.
 
@@ -377,10 +363,10 @@ class EigenCAM(_CAMBase):
         n, c = m.shape[1:]
         # first principal direction from the smaller Gram matrix (batched eigh; 4-5x faster than a thin SVD)
         if n >= c:
-            _, vecs = _eigh(m.transpose(1, 2) @ m)  # (B, C, C), ascending eigenvalues
+            _, vecs = stable_eigh(m.transpose(1, 2) @ m)  # (B, C, C), ascending eigenvalues
             proj = (m @ vecs[..., -1:].to(m.dtype))[..., 0]  # M v1
         else:
-            vals, vecs = _eigh(m @ m.transpose(1, 2))  # (B, N, N)
+            vals, vecs = stable_eigh(m @ m.transpose(1, 2))  # (B, N, N)
             proj = (vecs[..., -1] * vals[..., -1:].clamp_min(0).sqrt()).to(m.dtype)  # sigma1 u1 = M v1
         ref = work.mean(1).flatten(1)
         cov = ((proj - proj.mean(1, keepdim=True)) * (ref - ref.mean(1, keepdim=True))).sum(1)

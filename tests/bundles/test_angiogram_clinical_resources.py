@@ -1,4 +1,5 @@
-"""The angiogram bundle on one clinical-size cine (512 x 512 x 48, 12-bit XA with detector noise), run as a user would
+"""The angiogram bundle (clinical configuration) on one clinical-size cine of the realistic generator (512 x 512 x 48,
+12-bit XA with detector noise), run as a user would
 (``python -m monai.bundle run`` in a fresh subprocess, under the resource probe of
 ``benchmarks/speed/bench_clinical_cine.py``): issue #22 §1's bounds per study, from one shared run. Peak resident
 memory <= 1 GiB above the import footprint, bytes written <= 2 x the input, GIF <= 5 MB with its longest side <= 512.
@@ -21,9 +22,9 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="
 @pytest.fixture(scope="module")
 def clinical_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("clinical")
-    study = bench.write_study(root / "data", (512, 512), 48, bench.upsampled_synthetic_cine)
+    study = bench.write_study(root / "data", (512, 512), 48, bench.clinical_cine)  # the realistic generator
     out = root / "out"
-    report = bench.run_study(root / "data", out)
+    report = bench.run_study(root / "data", out, config_file=bench.CONFIGS["clinical"])  # the 128 x 128 model
     return study, out, report, bench.measure(study, out, report)
 
 

@@ -211,7 +211,8 @@ def test_documented_overrides_exist():
 
     keys = set(json.loads((BUNDLE / CONFIG).read_text())) | {"config_file", "bundle_root"}
     docs = (BUNDLE / "docs" / "README.md").read_text()
-    section = docs[docs.index("## From a PACS (DICOMweb)") : docs.index("## Retrain")]
+    start = docs.index("## From a PACS (DICOMweb)")
+    section = docs[start : docs.index("\n## ", start)]  # up to the next section
     used = set(re.findall(r"--(\w+)", section + " ".join(" ".join(c) for c in readme_commands())))
     assert {"dicomweb_url", "study_uids", "store_results"} <= used <= keys, used - keys
 
