@@ -13,7 +13,8 @@ Installs nothing. Without CUDA it prints ``no CUDA`` and exits 0. With CUDA (the
      (``bench_gradients``);
    - Mørch first + second order and exact, at the paper's size (I = 128 x 128 x 48, J = K = 64, A = 8, float64
      and float32; ``bench_morch``'s targets: first+second <= 2 s, exact <= 120 s on the 2-core CPU);
-   - one bundle run: ``angiogram_signature_activation`` on two generated 512 x 512 x 48 cines with ``--amp true``
+   - one bundle run: ``angiogram_signature_activation`` (clinical configuration) on two cines of the realistic
+     clinical generator, 512 x 512 x 48, with ``--amp true``
      (wall time of the subprocess, and per study).
 
 Designed to finish in well under 8 minutes on one GPU (``--quick``: tiny sizes, for a smoke run).
@@ -167,22 +168,20 @@ def _morch_one(shape: tuple[int, ...], j: int, a: int, dtype: torch.dtype, repea
 
 
 def bench_bundle(quick: bool) -> None:
-    import nibabel as nib
-    import numpy as np
-
-    from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
+    from benchmarks.speed.bench_clinical_cine import CONFIGS, clinical_cine, write_study
 
     size, frames = (128, 16) if quick else (512, 48)
-    print(f"== bundle angiogram_signature_activation, 2 generated {size}^2 x {frames} cines, --amp true", flush=True)
+    print(
+        f"== bundle angiogram_signature_activation (clinical configuration), 2 clinical-generator {size}^2 x {frames}"
+        " XA cines, --amp true",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         data, out = Path(tmp) / "data", Path(tmp) / "out"
-        data.mkdir()
-        batch = make_angiogram_dataset(2, shape=(size, size), frames=frames, seed=0)
-        for i, cine in enumerate(batch.cine):  # (T, H, W), frame axis first as the bundle reads NIfTI cines
-            arr = np.asarray(cine.numpy(), dtype=np.float32)
-            nib.save(nib.Nifti1Image(arr, np.eye(4)), str(data / f"cine_{i}.nii.gz"))
+        for i in range(2):  # one folder per study: the generated file names are the same
+            write_study(data / f"study_{i}", (size, size), frames, clinical_cine, seed=i)
         bundle = REPO / "bundles" / "angiogram_signature_activation"
-        options = {"config_file": "configs/inference.json", "bundle_root": ".", "dataset_dir": data, "output_dir": out}
+        options = {"config_file": CONFIGS["clinical"], "bundle_root": ".", "dataset_dir": data, "output_dir": out}
         options["amp"] = "true"
         cmd = [
             sys.executable,
