@@ -55,12 +55,9 @@ import torch
 import yaml
 
 from benchmarks.experiments._morch_data import MNI_REGIONS, functional_noise_bank, mni152_anatomy, normalised_centre
-from benchmarks.experiments._morch_report import (
-    ESTIMATES,
-    nmse,
-    write_figures,
-    write_table,
-)
+from benchmarks.experiments._morch_figures import write_figures
+from benchmarks.experiments._morch_report import ESTIMATES, nmse
+from benchmarks.experiments._morch_tables import write_table
 from benchmarks.experiments._output import OUTPUT_DIR_HELP, ROOT, output_dir
 from benchmarks.experiments._verdicts import write_verdicts
 from monai_saliency.analysis import MorchSaliency

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.experiments import _forgrad_measures as M
 from benchmarks.experiments import _verdicts as V
 from benchmarks.experiments import exp_forgrad as E
 
@@ -20,17 +21,17 @@ def _run(seed: int, deletion_shift: float, control_stability: float, hf_max_minu
     n = N_IMAGES
     values = {}
     for name in ("Gradient", "SmoothGrad"):
-        raw = {k: rng.uniform(0.3, 0.6, n) for k, _, _ in E.METRICS}
-        values[(name, E.RAW)] = raw
+        raw = {k: rng.uniform(0.3, 0.6, n) for k, _, _ in M.METRICS}
+        values[(name, M.RAW)] = raw
         fg = {k: v + rng.normal(0, 0.05, n) for k, v in raw.items()}  # noise only: ties
         fg["deletion"] = raw["deletion"] + deletion_shift + rng.normal(0, 1e-3, n)
-        values[(name, E.FORGRAD)] = fg
-        for variant in (E.LOWPASS, E.RANDOM):
+        values[(name, M.FORGRAD)] = fg
+        for variant in (M.LOWPASS, M.RANDOM):
             values[(name, variant)] = {k: v + rng.normal(0, 0.05, n) for k, v in raw.items()}
-    for control in E.CONTROLS:
-        values[(E.CONTROL_ROW, control)] = {k: rng.uniform(0.3, 0.6, n) for k, _, _ in E.METRICS}
+    for control in M.CONTROLS:
+        values[(M.CONTROL_ROW, control)] = {k: rng.uniform(0.3, 0.6, n) for k, _, _ in M.METRICS}
     # the uniform map is perfectly stable: it must win stability against FORGrad, whatever FORGrad does
-    values[(E.CONTROL_ROW, "Uniform map")]["stability"] = np.full(n, control_stability)
+    values[(M.CONTROL_ROW, "Uniform map")]["stability"] = np.full(n, control_stability)
     cal = SimpleNamespace(sigmas=[1.0, 32.0], scores=[0.1, 0.0], best_sigma=1.0, best_score=0.1)
     hf_avg = rng.uniform(0.2, 0.3, n)
     mech = {
@@ -104,12 +105,12 @@ def test_gaussian_lowpass_half_power_at_sigma_and_edge_map():
     n, k = 32, 4
     grid = torch.arange(n, dtype=torch.float64)
     wave = torch.cos(2 * np.pi * k * grid / n)[None, None, :, None].expand(1, 1, n, n).clone()
-    out = E.gaussian_lowpass(wave, sigma=float(k))
+    out = M.gaussian_lowpass(wave, sigma=float(k))
     assert torch.allclose(out, wave / np.sqrt(2), atol=1e-10)
     # the edge map of a linear ramp is its constant slope (central differences), checked against numpy
     ramp = (3.0 * grid)[None, None, :, None].expand(1, 1, n, n).float()
     assert torch.allclose(
-        E.edge_map(ramp), torch.from_numpy(np.abs(np.gradient(ramp[0, 0].numpy(), axis=0)))[None, None]
+        M.edge_map(ramp), torch.from_numpy(np.abs(np.gradient(ramp[0, 0].numpy(), axis=0)))[None, None]
     )
 
 
@@ -126,7 +127,7 @@ def test_occlusion_map_brute_force():
 
     g = torch.Generator().manual_seed(0)
     x, w = torch.rand(2, 1, 8, 8, generator=g), torch.rand(1, 1, 8, 8, generator=g)
-    got = E.occlusion_map(Linear(w), x, torch.ones(2, dtype=torch.long), patch=4, stride=4)
+    got = M.occlusion_map(Linear(w), x, torch.ones(2, dtype=torch.long), patch=4, stride=4)
     contrib = (x * w)[:, 0].double()
     expected = torch.zeros(2, 8, 8, dtype=torch.float64)
     for i in range(0, 8, 4):
