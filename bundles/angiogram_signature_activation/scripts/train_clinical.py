@@ -43,10 +43,13 @@ x``, a digital-subtraction image that removes ribs and diaphragm; validation AUC
 stylised task's own scale (64 x 64, trunk radius 8 % of the side, stride-1 stem, 512 cines, 10 epochs, noise and
 motion off) the clinical generator still stayed near chance (validation AUC <= 0.55; with noise and motion on <=
 0.57, test 0.65 on 128 cines), also with one tree and no catheter (<= 0.59, test 0.54 on 128 cines) or no
-foreshortening (<= 0.53); what remains different from the stylised generator is mainly the contrast rendering (bolus
-wash-in and wash-out with the fill delay, attenuation scale), the suspect to examine next. Within ~15 min of one CPU
-thread this (2+1)D network does not learn the clinical task; the next things to try are a lesion-centred auxiliary
-target (the generator's per-frame boxes) or a larger network trained off this machine.
+foreshortening (<= 0.53); with one tree, no catheter and a constant full opacification instead of the bolus it came
+closest (validation <= 0.60, test 0.62). Caveat: this small budget is short even for the stylised task (same 64 x 64
+x 8-frame setting: validation <= 0.64, test 0.72; its shipped model needs 1024 cines x 16 epochs of 16 frames), so
+these ablations rank the factors only weakly; the bolus (wash-in/out and the fill delay that leaves distal vessels
+faint) and the second tree are the suspects to examine next at full budget. Within ~15 min of one CPU thread this
+(2+1)D network does not learn the clinical task; the next things to try are a lesion-centred auxiliary target (the
+generator's per-frame boxes) or a larger network trained off this machine.
 """
 
 from __future__ import annotations
