@@ -23,6 +23,33 @@ Result of that command (2026-12-07, shared 2-core machine, one thread, 10 min in
 the task; held-out AUC 0.547 (DeLong 95 % CI 0.476-0.619, 256 cines) and 0.549 (0.468-0.629, 200 cines of 48 frames
 at 15 frames/s), i.e. not better than chance. ``--min-auc 0`` saved the weights anyway so that the clinical
 configuration runs end to end (timings and memory do not depend on them); see ``docs/model_clinical.json``.
+
+Diagnosis (2026-12-07, follow-up session; 128 x 128, 8 frames at 2.5 frames/s unless stated). The labels match the
+images: positive = any moderate or severe lesion (grade code >= 1), the lesion boxes sit on the vessel (the lesion
+centre is inside the rendered lumen for 64 of 64 lesions without motion, 63 of 64 with it), and the narrowing is
+rendered at 128 x 128: at peak opacification the vessel's remaining contrast at the lesion centre (background minus
+centre, relative to the darkest vessel pixel nearby) is 0.46 for mild, 0.29 for moderate and 0.21 for severe lesions
+(medians, 64 noiseless cines). The detector noise is not the obstacle (1.6e4 quanta per pixel at 128 x 128, ~1 %
+relative noise). What breaks learning is not a label bug and not noise or motion: an *easy* version (noise off,
+motion off) stayed at chance with this network and budget (512 cines, 10 epochs, stem stride 2: validation AUC
+0.46-0.54, training loss never below 0.69 = ln 2), even with severe-versus-no lesion only (0.46-0.56), while the
+stylised 64 x 64 task with the same trainer and budget starts to learn (validation AUC 0.62 by epoch 4). Lesions on
+the shared trunk are often hidden where the second tree's trunk and the catheter tip overlap it in projection, but
+moving them to the main branches did not help (easy version: validation AUC <= 0.57, test 0.50). Neither did a
+stride-1 stem with 4 frames at 1.25 frames/s and main-branch lesions (1024 cines, 16 epochs, 13 min on one thread:
+validation AUC <= 0.57; held-out 0.48, DeLong CI 0.41-0.55, 256 cines, and 0.49, 0.41-0.57, 200 cines of 48 frames
+at 15 frames/s), nor the same with a parameter-free log background subtraction at the input (``log x - max_t log
+x``, a digital-subtraction image that removes ribs and diaphragm; validation AUC <= 0.53 after 13 epochs). At the
+stylised task's own scale (64 x 64, trunk radius 8 % of the side, stride-1 stem, 512 cines, 10 epochs, noise and
+motion off) the clinical generator still stayed near chance (validation AUC <= 0.55; with noise and motion on <=
+0.57, test 0.65 on 128 cines), also with one tree and no catheter (<= 0.59, test 0.54 on 128 cines) or no
+foreshortening (<= 0.53); with one tree, no catheter and a constant full opacification instead of the bolus it came
+closest (validation <= 0.60, test 0.62). Caveat: this small budget is short even for the stylised task (same 64 x 64
+x 8-frame setting: validation <= 0.64, test 0.72; its shipped model needs 1024 cines x 16 epochs of 16 frames), so
+these ablations rank the factors only weakly; the bolus (wash-in/out and the fill delay that leaves distal vessels
+faint) and the second tree are the suspects to examine next at full budget. Within ~15 min of one CPU thread this
+(2+1)D network does not learn the clinical task; the next things to try are a lesion-centred auxiliary target (the
+generator's per-frame boxes) or a larger network trained off this machine.
 """
 
 from __future__ import annotations
