@@ -11,7 +11,9 @@ in that same process before running ``python -m monai.bundle run``. Printed per 
 * bytes written / input bytes: <= 2;
 * GIF: <= 5 MB, longest side <= the bundle's ``gif_max_side`` (512);
 
-and the wall time of each stage (read, preprocess, model, explainers, invert, write).
+and the wall time of each stage (read, preprocess, model, explainers, invert, write). The study runs with
+``--num_workers 0`` so that every stage runs in the probed process (with the default DataLoader worker, reading and
+preprocessing move to a worker process: their memory then adds to a second process).
 
 The default generator upsamples a cine of :func:`monai_saliency.data.synthetic.angiogram.make_angiogram_dataset`
 (128 x 128) to the clinical size and applies a Poisson-Gaussian detector model quantised to 12 bits, so that the
@@ -129,7 +131,10 @@ def run_study(
     """
     report = output_dir.parent / f"{output_dir.name}_probe.json"
     cmd = [sys.executable, str(PROBE), str(report), "run", "--config_file", config_file]
-    cmd += ["--bundle_root", ".", "--dataset_dir", str(dataset_dir), "--output_dir", str(output_dir), *options]
+    # one process: with DataLoader workers (the bundle's default 1) reading and preprocessing run in a worker
+    # process, whose memory and time this process's probe would not see
+    cmd += ["--bundle_root", ".", "--dataset_dir", str(dataset_dir), "--output_dir", str(output_dir)]
+    cmd += ["--num_workers", "0", *options]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.setdefault("OMP_NUM_THREADS", "1")
     env["PYTHONWARNINGS"] = "ignore"
