@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 from monai_saliency.core import check_input, evaluation_mode, model_logits, select_class
+from monai_saliency.core.outputs import model_output
+from monai_saliency.core.targets import ClassTarget, Target, explainer_target, resolve_target
 from monai_saliency.methods.base import Explainer, wrapped_base_map, wrapped_source
 from monai_saliency.ops.blur import gaussian_blur
 from monai_saliency.ops.fourier import check_cutoff, ideal_lowpass
@@ -63,7 +65,7 @@ def insertion_deletion_score(
     model: nn.Module,
     x: torch.Tensor,
     saliency: torch.Tensor,
-    class_idx: torch.Tensor,
+    class_idx: torch.Tensor | Target,
     n_steps: int = 16,
     batch_size: int = 64,
     blur_sigma: float | None = None,
@@ -73,7 +75,9 @@ def insertion_deletion_score(
     Positions (all channels of a voxel together) are ranked by ``saliency`` (descending). Deletion replaces
     the top ``k/n_steps`` fraction of ``x`` with 0; insertion starts from a Gaussian-blurred ``x`` and puts
     back the top fraction of the original (Petsiuk et al. 2018). The curves are the target class
-    probability (softmax; sigmoid for a single output) at ``k = 0..n_steps``; AUCs by the trapezoid rule
+    probability (softmax; sigmoid for a single output) at ``k = 0..n_steps``, or, for a bound
+    :class:`~monai_saliency.core.targets.Target`, its probability version when it has one (a class or region
+    target) and else its own score (a regression unit, a callable); AUCs by the trapezoid rule
     over the fraction in [0, 1]. All ``2 (n_steps + 1) B`` perturbed inputs run ``batch_size`` at a time.
     This is the minimal version documented in :mod:`monai_saliency.methods.forgrad`; the metrics package
     holds the full one.
@@ -82,14 +86,16 @@ def insertion_deletion_score(
         model: classifier.
         x: inputs ``(B, C, *sp)``.
         saliency: maps ``(B, 1 or C, *sp)`` (channels are summed in absolute value).
-        class_idx: target class per item ``(B,)``.
+        class_idx: target class per item ``(B,)``, or a target bound to ``x``
+            (:func:`~monai_saliency.core.targets.resolve_target`).
         n_steps: perturbation steps.
         batch_size: model inputs per forward pass.
         blur_sigma: Gaussian sigma (voxels) of the insertion start; default ``max(sp) / 16``.
 
     Returns:
-        ``(B,)`` scores in [-1, 1].
+        ``(B,)`` scores, in [-1, 1] for probabilities.
     """
+    score_of = _target_scorer(class_idx)
     b, c = x.shape[:2]
     sp = x.shape[2:]
     n = int(torch.tensor(sp).prod())
@@ -111,14 +117,32 @@ def insertion_deletion_score(
             deleted = torch.where(top, torch.zeros((), dtype=x.dtype, device=x.device), xf[item])
             inserted = torch.where(top, xf[item], bf[item])
             inp = torch.where((mode == 0)[:, None, None], deleted, inserted).reshape(-1, c, *sp)
-            logits = model_logits(model(inp))
-            p = logits.softmax(1) if logits.shape[1] > 1 else logits.sigmoid()
-            cls = class_idx[item] if logits.shape[1] > 1 else torch.zeros_like(item)
-            probs[flat] = p.gather(1, cls[:, None])[:, 0].to(x.dtype)
+            probs[flat] = score_of(model(inp), item).to(x.dtype)
     curves = probs.reshape(2, s, b)
     frac = counts.to(x.dtype) / n
     auc = torch.trapezoid(curves, frac, dim=1)  # (2, B)
     return auc[1] - auc[0]
+
+
+def _target_scorer(class_idx: torch.Tensor | Target) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+    """``score(output, item)`` of the rows ``item`` of a chunk: the class probability for class indices, a bound
+    target's probability version when it has one, else the target's own score."""
+    if isinstance(class_idx, ClassTarget):  # its indices (a single-output classifier scores the sigmoid)
+        class_idx = class_idx.class_indices
+    if isinstance(class_idx, Target):
+        try:
+            scored = class_idx.probabilities()
+        except ValueError:  # a regression unit or a callable: its own score
+            scored = class_idx
+        return lambda output, item: scored.rows(item)(model_output(output).float())
+
+    def by_class(output: Any, item: torch.Tensor) -> torch.Tensor:
+        logits = model_logits(output)
+        p = logits.softmax(1) if logits.shape[1] > 1 else logits.sigmoid()
+        cls = class_idx[item] if logits.shape[1] > 1 else torch.zeros_like(item)
+        return p.gather(1, cls[:, None])[:, 0]
+
+    return by_class
 
 
 @dataclass
@@ -234,23 +258,31 @@ class FORGrad(Explainer):
         apply: bool = True,
         n_steps: int = 16,
         batch_size: int = 64,
+        target: Any = None,
     ) -> CalibrationResult:
         """Pick ``sigma*`` maximising a faithfulness score on held-out data; return the whole curve.
 
-        The base map of each batch is computed once; each radius only re-filters it. Targets are the
-        labels when the data provides them, else the model's argmax. The model runs in eval mode throughout (its
-        sub-modules' flags are restored afterwards), as in every explanation.
+        The base map of each batch is computed once; each radius only re-filters it. Without ``target``, the
+        explained class is the label when the data provides one, else the model's argmax; with ``target`` (any
+        model: a segmentation region, a regression unit, a callable), it is bound to each clean batch and the
+        data's labels are not used (a segmentation batch's ``"label"`` is a mask, not a class). The model runs
+        in eval mode throughout (its sub-modules' flags are restored afterwards), as in every explanation.
 
         Args:
             data: a tensor ``(B, C, *sp)``, an ``(images, labels)`` pair, a dict batch with ``"image"``
                 (and ``"label"``), or an iterable / DataLoader yielding any of those.
             sigmas: radii to try; default :func:`default_sigmas` of the first batch's spatial shape
                 (1 bin ... max size = no filtering).
-            metric: ``metric(model, x, saliency (B,1|C,*sp), class_idx (B,)) -> (B,)`` scores, higher is better;
-                default :func:`insertion_deletion_score` (the minimal internal insertion − deletion AUC).
+            metric: ``metric(model, x, saliency (B,1|C,*sp), class_idx) -> (B,)`` scores, higher is better, where
+                ``class_idx`` is the ``(B,)`` class indices, or the bound target when ``target`` is not a class
+                target; default :func:`insertion_deletion_score` (the minimal internal insertion − deletion AUC,
+                on the target's probability when it has one, else on its score).
             apply: set ``self.sigma`` to the best radius.
             n_steps: perturbation steps of the default metric.
             batch_size: model inputs per forward pass of the default metric.
+            target: what is explained, as every explainer and metric takes it
+                (:mod:`~monai_saliency.core.targets`: ``ClassTarget``, ``RegionTarget``, ``RegressionTarget``, a
+                callable ``output -> (B,)``, or class indices); None uses the labels or the argmax.
 
         Returns:
             :class:`CalibrationResult` with every radius's mean score and per-item scores.
@@ -263,7 +295,7 @@ class FORGrad(Explainer):
             raise ValueError("give at least one sigma.")
         # as in __call__: no BatchNorm update, no dropout while scoring; half precision computed in float32
         with evaluation_mode(self.model), model_input_dtype(self.model):
-            per_batch, sig_list = self._calibration_scores(data, sig_list, metric, n_steps, batch_size)
+            per_batch, sig_list = self._calibration_scores(data, sig_list, metric, n_steps, batch_size, target)
         if not per_batch:
             raise ValueError("calibrate got no data.")
         per_item = torch.cat(per_batch, dim=1)
@@ -281,7 +313,13 @@ class FORGrad(Explainer):
         return result
 
     def _calibration_scores(
-        self, data: Any, sig_list: list[float] | None, metric: MetricFn | None, n_steps: int, batch_size: int
+        self,
+        data: Any,
+        sig_list: list[float] | None,
+        metric: MetricFn | None,
+        n_steps: int,
+        batch_size: int,
+        target: Any = None,
     ) -> tuple[list[torch.Tensor], list[float]]:
         """Scores ``(len(sigmas), B)`` of every batch of ``data`` and the radii tried (see :meth:`calibrate`)."""
         per_batch: list[torch.Tensor] = []
@@ -289,9 +327,15 @@ class FORGrad(Explainer):
             x = working_tensor(check_input(x_raw, self.spatial_dims))
             if sig_list is None:
                 sig_list = default_sigmas(x.shape[2:])
-            with torch.no_grad():
-                idx = select_class(model_logits(self.model(x)), None if labels is None else _as_index(labels, x))
-            maps = self.base_maps(x, idx)
+            if target is None:
+                with torch.no_grad():
+                    idx = select_class(model_logits(self.model(x)), None if labels is None else _as_index(labels, x))
+                maps = self.base_maps(x, idx)
+            else:  # bound once on the clean batch; a class target hands its indices on
+                bound = resolve_target(self.model, x, target)
+                idx = explainer_target(bound)
+                maps = self.base_maps(x, idx)
+                idx = bound if metric is None else idx
             scores = []
             for sig in sig_list:  # loop over the hyper-parameter grid
                 sal = self.filter(maps, sig)
