@@ -42,6 +42,7 @@ import os
 import resource
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -224,6 +225,126 @@ def run_evaluator(dataset_dir: Path, output_dir: Path, name: str, **overrides) -
     }
 
 
+class StageProfile:
+    """CPU seconds per stage and thread of one evaluator run: each stage's calls add their thread CPU time
+    (:func:`time.thread_time`) to ``(thread, stage)``, the thread being ``"compute"`` (the engine's thread) or
+    ``"writer"`` (the background writer); ``other`` is the rest of each thread's CPU time (engine, collation,
+    decollation, the finite check), from the compute thread's total around ``run()`` and the writer's write jobs."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[tuple[str, str], float] = {}
+        self.totals = {"compute": 0.0, "writer": 0.0}
+
+    @staticmethod
+    def role() -> str:
+        return "writer" if threading.current_thread().name == "saliency-writer" else "compute"
+
+    def add(self, stage: str, seconds: float) -> None:
+        key = (self.role(), stage)
+        self.cpu[key] = self.cpu.get(key, 0.0) + seconds
+
+    def timed(self, stage: str, fn):
+        """``fn`` with its calls timed as ``stage``."""
+
+        def call(*args, **kwargs):
+            c0 = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(stage, time.thread_time() - c0)
+
+        return call
+
+    def time_transform(self, transform, stage: str) -> None:
+        """Time ``transform``'s calls in place: its class becomes a subclass of the same name whose ``__call__`` is
+        timed (identity, ``isinstance`` and ``Invertd``'s trace of it are unchanged)."""
+        cls = type(transform)
+        profile = self
+
+        def __call__(obj, *args, **kwargs):
+            c0 = time.thread_time()
+            try:
+                return cls.__call__(obj, *args, **kwargs)
+            finally:
+                profile.add(stage, time.thread_time() - c0)
+
+        transform.__class__ = type(cls.__name__, (cls,), {"__call__": __call__, "__qualname__": cls.__qualname__})
+
+    def rows(self, n: int) -> list[tuple[str, str, float]]:
+        """``(thread, stage, CPU ms per study)``, each thread's stages then its ``other``."""
+        out = []
+        for role in ("compute", "writer"):
+            stages = [(s, c) for (r, s), c in self.cpu.items() if r == role]
+            out += [(role, s, 1000 * c / n) for s, c in stages]
+            out.append((role, "other", 1000 * (self.totals[role] - sum(c for _, c in stages)) / n))
+        return out
+
+
+STAGE_NAMES = {
+    "LoadCined": "read + decode (LoadCined)",
+    "EnsureTyped": "preprocess: EnsureTyped",
+    "CopyItemsd": "preprocess: CopyItemsd",
+    "AntiAliasd": "preprocess: AntiAliasd",
+    "Resized": "preprocess: Resized",
+    "FlattenSubKeysd": "post: FlattenSubKeysd",
+    "Invertd": "post: Invertd (maps to the input grid)",
+    "ScaleToUnitd": "post: ScaleToUnitd",
+    "SaveMapsd": "write: NIfTI maps (SaveMapsd)",
+    "SaveXADerivedd": "write: derived XA DICOM (SaveXADerivedd)",
+    "SaveCineGifd": "write: animated GIF (SaveCineGifd)",
+    "SaveOverlaySCd": "write: DICOM overlay (SaveOverlaySCd)",
+}
+
+
+def run_profile(dataset_dir: Path, output_dir: Path) -> tuple[StageProfile, int]:
+    """The bundle's evaluator path with every stage timed (:class:`StageProfile`), the DataLoader's work in the
+    compute thread (``num_workers=0``, so reading is timed too; with workers it moves to a worker process at the same
+    cost) and the default background writer. Returns the profile and the number of studies."""
+    parser = bundle_parser(dataset_dir, output_dir, num_workers=0)
+    evaluator = parser.get_parsed_content("evaluator")
+    load_weights(evaluator.network)
+    cohort = parser.get_parsed_content("cohort")
+    profile = StageProfile()
+    for transform in [*parser.get_parsed_content("preprocessing").transforms]:
+        profile.time_transform(transform, STAGE_NAMES.get(type(transform).__name__, type(transform).__name__))
+    for transform in parser.get_parsed_content("postprocessing").transforms:
+        profile.time_transform(transform, STAGE_NAMES.get(type(transform).__name__, type(transform).__name__))
+    evaluator.inferer = profile.timed("model (inferer: network + explainers)", evaluator.inferer)
+    cohort.stage = profile.timed("cohort: staging folder", cohort.stage)
+    cohort.commit = profile.timed("cohort: commit (checksums, records, atomic move)", cohort.commit)
+    write_study = evaluator._write_study
+
+    def job(*args, **kwargs):
+        c0 = time.thread_time()
+        try:
+            return write_study(*args, **kwargs)
+        finally:
+            profile.totals["writer"] += time.thread_time() - c0
+
+    evaluator._write_study = job
+    c0 = time.thread_time()
+    evaluator.run()
+    profile.totals["compute"] += time.thread_time() - c0
+    counts = cohort.finish()
+    if counts["ok"] != len(cohort.studies):
+        raise RuntimeError(f"profile: not every study succeeded: {counts}")
+    return profile, counts["ok"]
+
+
+def profile_lines(profile: StageProfile, n: int) -> list[str]:
+    """The per-stage table of a profile."""
+    rows = profile.rows(n)
+    lines = [f"{'thread':<8} {'stage':<52} {'CPU ms/study':>12}"]
+    for role in ("compute", "writer"):
+        mine = [r for r in rows if r[0] == role]
+        lines += [f"{r:<8} {s:<52} {ms:12.1f}" for r, s, ms in mine]
+        lines.append(f"{role:<8} {'= ' + role + ' thread total':<52} {sum(ms for _, _, ms in mine):12.1f}")
+    total = sum(ms for _, _, ms in rows)
+    model = sum(ms for _, s, ms in rows if s.startswith("model"))
+    lines.append(f"{'both':<8} {'= total (model ' + f'{model:.1f}, the rest {total - model:.1f})':<52} {total:12.1f}")
+    return lines
+
+
 def _merge(rows: list[dict], name: str) -> dict:
     """One result row from the rounds of a path (studies, times and CPU summed)."""
     keys = ("n", "wall", "model", "finish", "cpu", "model_cpu")
@@ -253,7 +374,8 @@ def _line(r: dict) -> str:
     frac = r["model"] / r["wall"]
     return (
         f"{r['name']:<44} {r['n']:>4} studies  {r['wall']:7.2f} s  {per_min:7.1f} studies/min  "
-        f"model {1000 * r['model'] / r['n']:6.1f} ms/study  CPU {1000 * r['cpu'] / r['n']:6.1f} ms/study  "
+        f"model {1000 * r['model'] / r['n']:6.1f} ms/study (its CPU {1000 * r['model_cpu'] / r['n']:5.1f})  "
+        f"CPU {1000 * r['cpu'] / r['n']:6.1f} ms/study  "
         f"model fraction {100 * frac:5.1f} %" + (f"  (finish {r['finish']:.2f} s)" if r["finish"] else "")
     )
 
@@ -267,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--rounds", type=int, default=4, help="slices of the studies, the two paths alternating first (quick: 1)"
+    )
+    ap.add_argument(
+        "--profile-studies", type=int, default=16, help="studies of the per-stage CPU profile (0: none; quick: 4)"
     )
     ap.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS} for a full run)")
     ap.add_argument("--workdir", type=Path, default=None, help="where the studies and outputs go (default a temp dir)")
@@ -290,6 +415,27 @@ def main(argv: list[str] | None = None) -> int:
         warm = work / "warm"
         make_studies(warm, 2, seed=9999)
         run_sequential(warm, work / "warm_out_seq")  # imports, first-call costs: not timed
+        profile_n = min(n, 4 if args.quick else args.profile_studies)
+        stage_lines: list[str] = []
+        largest = ""
+        if profile_n > 0:
+            sub = work / "profile"
+            sub.mkdir()
+            for path in sorted(data.iterdir())[:profile_n]:
+                os.link(path, sub / path.name)
+            profile, done = run_profile(sub, work / "out_profile")
+            stage_lines = [
+                (
+                    f"per-stage CPU time (the first {done} studies; the bundle's evaluator path with the DataLoader's "
+                    "work in the compute thread, num_workers=0, and the background writer):"
+                ),
+                *profile_lines(profile, done),
+                "",
+            ]
+            rest = sorted((r for r in profile.rows(done) if not r[1].startswith("model")), key=lambda r: -r[2])
+            largest = "; the largest non-model stages (profile above): " + ", ".join(
+                f"{stage} {ms:.0f} ms ({role} thread)" for role, stage, ms in rest[:3]
+            )
         # Rounds over consecutive slices of the studies, the two paths alternating first: the speed of a shared
         # machine drifts by tens of percent over minutes, and alternating puts the same drift on both paths.
         default = f"evaluator (workers={default_workers}, async write={default_async})"
@@ -322,6 +468,12 @@ def main(argv: list[str] | None = None) -> int:
                     {"gif_scale": 1, "write_overlays": False},
                 )
             )
+            settings.append(
+                (
+                    f"workers={default_workers}, async write={default_async}, --dicom_compression deflate",
+                    {"dicom_compression": "deflate"},
+                )
+            )
             for i, (label, overrides) in enumerate(settings):
                 variants.append(run_evaluator(sub, work / f"out_v{i}", f"evaluator ({label})", **overrides))
             # a model that is a larger share of a study: 4x the network input (the network is fully convolutional)
@@ -345,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             *[_line(r) for r in results],
             "",
+            *stage_lines,
             *(
                 [
                     (
@@ -377,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"why not met: per study the reading, preprocessing, post-processing, writing and cohort bookkeeping "
                 f"take {1000 * rest:.0f} CPU ms against {1000 * seq_model_cpu(seq):.0f} in the model; overlapping "
                 "hides that work on the other core only while it is at most the model's own time"
+                + largest
                 + (
                     f", so {100 * GOAL:.0f} % cannot be reached with this work on {cores} cores"
                     if bound < GOAL
