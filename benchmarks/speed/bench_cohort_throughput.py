@@ -17,9 +17,15 @@ The two paths run in ``--rounds`` (default 4) consecutive slices of the studies,
 their rows sum the rounds: the speed of a shared machine drifts by tens of percent over minutes.
 
 * variants (full run, on the first ``--variant-studies`` studies, default 24): 0, 1 and 2 workers, the synchronous
-  writer (where the defaults come from), lighter writing (``--gif_scale 1 --write_overlays false``), and a model
-  that is a larger share of a study (``--frame_size [128,128]`` with the lighter writing, sequential and evaluator):
-  how the model fraction depends on the share of the model in a study's CPU time.
+  writer (where the defaults come from), lighter writing (``--gif_scale 1 --write_overlays false``), the DICOM
+  objects deflated instead of JPEG 2000 (``--dicom_compression deflate``), and a model that is a larger share of a
+  study (``--frame_size [128,128]`` with the lighter writing, sequential and evaluator): how the model fraction
+  depends on the share of the model in a study's CPU time.
+
+Also printed: a per-stage CPU profile (:class:`StageProfile`, ``--profile-studies``, default 16: CPU ms per study of
+every stage of the evaluator path, by thread, compute or writer; ``other`` is each thread's rest: engine, collation,
+the finite check), and (full run) :func:`gil_probe`: how fast the compute thread runs the network while the writer
+thread writes overlays, with an encoder that holds the GIL (openjpeg) and one that releases it (zlib).
 
 Model time (the definition printed with the results): wall-clock seconds spent inside the inferer call in the
 compute thread -- the network's forward pass for the logits plus every explainer's forward and backward passes and
@@ -38,6 +44,7 @@ writes nothing to ``benchmarks/speed/results`` unless ``--out`` is given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -90,11 +97,28 @@ def make_studies(folder: Path, n: int, seed: int = 2200) -> list[Path]:
     return paths
 
 
+def encoder_cpu() -> float:
+    """CPU seconds used so far by the DICOM encoder process of the background writer
+    (:func:`monai_saliency.data.dicom.encoding.encode_in_worker_process`; it keeps running, so it is not yet among the
+    reaped children), from ``/proc``; 0 when none runs."""
+    from monai_saliency.data.dicom import encoding
+
+    proc = encoding._WORKER.proc
+    if proc is None or proc.poll() is not None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def _cpu() -> float:
-    """CPU seconds used so far by this process (all threads) and its reaped children (DataLoader workers)."""
+    """CPU seconds used so far by this process (all threads), its reaped children (DataLoader workers) and the
+    running DICOM encoder process (:func:`encoder_cpu`)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + encoder_cpu()
 
 
 class TimedInferer:
@@ -229,7 +253,8 @@ class StageProfile:
     """CPU seconds per stage and thread of one evaluator run: each stage's calls add their thread CPU time
     (:func:`time.thread_time`) to ``(thread, stage)``, the thread being ``"compute"`` (the engine's thread) or
     ``"writer"`` (the background writer); ``other`` is the rest of each thread's CPU time (engine, collation,
-    decollation, the finite check), from the compute thread's total around ``run()`` and the writer's write jobs."""
+    decollation, the finite check), from the compute thread's total around ``run()`` and the writer's write jobs;
+    ``"encoder"`` is the CPU time of the writer's DICOM encoder process (:func:`encoder_cpu`)."""
 
     def __init__(self) -> None:
         self.cpu: dict[tuple[str, str], float] = {}
@@ -277,7 +302,7 @@ class StageProfile:
             stages = [(s, c) for (r, s), c in self.cpu.items() if r == role]
             out += [(role, s, 1000 * c / n) for s, c in stages]
             out.append((role, "other", 1000 * (self.totals[role] - sum(c for _, c in stages)) / n))
-        return out
+        return out + [(r, s, 1000 * c / n) for (r, s), c in self.cpu.items() if r == "encoder"]
 
 
 STAGE_NAMES = {
@@ -322,9 +347,10 @@ def run_profile(dataset_dir: Path, output_dir: Path) -> tuple[StageProfile, int]
             profile.totals["writer"] += time.thread_time() - c0
 
     evaluator._write_study = job
-    c0 = time.thread_time()
+    c0, e0 = time.thread_time(), encoder_cpu()
     evaluator.run()
     profile.totals["compute"] += time.thread_time() - c0
+    profile.cpu[("encoder", "JPEG 2000 / RLE encoding (encoder process)")] = encoder_cpu() - e0
     counts = cohort.finish()
     if counts["ok"] != len(cohort.studies):
         raise RuntimeError(f"profile: not every study succeeded: {counts}")
@@ -335,14 +361,60 @@ def profile_lines(profile: StageProfile, n: int) -> list[str]:
     """The per-stage table of a profile."""
     rows = profile.rows(n)
     lines = [f"{'thread':<8} {'stage':<52} {'CPU ms/study':>12}"]
-    for role in ("compute", "writer"):
+    for role in ("compute", "writer", "encoder"):
         mine = [r for r in rows if r[0] == role]
         lines += [f"{r:<8} {s:<52} {ms:12.1f}" for r, s, ms in mine]
-        lines.append(f"{role:<8} {'= ' + role + ' thread total':<52} {sum(ms for _, _, ms in mine):12.1f}")
+        if role != "encoder":
+            lines.append(f"{role:<8} {'= ' + role + ' thread total':<52} {sum(ms for _, _, ms in mine):12.1f}")
     total = sum(ms for _, _, ms in rows)
     model = sum(ms for _, s, ms in rows if s.startswith("model"))
     lines.append(f"{'both':<8} {'= total (model ' + f'{model:.1f}, the rest {total - model:.1f})':<52} {total:12.1f}")
     return lines
+
+
+def gil_probe(folder: Path, seconds: float = 2.0) -> dict[str, float]:
+    """How fast the compute thread runs the bundle's network while the writer thread writes overlays, relative to
+    alone: the network's forward pass on a 64 x 64 x 16 cine in a loop for ``seconds`` in the main thread, alone and
+    with a background thread writing one study's Secondary Capture overlay (:func:`save_cine_overlay_sc`) again and
+    again in each compression. A writer whose encoder holds Python's global interpreter lock (GIL) stops the compute
+    thread's Python work while it encodes, however many cores are free; one that releases it (zlib) only shares the
+    cores; the third case encodes JPEG 2000 in a worker process (:func:`encode_in_worker_process`, what the bundle's
+    background writer does). Returns ``{"alone": forward passes per second, <case>: fraction of that}``."""
+    from monai_saliency.data.dicom.encoding import encode_in_worker_process
+    from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
+    from monai_saliency.visualize.secondary_capture import save_cine_overlay_sc
+
+    parser = bundle_parser(folder, folder)
+    network = parser.get_parsed_content("network").eval()
+    cine = torch.as_tensor(make_angiogram_dataset(1, shape=(64, 64), frames=16, seed=7).cine[0]).float()
+    x = cine[None, None]
+
+    def rate() -> float:
+        count, t0 = 0, time.perf_counter()
+        with torch.no_grad():
+            while time.perf_counter() - t0 < seconds:
+                network(x)
+                count += 1
+        return count / (time.perf_counter() - t0)
+
+    alone = rate()
+    out = {"alone": alone}
+    for name in ("jpeg2000 in the thread", "jpeg2000 in a worker process", "deflate"):
+        stop = threading.Event()
+        compression = name.split()[0]
+        where = encode_in_worker_process if "worker" in name else contextlib.nullcontext
+
+        def write(compression: str = compression, stop: threading.Event = stop, where=where) -> None:
+            with where():
+                while not stop.is_set():
+                    save_cine_overlay_sc(cine, cine, folder / "probe.dcm", frame_time_ms=66.7, compression=compression)
+
+        thread = threading.Thread(target=write, daemon=True)
+        thread.start()
+        out[name] = rate() / alone
+        stop.set()
+        thread.join()
+    return out
 
 
 def _merge(rows: list[dict], name: str) -> dict:
@@ -415,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         warm = work / "warm"
         make_studies(warm, 2, seed=9999)
         run_sequential(warm, work / "warm_out_seq")  # imports, first-call costs: not timed
+        run_evaluator(warm, work / "warm_out_eval", "warm-up")  # and the background writer's encoder process
         profile_n = min(n, 4 if args.quick else args.profile_studies)
         stage_lines: list[str] = []
         largest = ""
@@ -436,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             largest = "; the largest non-model stages (profile above): " + ", ".join(
                 f"{stage} {ms:.0f} ms ({role} thread)" for role, stage, ms in rest[:3]
             )
+        probe = gil_probe(work) if not args.quick else None
         # Rounds over consecutive slices of the studies, the two paths alternating first: the speed of a shared
         # machine drifts by tens of percent over minutes, and alternating puts the same drift on both paths.
         default = f"evaluator (workers={default_workers}, async write={default_async})"
@@ -498,6 +572,21 @@ def main(argv: list[str] | None = None) -> int:
             *[_line(r) for r in results],
             "",
             *stage_lines,
+            *(
+                [
+                    (
+                        "compute thread while the writer thread writes DICOM overlays in a loop (network forward "
+                        f"passes per second, alone {probe['alone']:.0f}/s): "
+                        + ", ".join(f"{k} {100 * v:.0f} %" for k, v in probe.items() if k != "alone")
+                        + " of its speed alone (openjpeg's encoder holds the GIL while it encodes, zlib releases it; "
+                        "the bundle's background writer encodes JPEG 2000 in a worker process; with one free core "
+                        "the threads and processes also share that core)"
+                    ),
+                    "",
+                ]
+                if probe
+                else []
+            ),
             *(
                 [
                     (

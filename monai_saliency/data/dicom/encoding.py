@@ -24,12 +24,25 @@ Capture overlays).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import get_encoder
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
-__all__ = ["COMPRESSIONS", "check_compression", "encode_pixel_data"]
+__all__ = ["COMPRESSIONS", "check_compression", "encode_in_worker_process", "encode_pixel_data"]
+
+logger = logging.getLogger(__name__)
 
 _J2K_MIN_SIDE = 32
 #: compression name -> transfer syntax (None: uncompressed)
@@ -88,4 +101,150 @@ def encode_pixel_data(ds: Dataset, pixels: np.ndarray, compression: str = "none"
         syntax = RLELossless  # openjpeg's six resolution levels need frames of at least 32 x 32
     if syntax == JPEG2000Lossless and int(ds.SamplesPerPixel) == 3:
         ds.PhotometricInterpretation = "YBR_RCT"  # pixels are given as RGB; the encoder applies the RCT
-    ds.compress(syntax, arr, generate_instance_uid=False)
+    if not getattr(_LOCAL, "in_worker_process", False):
+        ds.compress(syntax, arr, generate_instance_uid=False)
+        return
+    attrs = {kw: ds.data_element(kw).value for kw in _IMAGE_PIXEL if kw in ds}
+    encoded = _WORKER.compress(attrs, arr, str(syntax))
+    if encoded is None:  # the worker could not be used (reason logged): encode here
+        ds.compress(syntax, arr, generate_instance_uid=False)
+        return
+    for kw in ("PixelData", "ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
+        if kw in encoded:
+            ds[kw] = encoded[kw]  # the element as pydicom made it: OB, undefined length, encapsulated frames
+    ds.file_meta.TransferSyntaxUID = encoded.file_meta.TransferSyntaxUID
+
+
+# The Image Pixel attributes pydicom's encoders read from the dataset
+_IMAGE_PIXEL = (
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "PlanarConfiguration",
+)
+_LOCAL = threading.local()
+
+
+def _compress(attrs: dict[str, Any], arr: np.ndarray, syntax: str) -> Dataset:
+    """A dataset holding only ``attrs`` (the Image Pixel attributes), compressed from ``arr`` by pydicom (in the
+    worker: the same encoder and options as in the calling process, so the same bytes)."""
+    small = Dataset()
+    for kw, value in attrs.items():
+        setattr(small, kw, value)
+    small.file_meta = FileMetaDataset()
+    small.compress(UID(syntax), arr, generate_instance_uid=False)
+    return small
+
+
+def _send(stream: Any, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(len(data).to_bytes(8, "little") + data)
+    stream.flush()
+
+
+def _receive(stream: Any) -> Any:
+    head = stream.read(8)
+    if len(head) < 8:
+        raise EOFError("the encoder worker closed its pipe")
+    size = int.from_bytes(head, "little")
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("the encoder worker closed its pipe")
+    return pickle.loads(data)
+
+
+def _serve() -> None:
+    """The worker process's loop: read ``(attrs, arr, syntax)`` requests from stdin, answer ``(ok, dataset or error
+    text)`` on stdout, until stdin closes (the parent ended or closed it)."""
+    requests, answers = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write to the answer pipe
+    while True:
+        try:
+            attrs, arr, syntax = _receive(requests)
+        except EOFError:
+            return
+        try:
+            answer = (True, _compress(attrs, arr, syntax))
+        except Exception as exc:  # noqa: BLE001  handed to the parent, which encodes in-process instead
+            answer = (False, f"{type(exc).__name__}: {exc}")
+        _send(answers, answer)
+
+
+class _Worker:
+    """One encoder process, started on first use by ``python -c`` (a fresh interpreter that imports only this
+    module: unlike multiprocessing's spawn it never re-imports the caller's main script), with the caller's
+    ``sys.path``; requests are serialised by a lock; the process ends when its stdin closes (at exit)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        if self.proc is None or self.proc.poll() is not None:
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+            code = "from monai_saliency.data.dicom.encoding import _serve; _serve()"
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+            )
+        return self.proc
+
+    def compress(self, attrs: dict[str, Any], arr: np.ndarray, syntax: str) -> Dataset | None:
+        """The compressed dataset of :func:`_compress`, made by the worker; None if the worker failed (logged)."""
+        with self.lock:
+            try:
+                proc = self._start()
+                _send(proc.stdin, (attrs, arr, syntax))
+                ok, result = _receive(proc.stdout)
+            except (OSError, EOFError, pickle.PickleError) as exc:
+                logger.warning("the DICOM encoder process failed (%s); encoding in this process.", exc)
+                self.close()
+                return None
+        if not ok:
+            logger.warning("the DICOM encoder process could not encode (%s); encoding in this process.", result)
+            return None
+        return result
+
+    def close(self) -> None:
+        """End the worker process (idempotent)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            with contextlib.suppress(OSError):
+                proc.stdout.close()
+
+
+_WORKER = _Worker()
+atexit.register(_WORKER.close)
+
+
+@contextlib.contextmanager
+def encode_in_worker_process() -> Iterator[None]:
+    """Within this context, in the calling thread, :func:`encode_pixel_data` runs the JPEG 2000 and RLE encoders in
+    one worker process (started on first use, shared by the whole process, ended at exit; if it cannot be used, the
+    encoding runs here, with a warning) instead of in this thread.
+
+    Why: openjpeg's encoder (pylibjpeg-openjpeg) holds Python's global interpreter lock while it encodes, about 9 ms
+    a 256 x 278 RGB frame, so a background writer thread that encodes JPEG 2000 stops every other thread of the
+    process, e.g. the model's, however many cores are free (``benchmarks/speed/bench_cohort_throughput.py`` measures
+    it). In a worker process the encoding runs beside them. The encoded bytes are the same; the frames are copied to
+    the worker and the codestream back (a few ms for a 64 x 64 study's overlay). The evaluator's background writer
+    (:class:`monai_saliency.engines.evaluator.SaliencyEvaluator` with ``async_write``) uses it.
+    """
+    before = getattr(_LOCAL, "in_worker_process", False)
+    _LOCAL.in_worker_process = True
+    try:
+        yield
+    finally:
+        _LOCAL.in_worker_process = before
