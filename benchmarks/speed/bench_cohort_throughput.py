@@ -19,8 +19,8 @@ their rows sum the rounds: the speed of a shared machine drifts by tens of perce
 * variants (full run, on the first ``--variant-studies`` studies, default 24): 0, 1 and 2 workers, the synchronous
   writer (where the defaults come from), lighter writing (``--gif_scale 1 --write_overlays false``), the DICOM
   objects deflated instead of JPEG 2000 (``--dicom_compression deflate``), and a model that is a larger share of a
-  study (``--frame_size [128,128]`` with the lighter writing, sequential and evaluator): how the model fraction
-  depends on the share of the model in a study's CPU time.
+  study (``--frame_size [128,128]`` with the lighter writing), the last two sequential and evaluator: how the model
+  fraction depends on the share of the model in a study's CPU time.
 
 Also printed: a per-stage CPU profile (:class:`StageProfile`, ``--profile-studies``, default 16: CPU ms per study of
 every stage of the evaluator path, by thread, compute or writer; ``other`` is each thread's rest: engine, collation,
@@ -507,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
             rest = sorted((r for r in profile.rows(done) if not r[1].startswith("model")), key=lambda r: -r[2])
             largest = "; the largest non-model stages (profile above): " + ", ".join(
-                f"{stage} {ms:.0f} ms ({role} thread)" for role, stage, ms in rest[:3]
+                f"{stage} {ms:.0f} ms" + ("" if role == "encoder" else f" ({role} thread)")
+                for role, stage, ms in rest[:3]
             )
         probe = gil_probe(work) if not args.quick else None
         # Rounds over consecutive slices of the studies, the two paths alternating first: the speed of a shared
@@ -550,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             for i, (label, overrides) in enumerate(settings):
                 variants.append(run_evaluator(sub, work / f"out_v{i}", f"evaluator ({label})", **overrides))
+            deflated = {"dicom_compression": "deflate"}
+            label = "--dicom_compression deflate"
+            variants.append(run_sequential(sub, work / "out_ds", f"sequential loop ({label})", **deflated))
             # a model that is a larger share of a study: 4x the network input (the network is fully convolutional)
             heavy = {"frame_size": [128, 128], "gif_scale": 1, "write_overlays": False}
             label = "--frame_size [128,128] --gif_scale 1 --write_overlays false"
@@ -591,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     (
                         f"variants (the first {args.variant_studies} studies; the default's worker count and writer, "
-                        "lighter writing, a larger model share):"
+                        "lighter writing, deflated DICOM, a larger model share):"
                     ),
                     *[_line(r) for r in variants],
                     "",
@@ -603,6 +607,16 @@ def main(argv: list[str] | None = None) -> int:
             f"goal: model fraction >= {100 * GOAL:.0f} % on the default path: {100 * frac:.1f} % -> {verdict}",
             f"bound: {bound_text}",
         ]
+        deflate_pair = [r for r in variants if "deflate" in r["name"]]
+        if len(deflate_pair) == 2:
+            de, ds = deflate_pair
+            lines += [
+                f"bound with --dicom_compression deflate: {_bound(ds, cores)[1]}",
+                (
+                    f"deflate variant: model fraction {100 * ds['model'] / ds['wall']:.1f} % sequential, "
+                    f"{100 * de['model'] / de['wall']:.1f} % evaluator; speed-up x{ds['wall'] / de['wall']:.2f}"
+                ),
+            ]
         heavy_pair = [r for r in variants if "frame_size" in r["name"]]
         if len(heavy_pair) == 2:
             hs, he = heavy_pair
