@@ -441,6 +441,22 @@ def _bound(seq: dict, cores: int) -> tuple[float, str]:
     return bound, text
 
 
+def _pair_lines(rows: list[dict], key: str, bound_label: str, name: str, cores: int) -> list[str]:
+    """The bound and the comparison of the sequential and evaluator rows whose names contain ``key`` (none if the
+    pair was not run)."""
+    pair = {r["name"].split()[0]: r for r in rows if key in r["name"]}
+    if set(pair) != {"sequential", "evaluator"}:
+        return []
+    seq, ev = pair["sequential"], pair["evaluator"]
+    return [
+        f"bound {bound_label}: {_bound(seq, cores)[1]}",
+        (
+            f"{name}: model fraction {100 * seq['model'] / seq['wall']:.1f} % sequential, "
+            f"{100 * ev['model'] / ev['wall']:.1f} % evaluator; speed-up x{seq['wall'] / ev['wall']:.2f}"
+        ),
+    ]
+
+
 def _line(r: dict) -> str:
     per_min = 60.0 * r["n"] / r["wall"]
     frac = r["model"] / r["wall"]
@@ -607,26 +623,8 @@ def main(argv: list[str] | None = None) -> int:
             f"goal: model fraction >= {100 * GOAL:.0f} % on the default path: {100 * frac:.1f} % -> {verdict}",
             f"bound: {bound_text}",
         ]
-        deflate_pair = [r for r in variants if "deflate" in r["name"]]
-        if len(deflate_pair) == 2:
-            de, ds = deflate_pair
-            lines += [
-                f"bound with --dicom_compression deflate: {_bound(ds, cores)[1]}",
-                (
-                    f"deflate variant: model fraction {100 * ds['model'] / ds['wall']:.1f} % sequential, "
-                    f"{100 * de['model'] / de['wall']:.1f} % evaluator; speed-up x{ds['wall'] / de['wall']:.2f}"
-                ),
-            ]
-        heavy_pair = [r for r in variants if "frame_size" in r["name"]]
-        if len(heavy_pair) == 2:
-            hs, he = heavy_pair
-            lines += [
-                f"bound for the 128x128 variant: {_bound(hs, cores)[1]}",
-                (
-                    f"128x128 variant: model fraction {100 * hs['model'] / hs['wall']:.1f} % sequential, "
-                    f"{100 * he['model'] / he['wall']:.1f} % evaluator; speed-up x{hs['wall'] / he['wall']:.2f}"
-                ),
-            ]
+        lines += _pair_lines(variants, "deflate", "with --dicom_compression deflate", "deflate variant", cores)
+        lines += _pair_lines(variants, "frame_size", "for the 128x128 variant", "128x128 variant", cores)
         if verdict == "FAIL":
             rest = (seq["cpu"] - seq["model_cpu"]) / seq["n"]
             lines.append(
