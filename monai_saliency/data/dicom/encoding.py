@@ -36,9 +36,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.pixels import get_encoder
+from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
+from pydicom.valuerep import VR
 
 __all__ = ["COMPRESSIONS", "check_compression", "encode_in_worker_process", "encode_pixel_data"]
 
@@ -104,42 +107,32 @@ def encode_pixel_data(ds: Dataset, pixels: np.ndarray, compression: str = "none"
     if not getattr(_LOCAL, "in_worker_process", False):
         ds.compress(syntax, arr, generate_instance_uid=False)
         return
-    attrs = {kw: ds.data_element(kw).value for kw in _IMAGE_PIXEL if kw in ds}
-    encoded = _WORKER.compress(attrs, arr, str(syntax))
+    opts = as_pixel_options(ds)
+    encoded = _WORKER.encode(str(syntax), arr, opts)
     if encoded is None:  # the worker could not be used (reason logged): encode here
         ds.compress(syntax, arr, generate_instance_uid=False)
         return
-    for kw in ("PixelData", "ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
-        if kw in encoded:
-            ds[kw] = encoded[kw]  # the element as pydicom made it: OB, undefined length, encapsulated frames
-    ds.file_meta.TransferSyntaxUID = encoded.file_meta.TransferSyntaxUID
+    # what pydicom's Dataset.compress does with the encoded frames (pydicom.pixels.utils.compress), so that the bytes
+    # are the same as those of an in-process encode
+    total = (len(encoded) - 1) * 8 + sum(len(f) for f in encoded[:-1])
+    if total > 2**32 - 1:
+        ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = encapsulate_extended(encoded)
+    else:
+        ds.PixelData = encapsulate(encoded)
+    elem = ds["PixelData"]
+    elem.is_undefined_length = True
+    elem.VR = VR.OB
+    ds.file_meta.TransferSyntaxUID = syntax
 
 
-# The Image Pixel attributes pydicom's encoders read from the dataset
-_IMAGE_PIXEL = (
-    "SamplesPerPixel",
-    "PhotometricInterpretation",
-    "NumberOfFrames",
-    "Rows",
-    "Columns",
-    "BitsAllocated",
-    "BitsStored",
-    "HighBit",
-    "PixelRepresentation",
-    "PlanarConfiguration",
-)
 _LOCAL = threading.local()
+_CHUNK_BYTES = 8 << 20  # frames are sent to the worker in chunks of at most this many bytes (at least one frame)
 
 
-def _compress(attrs: dict[str, Any], arr: np.ndarray, syntax: str) -> Dataset:
-    """A dataset holding only ``attrs`` (the Image Pixel attributes), compressed from ``arr`` by pydicom (in the
-    worker: the same encoder and options as in the calling process, so the same bytes)."""
-    small = Dataset()
-    for kw, value in attrs.items():
-        setattr(small, kw, value)
-    small.file_meta = FileMetaDataset()
-    small.compress(UID(syntax), arr, generate_instance_uid=False)
-    return small
+def _encode_frames(syntax: str, frames: np.ndarray, opts: dict[str, Any]) -> list[bytes]:
+    """In the worker: the encoded frames of ``frames`` (``opts``: pydicom's pixel options of the dataset, the frame
+    count that of this chunk), by pydicom's encoder, as ``Dataset.compress`` runs it."""
+    return list(get_encoder(UID(syntax)).iter_encode(frames, **opts))
 
 
 def _send(stream: Any, obj: Any) -> None:
@@ -160,17 +153,17 @@ def _receive(stream: Any) -> Any:
 
 
 def _serve() -> None:
-    """The worker process's loop: read ``(attrs, arr, syntax)`` requests from stdin, answer ``(ok, dataset or error
-    text)`` on stdout, until stdin closes (the parent ended or closed it)."""
+    """The worker process's loop: read ``(syntax, frames, options)`` requests from stdin, answer ``(ok, encoded frames
+    or error text)`` on stdout, until stdin closes (the parent ended or closed it)."""
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write to the answer pipe
     while True:
         try:
-            attrs, arr, syntax = _receive(requests)
+            syntax, frames, opts = _receive(requests)
         except EOFError:
             return
         try:
-            answer = (True, _compress(attrs, arr, syntax))
+            answer = (True, _encode_frames(syntax, frames, opts))
         except Exception as exc:  # noqa: BLE001  handed to the parent, which encodes in-process instead
             answer = (False, f"{type(exc).__name__}: {exc}")
         _send(answers, answer)
@@ -194,21 +187,35 @@ class _Worker:
             )
         return self.proc
 
-    def compress(self, attrs: dict[str, Any], arr: np.ndarray, syntax: str) -> Dataset | None:
-        """The compressed dataset of :func:`_compress`, made by the worker; None if the worker failed (logged)."""
+    def encode(self, syntax: str, arr: np.ndarray, opts: dict[str, Any]) -> list[bytes] | None:
+        """The encoded frames of ``arr`` (all its frames, ``opts["number_of_frames"]``), sent to the worker in chunks
+        of at most ``_CHUNK_BYTES`` (so the worker holds a few frames at a time); None if the worker failed
+        (logged)."""
+        count = int(opts.get("number_of_frames", 1) or 1)
+        frames = arr[None] if count == 1 else arr  # (frames, ...): a chunk of one frame is sent as that frame
+        step = max(1, _CHUNK_BYTES // max(1, frames[0].nbytes))
+        encoded: list[bytes] = []
         with self.lock:
             try:
                 proc = self._start()
-                _send(proc.stdin, (attrs, arr, syntax))
-                ok, result = _receive(proc.stdout)
+                for i in range(0, count, step):
+                    chunk = frames[i : i + step]
+                    _send(
+                        proc.stdin,
+                        (syntax, chunk[0] if len(chunk) == 1 else chunk, {**opts, "number_of_frames": len(chunk)}),
+                    )
+                    ok, result = _receive(proc.stdout)
+                    if not ok:
+                        logger.warning(
+                            "the DICOM encoder process could not encode (%s); encoding in this process.", result
+                        )
+                        return None
+                    encoded += result
             except (OSError, EOFError, pickle.PickleError) as exc:
                 logger.warning("the DICOM encoder process failed (%s); encoding in this process.", exc)
                 self.close()
                 return None
-        if not ok:
-            logger.warning("the DICOM encoder process could not encode (%s); encoding in this process.", result)
-            return None
-        return result
+        return encoded
 
     def close(self) -> None:
         """End the worker process (idempotent)."""
@@ -239,7 +246,8 @@ def encode_in_worker_process() -> Iterator[None]:
     a 256 x 278 RGB frame, so a background writer thread that encodes JPEG 2000 stops every other thread of the
     process, e.g. the model's, however many cores are free (``benchmarks/speed/bench_cohort_throughput.py`` measures
     it). In a worker process the encoding runs beside them. The encoded bytes are the same; the frames are copied to
-    the worker and the codestream back (a few ms for a 64 x 64 study's overlay). The evaluator's background writer
+    the worker in chunks of at most 8 MiB (so it holds a few frames at a time) and the codestreams back (a few ms for
+    a 64 x 64 study's overlay). The evaluator's background writer
     (:class:`monai_saliency.engines.evaluator.SaliencyEvaluator` with ``async_write``) uses it.
     """
     before = getattr(_LOCAL, "in_worker_process", False)

@@ -84,3 +84,17 @@ def test_other_threads_keep_running_while_the_worker_encodes(tmp_path):
     _sc(tmp_path / "warm.dcm", "jpeg2000", worker=True)  # the worker is up
     in_thread, in_worker = wake_delay_p90(False), wake_delay_p90(True)
     assert in_thread > 0.02 and in_worker * 4 < in_thread, (in_worker, in_thread)
+
+
+@pytest.mark.parametrize("chunk", [1, 2 * 40 * 64 * 3])  # one frame per request; two frames, then one
+def test_frames_sent_in_chunks_give_the_same_bytes(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(encoding, "_CHUNK_BYTES", chunk)
+    here = _sc(tmp_path / "here.dcm", "jpeg2000", worker=False)
+    there = _sc(tmp_path / "there.dcm", "jpeg2000", worker=True)
+    assert there.PixelData == here.PixelData and int(there.NumberOfFrames) == 3
+    single = RGB[0]  # a single-frame capture
+    a = pydicom.dcmread(write_secondary_capture(single, tmp_path / "a.dcm", compression="jpeg2000"))
+    with encode_in_worker_process():
+        b = pydicom.dcmread(write_secondary_capture(single, tmp_path / "b.dcm", compression="jpeg2000"))
+    assert a.PixelData == b.PixelData
+    np.testing.assert_array_equal(b.pixel_array, single)
