@@ -116,10 +116,19 @@ def main(argv: list[str]) -> None:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     total = time.perf_counter() - t0
+    from monai_saliency.data.dicom import encoding
+
+    encoder = encoding._WORKER.proc  # the background writer's JPEG 2000 encoder process, if one ran (still alive)
+    encoder_peak = 0
+    if encoder is not None and encoder.poll() is None:
+        for line in Path(f"/proc/{encoder.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                encoder_peak = int(line.split()[1]) * 1024
     report = {
         "footprint_bytes": footprint,
         "peak_above_footprint_bytes": _status("VmHWM") - footprint,  # an upper bound if the reset failed
         "peak_reset": peak_reset,
+        "encoder_peak_bytes": encoder_peak,  # the encoder process's whole resident peak (its own interpreter too)
         "stage_seconds": dict(times),
         "stage_peak_above_footprint_bytes": dict(peaks),
         "total_seconds": total,

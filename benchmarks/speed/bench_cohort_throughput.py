@@ -17,9 +17,15 @@ The two paths run in ``--rounds`` (default 4) consecutive slices of the studies,
 their rows sum the rounds: the speed of a shared machine drifts by tens of percent over minutes.
 
 * variants (full run, on the first ``--variant-studies`` studies, default 24): 0, 1 and 2 workers, the synchronous
-  writer (where the defaults come from), lighter writing (``--gif_scale 1 --write_overlays false``), and a model
-  that is a larger share of a study (``--frame_size [128,128]`` with the lighter writing, sequential and evaluator):
-  how the model fraction depends on the share of the model in a study's CPU time.
+  writer (where the defaults come from), lighter writing (``--gif_scale 1 --write_overlays false``), the DICOM
+  objects deflated instead of JPEG 2000 (``--dicom_compression deflate``), and a model that is a larger share of a
+  study (``--frame_size [128,128]`` with the lighter writing), the last two sequential and evaluator: how the model
+  fraction depends on the share of the model in a study's CPU time.
+
+Also printed: a per-stage CPU profile (:class:`StageProfile`, ``--profile-studies``, default 16: CPU ms per study of
+every stage of the evaluator path, by thread, compute or writer; ``other`` is each thread's rest: engine, collation,
+the finite check), and (full run) :func:`gil_probe`: how fast the compute thread runs the network while the writer
+thread writes overlays, with an encoder that holds the GIL (openjpeg) and one that releases it (zlib).
 
 Model time (the definition printed with the results): wall-clock seconds spent inside the inferer call in the
 compute thread -- the network's forward pass for the logits plus every explainer's forward and backward passes and
@@ -38,10 +44,12 @@ writes nothing to ``benchmarks/speed/results`` unless ``--out`` is given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -89,11 +97,28 @@ def make_studies(folder: Path, n: int, seed: int = 2200) -> list[Path]:
     return paths
 
 
+def encoder_cpu() -> float:
+    """CPU seconds used so far by the DICOM encoder process of the background writer
+    (:func:`monai_saliency.data.dicom.encoding.encode_in_worker_process`; it keeps running, so it is not yet among the
+    reaped children), from ``/proc``; 0 when none runs."""
+    from monai_saliency.data.dicom import encoding
+
+    proc = encoding._WORKER.proc
+    if proc is None or proc.poll() is not None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def _cpu() -> float:
-    """CPU seconds used so far by this process (all threads) and its reaped children (DataLoader workers)."""
+    """CPU seconds used so far by this process (all threads), its reaped children (DataLoader workers) and the
+    running DICOM encoder process (:func:`encoder_cpu`)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + encoder_cpu()
 
 
 class TimedInferer:
@@ -224,6 +249,174 @@ def run_evaluator(dataset_dir: Path, output_dir: Path, name: str, **overrides) -
     }
 
 
+class StageProfile:
+    """CPU seconds per stage and thread of one evaluator run: each stage's calls add their thread CPU time
+    (:func:`time.thread_time`) to ``(thread, stage)``, the thread being ``"compute"`` (the engine's thread) or
+    ``"writer"`` (the background writer); ``other`` is the rest of each thread's CPU time (engine, collation,
+    decollation, the finite check), from the compute thread's total around ``run()`` and the writer's write jobs;
+    ``"encoder"`` is the CPU time of the writer's DICOM encoder process (:func:`encoder_cpu`)."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[tuple[str, str], float] = {}
+        self.totals = {"compute": 0.0, "writer": 0.0}
+
+    @staticmethod
+    def role() -> str:
+        return "writer" if threading.current_thread().name == "saliency-writer" else "compute"
+
+    def add(self, stage: str, seconds: float) -> None:
+        key = (self.role(), stage)
+        self.cpu[key] = self.cpu.get(key, 0.0) + seconds
+
+    def timed(self, stage: str, fn):
+        """``fn`` with its calls timed as ``stage``."""
+
+        def call(*args, **kwargs):
+            c0 = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(stage, time.thread_time() - c0)
+
+        return call
+
+    def time_transform(self, transform, stage: str) -> None:
+        """Time ``transform``'s calls in place: its class becomes a subclass of the same name whose ``__call__`` is
+        timed (identity, ``isinstance`` and ``Invertd``'s trace of it are unchanged)."""
+        cls = type(transform)
+        profile = self
+
+        def __call__(obj, *args, **kwargs):
+            c0 = time.thread_time()
+            try:
+                return cls.__call__(obj, *args, **kwargs)
+            finally:
+                profile.add(stage, time.thread_time() - c0)
+
+        transform.__class__ = type(cls.__name__, (cls,), {"__call__": __call__, "__qualname__": cls.__qualname__})
+
+    def rows(self, n: int) -> list[tuple[str, str, float]]:
+        """``(thread, stage, CPU ms per study)``, each thread's stages then its ``other``."""
+        out = []
+        for role in ("compute", "writer"):
+            stages = [(s, c) for (r, s), c in self.cpu.items() if r == role]
+            out += [(role, s, 1000 * c / n) for s, c in stages]
+            out.append((role, "other", 1000 * (self.totals[role] - sum(c for _, c in stages)) / n))
+        return out + [(r, s, 1000 * c / n) for (r, s), c in self.cpu.items() if r == "encoder"]
+
+
+STAGE_NAMES = {
+    "LoadCined": "read + decode (LoadCined)",
+    "EnsureTyped": "preprocess: EnsureTyped",
+    "CopyItemsd": "preprocess: CopyItemsd",
+    "AntiAliasd": "preprocess: AntiAliasd",
+    "Resized": "preprocess: Resized",
+    "FlattenSubKeysd": "post: FlattenSubKeysd",
+    "Invertd": "post: Invertd (maps to the input grid)",
+    "ScaleToUnitd": "post: ScaleToUnitd",
+    "SaveMapsd": "write: NIfTI maps (SaveMapsd)",
+    "SaveXADerivedd": "write: derived XA DICOM (SaveXADerivedd)",
+    "SaveCineGifd": "write: animated GIF (SaveCineGifd)",
+    "SaveOverlaySCd": "write: DICOM overlay (SaveOverlaySCd)",
+}
+
+
+def run_profile(dataset_dir: Path, output_dir: Path) -> tuple[StageProfile, int]:
+    """The bundle's evaluator path with every stage timed (:class:`StageProfile`), the DataLoader's work in the
+    compute thread (``num_workers=0``, so reading is timed too; with workers it moves to a worker process at the same
+    cost) and the default background writer. Returns the profile and the number of studies."""
+    parser = bundle_parser(dataset_dir, output_dir, num_workers=0)
+    evaluator = parser.get_parsed_content("evaluator")
+    load_weights(evaluator.network)
+    cohort = parser.get_parsed_content("cohort")
+    profile = StageProfile()
+    for transform in [*parser.get_parsed_content("preprocessing").transforms]:
+        profile.time_transform(transform, STAGE_NAMES.get(type(transform).__name__, type(transform).__name__))
+    for transform in parser.get_parsed_content("postprocessing").transforms:
+        profile.time_transform(transform, STAGE_NAMES.get(type(transform).__name__, type(transform).__name__))
+    evaluator.inferer = profile.timed("model (inferer: network + explainers)", evaluator.inferer)
+    cohort.stage = profile.timed("cohort: staging folder", cohort.stage)
+    cohort.commit = profile.timed("cohort: commit (checksums, records, atomic move)", cohort.commit)
+    write_study = evaluator._write_study
+
+    def job(*args, **kwargs):
+        c0 = time.thread_time()
+        try:
+            return write_study(*args, **kwargs)
+        finally:
+            profile.totals["writer"] += time.thread_time() - c0
+
+    evaluator._write_study = job
+    c0, e0 = time.thread_time(), encoder_cpu()
+    evaluator.run()
+    profile.totals["compute"] += time.thread_time() - c0
+    profile.cpu[("encoder", "JPEG 2000 / RLE encoding (encoder process)")] = encoder_cpu() - e0
+    counts = cohort.finish()
+    if counts["ok"] != len(cohort.studies):
+        raise RuntimeError(f"profile: not every study succeeded: {counts}")
+    return profile, counts["ok"]
+
+
+def profile_lines(profile: StageProfile, n: int) -> list[str]:
+    """The per-stage table of a profile."""
+    rows = profile.rows(n)
+    lines = [f"{'thread':<8} {'stage':<52} {'CPU ms/study':>12}"]
+    for role in ("compute", "writer", "encoder"):
+        mine = [r for r in rows if r[0] == role]
+        lines += [f"{r:<8} {s:<52} {ms:12.1f}" for r, s, ms in mine]
+        if role != "encoder":
+            lines.append(f"{role:<8} {'= ' + role + ' thread total':<52} {sum(ms for _, _, ms in mine):12.1f}")
+    total = sum(ms for _, _, ms in rows)
+    model = sum(ms for _, s, ms in rows if s.startswith("model"))
+    lines.append(f"{'both':<8} {'= total (model ' + f'{model:.1f}, the rest {total - model:.1f})':<52} {total:12.1f}")
+    return lines
+
+
+def gil_probe(folder: Path, seconds: float = 2.0) -> dict[str, float]:
+    """How fast the compute thread runs the bundle's network while the writer thread writes overlays, relative to
+    alone: the network's forward pass on a 64 x 64 x 16 cine in a loop for ``seconds`` in the main thread, alone and
+    with a background thread writing one study's Secondary Capture overlay (:func:`save_cine_overlay_sc`) again and
+    again in each compression. A writer whose encoder holds Python's global interpreter lock (GIL) stops the compute
+    thread's Python work while it encodes, however many cores are free; one that releases it (zlib) only shares the
+    cores; the third case encodes JPEG 2000 in a worker process (:func:`encode_in_worker_process`, what the bundle's
+    background writer does). Returns ``{"alone": forward passes per second, <case>: fraction of that}``."""
+    from monai_saliency.data.dicom.encoding import encode_in_worker_process
+    from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
+    from monai_saliency.visualize.secondary_capture import save_cine_overlay_sc
+
+    parser = bundle_parser(folder, folder)
+    network = parser.get_parsed_content("network").eval()
+    cine = torch.as_tensor(make_angiogram_dataset(1, shape=(64, 64), frames=16, seed=7).cine[0]).float()
+    x = cine[None, None]
+
+    def rate() -> float:
+        count, t0 = 0, time.perf_counter()
+        with torch.no_grad():
+            while time.perf_counter() - t0 < seconds:
+                network(x)
+                count += 1
+        return count / (time.perf_counter() - t0)
+
+    alone = rate()
+    out = {"alone": alone}
+    for name in ("jpeg2000 in the thread", "jpeg2000 in a worker process", "deflate"):
+        stop = threading.Event()
+        compression = name.split()[0]
+        where = encode_in_worker_process if "worker" in name else contextlib.nullcontext
+
+        def write(compression: str = compression, stop: threading.Event = stop, where=where) -> None:
+            with where():
+                while not stop.is_set():
+                    save_cine_overlay_sc(cine, cine, folder / "probe.dcm", frame_time_ms=66.7, compression=compression)
+
+        thread = threading.Thread(target=write, daemon=True)
+        thread.start()
+        out[name] = rate() / alone
+        stop.set()
+        thread.join()
+    return out
+
+
 def _merge(rows: list[dict], name: str) -> dict:
     """One result row from the rounds of a path (studies, times and CPU summed)."""
     keys = ("n", "wall", "model", "finish", "cpu", "model_cpu")
@@ -248,12 +441,29 @@ def _bound(seq: dict, cores: int) -> tuple[float, str]:
     return bound, text
 
 
+def _pair_lines(rows: list[dict], key: str, bound_label: str, name: str, cores: int) -> list[str]:
+    """The bound and the comparison of the sequential and evaluator rows whose names contain ``key`` (none if the
+    pair was not run)."""
+    pair = {r["name"].split()[0]: r for r in rows if key in r["name"]}
+    if set(pair) != {"sequential", "evaluator"}:
+        return []
+    seq, ev = pair["sequential"], pair["evaluator"]
+    return [
+        f"bound {bound_label}: {_bound(seq, cores)[1]}",
+        (
+            f"{name}: model fraction {100 * seq['model'] / seq['wall']:.1f} % sequential, "
+            f"{100 * ev['model'] / ev['wall']:.1f} % evaluator; speed-up x{seq['wall'] / ev['wall']:.2f}"
+        ),
+    ]
+
+
 def _line(r: dict) -> str:
     per_min = 60.0 * r["n"] / r["wall"]
     frac = r["model"] / r["wall"]
     return (
         f"{r['name']:<44} {r['n']:>4} studies  {r['wall']:7.2f} s  {per_min:7.1f} studies/min  "
-        f"model {1000 * r['model'] / r['n']:6.1f} ms/study  CPU {1000 * r['cpu'] / r['n']:6.1f} ms/study  "
+        f"model {1000 * r['model'] / r['n']:6.1f} ms/study (its CPU {1000 * r['model_cpu'] / r['n']:5.1f})  "
+        f"CPU {1000 * r['cpu'] / r['n']:6.1f} ms/study  "
         f"model fraction {100 * frac:5.1f} %" + (f"  (finish {r['finish']:.2f} s)" if r["finish"] else "")
     )
 
@@ -267,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--rounds", type=int, default=4, help="slices of the studies, the two paths alternating first (quick: 1)"
+    )
+    ap.add_argument(
+        "--profile-studies", type=int, default=16, help="studies of the per-stage CPU profile (0: none; quick: 4)"
     )
     ap.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS} for a full run)")
     ap.add_argument("--workdir", type=Path, default=None, help="where the studies and outputs go (default a temp dir)")
@@ -290,6 +503,30 @@ def main(argv: list[str] | None = None) -> int:
         warm = work / "warm"
         make_studies(warm, 2, seed=9999)
         run_sequential(warm, work / "warm_out_seq")  # imports, first-call costs: not timed
+        run_evaluator(warm, work / "warm_out_eval", "warm-up")  # and the background writer's encoder process
+        profile_n = min(n, 4 if args.quick else args.profile_studies)
+        stage_lines: list[str] = []
+        largest = ""
+        if profile_n > 0:
+            sub = work / "profile"
+            sub.mkdir()
+            for path in sorted(data.iterdir())[:profile_n]:
+                os.link(path, sub / path.name)
+            profile, done = run_profile(sub, work / "out_profile")
+            stage_lines = [
+                (
+                    f"per-stage CPU time (the first {done} studies; the bundle's evaluator path with the DataLoader's "
+                    "work in the compute thread, num_workers=0, and the background writer):"
+                ),
+                *profile_lines(profile, done),
+                "",
+            ]
+            rest = sorted((r for r in profile.rows(done) if not r[1].startswith("model")), key=lambda r: -r[2])
+            largest = "; the largest non-model stages (profile above): " + ", ".join(
+                f"{stage} {ms:.0f} ms" + ("" if role == "encoder" else f" ({role} thread)")
+                for role, stage, ms in rest[:3]
+            )
+        probe = gil_probe(work) if not args.quick else None
         # Rounds over consecutive slices of the studies, the two paths alternating first: the speed of a shared
         # machine drifts by tens of percent over minutes, and alternating puts the same drift on both paths.
         default = f"evaluator (workers={default_workers}, async write={default_async})"
@@ -322,8 +559,17 @@ def main(argv: list[str] | None = None) -> int:
                     {"gif_scale": 1, "write_overlays": False},
                 )
             )
+            settings.append(
+                (
+                    f"workers={default_workers}, async write={default_async}, --dicom_compression deflate",
+                    {"dicom_compression": "deflate"},
+                )
+            )
             for i, (label, overrides) in enumerate(settings):
                 variants.append(run_evaluator(sub, work / f"out_v{i}", f"evaluator ({label})", **overrides))
+            deflated = {"dicom_compression": "deflate"}
+            label = "--dicom_compression deflate"
+            variants.append(run_sequential(sub, work / "out_ds", f"sequential loop ({label})", **deflated))
             # a model that is a larger share of a study: 4x the network input (the network is fully convolutional)
             heavy = {"frame_size": [128, 128], "gif_scale": 1, "write_overlays": False}
             label = "--frame_size [128,128] --gif_scale 1 --write_overlays false"
@@ -345,11 +591,27 @@ def main(argv: list[str] | None = None) -> int:
             "",
             *[_line(r) for r in results],
             "",
+            *stage_lines,
+            *(
+                [
+                    (
+                        "compute thread while the writer thread writes DICOM overlays in a loop (network forward "
+                        f"passes per second, alone {probe['alone']:.0f}/s): "
+                        + ", ".join(f"{k} {100 * v:.0f} %" for k, v in probe.items() if k != "alone")
+                        + " of its speed alone (openjpeg's encoder holds the GIL while it encodes, zlib releases it; "
+                        "the bundle's background writer encodes JPEG 2000 in a worker process; with one free core "
+                        "the threads and processes also share that core)"
+                    ),
+                    "",
+                ]
+                if probe
+                else []
+            ),
             *(
                 [
                     (
                         f"variants (the first {args.variant_studies} studies; the default's worker count and writer, "
-                        "lighter writing, a larger model share):"
+                        "lighter writing, deflated DICOM, a larger model share):"
                     ),
                     *[_line(r) for r in variants],
                     "",
@@ -361,22 +623,15 @@ def main(argv: list[str] | None = None) -> int:
             f"goal: model fraction >= {100 * GOAL:.0f} % on the default path: {100 * frac:.1f} % -> {verdict}",
             f"bound: {bound_text}",
         ]
-        heavy_pair = [r for r in variants if "frame_size" in r["name"]]
-        if len(heavy_pair) == 2:
-            hs, he = heavy_pair
-            lines += [
-                f"bound for the 128x128 variant: {_bound(hs, cores)[1]}",
-                (
-                    f"128x128 variant: model fraction {100 * hs['model'] / hs['wall']:.1f} % sequential, "
-                    f"{100 * he['model'] / he['wall']:.1f} % evaluator; speed-up x{hs['wall'] / he['wall']:.2f}"
-                ),
-            ]
+        lines += _pair_lines(variants, "deflate", "with --dicom_compression deflate", "deflate variant", cores)
+        lines += _pair_lines(variants, "frame_size", "for the 128x128 variant", "128x128 variant", cores)
         if verdict == "FAIL":
             rest = (seq["cpu"] - seq["model_cpu"]) / seq["n"]
             lines.append(
                 f"why not met: per study the reading, preprocessing, post-processing, writing and cohort bookkeeping "
                 f"take {1000 * rest:.0f} CPU ms against {1000 * seq_model_cpu(seq):.0f} in the model; overlapping "
                 "hides that work on the other core only while it is at most the model's own time"
+                + largest
                 + (
                     f", so {100 * GOAL:.0f} % cannot be reached with this work on {cores} cores"
                     if bound < GOAL

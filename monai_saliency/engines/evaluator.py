@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import queue
@@ -17,6 +18,7 @@ from monai.engines.utils import engine_apply_transform
 from monai.transforms import Compose
 from monai.utils import CommonKeys
 
+from monai_saliency.data.dicom.encoding import encode_in_worker_process
 from monai_saliency.data.tolerant import FAILED_KEY
 from monai_saliency.engines.cohort.messages import one_line
 
@@ -191,7 +193,10 @@ class SaliencyEvaluator(SupervisedEvaluator):
     Writing off the compute path (with a cohort): the post-processing is split at its first per-study writer
     (:func:`split_writers`); the head runs right after inference, the tail (writers, and what follows the first of
     them), the finite check and the commit run per study as one *write job*. With ``async_write`` (default) the jobs
-    run in order in one background thread (:class:`BackgroundWriter`) while the next batch is loaded and inferred;
+    run in order in one background thread (:class:`BackgroundWriter`) while the next batch is loaded and inferred,
+    their JPEG 2000 / RLE pixel encoding in a worker process
+    (:func:`~monai_saliency.data.dicom.encoding.encode_in_worker_process`: openjpeg holds the GIL while it encodes,
+    which would stop the compute thread);
     at most ``write_queue`` finished studies wait in memory (the compute thread blocks when the queue is full). A
     study is committed only after all its files are written, a writing error fails that study alone (a batch is not
     retried for it: its other studies are fine), :meth:`run` returns only after every job is done (so
@@ -327,8 +332,9 @@ class SaliencyEvaluator(SupervisedEvaluator):
     def _write_study(self, batch: dict[str, Any], output: dict[str, Any], study: str) -> None:
         """One study's write job: the writing tail of the post-processing, the finite check, the commit; any error
         fails this study alone (its staging folder is removed, nothing is moved into place)."""
+        offload = encode_in_worker_process() if self.async_write else contextlib.nullcontext()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), offload:
                 if self.write_tail is not None:
                     batch, output = engine_apply_transform(batch, output, self.write_tail)
                 probabilities = self._probabilities(output)

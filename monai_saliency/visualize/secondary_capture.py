@@ -307,8 +307,8 @@ def save_cine_overlay_sc(
             and any MetaTensor source are never overwritten.
         frame_time_ms: frame time when the source carries none (NIfTI).
         body_part: BodyPartExamined when the source has none (e.g. ``"HEART"``).
-        compression: pixel compression of the capture, ``"none"`` (default), ``"jpeg2000"`` or ``"rle"``
-            (see :func:`~monai_saliency.data.dicom.secondary_capture.write_secondary_capture`).
+        compression: pixel compression of the capture, ``"none"`` (default), ``"jpeg2000"``, ``"rle"``
+            or ``"deflate"`` (see :func:`~monai_saliency.data.dicom.secondary_capture.write_secondary_capture`).
 
     Returns:
         The written path.
@@ -400,8 +400,8 @@ class SaveOverlaySCd(MapTransform):
         folder_key: key of the study's existing output folder (per-study convention), or None.
         path_key: if set, the written path is stored under this key.
         compression: pixel compression, ``"none"`` (default), ``"jpeg2000"`` (lossless: a 512 x 512 x 48 overlay of
-            a noisy cine takes about half its uncompressed 41 MB; the angiogram bundle's choice) or ``"rle"``
-            (:mod:`monai_saliency.data.dicom.encoding`).
+            a noisy cine takes about half its uncompressed 41 MB; the angiogram bundle's choice), ``"rle"``
+            or ``"deflate"`` (:mod:`monai_saliency.data.dicom.encoding`).
 
     Raises:
         ValueError: if ``keys`` is not exactly two keys, a bad alpha, colormap or compression; on call, if the cine has no source file name or

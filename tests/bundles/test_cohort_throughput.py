@@ -5,7 +5,8 @@ this process over the sample cines plus a truncated DICOM in the middle of the s
   and GIFs byte for byte, the same ``predictions.csv``; the DICOM files equal in every element but the ones a DICOM
   writer must make new for each write (UIDs, creation dates and times: they differ between two synchronous runs too);
 * the corrupt study costs only itself with workers (its reason, a ``FAILED`` line, exit status 1);
-* the quick benchmark runs and prints its numbers, the model-time definition and a verdict.
+* the quick benchmark runs and prints its numbers, the model-time definition, a verdict and the per-stage CPU
+  profile.
 """
 
 from __future__ import annotations
@@ -103,4 +104,23 @@ def test_quick_benchmark_runs(tmp_path):
     verdict = next(line for line in text.splitlines() if line.startswith("goal:"))
     fraction = float(lines[1].split("model fraction")[1].split("%")[0])
     assert verdict.endswith("PASS" if fraction >= 80 else "FAIL")
+    # the per-stage CPU profile: every stage of the evaluator path by thread, the encoder process, the total
+    table = text.split("per-stage CPU time")[1].split("\n\n")[0].splitlines()[2:]
+    stages = {(row[:8].strip(), row[9:61].strip()): float(row[61:]) for row in table}
+    for stage in (
+        "read + decode (LoadCined)",
+        "model (inferer: network + explainers)",
+        "post: Invertd (maps to the input grid)",
+    ):
+        assert stages[("compute", stage)] > 0, stage
+    for stage in (
+        "write: NIfTI maps (SaveMapsd)",
+        "write: animated GIF (SaveCineGifd)",
+        "write: DICOM overlay (SaveOverlaySCd)",
+    ):
+        assert stages[("writer", stage)] > 0, stage
+    assert stages[("encoder", "JPEG 2000 / RLE encoding (encoder process)")] > 0  # the bundle's jpeg2000 overlay
+    total = next(v for (role, stage), v in stages.items() if role == "both")
+    parts = sum(v for (role, stage), v in stages.items() if role != "both" and not stage.startswith("="))
+    assert abs(total - parts) <= 0.05 * (len(table) + 1)  # rounding of the printed rows
     assert not list(tmp_path.glob("bench_cohort_*"))  # its studies and outputs are removed

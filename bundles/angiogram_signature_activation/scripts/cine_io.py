@@ -161,7 +161,7 @@ class SaveXADerivedd(MapTransform):
         folder_key: if set, ``data[folder_key]`` is the study's output (staging) folder from the cohort layer; the
             file goes there as ``<stem>_<key>.dcm`` (see :class:`monai_saliency.transforms.SaveMapsd`).
         compression: pixel compression, ``"none"`` (default), ``"jpeg2000"`` (lossless, the bundle's
-            ``dicom_compression``) or ``"rle"`` (:mod:`monai_saliency.data.dicom.encoding`).
+            ``dicom_compression``), ``"rle"`` or ``"deflate"`` (:mod:`monai_saliency.data.dicom.encoding`).
     """
 
     def __init__(

@@ -20,7 +20,8 @@
 * ``BurnedInAnnotation`` is ``YES`` (method and model names are drawn into the pixels), ``ConversionType`` is
   ``WSD`` (workstation), ``ImageType`` is ``DERIVED\\SECONDARY\\OTHER``, pixels are 8-bit RGB, uncompressed explicit-VR
   little endian by default (the most widely readable encoding); ``compression="jpeg2000"`` (about half the size of a
-  noisy cine's overlay) or ``"rle"`` stores them losslessly compressed (:mod:`monai_saliency.data.dicom.encoding`).
+  noisy cine's overlay), ``"rle"`` or ``"deflate"`` stores them losslessly compressed
+  (:mod:`monai_saliency.data.dicom.encoding`).
 
 Every write goes through :func:`monai_saliency.data.atomic.atomic_output` (no partial file, never over an input).
 Rendering the pictures (colour map, blending, colour bar, text): :mod:`monai_saliency.visualize.secondary_capture`.
@@ -184,7 +185,7 @@ def write_secondary_capture(
         protect: input files never to overwrite (a source file is protected automatically).
         overwrite: replace an existing ``path``.
         compression: pixel compression: ``"none"`` (default), ``"jpeg2000"`` (lossless; ``PhotometricInterpretation``
-            becomes ``YBR_RCT``, readers get the RGB values back exactly) or ``"rle"`` (see
+            becomes ``YBR_RCT``, readers get the RGB values back exactly), ``"rle"`` or ``"deflate"`` (see
             :mod:`monai_saliency.data.dicom.encoding`).
 
     Returns:

@@ -9,7 +9,7 @@
 * :func:`write_xa_derived` stores a map of the same frame count and size (e.g. a saliency cine) as a *derived*
   multi-frame XA (``ImageType DERIVED\\SECONDARY``) in the source's study, new series, referencing the source
   instance in ``SourceImageSequence`` (purpose DCM 121322, "Source image for image processing operation").
-  Pixels are uncompressed by default; ``compression="jpeg2000"`` or ``"rle"`` stores them losslessly compressed
+  Pixels are uncompressed by default; ``compression="jpeg2000"``, ``"rle"`` or ``"deflate"`` stores them losslessly compressed
   (:mod:`monai_saliency.data.dicom.encoding`; the angiogram bundle uses JPEG 2000).
   Floats are stored as 16-bit integers with ``RescaleSlope``/``RescaleIntercept`` (max error ``range / 65535``),
   which MONAI's PydicomReader applies when reading, so the map re-reads to the same array up to that step. The
@@ -209,7 +209,7 @@ def write_xa_cine(
         protect: input files never to overwrite.
         overwrite: replace an existing ``path``.
         compression: lossless pixel compression, ``"none"`` (default: uncompressed explicit-VR little endian, as most
-            modalities send), ``"rle"`` or ``"jpeg2000"`` (see :mod:`monai_saliency.data.dicom.encoding`).
+            modalities send), ``"rle"``, ``"jpeg2000"`` or ``"deflate"`` (see :mod:`monai_saliency.data.dicom.encoding`).
 
     Returns:
         The written path.
@@ -297,7 +297,7 @@ def write_xa_derived(
         overwrite: replace an existing ``path``.
         compression: pixel compression: ``"none"`` (default, uncompressed), ``"jpeg2000"`` (lossless; a smooth
             512 x 512 x 48 map takes about 2 MB instead of 25 MB) or ``"rle"`` (decoded by every toolkit, dcmtk
-            included), see :mod:`monai_saliency.data.dicom.encoding`.
+            included) or ``"deflate"``, see :mod:`monai_saliency.data.dicom.encoding`.
 
     Returns:
         The written path.

@@ -1,14 +1,16 @@
 """Lossless compression of the DICOM objects the package writes (derived XA maps, Secondary Capture overlays):
-uncompressed by default, JPEG 2000 (the angiogram bundle's choice) and RLE on request; the pixels read back unchanged (pydicom, MONAI), dciodvfy
+uncompressed by default, JPEG 2000 (the angiogram bundle's choice), RLE and deflate on request; the pixels read back unchanged (pydicom, MONAI), dciodvfy
 reports no error, and a smooth clinical-size map shrinks several-fold."""
 
 from __future__ import annotations
+
+import subprocess
 
 import numpy as np
 import pydicom
 import pytest
 import torch
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from monai_saliency.data.dicom.encoding import check_compression
 from monai_saliency.data.dicom.secondary_capture import write_secondary_capture
@@ -16,6 +18,7 @@ from monai_saliency.data.dicom.xa import read_xa_cine
 from monai_saliency.data.dicom.xa_writer import write_xa_cine, write_xa_derived
 from monai_saliency.visualize.secondary_capture import SaveOverlaySCd
 from tests._sc_checks import dciodvfy_errors as sc_errors
+from tests._system_tools import require_tool
 from tests.data.dicom.test_dciodvfy import assert_valid
 
 SYNTAX = {"jpeg2000": JPEG2000Lossless, "rle": RLELossless, "none": ExplicitVRLittleEndian}
@@ -80,3 +83,30 @@ def test_unknown_compression_is_refused(source, tmp_path):
     with pytest.raises(ValueError, match="compression must be one of"):
         SaveOverlaySCd(["cine", "map"], compression="lzw")
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_deflate_is_lossless_and_valid_once_inflated(source, tmp_path):
+    """``"deflate"`` (Deflated Explicit VR Little Endian): the same pixels and values, a magnified overlay several
+    times smaller than uncompressed, and 0 dciodvfy errors after dcmtk inflates it (dciodvfy cannot parse a deflated
+    dataset itself)."""
+    sal = _smooth_map()
+    out = write_xa_derived(sal, source, tmp_path / "d.dcm", compression="deflate")
+    plain = write_xa_derived(sal, source, tmp_path / "p.dcm")
+    ds = pydicom.dcmread(out)
+    assert ds.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    np.testing.assert_array_equal(ds.pixel_array, pydicom.dcmread(plain).pixel_array)
+    assert torch.equal(read_xa_cine(out).as_tensor(), read_xa_cine(plain).as_tensor())
+    rgb = np.random.default_rng(3).integers(0, 256, (3, 24, 32, 3), dtype=np.uint8).repeat(4, 1).repeat(4, 2)
+    sc = write_secondary_capture(rgb, tmp_path / "sc.dcm", frame_time_ms=66.7, compression="deflate")
+    raw = write_secondary_capture(rgb, tmp_path / "raw.dcm", frame_time_ms=66.7)
+    np.testing.assert_array_equal(pydicom.dcmread(sc).pixel_array, rgb)
+    assert sc.stat().st_size < 0.3 * raw.stat().st_size  # the pixel replication of a magnified overlay
+    dcmconv = require_tool("dcmconv", "dcmtk")
+    for path, iod in ((out, "XAImage"), (sc, None)):
+        inflated = tmp_path / f"inflated_{path.name}"
+        subprocess.run([dcmconv, "+te", str(path), str(inflated)], check=True, capture_output=True)
+        assert pydicom.dcmread(inflated).file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        if iod is None:
+            assert sc_errors(inflated) == []
+        else:
+            assert_valid(inflated, iod)
