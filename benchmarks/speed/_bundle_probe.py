@@ -118,7 +118,7 @@ def main(argv: list[str]) -> None:
     total = time.perf_counter() - t0
     from monai_saliency.data.dicom import encoding
 
-    encoder = encoding._WORKER.proc  # the background writer's JPEG 2000 encoder process, if one ran (still alive)
+    encoder = encoding._WORKER.proc  # the background writer's pixel encoder process, if one ran (still alive)
     encoder_peak = 0
     if encoder is not None and encoder.poll() is None:
         for line in Path(f"/proc/{encoder.pid}/status").read_text().splitlines():

@@ -7,14 +7,14 @@ bundle (``configs/inference.json``, default options) runs on each in a fresh sub
 in that same process before running ``python -m monai.bundle run``. Printed per study, each against its bound:
 
 * peak resident memory above the import footprint: <= 1 GiB at 512 x 512 x 48, scaled with the input's pixel
-  count (2.5 GiB at 1024 x 1024 x 30); the whole peak of the background writer's JPEG 2000 encoder process
+  count (2.5 GiB at 1024 x 1024 x 30); the whole peak of the background writer's pixel encoder process
   (:func:`monai_saliency.data.dicom.encoding.encode_in_worker_process`, a separate process) is added to it;
 * bytes written / input bytes: <= 2;
 * GIF: <= 5 MB, longest side <= the bundle's ``gif_max_side`` (512);
 
 and the wall time of each stage (read, preprocess, model, explainers, invert, write). The study runs with
 ``--num_workers 0`` so that every stage runs in the probed process (with the default DataLoader worker, reading and
-preprocessing move to a worker process: their memory then adds to a second process), but for the JPEG 2000
+preprocessing move to a worker process: their memory then adds to a second process), but for the pixel
 encoding, which the background writer runs in its encoder process (its time is inside the writers' stages).
 
 The default generator upsamples a cine of :func:`monai_saliency.data.synthetic.angiogram.make_angiogram_dataset`
@@ -167,7 +167,7 @@ def measure(study: Path, output_dir: Path, report: dict) -> dict:
         "gif_bytes": gifs[0].stat().st_size,
         "gif_side": side,
         "rss_bound": RSS_BOUND * pixels / REFERENCE_PIXELS,
-        # the bundle's process above its footprint plus the whole peak of its JPEG 2000 encoder process (a separate
+        # the bundle's process above its footprint plus the whole peak of its pixel encoder process (a separate
         # process since the background writer encodes there): a sum of two peaks, so an upper bound
         "peak": report["peak_above_footprint_bytes"] + report.get("encoder_peak_bytes", 0),
         "encoder_peak": report.get("encoder_peak_bytes", 0),

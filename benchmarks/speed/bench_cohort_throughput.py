@@ -18,14 +18,14 @@ their rows sum the rounds: the speed of a shared machine drifts by tens of perce
 
 * variants (full run, on the first ``--variant-studies`` studies, default 24): 0, 1 and 2 workers, the synchronous
   writer (where the defaults come from), lighter writing (``--gif_scale 1 --write_overlays false``), the DICOM
-  objects deflated instead of JPEG 2000 (``--dicom_compression deflate``), and a model that is a larger share of a
+  objects deflated instead of JPEG-LS (``--dicom_compression deflate``), and a model that is a larger share of a
   study (``--frame_size [128,128]`` with the lighter writing), the last two sequential and evaluator: how the model
   fraction depends on the share of the model in a study's CPU time.
 
 Also printed: a per-stage CPU profile (:class:`StageProfile`, ``--profile-studies``, default 16: CPU ms per study of
 every stage of the evaluator path, by thread, compute or writer; ``other`` is each thread's rest: engine, collation,
 the finite check), and (full run) :func:`gil_probe`: how fast the compute thread runs the network while the writer
-thread writes overlays, with an encoder that holds the GIL (openjpeg) and one that releases it (zlib).
+thread writes overlays, with encoders that hold the GIL (CharLS, openjpeg) and one that releases it (zlib).
 
 Model time (the definition printed with the results): wall-clock seconds spent inside the inferer call in the
 compute thread -- the network's forward pass for the logits plus every explainer's forward and backward passes and
@@ -60,6 +60,7 @@ REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "angiogram_signature_activation"
 RESULTS = Path(__file__).resolve().parent / "results" / "cohort_throughput.txt"
 GOAL = 0.80
+ENCODER_STAGE = "pixel encoding (encoder process)"
 NIFTI_AFFINE = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.3, 0.0, -9.6], [0.0, 0.0, 0.3, -9.6], [0.0, 0.0, 0.0, 1.0]])
 DEFINITION = (
     "model time = wall-clock seconds inside the inferer call in the compute thread (network forward for the logits + "
@@ -350,7 +351,7 @@ def run_profile(dataset_dir: Path, output_dir: Path) -> tuple[StageProfile, int]
     c0, e0 = time.thread_time(), encoder_cpu()
     evaluator.run()
     profile.totals["compute"] += time.thread_time() - c0
-    profile.cpu[("encoder", "JPEG 2000 / RLE encoding (encoder process)")] = encoder_cpu() - e0
+    profile.cpu[("encoder", ENCODER_STAGE)] = encoder_cpu() - e0
     counts = cohort.finish()
     if counts["ok"] != len(cohort.studies):
         raise RuntimeError(f"profile: not every study succeeded: {counts}")
@@ -378,7 +379,7 @@ def gil_probe(folder: Path, seconds: float = 2.0) -> dict[str, float]:
     with a background thread writing one study's Secondary Capture overlay (:func:`save_cine_overlay_sc`) again and
     again in each compression. A writer whose encoder holds Python's global interpreter lock (GIL) stops the compute
     thread's Python work while it encodes, however many cores are free; one that releases it (zlib) only shares the
-    cores; the third case encodes JPEG 2000 in a worker process (:func:`encode_in_worker_process`, what the bundle's
+    cores; the worker-process cases encode in a worker process (:func:`encode_in_worker_process`, what the bundle's
     background writer does). Returns ``{"alone": forward passes per second, <case>: fraction of that}``."""
     from monai_saliency.data.dicom.encoding import encode_in_worker_process
     from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
@@ -399,7 +400,13 @@ def gil_probe(folder: Path, seconds: float = 2.0) -> dict[str, float]:
 
     alone = rate()
     out = {"alone": alone}
-    for name in ("jpeg2000 in the thread", "jpeg2000 in a worker process", "deflate"):
+    for name in (
+        "jpegls in the thread",
+        "jpegls in a worker process",
+        "jpeg2000 in the thread",
+        "jpeg2000 in a worker process",
+        "deflate",
+    ):
         stop = threading.Event()
         compression = name.split()[0]
         where = encode_in_worker_process if "worker" in name else contextlib.nullcontext
@@ -598,8 +605,9 @@ def main(argv: list[str] | None = None) -> int:
                         "compute thread while the writer thread writes DICOM overlays in a loop (network forward "
                         f"passes per second, alone {probe['alone']:.0f}/s): "
                         + ", ".join(f"{k} {100 * v:.0f} %" for k, v in probe.items() if k != "alone")
-                        + " of its speed alone (openjpeg's encoder holds the GIL while it encodes, zlib releases it; "
-                        "the bundle's background writer encodes JPEG 2000 in a worker process; with one free core "
+                        + " of its speed alone (CharLS's and openjpeg's encoders hold the GIL while they encode, zlib "
+                        "releases it; the bundle's background writer encodes JPEG-LS in a worker process; with one "
+                        "free core "
                         "the threads and processes also share that core)"
                     ),
                     "",

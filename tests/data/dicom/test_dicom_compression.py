@@ -1,5 +1,5 @@
 """Lossless compression of the DICOM objects the package writes (derived XA maps, Secondary Capture overlays):
-uncompressed by default, JPEG 2000 (the angiogram bundle's choice), RLE and deflate on request; the pixels read back unchanged (pydicom, MONAI), dciodvfy
+uncompressed by default, JPEG-LS (the angiogram bundle's choice), JPEG 2000, RLE and deflate on request; the pixels read back unchanged (pydicom, MONAI), dciodvfy
 reports no error, and a smooth clinical-size map shrinks several-fold."""
 
 from __future__ import annotations
@@ -10,7 +10,13 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from monai_saliency.data.dicom.encoding import check_compression
 from monai_saliency.data.dicom.secondary_capture import write_secondary_capture
@@ -21,7 +27,7 @@ from tests._sc_checks import dciodvfy_errors as sc_errors
 from tests._system_tools import require_tool
 from tests.data.dicom.test_dciodvfy import assert_valid
 
-SYNTAX = {"jpeg2000": JPEG2000Lossless, "rle": RLELossless, "none": ExplicitVRLittleEndian}
+SYNTAX = {"jpegls": JPEGLSLossless, "jpeg2000": JPEG2000Lossless, "rle": RLELossless, "none": ExplicitVRLittleEndian}
 T, H, W = 4, 48, 40
 
 
@@ -36,7 +42,7 @@ def _smooth_map() -> torch.Tensor:
     return torch.stack([torch.exp(-((x - 0.2 * k) ** 2 + y**2) * 3) for k in range(T)])[None] * 2.5 - 0.3
 
 
-@pytest.mark.parametrize("compression", ["jpeg2000", "rle", "none"])
+@pytest.mark.parametrize("compression", ["jpegls", "jpeg2000", "rle", "none"])
 def test_derived_xa_compressions_read_back_and_validate(source, tmp_path, compression):
     sal = _smooth_map()
     kwargs = {} if compression == "none" else {"compression": compression}  # uncompressed is the default
@@ -63,7 +69,7 @@ def test_frames_under_32_pixels_fall_back_to_rle(tmp_path):
     assert pydicom.dcmread(out).file_meta.TransferSyntaxUID == RLELossless
 
 
-@pytest.mark.parametrize("compression", ["jpeg2000", "rle", "none"])
+@pytest.mark.parametrize("compression", ["jpegls", "jpeg2000", "rle", "none"])
 def test_secondary_capture_pixels_are_exact(tmp_path, compression):
     rgb = np.random.default_rng(2).integers(0, 256, (3, 40, 64, 3), dtype=np.uint8)
     out = write_secondary_capture(rgb, tmp_path / "sc.dcm", frame_time_ms=66.7, compression=compression)
@@ -110,3 +116,22 @@ def test_deflate_is_lossless_and_valid_once_inflated(source, tmp_path):
             assert sc_errors(inflated) == []
         else:
             assert_valid(inflated, iod)
+
+
+def test_jpegls_is_read_by_dcmtk_and_smaller_than_jpeg2000(source, tmp_path):
+    """JPEG-LS (the bundle's default): dcmtk's ``dcmdjpls`` decodes both objects to the same pixels (dcmtk's free
+    toolkit has no JPEG 2000 decoder), and a magnified overlay is smaller than in JPEG 2000."""
+    sal = _smooth_map()
+    xa = write_xa_derived(sal, source, tmp_path / "xa.dcm", compression="jpegls")
+    rgb = np.random.default_rng(4).integers(0, 256, (3, 24, 32, 3), dtype=np.uint8).repeat(4, 1).repeat(4, 2)
+    sc = write_secondary_capture(rgb, tmp_path / "sc.dcm", frame_time_ms=66.7, compression="jpegls")
+    j2k = write_secondary_capture(rgb, tmp_path / "j2k.dcm", frame_time_ms=66.7, compression="jpeg2000")
+    assert sc.stat().st_size < j2k.stat().st_size
+    dcmdjpls = require_tool("dcmdjpls", "dcmtk")
+    for path in (xa, sc):
+        plain = tmp_path / f"plain_{path.name}"
+        subprocess.run([dcmdjpls, str(path), str(plain)], check=True, capture_output=True)
+        back = pydicom.dcmread(plain)
+        assert back.file_meta.TransferSyntaxUID != JPEGLSLossless
+        np.testing.assert_array_equal(back.pixel_array, pydicom.dcmread(path).pixel_array)
+    np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "plain_sc.dcm").pixel_array, rgb)

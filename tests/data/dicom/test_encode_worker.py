@@ -27,7 +27,7 @@ def _sc(path, compression, worker: bool):
         return pydicom.dcmread(write_secondary_capture(RGB, path, frame_time_ms=66.7, compression=compression))
 
 
-@pytest.mark.parametrize("compression", ["jpeg2000", "rle"])
+@pytest.mark.parametrize("compression", ["jpegls", "jpeg2000", "rle"])
 def test_same_bytes_from_the_worker_process(tmp_path, compression):
     here = _sc(tmp_path / "here.dcm", compression, worker=False)
     there = _sc(tmp_path / "there.dcm", compression, worker=True)
