@@ -69,6 +69,7 @@ import torch
 
 from monai_saliency.data.atomic import atomic_output
 from monai_saliency.data.synthetic.angiogram_clinical import make_clinical_angiogram_dataset
+from monai_saliency.models.box_supervision import BoxSupervision, box_target_grid
 from monai_saliency.models.training import TrainConfig, predict_probs, save_if_good, train_video_classifier
 from monai_saliency.models.video import VideoLesionNet
 
@@ -80,13 +81,21 @@ _GEN_CHUNK = 32  # cases generated per call (bounded memory)
 
 
 def clinical_cines(
-    n: int, seed: int, size: int = 128, frames: int = 24, frame_rate: float = 7.5, **kwargs: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
+    n: int,
+    seed: int,
+    size: int = 128,
+    frames: int = 24,
+    frame_rate: float = 7.5,
+    target_stride: int | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, ...]:
     """``n`` clinical-generator cines as display intensities ``(n, T, size, size)`` in [0, 1] and their labels.
 
-    Generated in chunks of 32 cases with seeds ``seed * 1000 + chunk`` (deterministic, bounded memory).
+    Generated in chunks of 32 cases with seeds ``seed * 1000 + chunk`` (deterministic, bounded memory). With
+    ``target_stride``, a third tensor holds the lesion boxes' grade codes on that grid,
+    ``(n, T, size / stride, size / stride)`` (:func:`~monai_saliency.models.box_supervision.box_target_grid`).
     """
-    cines, labels = [], []
+    cines, labels, targets = [], [], []
     for i, start in enumerate(range(0, n, _GEN_CHUNK)):  # chunks of cases
         b = make_clinical_angiogram_dataset(
             min(_GEN_CHUNK, n - start),
@@ -98,7 +107,9 @@ def clinical_cines(
         )
         cines.append(b.display())
         labels.append(b.labels)
-    return torch.cat(cines), torch.cat(labels)
+        if target_stride:
+            targets.append(box_target_grid(b.boxes, b.grades, (size, size), target_stride))
+    return (torch.cat(cines), torch.cat(labels)) + ((torch.cat(targets),) if target_stride else ())
 
 
 def delong_auc_ci(scores: Sequence[float], labels: Sequence[int], confidence: float = 0.95) -> dict[str, float]:
@@ -143,6 +154,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--motion", type=float, default=1.0, help="cardiac motion scale of the training cines")
     p.add_argument("--temporal-window", type=int, default=NETWORK["temporal_window"])
     p.add_argument("--stem-stride", type=int, default=NETWORK["stem_stride"])
+    p.add_argument("--width", type=int, default=NETWORK["width"])
+    p.add_argument(
+        "--aux-weight", type=float, default=1.0, help="weight of the lesion-box loss on features.stage3 (0: off)"
+    )
+    p.add_argument("--cache", type=str, default=None, help="directory caching the generated splits (reused)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -162,27 +178,39 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         n_test=a.n_test,
         shape=(a.size, a.size),
         frames=a.frames,
-        width=NETWORK["width"],
+        width=a.width,
         epochs=a.epochs,
         batch_size=a.batch_size,
         lr=a.lr,
         seed=a.seed,
         threads=a.threads,
     )
-    cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    cache: dict[int, tuple[torch.Tensor, ...]] = {}
+    stride = 4 * a.stem_stride  # features.stage3 grid: stem stride, then two 2 x 2 max-pools
 
-    def data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        cache[seed] = clinical_cines(n, seed, a.size, a.frames, a.frame_rate, motion=a.motion)
+    def data(n: int, seed: int) -> tuple[torch.Tensor, ...]:
+        key = f"{n}_{seed}_{a.size}_{a.frames}_{a.frame_rate}_{a.motion}_{stride}.pt"
+        if a.cache and (Path(a.cache) / key).exists():
+            cache[seed] = torch.load(Path(a.cache) / key)
+        else:
+            cache[seed] = clinical_cines(n, seed, a.size, a.frames, a.frame_rate, stride, motion=a.motion)
+            if a.cache:
+                Path(a.cache).mkdir(parents=True, exist_ok=True)
+                with atomic_output(Path(a.cache) / key) as tmp:
+                    torch.save(cache[seed], tmp)
         return cache[seed]
 
     torch.manual_seed(a.seed)
-    network = {**NETWORK, "temporal_window": a.temporal_window, "stem_stride": a.stem_stride}
+    network = {**NETWORK, "width": a.width, "temporal_window": a.temporal_window, "stem_stride": a.stem_stride}
     net = VideoLesionNet(dropout=cfg.dropout, **network)
-    model, summary = train_video_classifier(cfg, data=data, model=net)
+    aux = None
+    if a.aux_weight > 0:
+        aux = lambda m: BoxSupervision(m, VideoLesionNet.cam_layer, 4 * a.width, a.aux_weight)
+    model, summary = train_video_classifier(cfg, data=data, model=net, aux=aux)
     threads = torch.get_num_threads()
     torch.set_num_threads(a.threads)
     try:
-        x_te, y_te = cache[a.seed + 2]
+        x_te, y_te = cache[a.seed + 2][:2]
         summary["test"] = delong_auc_ci(predict_probs(model, x_te), y_te.tolist())
         t0 = time.perf_counter()
         x_cl, y_cl = clinical_cines(a.n_clinical, a.seed + 3, a.size, 48 if not a.quick else a.frames, 15.0)
@@ -193,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(threads)
     summary.update(
         network=network,
+        aux_weight=a.aux_weight,
         motion=a.motion,
         frame_rate=a.frame_rate,
         total_seconds=round(time.perf_counter() - t_start, 1),

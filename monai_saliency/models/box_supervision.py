@@ -1,0 +1,144 @@
+"""Dense lesion-box supervision of a classifier's feature map, for training only.
+
+A cine-level label ("has a moderate-or-severe lesion") is a weak signal for a small network: it must find a
+~20-pixel lesion in 8 x 128 x 128 pixels from one bit per cine. The synthetic generators know where the lesions
+are (per-frame boxes), so during training a ``1 x 1 x 1`` convolution on a feature layer (``features.stage3`` of
+:class:`~monai_saliency.models.video.VideoLesionNet`) predicts, per position and frame, whether the box of a lesion
+of grade >= ``min_grade`` covers it; its binary cross-entropy (``pos_weight`` for the rare positive cells) is added
+to the classification loss. The auxiliary head is not part of the network: it reads the layer through a forward
+hook, so the trained network's ``state_dict`` is that of the plain classifier.
+
+* :func:`box_target_grid`: the boxes' grades max-pooled onto the layer's grid (closed form, no pixel masks).
+* :class:`BoxSupervision`: the head, the hook and the loss (used by
+  :func:`monai_saliency.models.training.train_video_classifier`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["BoxSupervision", "box_target_grid"]
+
+
+def box_target_grid(boxes: torch.Tensor, grades: torch.Tensor, shape: tuple[int, int], stride: int) -> torch.Tensor:
+    """Per-frame cells of a ``stride`` grid labelled with the highest grade of the lesion boxes touching them.
+
+    A cell holds ``1 + max grade code`` of the boxes that touch it (0 = no lesion box, 1 = mild, 2 = moderate,
+    3 = severe with :data:`~monai_saliency.data.synthetic.angiogram.GRADES`): the boxes' pixel masks (pixel
+    ``(y, x)`` is inside ``(y0, x0, y1, x1)`` if ``y0 <= y < y1`` and ``x0 <= x < x1``, as
+    :meth:`~monai_saliency.data.synthetic.angiogram_clinical.ClinicalAngiogramBatch.lesion_masks`) max-pooled by
+    ``stride`` x ``stride``, computed from the box edges.
+
+    Args:
+        boxes: ``(N, L, T, 4)`` half-open pixel boxes ``(y0, x0, y1, x1)`` per frame (or ``(N, L, 4)``: static).
+        grades: ``(N, L)`` grade codes, ``-1`` for an empty slot.
+        shape: ``(H, W)`` of the images the boxes live in (divisible by ``stride``).
+        stride: pixels per grid cell along each axis.
+
+    Returns:
+        ``(N, T, H / stride, W / stride)`` uint8 grade codes + 1 (``T = 1`` for static boxes).
+
+    Raises:
+        ValueError: for mismatched shapes or an ``H, W`` not divisible by ``stride``.
+    """
+    if boxes.ndim == 3:
+        boxes = boxes[:, :, None]
+    if boxes.ndim != 4 or boxes.shape[-1] != 4 or tuple(grades.shape) != tuple(boxes.shape[:2]):
+        raise ValueError(f"need boxes (N, L, T, 4) and grades (N, L), got {tuple(boxes.shape)}, {tuple(grades.shape)}.")
+    h, w = shape
+    if stride < 1 or h % stride or w % stride:
+        raise ValueError(f"shape {shape} must be divisible by stride {stride} >= 1.")
+    # integer pixel rows inside a box: ceil(y0) <= y <= ceil(y1) - 1; a cell i holds rows i*s .. i*s + s - 1
+    lo, hi = torch.ceil(boxes[..., :2].float()), torch.ceil(boxes[..., 2:].float()) - 1  # (N, L, T, 2)
+
+    def overlap(axis: int, cells: int) -> torch.Tensor:  # (N, L, T, cells)
+        start = torch.arange(cells, dtype=torch.float32) * stride
+        a, b = lo[..., axis, None], hi[..., axis, None]
+        return (torch.maximum(a, start) <= torch.minimum(b, start + stride - 1)) & (a <= b)
+
+    hit = overlap(0, h // stride)[..., :, None] & overlap(1, w // stride)[..., None, :]  # (N, L, T, h, w)
+    code = (grades.clamp(min=-1) + 1).view(*grades.shape, 1, 1, 1)  # empty slots -> 0
+    return (hit * code).amax(1).to(torch.uint8)
+
+
+class BoxSupervision(nn.Module):
+    """Auxiliary per-position lesion head on one layer of a classifier, attached by a forward hook.
+
+    Args:
+        model: the classifier (e.g. a :class:`~monai_saliency.models.video.VideoLesionNet`).
+        layer: dotted name of the layer whose ``(B, C, T', h, w)`` output the head reads (``"features.stage3"``).
+        channels: ``C`` of that output.
+        weight: ``lambda``, the auxiliary loss weight relative to the classification cross-entropy.
+        pos_weight: BCE weight of positive cells (``None``: set from the training targets by :meth:`fit_pos_weight`).
+        min_grade: lowest grade code whose boxes are positive (1 = moderate).
+        hard_weight: BCE weight of the cells of lower-grade boxes (e.g. mild lesions: the negatives that look most
+            like positives); ``None`` = ``pos_weight``.
+
+    Raises:
+        ValueError: for an unknown layer or a negative weight.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str,
+        channels: int,
+        weight: float = 1.0,
+        pos_weight: float | None = None,
+        min_grade: int = 1,
+        hard_weight: float | None = None,
+    ) -> None:
+        super().__init__()
+        if weight < 0:
+            raise ValueError(f"weight must be >= 0, got {weight}.")
+        modules = dict(model.named_modules())
+        if layer not in modules:
+            raise ValueError(f"no layer {layer!r} in {type(model).__name__}.")
+        self.head = nn.Conv3d(channels, 1, 1)
+        self.weight = float(weight)
+        self.pos_weight = pos_weight
+        self.min_grade = int(min_grade)
+        self.hard_weight = hard_weight
+        self._act: torch.Tensor | None = None
+        self._handle = modules[layer].register_forward_hook(self._keep)
+
+    def _keep(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        self._act = output
+
+    def fit_pos_weight(self, targets: torch.Tensor, cap: float = 100.0) -> float:
+        """Set ``pos_weight`` to negatives / positives of ``targets`` (codes of :func:`box_target_grid`; at most
+        ``cap``) if it is unset; return it."""
+        if self.pos_weight is None:
+            pos = float((targets > self.min_grade).sum())
+            self.pos_weight = min(cap, (targets.numel() - pos) / max(pos, 1.0))
+        return self.pos_weight
+
+    def loss(self, target: torch.Tensor) -> torch.Tensor:
+        """``weight * BCE`` of the head on the layer's last output against ``target`` ``(B, T, h, w)``.
+
+        ``target`` holds the codes of :func:`box_target_grid` (cells with a code > ``min_grade`` are positive, cells
+        of lower-grade boxes weigh ``hard_weight``); a target on a finer time axis than the layer's (a temporal
+        window) is max-pooled onto it.
+
+        Raises:
+            RuntimeError: if the model has not run since the last call.
+        """
+        if self._act is None:
+            raise RuntimeError("run the model forward before BoxSupervision.loss().")
+        logits = self.head(self._act)[:, 0]  # (B, T', h, w)
+        self._act = None
+        code = target.to(logits.dtype)
+        if code.shape != logits.shape:
+            code = F.adaptive_max_pool3d(code[:, None], logits.shape[1:])[:, 0]
+        pos = code > self.min_grade
+        pw = self.pos_weight if self.pos_weight is not None else 1.0
+        hw = pw if self.hard_weight is None else self.hard_weight
+        cell_weight = torch.where(pos, pw, torch.where(code > 0, hw, 1.0)).to(logits.dtype)
+        bce = F.binary_cross_entropy_with_logits(logits, pos.to(logits.dtype), reduction="none")
+        return self.weight * (cell_weight * bce).mean()
+
+    def remove(self) -> None:
+        """Detach the hook from the model (the model is then exactly the plain classifier again)."""
+        self._handle.remove()
