@@ -11,6 +11,9 @@ hook, so the trained network's ``state_dict`` is that of the plain classifier.
 * :func:`box_target_grid`: the boxes' grades max-pooled onto the layer's grid (closed form, no pixel masks).
 * :class:`BoxSupervision`: the head, the hook and the loss (used by
   :func:`monai_saliency.models.training.train_video_classifier`).
+* :func:`lesion_crops`: small windows around the lesions (jittered) and on random vessel pixels, labelled "holds a
+  lesion of grade >= ``min_grade``", to pre-train the same fully convolutional network as a lesion detector before
+  the whole-cine training (on whole cines alone the cine-level label does not find the lesions).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BoxSupervision", "box_target_grid"]
+__all__ = ["BoxSupervision", "box_target_grid", "lesion_crops"]
 
 
 def box_target_grid(boxes: torch.Tensor, grades: torch.Tensor, shape: tuple[int, int], stride: int) -> torch.Tensor:
@@ -142,3 +145,79 @@ class BoxSupervision(nn.Module):
     def remove(self) -> None:
         """Detach the hook from the model (the model is then exactly the plain classifier again)."""
         self._handle.remove()
+
+
+def lesion_crops(
+    cines: torch.Tensor,
+    boxes: torch.Tensor,
+    grades: torch.Tensor,
+    size: int = 32,
+    background: int = 6,
+    jitter: int = 8,
+    quantile: float = 0.15,
+    min_grade: int = 1,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``size`` x ``size`` windows (all frames) around every lesion and on random vessel pixels of each cine.
+
+    A lesion window is centred on the lesion's box centre averaged over the frames, shifted by up to ``jitter``
+    pixels per axis (uniform), and labelled 1 if the lesion's grade is >= ``min_grade``. Each cine also gives
+    ``background`` windows centred on pixels among its darkest ``quantile`` (minimum over frames: opacified vessels,
+    the catheter, rib edges) more than ``size * 3 / 4`` pixels from every lesion centre, labelled 0. Windows reaching
+    outside the image are padded with the cine's mean. Vectorised over cines and windows.
+
+    Args:
+        cines: ``(N, T, H, W)`` display intensities, vessels dark.
+        boxes: ``(N, L, T, 4)`` lesion boxes ``(y0, x0, y1, x1)`` per frame; grades: ``(N, L)``, ``-1`` = empty.
+        size: window side (pixels); background: background windows per cine; jitter: maximal lesion-window shift.
+        quantile: fraction of darkest pixels the background centres are drawn from.
+        min_grade: lowest grade code labelled positive (1 = moderate).
+        seed: seed of the jitter and the background draws.
+
+    Returns:
+        ``(windows (K, T, size, size), labels (K,) long, centres (K, 3) long)``: the lesion windows (cine-major),
+        then the background windows; ``centres`` holds each window's ``(cine, y, x)``, the image pixel at its
+        ``(size // 2, size // 2)``.
+
+    Raises:
+        ValueError: for mismatched shapes or non-positive sizes.
+    """
+    n, t, h, w = cines.shape
+    if tuple(boxes.shape) != (n, grades.shape[1], t, 4) or grades.shape[0] != n or size < 1 or background < 0:
+        raise ValueError(
+            f"need cines (N, T, H, W), boxes (N, L, T, 4), grades (N, L), size >= 1 and background >= 0, got "
+            f"{tuple(cines.shape)}, {tuple(boxes.shape)}, {tuple(grades.shape)}, {size}, {background}."
+        )
+    g = torch.Generator().manual_seed(seed)
+    centre = ((boxes[..., :2] + boxes[..., 2:]) / 2).mean(2)  # (N, L, 2) (y, x)
+    active = grades >= 0
+    item, slot = active.nonzero(as_tuple=True)
+    shift = torch.randint(-jitter, jitter + 1, (item.numel(), 2), generator=g)
+    lim = torch.tensor([h - 1, w - 1])
+    les_c = torch.minimum(torch.maximum(centre[item, slot].long() + shift, torch.zeros(2, dtype=torch.long)), lim)
+    les_y = (grades[item, slot] >= min_grade).long()
+    # background centres: darkest pixels of the temporal minimum, away from every lesion
+    tmin = cines.amin(1).flatten(1)  # (N, H * W)
+    dark = tmin <= torch.quantile(tmin, quantile, dim=1, keepdim=True)
+    yy, xx = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)
+    dist2 = (yy.view(1, 1, -1) - centre[..., :1]) ** 2 + (xx.view(1, 1, -1) - centre[..., 1:]) ** 2  # (N, L, HW)
+    far = (dist2 > (0.75 * size) ** 2) | ~active[..., None]
+    weights = (dark & far.all(1)).float() + 1e-12  # never an all-zero row
+    pick = torch.multinomial(weights, background, replacement=True, generator=g) if background else weights[:, :0]
+    bg_item = torch.arange(n).repeat_interleave(background)
+    bg_c = torch.stack([pick.flatten() // w, pick.flatten() % w], 1)
+    centres = torch.cat([les_c, bg_c]).long()
+    owner = torch.cat([item, bg_item])
+    r = size // 2
+    padded = torch.nn.functional.pad(cines, (r, size - r, r, size - r))
+    padded = torch.where(
+        torch.nn.functional.pad(torch.ones(1, 1, h, w, dtype=torch.bool), (r, size - r, r, size - r)),
+        padded,
+        cines.mean((1, 2, 3)).view(n, 1, 1, 1),
+    )
+    offs = torch.arange(size)
+    rows = (centres[:, 0, None] + offs).view(-1, 1, size, 1)
+    cols = (centres[:, 1, None] + offs).view(-1, 1, 1, size)
+    windows = padded[owner.view(-1, 1, 1, 1), torch.arange(t).view(1, -1, 1, 1), rows, cols]
+    labels = torch.cat([les_y, torch.zeros(n * background, dtype=torch.long)])
+    return windows, labels, torch.cat([owner[:, None], centres], 1)

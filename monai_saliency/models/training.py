@@ -217,6 +217,7 @@ def train_video_classifier(
         t0 = time.perf_counter()
         make = data or (lambda n, seed: _balanced(n, seed, cfg))
         x_tr, y_tr, *m_tr = make(cfg.n_train, cfg.seed)
+        n_tr = len(x_tr)  # the training items data() returned (e.g. windows cut from cfg.n_train cines)
         x_va, y_va, *_ = make(cfg.n_val, cfg.seed + 1)
         x_te, y_te, *_ = make(cfg.n_test, cfg.seed + 2)
         if aux is not None and not m_tr:
@@ -230,16 +231,16 @@ def train_video_classifier(
         if sup is not None:
             sup.fit_pos_weight(m_tr[0])
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps_per_epoch = -(-cfg.n_train // cfg.batch_size)
+        steps_per_epoch = -(-n_tr // cfg.batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
         g = torch.Generator().manual_seed(cfg.seed + 12345)
         best = (-1.0, -1, None)
         t1 = time.perf_counter()
         for epoch in range(cfg.epochs):
             model.train()
-            order = torch.randperm(cfg.n_train, generator=g)
+            order = torch.randperm(n_tr, generator=g)
             total = aux_total = 0.0
-            for i in range(0, cfg.n_train, cfg.batch_size):
+            for i in range(0, n_tr, cfg.batch_size):
                 idx = order[i : i + cfg.batch_size]
                 xb, yb = x_tr[idx, None], y_tr[idx]
                 if sup is None:
@@ -260,8 +261,8 @@ def train_video_classifier(
             if val_auc > best[0]:
                 best = (val_auc, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
             log(
-                f"epoch {epoch + 1}/{cfg.epochs}  loss {total / cfg.n_train:.4f}  "
-                + (f"aux {aux_total / cfg.n_train:.4f}  " if sup is not None else "")
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {total / n_tr:.4f}  "
+                + (f"aux {aux_total / n_tr:.4f}  " if sup is not None else "")
                 + f"val AUC {val_auc:.4f}  ({time.perf_counter() - t1:.0f} s)"
             )
         t_train = time.perf_counter() - t1
@@ -283,7 +284,7 @@ def train_video_classifier(
             "config": asdict(cfg),
         }
         if sup is not None:
-            summary.update(aux_loss=round(aux_total / cfg.n_train, 4), aux_pos_weight=round(sup.pos_weight, 2))
+            summary.update(aux_loss=round(aux_total / n_tr, 4), aux_pos_weight=round(sup.pos_weight, 2))
         return model, summary
     finally:
         torch.set_num_threads(threads_before)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from monai_saliency.data.synthetic.angiogram_clinical import make_clinical_angiogram_dataset
-from monai_saliency.models.box_supervision import BoxSupervision, box_target_grid
+from monai_saliency.models.box_supervision import BoxSupervision, box_target_grid, lesion_crops
 from monai_saliency.models.training import TrainConfig, train_video_classifier
 from monai_saliency.models.video import VideoLesionNet
 
@@ -81,3 +81,27 @@ def test_box_supervised_training_saves_a_plain_video_lesion_net(tmp_path):
     assert heads[0].head.weight.grad is not None  # the auxiliary head was trained
     with pytest.raises(ValueError, match="targets"):
         train_video_classifier(cfg, log=None, data=lambda n, s: data(n, s)[:2], model=net, aux=aux)
+
+
+def test_lesion_crops_match_a_loop_and_avoid_lesions():
+    b = make_clinical_angiogram_dataset(5, shape=(64, 64), frames=4, seed=2)
+    x = b.display()
+    windows, labels, centres = lesion_crops(x, b.boxes, b.grades, size=16, background=3, jitter=0, seed=0)
+    active = (b.grades >= 0).nonzero().tolist()
+    assert windows.shape == (len(active) + 15, 4, 16, 16) and labels.shape == (len(active) + 15,)
+    for j, (i, k) in enumerate(active):  # lesion windows: centred on the frame-mean box centre, label = grade >= 1
+        cy, cx = ((b.boxes[i, k, :, :2] + b.boxes[i, k, :, 2:]) / 2).mean(0).long().tolist()
+        assert centres[j].tolist() == [i, cy, cx] and labels[j] == int(b.grades[i, k] >= 1)
+    fill = x.mean((1, 2, 3))
+    tmin = x.amin(1)
+    for j in range(len(windows)):  # every window against a pixel loop (outside the image: the cine's mean)
+        i, cy, cx = centres[j].tolist()
+        for dy, dx in itertools.product(range(16), range(16)):
+            y, xx = cy - 8 + dy, cx - 8 + dx
+            want = x[i, :, y, xx] if 0 <= y < 64 and 0 <= xx < 64 else fill[i].expand(4)
+            torch.testing.assert_close(windows[j, :, dy, dx], want)
+        if j >= len(active):  # background: a dark pixel, far from every lesion of its cine, label 0
+            assert labels[j] == 0 and tmin[i, cy, cx] <= torch.quantile(tmin[i].flatten(), 0.15)
+            c = ((b.boxes[i, :, :, :2] + b.boxes[i, :, :, 2:]) / 2).mean(1)[b.grades[i] >= 0]
+            assert ((c - torch.tensor([cy, cx])).pow(2).sum(1) > 12**2).all()
+    assert labels[: len(active)].sum() == int((b.grades >= 1).sum()) > 0
