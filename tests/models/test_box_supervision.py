@@ -105,3 +105,15 @@ def test_lesion_crops_match_a_loop_and_avoid_lesions():
             c = ((b.boxes[i, :, :, :2] + b.boxes[i, :, :, 2:]) / 2).mean(1)[b.grades[i] >= 0]
             assert ((c - torch.tensor([cy, cx])).pow(2).sum(1) > 12**2).all()
     assert labels[: len(active)].sum() == int((b.grades >= 1).sum()) > 0
+
+
+def test_dihedral_moves_coarse_targets_with_the_cines():
+    """The augmentation flips/transposes a target grid exactly as the cine it was pooled from (and draws as before)."""
+    from monai_saliency.models.training import _dihedral
+
+    x = torch.rand(16, 1, 3, 32, 32)
+    target = torch.nn.functional.max_pool3d(x, (1, 8, 8))  # (16, 1, 3, 4, 4): a grid pooled from the cine
+    xa, ta = _dihedral(x, torch.Generator().manual_seed(5), target)
+    torch.testing.assert_close(ta, torch.nn.functional.max_pool3d(xa, (1, 8, 8)))
+    assert not torch.equal(xa, x)
+    torch.testing.assert_close(_dihedral(x, torch.Generator().manual_seed(5)), xa)  # same draws without targets
