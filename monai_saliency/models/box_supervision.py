@@ -208,16 +208,12 @@ def lesion_crops(
     bg_c = torch.stack([pick.flatten() // w, pick.flatten() % w], 1)
     centres = torch.cat([les_c, bg_c]).long()
     owner = torch.cat([item, bg_item])
-    r = size // 2
-    padded = torch.nn.functional.pad(cines, (r, size - r, r, size - r))
-    padded = torch.where(
-        torch.nn.functional.pad(torch.ones(1, 1, h, w, dtype=torch.bool), (r, size - r, r, size - r)),
-        padded,
-        cines.mean((1, 2, 3)).view(n, 1, 1, 1),
-    )
-    offs = torch.arange(size)
+    offs = torch.arange(size) - size // 2
     rows = (centres[:, 0, None] + offs).view(-1, 1, size, 1)
     cols = (centres[:, 1, None] + offs).view(-1, 1, 1, size)
-    windows = padded[owner.view(-1, 1, 1, 1), torch.arange(t).view(1, -1, 1, 1), rows, cols]
+    owner4 = owner.view(-1, 1, 1, 1)
+    windows = cines[owner4, torch.arange(t).view(1, -1, 1, 1), rows.clamp(0, h - 1), cols.clamp(0, w - 1)]
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)  # no padded copy of the cines: fill afterwards
+    windows = torch.where(inside, windows, cines.mean((1, 2, 3))[owner4])
     labels = torch.cat([les_y, torch.zeros(n * background, dtype=torch.long)])
     return windows, labels, torch.cat([owner[:, None], centres], 1)

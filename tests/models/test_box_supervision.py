@@ -105,6 +105,7 @@ def test_lesion_crops_match_a_loop_and_avoid_lesions():
             c = ((b.boxes[i, :, :, :2] + b.boxes[i, :, :, 2:]) / 2).mean(1)[b.grades[i] >= 0]
             assert ((c - torch.tensor([cy, cx])).pow(2).sum(1) > 12**2).all()
     assert labels[: len(active)].sum() == int((b.grades >= 1).sum()) > 0
+    assert ((centres[:, 1:] < 8) | (centres[:, 1:] >= 56)).any()  # some windows reach outside: the fill is tested
 
 
 def test_dihedral_moves_coarse_targets_with_the_cines():

@@ -32,7 +32,8 @@ flips/transposes), using the generator's per-frame lesion boxes (:mod:`monai_sal
 Everything is seeded; ``--threads 1`` repeats bit for bit on one machine.
 
 Result of that command (2026-12-07, shared 2-core machine, one thread, 10.0 min in all: data 45 s, windows 5.0 min,
-whole cines 3.6 min, clinical-timing set 23 s; peak RSS 6.7 GB): held-out AUC 0.996 (DeLong 95 % CI 0.992-1.000,
+whole cines 3.6 min, clinical-timing set 23 s; rerun with this code: 9.0 min, peak RSS 4.5 GB, bit-identical
+weights): held-out AUC 0.996 (DeLong 95 % CI 0.992-1.000,
 256 cines) and 0.979 (0.958-0.999, 200 cines of 48 frames at 15 frames/s); window AUC 0.9996 (validation), whole-cine
 validation AUC 0.989 after the first whole-cine epoch and 1.000 from the third (the saved epoch). Weights 120 kB.
 
