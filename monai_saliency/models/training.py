@@ -23,6 +23,7 @@ from torch import nn
 from monai_saliency.data.atomic import atomic_output
 from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
 from monai_saliency.metrics.roc_auc import roc_auc
+from monai_saliency.models.box_supervision import BoxSupervision
 from monai_saliency.models.video import VideoLesionNet
 
 __all__ = [
@@ -160,22 +161,31 @@ def _balanced(n: int, seed: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.
     return batch.cine, batch.labels
 
 
-def _dihedral(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random flips of H and W (and an H<->W transpose for square frames) per item, vectorised."""
+def _dihedral(x: torch.Tensor, g: torch.Generator, *others: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Random flips of H and W (and an H<->W transpose for square frames) per item, vectorised.
+
+    ``others`` (e.g. per-position targets on a coarser grid of the same frames) get the same flips; then the tuple
+    ``(x, *others)`` is returned.
+    """
     n = x.shape[0]
-    shape = (n,) + (1,) * (x.ndim - 1)
-    x = torch.where((torch.rand(n, generator=g) < 0.5).view(shape), x.flip(-1), x)
-    x = torch.where((torch.rand(n, generator=g) < 0.5).view(shape), x.flip(-2), x)
+    out = [x, *others]
+    flips = [
+        (torch.rand(n, generator=g) < 0.5, lambda t: t.flip(-1)),
+        (torch.rand(n, generator=g) < 0.5, lambda t: t.flip(-2)),
+    ]
     if x.shape[-1] == x.shape[-2]:
-        x = torch.where((torch.rand(n, generator=g) < 0.5).view(shape), x.transpose(-1, -2), x)
-    return x
+        flips.append((torch.rand(n, generator=g) < 0.5, lambda t: t.transpose(-1, -2)))
+    for pick, op in flips:
+        out = [torch.where(pick.view((n,) + (1,) * (t.ndim - 1)), op(t), t) for t in out]
+    return tuple(out) if others else out[0]
 
 
 def train_video_classifier(
     cfg: TrainConfig,
     log: Any = print,
-    data: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    data: Callable[[int, int], tuple[torch.Tensor, ...]] | None = None,
     model: nn.Module | None = None,
+    aux: Callable[[nn.Module], BoxSupervision] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train a :class:`VideoLesionNet` on generated cines and measure its held-out AUC.
 
@@ -186,11 +196,19 @@ def train_video_classifier(
             ``+1``, ``+2``); default: the stylised generator at ``cfg.shape`` and ``cfg.frames``.
         model: the network to train (initialised by the caller); default a :class:`VideoLesionNet` of
             ``cfg.width`` and ``cfg.dropout``, initialised from ``cfg.seed``.
+        aux: training-only dense supervision: ``model -> BoxSupervision`` (built after the model, its head is
+            optimised with it and dropped at the end). ``data`` must then return a third tensor, the per-position
+            targets ``(n, T, h, w)`` of the supervised layer (see
+            :func:`~monai_saliency.models.box_supervision.box_target_grid`); the loss becomes cross-entropy +
+            the auxiliary BCE. The returned model and its ``state_dict`` are the plain classifier's.
 
     Returns:
         ``(model in eval mode with the best-validation weights, summary dict)``; the summary holds ``test_auc``,
         ``val_auc``, ``best_epoch``, ``train_seconds``, ``data_seconds``, ``parameters``, ``state_dict_bytes`` and
-        the config.
+        the config (with ``aux`` also ``aux_loss``, the last epoch's mean auxiliary loss, and ``aux_pos_weight``).
+
+    Raises:
+        ValueError: if ``aux`` is given and ``data`` returns no targets.
     """
     log = log or (lambda *_: None)
     threads_before = torch.get_num_threads()
@@ -198,28 +216,42 @@ def train_video_classifier(
     try:
         t0 = time.perf_counter()
         make = data or (lambda n, seed: _balanced(n, seed, cfg))
-        x_tr, y_tr = make(cfg.n_train, cfg.seed)
-        x_va, y_va = make(cfg.n_val, cfg.seed + 1)
-        x_te, y_te = make(cfg.n_test, cfg.seed + 2)
+        x_tr, y_tr, *m_tr = make(cfg.n_train, cfg.seed)
+        n_tr = len(x_tr)  # the training items data() returned (e.g. windows cut from cfg.n_train cines)
+        x_va, y_va, *_ = make(cfg.n_val, cfg.seed + 1)
+        x_te, y_te, *_ = make(cfg.n_test, cfg.seed + 2)
+        if aux is not None and not m_tr:
+            raise ValueError("aux supervision needs data() to return (cines, labels, targets).")
         t_data = time.perf_counter() - t0
         torch.manual_seed(cfg.seed)
         if model is None:
             model = VideoLesionNet(in_channels=1, num_classes=2, width=cfg.width, dropout=cfg.dropout)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps_per_epoch = -(-cfg.n_train // cfg.batch_size)
+        sup = aux(model) if aux is not None else None
+        params = list(model.parameters()) + (list(sup.parameters()) if sup is not None else [])
+        if sup is not None:
+            sup.fit_pos_weight(m_tr[0])
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps_per_epoch = -(-n_tr // cfg.batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
         g = torch.Generator().manual_seed(cfg.seed + 12345)
         best = (-1.0, -1, None)
         t1 = time.perf_counter()
         for epoch in range(cfg.epochs):
             model.train()
-            order = torch.randperm(cfg.n_train, generator=g)
-            total = 0.0
-            for i in range(0, cfg.n_train, cfg.batch_size):
+            order = torch.randperm(n_tr, generator=g)
+            total = aux_total = 0.0
+            for i in range(0, n_tr, cfg.batch_size):
                 idx = order[i : i + cfg.batch_size]
                 xb, yb = x_tr[idx, None], y_tr[idx]
-                xb = _dihedral(xb, g)
-                loss = F.cross_entropy(model(xb), yb)
+                if sup is None:
+                    xb = _dihedral(xb, g)
+                    loss = F.cross_entropy(model(xb), yb)
+                else:
+                    xb, mb = _dihedral(xb, g, m_tr[0][idx, None])
+                    loss = F.cross_entropy(model(xb), yb)
+                    aux_loss = sup.loss(mb[:, 0])
+                    aux_total += float(aux_loss.detach()) * len(idx)
+                    loss = loss + aux_loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -229,10 +261,13 @@ def train_video_classifier(
             if val_auc > best[0]:
                 best = (val_auc, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
             log(
-                f"epoch {epoch + 1}/{cfg.epochs}  loss {total / cfg.n_train:.4f}  val AUC {val_auc:.4f}  "
-                f"({time.perf_counter() - t1:.0f} s)"
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {total / n_tr:.4f}  "
+                + (f"aux {aux_total / n_tr:.4f}  " if sup is not None else "")
+                + f"val AUC {val_auc:.4f}  ({time.perf_counter() - t1:.0f} s)"
             )
         t_train = time.perf_counter() - t1
+        if sup is not None:
+            sup.remove()
         model.load_state_dict(best[2])
         model.eval()
         test_auc = evaluate_auc(model, x_te, y_te)
@@ -248,6 +283,8 @@ def train_video_classifier(
             "state_dict_bytes": buf.getbuffer().nbytes,
             "config": asdict(cfg),
         }
+        if sup is not None:
+            summary.update(aux_loss=round(aux_total / n_tr, 4), aux_pos_weight=round(sup.pos_weight, 2))
         return model, summary
     finally:
         torch.set_num_threads(threads_before)
