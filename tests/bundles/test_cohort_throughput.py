@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from benchmarks.speed import bench_cohort_throughput as bench
+from benchmarks.speed._cohort_profile import ENCODER_STAGE
 
 SAMPLE = bench.BUNDLE / "sample_data"
 CORRUPT = "case_002b.dcm"
@@ -119,7 +120,7 @@ def test_quick_benchmark_runs(tmp_path):
         "write: DICOM overlay (SaveOverlaySCd)",
     ):
         assert stages[("writer", stage)] > 0, stage
-    assert stages[("encoder", bench.ENCODER_STAGE)] > 0  # the bundle's JPEG-LS overlay
+    assert stages[("encoder", ENCODER_STAGE)] > 0  # the bundle's JPEG-LS overlay
     total = next(v for (role, stage), v in stages.items() if role == "both")
     parts = sum(v for (role, stage), v in stages.items() if role != "both" and not stage.startswith("="))
     assert abs(total - parts) <= 0.05 * (len(table) + 1)  # rounding of the printed rows
