@@ -203,3 +203,49 @@ def gil_probe(network: torch.nn.Module, folder: Path, seconds: float = 2.0) -> d
         stop.set()
         thread.join()
     return out
+
+
+def time_commits(cohort, model_seconds) -> list[tuple[float, float]]:
+    """Record, at every study's commit of ``cohort`` (its ``commit`` wrapped), the time and ``model_seconds()`` (the
+    model time so far); returns the list it fills."""
+    times: list[tuple[float, float]] = []
+    commit = cohort.commit
+
+    def timed(*args, **kwargs):
+        commit(*args, **kwargs)
+        times.append((time.perf_counter(), model_seconds()))
+
+    cohort.commit = timed
+    return times
+
+
+def steady_rate(times: list[tuple[float, float]]) -> tuple[float, int, float] | None:
+    """Studies per minute between the commits after the first third of a run (at most 8 skipped: the writer process's
+    start, about 4 s of imports, and first-call costs) and the last one, how many commits were skipped, and the model
+    fraction over that span; None for fewer than 6 commits."""
+    if len(times) < 6:
+        return None
+    skip = min(8, len(times) // 3)
+    (t0, m0), (t1, m1) = times[skip], times[-1]
+    return 60.0 * (len(times) - 1 - skip) / (t1 - t0), skip, (m1 - m0) / (t1 - t0)
+
+
+def process_lines(rows: list[dict], thread_name: str) -> list[str]:
+    """The comparison of the writer-process variant with the writer-thread row ``thread_name`` of the same studies
+    (none if either was not run)."""
+    proc = next((r for r in rows if "--write_process true" in r["name"]), None)
+    thread = next((r for r in rows if r["name"] == thread_name), None)
+    if proc is None or thread is None:
+        return []
+    rate_p, rate_t = 60 * proc["n"] / proc["wall"], 60 * thread["n"] / thread["wall"]
+    text = (
+        f"writer process variant: {rate_p:.1f} studies/min against {rate_t:.1f} with the writer thread "
+        f"(x{rate_p / rate_t:.2f}, the child's start included)"
+    )
+    if proc.get("steady") and thread.get("steady"):
+        text += (
+            f"; steady state {proc['steady'][0]:.1f} against {thread['steady'][0]:.1f} studies/min "
+            f"(x{proc['steady'][0] / thread['steady'][0]:.2f}), model fraction {100 * proc['steady'][2]:.1f} % "
+            f"against {100 * thread['steady'][2]:.1f} %"
+        )
+    return [text]

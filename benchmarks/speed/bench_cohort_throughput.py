@@ -17,7 +17,8 @@ The two paths run in ``--rounds`` (default 4) consecutive slices of the studies,
 their rows sum the rounds: the speed of a shared machine drifts by tens of percent over minutes.
 
 * variants (full run, on the first ``--variant-studies`` studies, default 24): 0, 1 and 2 workers, the synchronous
-  writer (where the defaults come from), lighter writing (``--gif_scale 1 --write_overlays false``), the DICOM
+  writer (where the defaults come from), the writers in a child process (``--write_process true``; a steady-state
+  rate after the first studies is printed too, the child's start takes about 4 s), lighter writing (``--gif_scale 1 --write_overlays false``), the DICOM
   objects deflated instead of JPEG-LS (``--dicom_compression deflate``), and a model that is a larger share of a
   study (``--frame_size [128,128]`` with the lighter writing), the last two sequential and evaluator: how the model
   fraction depends on the share of the model in a study's CPU time.
@@ -54,7 +55,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.speed._cohort_profile import encoder_cpu, gil_probe, profile_lines, run_profile
+from benchmarks.speed._cohort_profile import (
+    encoder_cpu,
+    gil_probe,
+    process_lines,
+    profile_lines,
+    run_profile,
+    steady_rate,
+    time_commits,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "angiogram_signature_activation"
@@ -211,6 +220,7 @@ def run_evaluator(dataset_dir: Path, output_dir: Path, name: str, **overrides) -
     load_weights(evaluator.network)
     cohort = parser.get_parsed_content("cohort")
     evaluator.inferer = inferer = TimedInferer(evaluator.inferer)
+    commits = time_commits(cohort, lambda: inferer.seconds)
     c0, t0 = _cpu(), time.perf_counter()
     evaluator.run()
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
@@ -230,6 +240,7 @@ def run_evaluator(dataset_dir: Path, output_dir: Path, name: str, **overrides) -
         "model_cpu": inferer.cpu_seconds,
         "workers": workers,
         "async": evaluator.async_write,
+        "steady": steady_rate(commits),
     }
 
 
@@ -280,7 +291,13 @@ def _line(r: dict) -> str:
         f"{r['name']:<44} {r['n']:>4} studies  {r['wall']:7.2f} s  {per_min:7.1f} studies/min  "
         f"model {1000 * r['model'] / r['n']:6.1f} ms/study (its CPU {1000 * r['model_cpu'] / r['n']:5.1f})  "
         f"CPU {1000 * r['cpu'] / r['n']:6.1f} ms/study  "
-        f"model fraction {100 * frac:5.1f} %" + (f"  (finish {r['finish']:.2f} s)" if r["finish"] else "")
+        f"model fraction {100 * frac:5.1f} %"
+        + (f"  (finish {r['finish']:.2f} s)" if r["finish"] else "")
+        + (
+            f"  steady {r['steady'][0]:.1f} studies/min, model fraction {100 * r['steady'][2]:.1f} % after {r['steady'][1]}"
+            if r.get("steady")
+            else ""
+        )
     )
 
 
@@ -376,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             settings.append(
+                (f"workers={default_workers}, async write=True, --write_process true", {"write_process": True})
+            )
+            settings.append(
                 (
                     f"workers={default_workers}, async write={default_async}, --dicom_compression deflate",
                     {"dicom_compression": "deflate"},
@@ -442,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         lines += _pair_lines(variants, "deflate", "with --dicom_compression deflate", "deflate variant", cores)
         lines += _pair_lines(variants, "frame_size", "for the 128x128 variant", "128x128 variant", cores)
+        lines += process_lines(variants, f"evaluator (workers={default_workers}, async write={default_async})")
         if verdict == "FAIL":
             rest = (seq["cpu"] - seq["model_cpu"]) / seq["n"]
             lines.append(

@@ -7,7 +7,7 @@ import copy
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from monai.utils import CommonKeys
 from monai_saliency.data.dicom.encoding import encode_in_worker_process
 from monai_saliency.data.tolerant import FAILED_KEY
 from monai_saliency.engines.cohort.messages import one_line
+from monai_saliency.engines.write_process import StudyWriteError, WriterProcess, study_probabilities
 
 __all__ = ["BackgroundWriter", "FailedStudiesError", "SaliencyEvaluator", "as_bool", "split_writers"]
 
@@ -204,6 +205,17 @@ class SaliencyEvaluator(SupervisedEvaluator):
     folders are removed; nothing partial is ever in place, the staging area is hidden and the move is atomic). The
     outputs are the same files, byte for byte, as with ``async_write=False`` (the same jobs, run inline).
 
+    With ``write_process`` (opt-in, with ``async_write``) the writers run in one child process instead of the writer
+    thread (:class:`~monai_saliency.engines.write_process.WriterProcess`): the writers (nibabel, PIL, pydicom) hold
+    the GIL most of the time, so a writer thread and the compute thread share one core, while the child writes on
+    another. The child is started with ``spawn`` once per run (the writers pickled to it once; they must be
+    picklable, the parent's ``sys.path`` is passed), each study's ``(batch, output)`` is sent to it with its tensors
+    on the CPU, and it runs the writers, the finite check and the probabilities (DICOM pixels encoded in the child
+    itself); the writer thread waits for it and commits (records, checksums and the atomic move stay in this
+    process). A writing error fails that study alone with the same reason as in the thread; a child that dies fails
+    the study it was writing (``RuntimeError: the writer process ended ...``) and is started again for the next; the
+    child ends with the run (also when it is cancelled or raises). The files are the same, byte for byte.
+
     ``amp`` (the bundles' ``--amp true``) runs the network and the explainers under ``torch.autocast("cuda")``
     (float16 where autocast casts; the maps are float32 or upcast by the explainers). It applies to CUDA only:
     on another device it is switched off with a warning. A string flag from the command line is accepted.
@@ -219,10 +231,13 @@ class SaliencyEvaluator(SupervisedEvaluator):
             (default True; a command-line string ``true``/``false`` is accepted). Without a cohort the writers run
             inline as in ``SupervisedEvaluator``.
         write_queue: how many finished studies may wait for the background writer (default 2; bounds memory).
+        write_process: with ``async_write`` and a cohort, run the writers in one child process (default False; a
+            command-line string is accepted; ignored with a warning when ``async_write`` is False).
         kwargs: as ``SupervisedEvaluator``.
 
     Raises:
-        ValueError: an ``amp`` or ``async_write`` that is not a boolean flag, a ``write_queue`` below 1.
+        ValueError: an ``amp``, ``async_write`` or ``write_process`` that is not a boolean flag, a ``write_queue``
+            below 1.
     """
 
     def __init__(
@@ -234,10 +249,16 @@ class SaliencyEvaluator(SupervisedEvaluator):
         logits_key: str | None = "logits",
         async_write: bool | str = True,
         write_queue: int = 2,
+        write_process: bool | str = False,
         **kwargs: Any,
     ) -> None:
         amp = as_bool(kwargs.pop("amp", False), "amp")
         self.async_write = as_bool(async_write, "async_write")
+        self.write_process = as_bool(write_process, "write_process")
+        if self.write_process and not self.async_write:
+            logger.warning("--write_process applies with --async_write true only; writing in this thread.")
+            self.write_process = False
+        self.writer_process: WriterProcess | None = None
         self.write_tail: Callable | None = None
         if cohort is not None:
             kwargs["postprocessing"], self.write_tail = split_writers(kwargs.get("postprocessing"))
@@ -267,12 +288,23 @@ class SaliencyEvaluator(SupervisedEvaluator):
         if self.cohort is not None and len(self.data_loader) == 0:
             logger.info("no study to process on this process.")
             return
+        self.writer_process = None
+        if self.write_process and self.cohort is not None and self.write_tail is not None:
+            names = getattr(self.cohort, "class_names", None)
+            self.writer_process = WriterProcess(self.write_tail, self.logits_key, names)
+            self.writer_process.start()  # it loads while the first batch is read and inferred
+        cancel = True
         try:
-            super().run()
-        except BaseException:
-            self.writer.close(cancel=True)
-            raise
-        self.writer.close()
+            try:
+                super().run()
+            except BaseException:
+                self.writer.close(cancel=True)
+                raise
+            self.writer.close()
+            cancel = False
+        finally:
+            if self.writer_process is not None:
+                self.writer_process.close(cancel=cancel)
 
     def _iteration(self, engine: Engine, batchdata: dict[str, Any]) -> Any:
         if isinstance(batchdata, dict) and FAILED_KEY in batchdata:
@@ -332,6 +364,9 @@ class SaliencyEvaluator(SupervisedEvaluator):
     def _write_study(self, batch: dict[str, Any], output: dict[str, Any], study: str) -> None:
         """One study's write job: the writing tail of the post-processing, the finite check, the commit; any error
         fails this study alone (its staging folder is removed, nothing is moved into place)."""
+        if self.writer_process is not None:
+            self._write_study_in_process(batch, output, study)
+            return
         offload = encode_in_worker_process() if self.async_write else contextlib.nullcontext()
         try:
             with torch.no_grad(), offload:
@@ -343,37 +378,37 @@ class SaliencyEvaluator(SupervisedEvaluator):
         except Exception as exc:  # noqa: BLE001  a writer, a bad output or an unsafe destination: only this study
             self._fail(study, exc)
 
+    def _write_study_in_process(self, batch: dict[str, Any], output: dict[str, Any], study: str) -> None:
+        """:meth:`_write_study` with the writers, the finite check and the probabilities in the writer process; the
+        commit here. A failure in the child is recorded with the reason a writer thread would give."""
+        try:
+            probabilities = self.writer_process.write(batch, output)
+            with self._cohort_lock:
+                self.cohort.commit(study, probabilities)
+        except StudyWriteError as exc:
+            if getattr(self.cohort, "debug", False):
+                logger.error("study %s: the writer process's traceback:\n%s", study, exc.details)
+            self._fail(study, exc.reason)
+        except Exception as exc:  # noqa: BLE001  the child ended, or the commit: only this study
+            self._fail(study, exc)
+
     def _discard(self, study: str) -> None:
         with self._cohort_lock:
             self.cohort.discard(study)
 
-    def _fail(self, study: str, exc: BaseException) -> None:
+    def _fail(self, study: str, exc: BaseException | str) -> None:
         with self._cohort_lock:
             self.cohort.fail(study, exc)
         self.failures.append((study, one_line(exc)))
 
     def _probabilities(self, output: dict[str, Any]) -> list[float] | None:
-        """Softmax probabilities of one study's logits, after checking the logits and maps are finite.
+        """Softmax probabilities of one study's logits, after checking the logits and maps are finite
+        (:func:`~monai_saliency.engines.write_process.study_probabilities` with the cohort's ``class_names``).
 
         Raises:
             ValueError: NaN/Inf in the logits or a map, or a class count other than the cohort's ``class_names``.
         """
-        pred = output.get(CommonKeys.PRED)
-        logits = None
-        if self.logits_key is not None:
-            logits = output.get(self.logits_key, pred.get(self.logits_key) if isinstance(pred, dict) else None)
-        tensors = {k: v for k, v in output.items() if isinstance(v, torch.Tensor) and k != CommonKeys.LABEL}
-        for key, value in tensors.items():
-            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-                what = "input" if key == CommonKeys.IMAGE else f"output {key!r}"
-                raise ValueError(f"the {what} holds NaN or Inf values; is the input file's data finite?")
-        if logits is None:
-            return None
-        logits = torch.as_tensor(logits).detach().float().reshape(-1)
-        names: Sequence[str] | None = getattr(self.cohort, "class_names", None)
-        if names is not None and logits.numel() != len(names):
-            raise ValueError(f"the network gave {logits.numel()} class scores, the run expects {len(names)} classes.")
-        return logits.softmax(0).tolist()
+        return study_probabilities(output, self.logits_key, getattr(self.cohort, "class_names", None))
 
     def _report_failures(self, _engine: Engine) -> None:
         if self.failures and self.raise_on_failure and self.cohort is None:

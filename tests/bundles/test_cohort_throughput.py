@@ -4,7 +4,10 @@ this process over the sample cines plus a truncated DICOM in the middle of the s
 * ``--num_workers 2 --async_write true`` and ``--num_workers 0 --async_write false`` give the same files: NIfTI maps
   and GIFs byte for byte, the same ``predictions.csv``; the DICOM files equal in every element but the ones a DICOM
   writer must make new for each write (UIDs, creation dates and times: they differ between two synchronous runs too);
-* the corrupt study costs only itself with workers (its reason, a ``FAILED`` line, exit status 1);
+* the bundle run as a user runs it (``python -m monai.bundle run``, its ``scripts`` package imported from the bundle
+  folder) with ``--write_process true`` (the writers in a spawned child process) gives the same files too;
+* the corrupt study costs only itself with workers and with the writer process (its reason, a ``FAILED`` line, exit
+  status 1);
 * the quick benchmark runs and prints its numbers, the model-time definition, a verdict and the per-stage CPU
   profile.
 """
@@ -22,6 +25,7 @@ import torch
 
 from benchmarks.speed import bench_cohort_throughput as bench
 from benchmarks.speed._cohort_profile import ENCODER_STAGE
+from tests.bundles.conftest import run_inference
 
 SAMPLE = bench.BUNDLE / "sample_data"
 CORRUPT = "case_002b.dcm"
@@ -39,12 +43,27 @@ def _run(data: Path, out: Path, **overrides) -> dict:
         counts = cohort.finish()
     with pytest.raises(SystemExit) as stop:
         cohort.exit()
-    files = {
+    return {
+        "counts": counts,
+        "stderr": err.getvalue(),
+        "exit": stop.value.code,
+        "files": _files(out),
+        "evaluator": evaluator,
+    }
+
+
+def _files(out: Path) -> dict[str, Path]:
+    return {
         p.relative_to(out).as_posix(): p
         for p in sorted(out.rglob("*"))
         if p.is_file() and p.relative_to(out).parts[0] not in (".cohort", "run_manifest.json", "report.html")
     }
-    return {"counts": counts, "stderr": err.getvalue(), "exit": stop.value.code, "files": files, "evaluator": evaluator}
+
+
+def _cli_run(data: Path, out: Path, *args: str) -> dict:
+    """The bundle run in a subprocess from its folder, as a user runs it."""
+    result = run_inference(bench.BUNDLE.name, data, out, *args)
+    return {"stdout": result.stdout, "stderr": result.stderr, "exit": result.returncode, "files": _files(out)}
 
 
 @pytest.fixture(scope="module")
@@ -54,17 +73,21 @@ def runs(tmp_path_factory):
     shutil.copytree(SAMPLE, data)
     (data / CORRUPT).write_bytes((SAMPLE / "case_003.dcm").read_bytes()[:40000])  # sorts between 002 and 003
     threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the command-line run (OMP_NUM_THREADS=1): the same floating-point sums
     try:
         return {
             "sync": _run(data, root / "sync", num_workers=0, async_write=False),
             "async": _run(data, root / "async", num_workers=2, async_write=True),
+            "process": _cli_run(data, root / "process", "--write_process", "true"),
         }
     finally:
         torch.set_num_threads(threads)
 
 
-def test_workers_and_async_writing_same_outputs(runs):
-    sync, fast = runs["sync"]["files"], runs["async"]["files"]
+@pytest.mark.parametrize("mode", ["async", "process"])
+def test_workers_and_async_writing_same_outputs(runs, mode):
+    sync, fast = runs["sync"]["files"], runs[mode]["files"]
+    assert ("the writers run in a child process" in runs[mode].get("stdout", "")) == (mode == "process")  # its log
     assert runs["async"]["evaluator"].data_loader.num_workers == 2 and runs["async"]["evaluator"].async_write
     assert not runs["sync"]["evaluator"].async_write
     assert sorted(sync) == sorted(fast)
@@ -81,10 +104,11 @@ def test_workers_and_async_writing_same_outputs(runs):
         assert all(any(k in kw for k in PER_WRITE) for kw in differ), (rel, differ)
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("mode", ["sync", "async", "process"])
 def test_corrupt_study_with_workers_costs_only_itself(runs, mode):
     run = runs[mode]
-    assert run["counts"] == {"ok": 5, "skipped": 0, "failed": 1, "not processed": 0}
+    if "counts" in run:
+        assert run["counts"] == {"ok": 5, "skipped": 0, "failed": 1, "not processed": 0}
     assert run["exit"] == 1
     failed = [line for line in run["stderr"].splitlines() if line.startswith("FAILED")]
     assert len(failed) == 1 and failed[0].startswith(f"FAILED {CORRUPT}: XACineError") and "truncated" in failed[0]

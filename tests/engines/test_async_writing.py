@@ -2,7 +2,11 @@
 study in a background thread. A writing error fails that study alone, a study is committed only once all its files
 are written, the run waits for the writer, an exception in the run leaves nothing partial in place, and the queue is
 bounded. These checks fail on naive variants (commit before the writes finish, no wait at the end, a writer thread
-that dies on the first error): see ``test_checks_catch_naive_async_writers``."""
+that dies on the first error): see ``test_checks_catch_naive_async_writers``.
+
+The same checks run with ``write_process=True`` (the writers in a spawned child process, the commit in the writer
+thread), which adds its own: the child ends with the run (also on an exception), a child that dies fails the study it
+was writing with a clear reason and is started again, writers that cannot be pickled are refused up front."""
 
 from __future__ import annotations
 
@@ -19,13 +23,37 @@ import pytest
 import torch
 from monai.transforms import Compose, EnsureChannelFirstd, MapTransform
 
+from monai_saliency.engines import evaluator as evaluator_module
 from monai_saliency.engines.cohort import CohortRun
 from monai_saliency.engines.cohort.manifest import sha256_file
 from monai_saliency.engines.evaluator import BackgroundWriter, SaliencyEvaluator, split_writers
+from monai_saliency.engines.write_process import WriterProcess
 from monai_saliency.transforms import SaveMapsd
 from tests._evaluators import nifti_cohort_evaluator
 
 NAMES = ("a", "b", "c", "d", "e")
+#: the writing modes: a background thread (the default), a child process, inline
+MODES = {
+    "thread": {"async_write": True},
+    "process": {"async_write": True, "write_process": True},
+    "sync": {"async_write": False},
+}
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended and been reaped (no zombie left)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _check_children_gone(evaluator: SaliencyEvaluator, expected: int) -> None:
+    """The evaluator started ``expected`` writer processes (0: none) and every one has ended."""
+    pids = evaluator.writer_process.pids if evaluator.writer_process is not None else []
+    assert len(pids) == expected, pids
+    assert all(_gone(pid) for pid in pids), pids
 
 
 class SlowFailingWriter(MapTransform):
@@ -114,11 +142,23 @@ def test_split_writers_keeps_head_before_first_writer():
     assert split_writers(SaveMapsd("image", "/unused"))[1] is None
 
 
-@pytest.mark.parametrize("async_write", [True, False])
-def test_write_error_fails_only_that_study(tmp_path, cnn2d, capsys, async_write):
-    cohort = _cohort(tmp_path)
-    evaluator = _evaluator(cohort, cnn2d, async_write=async_write)
+def _tree(out: Path) -> dict[str, bytes]:
+    """The bytes of every file a run left in ``out`` but the run's records, manifest and report."""
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.parts[len(out.parts)] not in (".cohort", "run_manifest.json", "report.html")
+    }
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_write_error_fails_only_that_study(tmp_path, cnn2d, capsys, mode):
+    """Also: every mode writes the same bytes (the process mode is compared with a synchronous run here, the thread
+    mode in the next test)."""
+    cohort = _cohort(tmp_path / mode)
+    evaluator = _evaluator(cohort, cnn2d, **MODES[mode])
     evaluator.run()
+    _check_children_gone(evaluator, 1 if mode == "process" else 0)
     # the run waited for the writer: every record is on disk before finish
     _check_cohort_outputs(cohort.output_dir)
     counts = cohort.finish()
@@ -129,30 +169,31 @@ def test_write_error_fails_only_that_study(tmp_path, cnn2d, capsys, async_write)
         cohort.exit()
     assert stop.value.code == 1
     assert not (cohort.output_dir / ".staging").exists()
+    if mode == "process":
+        reference = _cohort(tmp_path / "sync")
+        _evaluator(reference, cnn2d, **MODES["sync"]).run()
+        reference.finish()
+        assert _tree(cohort.output_dir) == _tree(reference.output_dir)
 
 
 def test_async_and_sync_outputs_identical(tmp_path, cnn2d):
     trees = {}
-    for mode in (True, False):
-        root = tmp_path / str(mode)
-        cohort = _cohort(root)
-        _evaluator(cohort, cnn2d, async_write=mode).run()
+    for mode in ("thread", "sync"):
+        cohort = _cohort(tmp_path / mode)
+        _evaluator(cohort, cnn2d, **MODES[mode]).run()
         cohort.finish()
-        out = cohort.output_dir
-        trees[mode] = {
-            p.relative_to(out).as_posix(): p.read_bytes()
-            for p in sorted(out.rglob("*"))
-            if p.is_file() and p.parts[len(out.parts)] not in (".cohort", "run_manifest.json", "report.html")
-        }
-    assert trees[True] == trees[False] and "predictions.csv" in trees[True] and len(trees[True]) == 13
+        trees[mode] = _tree(cohort.output_dir)
+    assert trees["thread"] == trees["sync"] and "predictions.csv" in trees["sync"] and len(trees["sync"]) == 13
 
 
-def test_exception_in_run_cancels_queue_and_leaves_nothing_partial(tmp_path, cnn2d):
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_exception_in_run_cancels_queue_and_leaves_nothing_partial(tmp_path, cnn2d, mode):
     cohort = _cohort(tmp_path)
-    evaluator = _evaluator(cohort, Interrupting(cnn2d, n=3), batch_size=1, write_queue=1)
+    evaluator = _evaluator(cohort, Interrupting(cnn2d, n=3), batch_size=1, write_queue=1, **MODES[mode])
     with pytest.raises(Boom):
         evaluator.run()
     assert not evaluator.writer._thread  # stopped and joined
+    _check_children_gone(evaluator, 1 if mode == "process" else 0)
     out = cohort.output_dir
     in_place = sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert set(in_place) <= {"a", "b"}  # studies 1-2 may be committed (complete); nothing of the others
@@ -163,6 +204,56 @@ def test_exception_in_run_cancels_queue_and_leaves_nothing_partial(tmp_path, cnn
         assert sorted(e["path"] for e in rec["outputs"]) == sorted(f"{name}/{f.name}" for f in (out / name).iterdir())
     staged = [p for p in (out / ".staging").rglob("*") if p.is_file()] if (out / ".staging").exists() else []
     assert not staged, staged  # cancelled studies' staging folders were removed
+
+
+class DyingWriter(SlowFailingWriter):
+    """A per-study writer whose process dies (as by the kernel's OOM killer) while it writes study ``die``."""
+
+    def __init__(self, keys, die: str = "d") -> None:
+        super().__init__(keys, fail="", delay=0.0)
+        self.die = die
+
+    def __call__(self, data):
+        if Path(str(data["image"].meta["filename_or_obj"])).name.startswith(self.die + "."):
+            os._exit(3)
+        return super().__call__(data)
+
+
+def test_writer_process_death_fails_only_the_study_it_was_writing(tmp_path, cnn2d, capsys):
+    cohort = _cohort(tmp_path)
+    post = Compose([SaveMapsd("image", cohort.output_dir / "unused", folder_key="study_dir"), DyingWriter("image")])
+    evaluator = nifti_cohort_evaluator(cohort, cnn2d, post, 2, write_process=True)
+    evaluator.run()
+    _check_children_gone(evaluator, 2)  # started again for the study after the one it died on
+    assert cohort.finish() == {"ok": 4, "skipped": 0, "failed": 1, "not processed": 0}
+    err = capsys.readouterr().err
+    assert "FAILED d.nii: RuntimeError: the writer process ended (exit code 3) while writing this study" in err
+    assert sorted(p.name for p in cohort.output_dir.iterdir() if not p.name.startswith(".")) == [
+        *sorted(set(NAMES) - {"d"}),
+        "predictions.csv",
+        "report.html",
+        "run_manifest.json",
+    ]
+
+
+def test_writer_process_refusals(tmp_path, cnn2d, monkeypatch):
+    """Writers that cannot be pickled are refused before the run starts (no child, nothing written); without
+    ``async_write`` the option is ignored with a warning."""
+    cohort = _cohort(tmp_path)
+    writer = SlowFailingWriter("image")
+    writer.hook = lambda: None  # not picklable
+    evaluator = nifti_cohort_evaluator(cohort, cnn2d, Compose([writer]), 2, write_process=True)
+    with pytest.raises(TypeError, match="cannot be sent to a writer process"):
+        evaluator.run()
+    assert evaluator.writer_process is None and not any(cohort.output_dir.glob("[!.]*"))
+    with pytest.raises(TypeError, match="cannot be sent"):
+        WriterProcess(lambda d: d, None, None)
+    warned = []
+    monkeypatch.setattr(evaluator_module.logger, "warning", lambda msg, *args: warned.append(msg % args))
+    evaluator = _evaluator(cohort, cnn2d, async_write=False, write_process="true")
+    assert not evaluator.write_process and any("applies with --async_write true only" in w for w in warned)
+    with pytest.raises(ValueError, match="--write_process must be true or false"):
+        _evaluator(cohort, cnn2d, write_process="maybe")
 
 
 def test_background_writer_bounded_and_errors_surface():
