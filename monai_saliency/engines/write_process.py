@@ -78,7 +78,7 @@ def to_cpu(obj: Any) -> Any:
         return obj.detach().cpu()
     if isinstance(obj, dict):
         return {k: to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if type(obj) in (list, tuple):  # not a named tuple's constructor
         return type(obj)(to_cpu(v) for v in obj)
     return obj
 
@@ -149,7 +149,7 @@ class WriterProcess:
     :meth:`start` starts it (the writers were pickled once, here); :meth:`write` sends one study and waits for its
     answer (started again if it ended); :meth:`close` ends it. A child that dies fails the study it was writing
     (a clear error, no hang: the wait watches the process too) and is started again for the next one; a child that
-    cannot load the writers fails every study with that reason.
+    cannot load the writers, or ends before it has, fails every study with that reason (it is not started again).
 
     Args:
         writers: the writing stage (the tail of :func:`~monai_saliency.engines.evaluator.split_writers`).
@@ -229,8 +229,14 @@ class WriterProcess:
             kind, value = self._receive()
         except _Ended:
             self._proc.join(5)
-            code = self._proc.exitcode
+            code, starting = self._proc.exitcode, not self._ready
             self.close()
+            if starting:  # it would end again: fail every study with the reason instead of restarting it
+                self._broken = (
+                    f"the writer process ended while starting (exit code {code}), before it loaded the writers; "
+                    'a script of your own must run under `if __name__ == "__main__":` (the child imports it)'
+                )
+                raise RuntimeError(self._broken) from None
             raise RuntimeError(
                 f"the writer process ended (exit code {code}) while writing this study; it is started "
                 "again for the next study"

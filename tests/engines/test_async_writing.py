@@ -236,9 +236,17 @@ def test_writer_process_death_fails_only_the_study_it_was_writing(tmp_path, cnn2
     ]
 
 
+class ExitOnLoad(SlowFailingWriter):
+    """A writer whose process ends (exit code 4) when it is unpickled there, i.e. while the child starts."""
+
+    def __reduce__(self):
+        return os._exit, (4,)
+
+
 def test_writer_process_refusals(tmp_path, cnn2d, monkeypatch):
-    """Writers that cannot be pickled are refused before the run starts (no child, nothing written); without
-    ``async_write`` the option is ignored with a warning."""
+    """Writers that cannot be pickled are refused before the run starts (no child, nothing written); a child that
+    ends while starting fails every study with a clear reason and is not started again; without ``async_write`` the
+    option is ignored with a warning."""
     cohort = _cohort(tmp_path)
     writer = SlowFailingWriter("image")
     writer.hook = lambda: None  # not picklable
@@ -248,6 +256,14 @@ def test_writer_process_refusals(tmp_path, cnn2d, monkeypatch):
     assert evaluator.writer_process is None and not any(cohort.output_dir.glob("[!.]*"))
     with pytest.raises(TypeError, match="cannot be sent"):
         WriterProcess(lambda d: d, None, None)
+    # a child that ends while starting (as one that re-runs an unguarded main script) fails every study, no restart
+    cohort = _cohort(tmp_path / "exits")
+    evaluator = nifti_cohort_evaluator(cohort, cnn2d, Compose([ExitOnLoad("image")]), 2, write_process=True)
+    evaluator.run()
+    _check_children_gone(evaluator, 1)
+    records = [json.loads(p.read_text()) for p in (cohort.output_dir / ".cohort").rglob("*.json")]
+    assert len(records) == len(NAMES) and all(r["status"] == "failed" for r in records)
+    assert all("the writer process ended while starting (exit code 4)" in r["error"] for r in records), records
     warned = []
     monkeypatch.setattr(evaluator_module.logger, "warning", lambda msg, *args: warned.append(msg % args))
     evaluator = _evaluator(cohort, cnn2d, async_write=False, write_process="true")
