@@ -331,11 +331,10 @@ class FORGrad(Explainer):
                 with torch.no_grad():
                     idx = select_class(model_logits(self.model(x)), None if labels is None else _as_index(labels, x))
                 maps = self.base_maps(x, idx)
-            else:  # bound once on the clean batch; a class target hands its indices on
+            else:  # bound once on the clean batch; a class target hands its indices to the base and a custom metric
                 bound = resolve_target(self.model, x, target)
-                idx = explainer_target(bound)
-                maps = self.base_maps(x, idx)
-                idx = bound if metric is None else idx
+                maps = self.base_maps(x, explainer_target(bound))
+                idx = bound if metric is None else explainer_target(bound)
             scores = []
             for sig in sig_list:  # loop over the hyper-parameter grid
                 sal = self.filter(maps, sig)
