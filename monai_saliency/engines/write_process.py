@@ -3,8 +3,10 @@
 Why: the writers (nibabel, PIL's GIF and overlay rendering, pydicom) hold Python's global interpreter lock most of
 the time, so a writer *thread* and the compute thread together use one core however many are free
 (``benchmarks/speed/bench_cohort_throughput.py`` measures it). In a child process the writing runs beside the
-computation. The child is started with the ``spawn`` method (a fresh interpreter with the parent's ``sys.path``:
-never a fork of a process that runs torch threads), once per run; the writers are pickled to it once, then each
+computation. The child is started once per run, by :func:`start_method`: a ``fork`` of the parent when that is safe
+(Linux, one Python thread, CUDA not initialised; torch's own DataLoader workers start this way), which takes a few
+milliseconds and keeps the bundle's logging configuration; otherwise ``spawn`` (a fresh interpreter with the
+parent's ``sys.path``, about 4 s to import torch and MONAI again). The writers are pickled to it once, then each
 study's ``(batch, output)``, its tensors on the CPU. It runs the writers, checks the outputs are finite and returns
 the softmax probabilities; the cohort bookkeeping (records, checksums, the atomic move) stays in the parent.
 """
@@ -17,6 +19,8 @@ import logging
 import multiprocessing
 import pickle
 import re
+import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
@@ -28,14 +32,31 @@ from monai.utils import CommonKeys
 
 from monai_saliency.engines.cohort.messages import one_line
 
-__all__ = ["StudyWriteError", "WriterProcess", "study_probabilities", "to_cpu"]
+__all__ = ["StudyWriteError", "WriterProcess", "start_method", "study_probabilities", "to_cpu"]
 
 logger = logging.getLogger(__name__)
 
-_SPAWN = multiprocessing.get_context("spawn")
 _STOP = b""
 #: modules of a bundle's ``scripts`` imported under a private package name (``monai_saliency._deprecation``)
 _PRIVATE_SCRIPTS = re.compile(r"^_monai_saliency_bundle_(?P<bundle>.+)_scripts\.(?P<module>\w+)$")
+
+
+def start_method() -> str:
+    """How a writer process is started from here: ``"fork"`` where it is safe -- a platform with ``fork``
+    (Linux; macOS's system libraries are not fork-safe), one Python thread in this process (a fork copies another
+    thread's held locks but not the thread), CUDA not initialised (a forked child cannot use it, and its state is not
+    fork-safe) -- else ``"spawn"``.
+
+    The child sets one torch thread before any work, as torch's DataLoader workers do after their fork.
+    """
+    if (
+        sys.platform.startswith("linux")
+        and "fork" in multiprocessing.get_all_start_methods()
+        and threading.active_count() == 1
+        and not torch.cuda.is_initialized()
+    ):
+        return "fork"
+    return "spawn"
 
 
 def study_probabilities(
@@ -100,11 +121,20 @@ def _loads(data: bytes) -> Any:
     return _Unpickler(io.BytesIO(data)).load()
 
 
-def _serve(conn: Connection, writers: bytes, logits_key: str | None, class_names: Sequence[str] | None) -> None:
+def _serve(
+    conn: Connection,
+    writers: bytes,
+    logits_key: str | None,
+    class_names: Sequence[str] | None,
+    parent_end: Connection | None = None,
+) -> None:
     """The child's loop: load the writers (answer ``("ready", None)`` or ``("init-error", reason)``), then for each
     pickled ``(batch, output)`` answer ``("ok", probabilities)`` or ``("error", (reason, traceback))``, until the
     parent sends the stop message or closes the pipe. One torch thread; DICOM pixels are encoded here (no nested
-    encoder process)."""
+    encoder process). ``parent_end``: a forked child's copy of the parent's end of the pipe, closed first (else the
+    child would never see the pipe close when the parent ends)."""
+    if parent_end is not None:
+        parent_end.close()
     torch.set_num_threads(1)
     try:
         tail = _loads(writers)
@@ -143,7 +173,7 @@ class _Ended(Exception):
 
 
 class WriterProcess:
-    """One child process (``spawn``) that runs a study's writers, the finite check and the probabilities
+    """One child process (started as :func:`start_method` says) that runs a study's writers, the finite check and the probabilities
     (:func:`study_probabilities`) for the evaluator's writer thread, one study at a time.
 
     :meth:`start` starts it (the writers were pickled once, here); :meth:`write` sends one study and waits for its
@@ -171,6 +201,7 @@ class WriterProcess:
         self.logits_key = logits_key
         self.class_names = None if class_names is None else list(class_names)
         self.pids: list[int] = []  # every child started, for checks
+        self.methods: list[str] = []  # how each was started (start_method)
         self._proc: Any = None
         self._conn: Connection | None = None
         self._ready = False
@@ -180,10 +211,13 @@ class WriterProcess:
         """Start the child if it is not running (it loads torch and the writers while the parent goes on)."""
         if self._proc is not None:
             return
-        parent, child = _SPAWN.Pipe()
-        proc = _SPAWN.Process(
+        method = start_method()
+        context = multiprocessing.get_context(method)
+        parent, child = context.Pipe()
+        args = (child, self._writers, self.logits_key, self.class_names)
+        proc = context.Process(
             target=_serve,
-            args=(child, self._writers, self.logits_key, self.class_names),
+            args=(*args, parent) if method == "fork" else args,
             name="saliency-writer-process",
             daemon=True,
         )
@@ -191,7 +225,8 @@ class WriterProcess:
         child.close()  # the parent's copy: the child's end closes when the child ends
         self._proc, self._conn, self._ready = proc, parent, False
         self.pids.append(proc.pid)
-        logger.info("the writers run in a child process (pid %d).", proc.pid)
+        self.methods.append(method)
+        logger.info("the writers run in a child process (pid %d, started by %s).", proc.pid, method)
 
     def _receive(self) -> tuple[str, Any]:
         assert self._conn is not None and self._proc is not None

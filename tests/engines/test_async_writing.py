@@ -4,7 +4,7 @@ are written, the run waits for the writer, an exception in the run leaves nothin
 bounded. These checks fail on naive variants (commit before the writes finish, no wait at the end, a writer thread
 that dies on the first error): see ``test_checks_catch_naive_async_writers``.
 
-The same checks run with ``write_process=True`` (the writers in a spawned child process, the commit in the writer
+The same checks run with ``write_process=True`` (the writers in a child process, the commit in the writer
 thread), which adds its own: the child ends with the run (also on an exception), a child that dies fails the study it
 was writing with a clear reason and is started again, writers that cannot be pickled are refused up front."""
 
@@ -225,6 +225,8 @@ def test_writer_process_death_fails_only_the_study_it_was_writing(tmp_path, cnn2
     evaluator = nifti_cohort_evaluator(cohort, cnn2d, post, 2, write_process=True)
     evaluator.run()
     _check_children_gone(evaluator, 2)  # started again for the study after the one it died on
+    # forked at the start (one thread then); spawned from the writer thread (a fork there could copy a held lock)
+    assert evaluator.writer_process.methods == ["fork", "spawn"]
     assert cohort.finish() == {"ok": 4, "skipped": 0, "failed": 1, "not processed": 0}
     err = capsys.readouterr().err
     assert "FAILED d.nii: RuntimeError: the writer process ended (exit code 3) while writing this study" in err
