@@ -64,6 +64,7 @@ from benchmarks.speed._cohort_profile import (
     steady_rate,
     time_commits,
 )
+from benchmarks.speed._cohort_rows import merge_rows, pair_lines, row_line, seq_model_cpu, work_bound
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "angiogram_signature_activation"
@@ -244,63 +245,6 @@ def run_evaluator(dataset_dir: Path, output_dir: Path, name: str, **overrides) -
     }
 
 
-def _merge(rows: list[dict], name: str) -> dict:
-    """One result row from the rounds of a path (studies, times and CPU summed)."""
-    keys = ("n", "wall", "model", "finish", "cpu", "model_cpu")
-    return {"name": name, **{k: sum(r[k] for r in rows) for k in keys}}
-
-
-def seq_model_cpu(r: dict) -> float:
-    """The model's CPU seconds per study of a result row."""
-    return r["model_cpu"] / r["n"]
-
-
-def _bound(seq: dict, cores: int) -> tuple[float, str]:
-    """Upper bound on the model fraction of any overlap of a sequential row's work on ``cores`` idle cores: a study
-    takes at least its CPU time / cores, the model (one thread) at most its own CPU time of that."""
-    model, cpu = seq_model_cpu(seq), seq["cpu"] / seq["n"]
-    bound = min(1.0, model / max(model, cpu / cores))
-    text = (
-        f"the sequential loop spends {1000 * cpu:.0f} CPU ms per study, {1000 * model:.0f} of them in the model; on "
-        f"{cores} otherwise idle cores no overlap makes a study take less than {1000 * cpu / cores:.0f} ms, so the "
-        f"model fraction is at most {100 * bound:.0f} % with this work"
-    )
-    return bound, text
-
-
-def _pair_lines(rows: list[dict], key: str, bound_label: str, name: str, cores: int) -> list[str]:
-    """The bound and the comparison of the sequential and evaluator rows whose names contain ``key`` (none if the
-    pair was not run)."""
-    pair = {r["name"].split()[0]: r for r in rows if key in r["name"]}
-    if set(pair) != {"sequential", "evaluator"}:
-        return []
-    seq, ev = pair["sequential"], pair["evaluator"]
-    return [
-        f"bound {bound_label}: {_bound(seq, cores)[1]}",
-        (
-            f"{name}: model fraction {100 * seq['model'] / seq['wall']:.1f} % sequential, "
-            f"{100 * ev['model'] / ev['wall']:.1f} % evaluator; speed-up x{seq['wall'] / ev['wall']:.2f}"
-        ),
-    ]
-
-
-def _line(r: dict) -> str:
-    per_min = 60.0 * r["n"] / r["wall"]
-    frac = r["model"] / r["wall"]
-    return (
-        f"{r['name']:<44} {r['n']:>4} studies  {r['wall']:7.2f} s  {per_min:7.1f} studies/min  "
-        f"model {1000 * r['model'] / r['n']:6.1f} ms/study (its CPU {1000 * r['model_cpu'] / r['n']:5.1f})  "
-        f"CPU {1000 * r['cpu'] / r['n']:6.1f} ms/study  "
-        f"model fraction {100 * frac:5.1f} %"
-        + (f"  (finish {r['finish']:.2f} s)" if r["finish"] else "")
-        + (
-            f"  steady {r['steady'][0]:.1f} studies/min, model fraction {100 * r['steady'][2]:.1f} % after {r['steady'][1]}"
-            if r.get("steady")
-            else ""
-        )
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="8 studies, the default evaluator path only")
@@ -377,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs[kind].append(run_sequential(part, work / f"out_seq{k}"))
                 else:
                     runs[kind].append(run_evaluator(part, work / f"out_eval{k}", default))
-        results = [_merge(runs["seq"], f"sequential loop ({rounds} rounds)"), _merge(runs["eval"], default)]
+        results = [merge_rows(runs["seq"], f"sequential loop ({rounds} rounds)"), merge_rows(runs["eval"], default)]
         variants = []
         if not args.quick and args.variant_studies > 0:
             sub = work / "subset"
@@ -416,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         frac = best["model"] / best["wall"]
         verdict = "PASS" if frac >= GOAL else "FAIL"
         cores = min(2, os.cpu_count() or 1)
-        bound, bound_text = _bound(seq, cores)
+        bound, bound_text = work_bound(seq, cores)
         lines += [
             f"cohort throughput, angiogram bundle, {n} generated studies (64x64x16 cines, half XA DICOM, half NIfTI)",
             (
@@ -425,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             f"definition: {DEFINITION}",
             "",
-            *[_line(r) for r in results],
+            *[row_line(r) for r in results],
             "",
             *stage_lines,
             *(
@@ -450,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"variants (the first {args.variant_studies} studies; the default's worker count and writer, "
                         "lighter writing, deflated DICOM, a larger model share):"
                     ),
-                    *[_line(r) for r in variants],
+                    *[row_line(r) for r in variants],
                     "",
                 ]
                 if variants
@@ -460,8 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             f"goal: model fraction >= {100 * GOAL:.0f} % on the default path: {100 * frac:.1f} % -> {verdict}",
             f"bound: {bound_text}",
         ]
-        lines += _pair_lines(variants, "deflate", "with --dicom_compression deflate", "deflate variant", cores)
-        lines += _pair_lines(variants, "frame_size", "for the 128x128 variant", "128x128 variant", cores)
+        lines += pair_lines(variants, "deflate", "with --dicom_compression deflate", "deflate variant", cores)
+        lines += pair_lines(variants, "frame_size", "for the 128x128 variant", "128x128 variant", cores)
         lines += process_lines(variants, f"evaluator (workers={default_workers}, async write={default_async})")
         if verdict == "FAIL":
             rest = (seq["cpu"] - seq["model_cpu"]) / seq["n"]

@@ -208,8 +208,9 @@ class SaliencyEvaluator(SupervisedEvaluator):
     With ``write_process`` (opt-in, with ``async_write``) the writers run in one child process instead of the writer
     thread (:class:`~monai_saliency.engines.write_process.WriterProcess`): the writers (nibabel, PIL, pydicom) hold
     the GIL most of the time, so a writer thread and the compute thread share one core, while the child writes on
-    another. The child is started with ``spawn`` once per run (the writers pickled to it once; they must be
-    picklable, the parent's ``sys.path`` is passed), each study's ``(batch, output)`` is sent to it with its tensors
+    another. The child is started once per run (forked where that is safe, else spawned:
+    :func:`~monai_saliency.engines.write_process.start_method`; the writers are pickled to it once and must be
+    picklable), each study's ``(batch, output)`` is sent to it with its tensors
     on the CPU, and it runs the writers, the finite check and the probabilities (DICOM pixels encoded in the child
     itself); the writer thread waits for it and commits (records, checksums and the atomic move stay in this
     process). A writing error fails that study alone with the same reason as in the thread; a child that dies fails
