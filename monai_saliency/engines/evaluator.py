@@ -21,7 +21,7 @@ from monai.utils import CommonKeys
 from monai_saliency.data.dicom.encoding import encode_in_worker_process
 from monai_saliency.data.tolerant import FAILED_KEY
 from monai_saliency.engines.cohort.messages import one_line
-from monai_saliency.engines.write_process import StudyWriteError, WriterProcess, study_probabilities
+from monai_saliency.engines.write_process import ChildUnavailable, StudyWriteError, WriterProcess, study_probabilities
 
 __all__ = ["BackgroundWriter", "FailedStudiesError", "SaliencyEvaluator", "as_bool", "split_writers"]
 
@@ -193,8 +193,9 @@ class SaliencyEvaluator(SupervisedEvaluator):
 
     Writing off the compute path (with a cohort): the post-processing is split at its first per-study writer
     (:func:`split_writers`); the head runs right after inference, the tail (writers, and what follows the first of
-    them), the finite check and the commit run per study as one *write job*. With ``async_write`` (default) the jobs
-    run in order in one background thread (:class:`BackgroundWriter`) while the next batch is loaded and inferred,
+    them), the finite check and the commit run per study as one *write job*. With ``async_write`` (default) the
+    whole post-processing (head too: e.g. ``Invertd`` to the input's grid) is the write job, so the compute thread
+    only loads, infers and hands over; the jobs run in order in one background thread (:class:`BackgroundWriter`) while the next batch is loaded and inferred,
     their JPEG 2000 / RLE pixel encoding in a worker process
     (:func:`~monai_saliency.data.dicom.encoding.encode_in_worker_process`: openjpeg holds the GIL while it encodes,
     which would stop the compute thread);
@@ -205,17 +206,18 @@ class SaliencyEvaluator(SupervisedEvaluator):
     folders are removed; nothing partial is ever in place, the staging area is hidden and the move is atomic). The
     outputs are the same files, byte for byte, as with ``async_write=False`` (the same jobs, run inline).
 
-    With ``write_process`` (opt-in, with ``async_write``) the writers run in one child process instead of the writer
+    With ``write_process`` (with ``async_write``) the write jobs run in one child process instead of the writer
     thread (:class:`~monai_saliency.engines.write_process.WriterProcess`): the writers (nibabel, PIL, pydicom) hold
     the GIL most of the time, so a writer thread and the compute thread share one core, while the child writes on
-    another. The child is started once per run (forked where that is safe, else spawned:
-    :func:`~monai_saliency.engines.write_process.start_method`; the writers are pickled to it once and must be
-    picklable), each study's ``(batch, output)`` is sent to it with its tensors
-    on the CPU, and it runs the writers, the finite check and the probabilities (DICOM pixels encoded in the child
-    itself); the writer thread waits for it and commits (records, checksums and the atomic move stay in this
-    process). A writing error fails that study alone with the same reason as in the thread; a child that dies fails
-    the study it was writing (``RuntimeError: the writer process ended ...``) and is started again for the next; the
-    child ends with the run (also when it is cancelled or raises). The files are the same, byte for byte.
+    another. The child is a fork of this process at the start of the run (where that is safe:
+    :func:`~monai_saliency.engines.write_process.can_fork`; it has the writers as they are here, which ``Invertd``
+    needs), each study's ``(batch, output)`` is sent to it with its tensors on the CPU, and it runs the writers, the
+    finite check and the probabilities (DICOM pixels encoded in the child itself); the writer thread waits for it
+    and commits (records, checksums and the atomic move stay in this process). A writing error fails that study
+    alone with the same reason as in the thread; a child that dies fails the study it was writing
+    (``RuntimeError: the writer process ended while writing this study ...``), and the rest of the run is written
+    by the writer thread, as it is when no child can be forked (a warning says why); the child ends with the run
+    (also when it is cancelled or raises). The files are the same, byte for byte.
 
     ``amp`` (the bundles' ``--amp true``) runs the network and the explainers under ``torch.autocast("cuda")``
     (float16 where autocast casts; the maps are float32 or upcast by the explainers). It applies to CUDA only:
@@ -262,7 +264,12 @@ class SaliencyEvaluator(SupervisedEvaluator):
         self.writer_process: WriterProcess | None = None
         self.write_tail: Callable | None = None
         if cohort is not None:
-            kwargs["postprocessing"], self.write_tail = split_writers(kwargs.get("postprocessing"))
+            head, self.write_tail = split_writers(kwargs.get("postprocessing"))
+            if self.async_write and head is not None and self.write_tail is not None:
+                # the whole post-processing runs in the write job, off the compute path (head then tail on one
+                # item is the whole Compose, see split_writers)
+                head, self.write_tail = None, kwargs.get("postprocessing")
+            kwargs["postprocessing"] = head
         device = kwargs.get("device", args[0] if args else None)
         if amp and getattr(device, "type", str(device)).split(":")[0] != "cuda":
             logger.warning("--amp applies to CUDA only; running in full precision on %s.", device)
@@ -293,7 +300,11 @@ class SaliencyEvaluator(SupervisedEvaluator):
         if self.write_process and self.cohort is not None and self.write_tail is not None:
             names = getattr(self.cohort, "class_names", None)
             self.writer_process = WriterProcess(self.write_tail, self.logits_key, names)
-            self.writer_process.start()  # it loads while the first batch is read and inferred
+            if not self.writer_process.start():  # forked now, while this is the only thread
+                logger.warning(
+                    "--write_process: no writer process (%s); writing in the writer thread.",
+                    self.writer_process.unavailable,
+                )
         cancel = True
         try:
             try:
@@ -366,8 +377,11 @@ class SaliencyEvaluator(SupervisedEvaluator):
         """One study's write job: the writing tail of the post-processing, the finite check, the commit; any error
         fails this study alone (its staging folder is removed, nothing is moved into place)."""
         if self.writer_process is not None:
-            self._write_study_in_process(batch, output, study)
-            return
+            try:
+                self._write_study_in_process(batch, output, study)
+                return
+            except ChildUnavailable:
+                pass  # no child takes it (any more): written here
         offload = encode_in_worker_process() if self.async_write else contextlib.nullcontext()
         try:
             with torch.no_grad(), offload:
@@ -381,11 +395,17 @@ class SaliencyEvaluator(SupervisedEvaluator):
 
     def _write_study_in_process(self, batch: dict[str, Any], output: dict[str, Any], study: str) -> None:
         """:meth:`_write_study` with the writers, the finite check and the probabilities in the writer process; the
-        commit here. A failure in the child is recorded with the reason a writer thread would give."""
+        commit here. A failure in the child is recorded with the reason a writer thread would give.
+
+        Raises:
+            ChildUnavailable: no child takes the study; nothing was written (write it in this thread).
+        """
         try:
             probabilities = self.writer_process.write(batch, output)
             with self._cohort_lock:
                 self.cohort.commit(study, probabilities)
+        except ChildUnavailable:
+            raise
         except StudyWriteError as exc:
             if getattr(self.cohort, "debug", False):
                 logger.error("study %s: the writer process's traceback:\n%s", study, exc.details)

@@ -3,12 +3,16 @@
 Why: the writers (nibabel, PIL's GIF and overlay rendering, pydicom) hold Python's global interpreter lock most of
 the time, so a writer *thread* and the compute thread together use one core however many are free
 (``benchmarks/speed/bench_cohort_throughput.py`` measures it). In a child process the writing runs beside the
-computation. The child is started once per run, by :func:`start_method`: a ``fork`` of the parent when that is safe
-(Linux, one Python thread, CUDA not initialised; torch's own DataLoader workers start this way), which takes a few
-milliseconds and keeps the bundle's logging configuration; otherwise ``spawn`` (a fresh interpreter with the
-parent's ``sys.path``, about 4 s to import torch and MONAI again). The writers are pickled to it once, then each
-study's ``(batch, output)``, its tensors on the CPU. It runs the writers, checks the outputs are finite and returns
-the softmax probabilities; the cohort bookkeeping (records, checksums, the atomic move) stays in the parent.
+computation.
+
+The child is a ``fork`` of the parent at the start of the run (:func:`can_fork`): it starts in milliseconds, keeps
+the bundle's logging configuration, and has the writers as they are in the parent -- the same objects at the same
+addresses, which MONAI's ``Invertd`` needs (it matches the transforms that recorded a study's operations by
+``id()``; a pickled or spawned copy fails every study with "Error Resize getting the most recently applied
+invertible transform"). Each study's ``(batch, output)`` is pickled to it with its tensors on the CPU; it runs the
+writers, checks the outputs are finite and returns the softmax probabilities; the cohort bookkeeping (records,
+checksums, the atomic move) stays in the parent. Where no child can be forked, or once it has ended, the caller
+writes in its own thread instead (:class:`ChildUnavailable`): slower, the same files.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from monai.utils import CommonKeys
 
 from monai_saliency.engines.cohort.messages import one_line
 
-__all__ = ["StudyWriteError", "WriterProcess", "start_method", "study_probabilities", "to_cpu"]
+__all__ = ["ChildUnavailable", "StudyWriteError", "WriterProcess", "can_fork", "study_probabilities", "to_cpu"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,22 +45,16 @@ _STOP = b""
 _PRIVATE_SCRIPTS = re.compile(r"^_monai_saliency_bundle_(?P<bundle>.+)_scripts\.(?P<module>\w+)$")
 
 
-def start_method() -> str:
-    """How a writer process is started from here: ``"fork"`` where it is safe -- a platform with ``fork``
-    (Linux; macOS's system libraries are not fork-safe), one Python thread in this process (a fork copies another
-    thread's held locks but not the thread), CUDA not initialised (a forked child cannot use it, and its state is not
-    fork-safe) -- else ``"spawn"``.
-
-    The child sets one torch thread before any work, as torch's DataLoader workers do after their fork.
-    """
-    if (
-        sys.platform.startswith("linux")
-        and "fork" in multiprocessing.get_all_start_methods()
-        and threading.active_count() == 1
-        and not torch.cuda.is_initialized()
-    ):
-        return "fork"
-    return "spawn"
+def can_fork() -> str | None:
+    """Why a writer process cannot be forked from here now, or None if it can: a platform with ``fork`` (Linux;
+    macOS's system libraries are not fork-safe) and one Python thread in this process (a fork copies the locks other
+    threads hold, not the threads). torch's DataLoader starts its workers the same way; the child sets one torch
+    thread before any work, as they do, and gets its studies' tensors on the CPU (it never touches CUDA)."""
+    if not sys.platform.startswith("linux") or "fork" not in multiprocessing.get_all_start_methods():
+        return f"no safe fork on {sys.platform}"
+    if threading.active_count() != 1:
+        return f"{threading.active_count()} Python threads run in this process (a fork is safe with one)"
+    return None
 
 
 def study_probabilities(
@@ -121,26 +119,24 @@ def _loads(data: bytes) -> Any:
     return _Unpickler(io.BytesIO(data)).load()
 
 
+def _prepare_child(parent_end: Connection) -> None:
+    """First thing in the forked child: close its copy of the parent's end of the pipe (else it would never see the
+    pipe close when the parent ends) and use one torch thread (no OpenMP pool after a fork)."""
+    parent_end.close()
+    torch.set_num_threads(1)
+
+
 def _serve(
     conn: Connection,
-    writers: bytes,
+    parent_end: Connection,
+    writers: Any,
     logits_key: str | None,
     class_names: Sequence[str] | None,
-    parent_end: Connection | None = None,
 ) -> None:
-    """The child's loop: load the writers (answer ``("ready", None)`` or ``("init-error", reason)``), then for each
-    pickled ``(batch, output)`` answer ``("ok", probabilities)`` or ``("error", (reason, traceback))``, until the
-    parent sends the stop message or closes the pipe. One torch thread; DICOM pixels are encoded here (no nested
-    encoder process). ``parent_end``: a forked child's copy of the parent's end of the pipe, closed first (else the
-    child would never see the pipe close when the parent ends)."""
-    if parent_end is not None:
-        parent_end.close()
-    torch.set_num_threads(1)
-    try:
-        tail = _loads(writers)
-    except Exception as exc:  # noqa: BLE001  handed to the parent
-        conn.send(("init-error", one_line(exc)))
-        return
+    """The child's loop: answer ``("ready", None)``, then for each pickled ``(batch, output)`` answer
+    ``("ok", probabilities)`` or ``("error", (reason, traceback))``, until the parent sends the stop message or
+    closes the pipe. DICOM pixels are encoded here (no nested encoder process)."""
+    _prepare_child(parent_end)
     conn.send(("ready", None))
     while True:
         try:
@@ -152,7 +148,7 @@ def _serve(
         try:
             batch, output = _loads(message)
             with torch.no_grad():
-                batch, output = engine_apply_transform(batch, output, tail)
+                batch, output = engine_apply_transform(batch, output, writers)
                 answer = ("ok", study_probabilities(output, logits_key, class_names))
         except Exception as exc:  # noqa: BLE001  one study's failure, handed to the parent
             answer = ("error", (one_line(exc), traceback.format_exc()))
@@ -168,56 +164,60 @@ class StudyWriteError(Exception):
         self.reason, self.details = reason, details
 
 
+class ChildUnavailable(Exception):
+    """No writer process takes this study (none could be forked, or it has ended): write it in this thread. Nothing
+    of the study was written by a child."""
+
+
 class _Ended(Exception):
     """The child ended (or its pipe broke) before answering."""
 
 
 class WriterProcess:
-    """One child process (started as :func:`start_method` says) that runs a study's writers, the finite check and the probabilities
+    """One forked child process that runs a study's writers, the finite check and the probabilities
     (:func:`study_probabilities`) for the evaluator's writer thread, one study at a time.
 
-    :meth:`start` starts it (the writers were pickled once, here); :meth:`write` sends one study and waits for its
-    answer (started again if it ended); :meth:`close` ends it. A child that dies fails the study it was writing
-    (a clear error, no hang: the wait watches the process too) and is started again for the next one; a child that
-    cannot load the writers, or ends before it has, fails every study with that reason (it is not started again).
+    :meth:`start` forks it (or says why it cannot, :func:`can_fork`); :meth:`write` sends one study and waits for its
+    answer; :meth:`close` ends it. A child that dies while writing a study fails that study (a clear error, no hang:
+    the wait watches the process too); one that ends before taking a study fails none. Either way it is not started
+    again (a fork from the writer thread would not be safe): :meth:`write` raises :class:`ChildUnavailable` from
+    then on and the caller writes in its thread.
 
     Args:
-        writers: the writing stage (the tail of :func:`~monai_saliency.engines.evaluator.split_writers`).
+        writers: the writing stage (e.g. the post-processing run per study); the child has it as it is in the parent
+            (it is not pickled).
         logits_key: as :func:`study_probabilities`.
         class_names: as :func:`study_probabilities`.
-
-    Raises:
-        TypeError: the writers cannot be pickled.
     """
 
     def __init__(self, writers: Any, logits_key: str | None, class_names: Sequence[str] | None) -> None:
-        try:
-            self._writers = pickle.dumps(writers, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # pickle raises several types
-            raise TypeError(
-                f"the writers cannot be sent to a writer process ({one_line(exc)}); write in a thread instead "
-                "(write_process=False)."
-            ) from exc
+        self.writers = writers
         self.logits_key = logits_key
         self.class_names = None if class_names is None else list(class_names)
         self.pids: list[int] = []  # every child started, for checks
-        self.methods: list[str] = []  # how each was started (start_method)
+        self.unavailable: str | None = None  # why no child takes studies (any more)
         self._proc: Any = None
         self._conn: Connection | None = None
         self._ready = False
-        self._broken: str | None = None
 
-    def start(self) -> None:
-        """Start the child if it is not running (it loads torch and the writers while the parent goes on)."""
+    def start(self) -> bool:
+        """Fork the child now, from the thread that will not fork again (the run's start), unless it runs or cannot
+        be forked.
+
+        Returns:
+            Whether a child runs (else :attr:`unavailable` says why).
+        """
         if self._proc is not None:
-            return
-        method = start_method()
-        context = multiprocessing.get_context(method)
+            return True
+        if self.unavailable is None:
+            self.unavailable = can_fork()
+        if self.unavailable is not None:
+            return False
+        context = multiprocessing.get_context("fork")
         parent, child = context.Pipe()
-        args = (child, self._writers, self.logits_key, self.class_names)
         proc = context.Process(
             target=_serve,
-            args=(*args, parent) if method == "fork" else args,
+            args=(child, parent, self.writers, self.logits_key, self.class_names),
             name="saliency-writer-process",
             daemon=True,
         )
@@ -225,8 +225,8 @@ class WriterProcess:
         child.close()  # the parent's copy: the child's end closes when the child ends
         self._proc, self._conn, self._ready = proc, parent, False
         self.pids.append(proc.pid)
-        self.methods.append(method)
-        logger.info("the writers run in a child process (pid %d, started by %s).", proc.pid, method)
+        logger.info("the writers run in a child process (pid %d).", proc.pid)
+        return True
 
     def _receive(self) -> tuple[str, Any]:
         assert self._conn is not None and self._proc is not None
@@ -235,6 +235,16 @@ class WriterProcess:
                 return self._conn.recv()
         raise _Ended
 
+    def _gone(self, why: str) -> str:
+        """Close the ended child and remember ``why`` (with its exit code) for the studies that come after."""
+        assert self._proc is not None
+        self._proc.join(5)
+        why = f"{why} (exit code {self._proc.exitcode})"
+        self.close()
+        self.unavailable = why
+        logger.warning("%s; the rest of the run writes in the writer thread.", why)
+        return why
+
     def write(self, batch: dict[str, Any], output: dict[str, Any]) -> list[float] | None:
         """Write one study in the child: its writers, the finite check, the probabilities.
 
@@ -242,40 +252,24 @@ class WriterProcess:
             The study's softmax probabilities (None without logits).
 
         Raises:
+            ChildUnavailable: no child takes the study (it could not be forked or has ended); nothing was written.
             StudyWriteError: a writer or the check failed (the child's reason).
-            RuntimeError: the child ended while writing the study, or could not load the writers.
+            RuntimeError: the child ended while writing this study.
         """
-        if self._broken is not None:
-            raise RuntimeError(self._broken)
-        message = pickle.dumps((to_cpu(batch), to_cpu(output)), protocol=pickle.HIGHEST_PROTOCOL)
-        self.start()
-        try:
-            if not self._ready:
-                kind, value = self._receive()
-                if kind == "init-error":
-                    self._broken = f"the writer process could not load the writers: {value}"
-                    self.close()
-                    raise RuntimeError(self._broken)
-                self._ready = True
+        if self._proc is None:
+            raise ChildUnavailable(self.unavailable or "the writer process was not started")
+        if not self._ready:
             try:
-                self._conn.send_bytes(message)
-            except OSError as exc:
-                raise _Ended from exc
+                kind, _ = self._receive()
+            except _Ended:
+                raise ChildUnavailable(self._gone("the writer process ended while starting")) from None
+            self._ready = kind == "ready"
+        message = pickle.dumps((to_cpu(batch), to_cpu(output)), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self._conn.send_bytes(message)
             kind, value = self._receive()
-        except _Ended:
-            self._proc.join(5)
-            code, starting = self._proc.exitcode, not self._ready
-            self.close()
-            if starting:  # it would end again: fail every study with the reason instead of restarting it
-                self._broken = (
-                    f"the writer process ended while starting (exit code {code}), before it loaded the writers; "
-                    'a script of your own must run under `if __name__ == "__main__":` (the child imports it)'
-                )
-                raise RuntimeError(self._broken) from None
-            raise RuntimeError(
-                f"the writer process ended (exit code {code}) while writing this study; it is started "
-                "again for the next study"
-            ) from None
+        except (_Ended, OSError):
+            raise RuntimeError(self._gone("the writer process ended while writing this study")) from None
         if kind == "error":
             raise StudyWriteError(*value)
         return value

@@ -4,9 +4,9 @@ are written, the run waits for the writer, an exception in the run leaves nothin
 bounded. These checks fail on naive variants (commit before the writes finish, no wait at the end, a writer thread
 that dies on the first error): see ``test_checks_catch_naive_async_writers``.
 
-The same checks run with ``write_process=True`` (the writers in a child process, the commit in the writer
+The same checks run with ``write_process=True`` (the writers in a forked child process, the commit in the writer
 thread), which adds its own: the child ends with the run (also on an exception), a child that dies fails the study it
-was writing with a clear reason and is started again, writers that cannot be pickled are refused up front."""
+was writing with a clear reason and the writer thread writes the rest, no study is lost when no child can be forked."""
 
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ import torch
 from monai.transforms import Compose, EnsureChannelFirstd, MapTransform
 
 from monai_saliency.engines import evaluator as evaluator_module
+from monai_saliency.engines import write_process as write_process_module
 from monai_saliency.engines.cohort import CohortRun
 from monai_saliency.engines.cohort.manifest import sha256_file
 from monai_saliency.engines.evaluator import BackgroundWriter, SaliencyEvaluator, split_writers
-from monai_saliency.engines.write_process import WriterProcess
 from monai_saliency.transforms import SaveMapsd
 from tests._evaluators import nifti_cohort_evaluator
 
@@ -224,12 +224,11 @@ def test_writer_process_death_fails_only_the_study_it_was_writing(tmp_path, cnn2
     post = Compose([SaveMapsd("image", cohort.output_dir / "unused", folder_key="study_dir"), DyingWriter("image")])
     evaluator = nifti_cohort_evaluator(cohort, cnn2d, post, 2, write_process=True)
     evaluator.run()
-    _check_children_gone(evaluator, 2)  # started again for the study after the one it died on
-    # forked at the start (one thread then); spawned from the writer thread (a fork there could copy a held lock)
-    assert evaluator.writer_process.methods == ["fork", "spawn"]
+    _check_children_gone(evaluator, 1)  # not forked again from the writer thread: the thread writes the rest
     assert cohort.finish() == {"ok": 4, "skipped": 0, "failed": 1, "not processed": 0}
     err = capsys.readouterr().err
-    assert "FAILED d.nii: RuntimeError: the writer process ended (exit code 3) while writing this study" in err
+    assert "FAILED d.nii: RuntimeError: the writer process ended while writing this study (exit code 3)" in err
+    assert "the writer process ended while writing this study (exit code 3)" in evaluator.writer_process.unavailable
     assert sorted(p.name for p in cohort.output_dir.iterdir() if not p.name.startswith(".")) == [
         *sorted(set(NAMES) - {"d"}),
         "predictions.csv",
@@ -238,34 +237,48 @@ def test_writer_process_death_fails_only_the_study_it_was_writing(tmp_path, cnn2
     ]
 
 
-class ExitOnLoad(SlowFailingWriter):
-    """A writer whose process ends (exit code 4) when it is unpickled there, i.e. while the child starts."""
-
-    def __reduce__(self):
-        return os._exit, (4,)
+def _exit_in_child(parent_end):
+    os._exit(4)
 
 
-def test_writer_process_refusals(tmp_path, cnn2d, monkeypatch):
-    """Writers that cannot be pickled are refused before the run starts (no child, nothing written); a child that
-    ends while starting fails every study with a clear reason and is not started again; without ``async_write`` the
-    option is ignored with a warning."""
+def test_writer_process_fallbacks(tmp_path, cnn2d, monkeypatch):
+    """Writers need not be picklable (the child is a fork); a child that ends while starting fails no study (the
+    writer thread writes them all); with another thread alive no child is forked (a warning says why) and the
+    thread writes; without ``async_write`` the option is ignored with a warning."""
+    ok_writer = SlowFailingWriter("image", fail="", delay=0.0)
     cohort = _cohort(tmp_path)
-    writer = SlowFailingWriter("image")
-    writer.hook = lambda: None  # not picklable
+    writer = SlowFailingWriter("image", fail="", delay=0.0)
+    writer.hook = lambda: None  # not picklable: a forked child has it as it is
     evaluator = nifti_cohort_evaluator(cohort, cnn2d, Compose([writer]), 2, write_process=True)
-    with pytest.raises(TypeError, match="cannot be sent to a writer process"):
-        evaluator.run()
-    assert evaluator.writer_process is None and not any(cohort.output_dir.glob("[!.]*"))
-    with pytest.raises(TypeError, match="cannot be sent"):
-        WriterProcess(lambda d: d, None, None)
-    # a child that ends while starting (as one that re-runs an unguarded main script) fails every study, no restart
-    cohort = _cohort(tmp_path / "exits")
-    evaluator = nifti_cohort_evaluator(cohort, cnn2d, Compose([ExitOnLoad("image")]), 2, write_process=True)
     evaluator.run()
     _check_children_gone(evaluator, 1)
-    records = [json.loads(p.read_text()) for p in (cohort.output_dir / ".cohort").rglob("*.json")]
-    assert len(records) == len(NAMES) and all(r["status"] == "failed" for r in records)
-    assert all("the writer process ended while starting (exit code 4)" in r["error"] for r in records), records
+    assert evaluator.writer_process.unavailable is None
+    assert cohort.finish() == {"ok": len(NAMES), "skipped": 0, "failed": 0, "not processed": 0}
+    # a child that ends before it takes a study: every study written by the thread, none lost
+    cohort = _cohort(tmp_path / "exits")
+    monkeypatch.setattr(write_process_module, "_prepare_child", _exit_in_child)  # the fork inherits the patch
+    evaluator = nifti_cohort_evaluator(cohort, cnn2d, Compose([ok_writer]), 2, write_process=True)
+    evaluator.run()
+    _check_children_gone(evaluator, 1)
+    assert "the writer process ended while starting (exit code 4)" in evaluator.writer_process.unavailable
+    assert cohort.finish() == {"ok": len(NAMES), "skipped": 0, "failed": 0, "not processed": 0}
+    monkeypatch.undo()
+    # another thread alive when the run starts: no fork, the thread writes, a warning says why
+    cohort = _cohort(tmp_path / "threads")
+    warned = []
+    monkeypatch.setattr(evaluator_module.logger, "warning", lambda msg, *args: warned.append(msg % args))
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        evaluator = nifti_cohort_evaluator(cohort, cnn2d, Compose([ok_writer]), 2, write_process=True)
+        evaluator.run()
+    finally:
+        stop.set()
+        other.join()
+    _check_children_gone(evaluator, 0)
+    assert any("no writer process (2 Python threads run in this process" in w for w in warned), warned
+    assert cohort.finish() == {"ok": len(NAMES), "skipped": 0, "failed": 0, "not processed": 0}
     warned = []
     monkeypatch.setattr(evaluator_module.logger, "warning", lambda msg, *args: warned.append(msg % args))
     evaluator = _evaluator(cohort, cnn2d, async_write=False, write_process="true")

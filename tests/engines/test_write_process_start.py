@@ -1,24 +1,23 @@
-"""How the evaluator's writer process starts (:func:`monai_saliency.engines.write_process.start_method`): a fork of
-the parent where that is safe -- milliseconds instead of the ~4 s a spawned interpreter needs to import torch and
-MONAI, with the parent's logging configuration -- and a spawn otherwise (another Python thread alive, CUDA
-initialised). A forked child must not keep the parent's end of its pipe open, or it would outlive a parent that ends
-without saying goodbye."""
+"""How the evaluator's writer process starts (:mod:`monai_saliency.engines.write_process`): a fork of the parent at
+the run's start, where that is safe (:func:`can_fork`). The child has the writers as they are in the parent -- the
+same objects, which MONAI's ``Invertd`` needs (a pickled copy fails) -- and the parent's logging configuration; it
+must not keep the parent's end of its pipe open, or it would outlive a parent that ends without saying goodbye."""
 
 from __future__ import annotations
 
 import logging
+import pickle
 import sys
 import threading
-import time
 
 import pytest
 import torch
-from monai.transforms import Transform
+from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd, Resized, Transform
 
-from monai_saliency.engines import write_process
-from monai_saliency.engines.write_process import WriterProcess, start_method
+from monai_saliency.engines.write_process import ChildUnavailable, StudyWriteError, WriterProcess, can_fork
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is used on Linux only")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer process is forked on Linux")
 
 LOGGER = "monai_saliency.tests.writer_child"
 
@@ -31,64 +30,58 @@ class LogWriter(Transform):
         return data
 
 
-def _study() -> tuple[dict, dict]:
-    return {"image": torch.zeros(1, 4, 4)}, {"pred": torch.tensor([2.0, 0.0])}
-
-
-def _ready_seconds(writer: WriterProcess) -> float:
-    t0 = time.perf_counter()
-    writer.start()
-    assert writer._receive() == ("ready", None)
-    writer._ready = True
-    return time.perf_counter() - t0
-
-
-def test_start_method_forks_only_when_safe(monkeypatch):
-    assert start_method() == "fork"  # pytest's main thread, no CUDA here
+def test_can_fork_only_with_one_thread():
+    assert can_fork() is None  # pytest's main thread alone
     stop = threading.Event()
     other = threading.Thread(target=stop.wait, daemon=True)
     other.start()
     try:
-        assert start_method() == "spawn"  # a fork would copy the other thread's held locks, not the thread
+        assert "2 Python threads run in this process" in can_fork()
+        writer = WriterProcess(LogWriter(), None, None)
+        assert not writer.start() and writer.pids == []
+        with pytest.raises(ChildUnavailable, match="2 Python threads"):
+            writer.write({"image": torch.zeros(1, 2, 2)}, {})
     finally:
         stop.set()
         other.join()
-    assert start_method() == "fork"
-    monkeypatch.setattr(write_process.torch.cuda, "is_initialized", lambda: True)
-    assert start_method() == "spawn"
+    assert can_fork() is None
 
 
-def test_forked_child_starts_fast_keeps_logging_and_writes_like_a_spawned_one(tmp_path, monkeypatch):
+def test_forked_child_inverts_with_the_parents_transforms_and_logs_through_its_handlers(tmp_path):
+    pre = Compose([Resized("image", (8, 8))])
+    batch = pre({"image": MetaTensor(torch.arange(16.0).reshape(1, 4, 4))})
+    output = {"pred": torch.tensor([2.0, 0.0]), "map": batch["image"].clone()}
+    writers = Compose([Invertd("map", transform=pre, orig_keys="image"), LogWriter()])
+    # a copy of the writers (pickled, as a spawned child would get them) cannot invert: MONAI matches by id()
+    with pytest.raises(RuntimeError) as copied:
+        pickle.loads(pickle.dumps(writers))({**batch, **output})
+    root = copied.value
+    while root.__cause__ is not None:
+        root = root.__cause__
+    assert "most recently applied invertible transform" in str(root)
     log_file = tmp_path / "bundle.log"
     handler = logging.FileHandler(log_file)
-    logger = logging.getLogger(LOGGER)
-    logger.addHandler(handler)
+    logging.getLogger(LOGGER).addHandler(handler)
     try:
-        forked = WriterProcess(LogWriter(), "pred", ["a", "b"])
-        fork_s = _ready_seconds(forked)
-        assert forked.methods == ["fork"]
-        probs = forked.write(*_study())
-        forked.close()
-        monkeypatch.setattr(write_process, "start_method", lambda: "spawn")
-        spawned = WriterProcess(LogWriter(), "pred", ["a", "b"])
-        spawn_s = _ready_seconds(spawned)
-        assert spawned.methods == ["spawn"]
-        assert spawned.write(*_study()) == probs == pytest.approx(torch.tensor([2.0, 0.0]).softmax(0).tolist())
-        spawned.close()
+        child = WriterProcess(writers, "pred", ["a", "b"])
+        assert child.start() and len(child.pids) == 1
+        probabilities = child.write(batch, output)
+        with pytest.raises(StudyWriteError, match="NaN or Inf"):  # a study's failure comes back with its reason
+            child.write(batch, {**output, "map": batch["image"] * float("nan")})
+        child.close()
     finally:
-        logger.removeHandler(handler)
+        logging.getLogger(LOGGER).removeHandler(handler)
         handler.close()
-    # the spawned interpreter imports torch, MONAI and the package again; the fork has them already
-    assert fork_s < 0.5 * spawn_s, (fork_s, spawn_s)
-    # the forked child logged through the parent's handler (a spawned one has no handler: logging's last resort)
-    assert log_file.read_text().count("child pid wrote a study") == 1
+    assert probabilities == pytest.approx(torch.tensor([2.0, 0.0]).softmax(0).tolist())
+    # the forked child logged through the parent's handler (a spawned one would have none)
+    assert log_file.read_text().count("child pid wrote a study") == 2
 
 
 def test_forked_child_ends_when_the_parent_end_closes_without_a_stop():
     writer = WriterProcess(LogWriter(), None, None)
-    _ready_seconds(writer)
+    assert writer.start()
+    assert writer._receive() == ("ready", None)
     proc = writer._proc
-    assert writer.methods == ["fork"] and proc.is_alive()
     writer._conn.close()  # as when the parent dies: no stop message, its end of the pipe closes
     proc.join(10)
     assert not proc.is_alive() and proc.exitcode == 0
