@@ -79,6 +79,7 @@ benchmarks: $(STAMP)
 	$(PY) -m benchmarks.speed.bench_morch | tee $(SPEED_RESULTS)/morch.txt
 	$(PY) -m benchmarks.speed.roundoff_signature | tee $(SPEED_RESULTS)/roundoff_signature.txt
 	$(PY) -m benchmarks.speed.bench_cohort_throughput --out $(SPEED_RESULTS)/cohort_throughput.txt
+	$(PY) -m benchmarks.speed.bench_loader_transfer --out $(SPEED_RESULTS)/loader_transfer.txt
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.speed.bench_clinical_cine  # writes $(SPEED_RESULTS)/clinical_cine.txt
 
 # MONAI model-zoo checks of the three bundles (verify_metadata, verify_net_in_out, ckpt_export, check_properties,
