@@ -9,20 +9,18 @@ The child is a ``fork`` of the parent at the start of the run (:func:`can_fork`)
 the bundle's logging configuration, and has the writers as they are in the parent -- the same objects at the same
 addresses, which MONAI's ``Invertd`` needs (it matches the transforms that recorded a study's operations by
 ``id()``; a pickled or spawned copy fails every study with "Error Resize getting the most recently applied
-invertible transform"). Each study's ``(batch, output)`` is pickled to it with its tensors on the CPU; it runs the
-writers, checks the outputs are finite and returns the softmax probabilities; the cohort bookkeeping (records,
-checksums, the atomic move) stays in the parent. Where no child can be forked, or once it has ended, the caller
+invertible transform"). Each study's ``(batch, output)`` is sent to it packed
+(:func:`~monai_saliency.data.loader.pack_batch`: its tensors on the CPU, as numpy arrays); it runs the writers,
+checks the outputs are finite and returns the softmax probabilities; the cohort bookkeeping (records, checksums, the
+atomic move) stays in the parent. Where no child can be forked, or once it has ended, the caller
 writes in its own thread instead (:class:`ChildUnavailable`): slower, the same files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import multiprocessing
-import pickle
-import re
 import sys
 import threading
 import traceback
@@ -34,6 +32,7 @@ import torch
 from monai.engines.utils import engine_apply_transform
 from monai.utils import CommonKeys
 
+from monai_saliency.data.loader import pack_batch, unpack_batch
 from monai_saliency.engines.cohort.messages import one_line
 
 __all__ = ["ChildUnavailable", "StudyWriteError", "WriterProcess", "can_fork", "study_probabilities", "to_cpu"]
@@ -41,8 +40,6 @@ __all__ = ["ChildUnavailable", "StudyWriteError", "WriterProcess", "can_fork", "
 logger = logging.getLogger(__name__)
 
 _STOP = b""
-#: modules of a bundle's ``scripts`` imported under a private package name (``monai_saliency._deprecation``)
-_PRIVATE_SCRIPTS = re.compile(r"^_monai_saliency_bundle_(?P<bundle>.+)_scripts\.(?P<module>\w+)$")
 
 
 def can_fork() -> str | None:
@@ -102,23 +99,6 @@ def to_cpu(obj: Any) -> Any:
     return obj
 
 
-class _Unpickler(pickle.Unpickler):
-    """Finds, besides importable classes, those of a bundle's ``scripts`` imported under a private package name
-    (``monai_saliency._deprecation.bundle_scripts``, e.g. by the benchmarks), which a fresh interpreter lacks."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        match = _PRIVATE_SCRIPTS.match(module)
-        if match is not None:
-            from monai_saliency._deprecation import bundle_scripts
-
-            bundle_scripts(match["bundle"], match["module"])
-        return super().find_class(module, name)
-
-
-def _loads(data: bytes) -> Any:
-    return _Unpickler(io.BytesIO(data)).load()
-
-
 def _prepare_child(parent_end: Connection) -> None:
     """First thing in the forked child: close its copy of the parent's end of the pipe (else it would never see the
     pipe close when the parent ends) and use one torch thread (no OpenMP pool after a fork)."""
@@ -146,7 +126,7 @@ def _serve(
         if message == _STOP:
             return
         try:
-            batch, output = _loads(message)
+            batch, output = unpack_batch(message)
             with torch.no_grad():
                 batch, output = engine_apply_transform(batch, output, writers)
                 answer = ("ok", study_probabilities(output, logits_key, class_names))
@@ -264,7 +244,7 @@ class WriterProcess:
             except _Ended:
                 raise ChildUnavailable(self._gone("the writer process ended while starting")) from None
             self._ready = kind == "ready"
-        message = pickle.dumps((to_cpu(batch), to_cpu(output)), protocol=pickle.HIGHEST_PROTOCOL)
+        message = pack_batch((to_cpu(batch), to_cpu(output)))  # tensors as numpy arrays: fast both ways
         try:
             self._conn.send_bytes(message)
             kind, value = self._receive()
