@@ -230,16 +230,16 @@ def steady_rate(times: list[tuple[float, float]]) -> tuple[float, int, float] | 
     return 60.0 * (len(times) - 1 - skip) / (t1 - t0), skip, (m1 - m0) / (t1 - t0)
 
 
-def process_lines(rows: list[dict], thread_name: str) -> list[str]:
-    """The comparison of the writer-process variant with the writer-thread row ``thread_name`` of the same studies
-    (none if either was not run)."""
-    proc = next((r for r in rows if "--write_process true" in r["name"]), None)
+def process_lines(rows: list[dict], process_name: str, thread_name: str) -> list[str]:
+    """The comparison of the writer-process row ``process_name`` with the writer-thread row ``thread_name`` of the same
+    studies (none if either was not run, or they are rows of different studies)."""
+    proc = next((r for r in rows if r["name"] == process_name), None)
     thread = next((r for r in rows if r["name"] == thread_name), None)
-    if proc is None or thread is None:
+    if proc is None or thread is None or proc["n"] != thread["n"]:
         return []
     rate_p, rate_t = 60 * proc["n"] / proc["wall"], 60 * thread["n"] / thread["wall"]
     text = (
-        f"writer process variant: {rate_p:.1f} studies/min against {rate_t:.1f} with the writer thread "
+        f"writer process against writer thread ({proc['n']} studies): {rate_p:.1f} against {rate_t:.1f} studies/min "
         f"(x{rate_p / rate_t:.2f}, the child's start included)"
     )
     if proc.get("steady") and thread.get("steady"):

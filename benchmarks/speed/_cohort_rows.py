@@ -97,12 +97,13 @@ def goal_lines(pairs: list[tuple[str, dict, dict]], goal: float, cores: int) -> 
 
 def variant_pairs(pairs: list[tuple[str, dict, dict]], variants: list[dict]) -> list[tuple[str, dict, dict]]:
     """``pairs`` plus the variant rows run both as ``sequential loop (<options>)`` and ``evaluator (..., <options>)``
-    (the options after the last comma of the evaluator's label)."""
+    (the options after the last comma of the evaluator's label), labelled by the evaluator's label."""
     seqs = {r["name"][len("sequential loop (") : -1]: r for r in variants if r["name"].startswith("sequential loop (")}
     out = list(pairs)
     for r in variants:
         if r["name"].startswith("evaluator ("):
-            options = r["name"][len("evaluator (") : -1].rsplit(", ", 1)[-1]
+            label = r["name"][len("evaluator (") : -1]
+            options = label.rsplit(", ", 1)[-1]
             if options in seqs:
-                out.append((options, seqs[options], r))
+                out.append((label, seqs[options], r))
     return out

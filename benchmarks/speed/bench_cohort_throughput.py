@@ -12,16 +12,17 @@ preprocessing, network and shipped weights, explainers, post-processing and writ
 * ``sequential``: a plain loop, one study at a time: load + preprocess -> network + explainers -> post-process and
   write every file into the study's folder; no workers, no background thread, no cohort bookkeeping;
 * ``evaluator``: the bundle's ``SaliencyEvaluator`` with its cohort run (staging, checksums, records, atomic moves),
-  ``--num_workers`` DataLoader workers and ``--async_write`` (the bundle's defaults);
+  ``--num_workers`` DataLoader workers, ``--async_write`` and ``--write_process`` (the bundle's defaults);
 The two paths run in ``--rounds`` (default 4) consecutive slices of the studies, alternating which goes first, and
 their rows sum the rounds: the speed of a shared machine drifts by tens of percent over minutes.
 
 * variants (full run, on the first ``--variant-studies`` studies, default 24): 0, 1 and 2 workers, the synchronous
-  writer (where the defaults come from), the writers in a child process (``--write_process true``; a steady-state
-  rate after the first studies is printed too, the child's start takes about 4 s), lighter writing (``--gif_scale 1 --write_overlays false``), the DICOM
-  objects deflated instead of JPEG-LS (``--dicom_compression deflate``), and a model that is a larger share of a
-  study (``--frame_size [128,128]`` with the lighter writing), the last two sequential and evaluator: how the model
-  fraction depends on the share of the model in a study's CPU time.
+  writer (where the defaults come from), the other background writer (a thread if the default is the forked writer
+  process, ``--write_process``, or the reverse; a steady-state rate after the first studies is printed too), lighter
+  writing (``--gif_scale 1 --write_overlays false``), the DICOM objects deflated instead of JPEG-LS
+  (``--dicom_compression deflate``), and a model that is a larger share of a study (``--frame_size [128,128]`` with
+  the lighter writing, with both writers), the last two sequential and evaluator: how the model fraction depends on
+  the share of the model in a study's CPU time.
 
 Also printed: a per-stage CPU profile (:class:`StageProfile`, ``--profile-studies``, default 16: CPU ms per study of
 every stage of the evaluator path, by thread, compute or writer; ``other`` is each thread's rest: engine, collation,
@@ -277,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds = 1
     defaults = ConfigParser.load_config_file(str(BUNDLE / "configs" / "inference.json"))
     default_workers, default_async = defaults["num_workers"], defaults["async_write"]
+    default_process = defaults["write_process"]
     work = Path(tempfile.mkdtemp(prefix="bench_cohort_", dir=args.workdir))
     lines = []
     try:
@@ -297,11 +299,13 @@ def main(argv: list[str] | None = None) -> int:
             sub.mkdir()
             for path in sorted(data.iterdir())[:profile_n]:
                 os.link(path, sub / path.name)
-            profile, done = run_profile(bundle_parser(sub, work / "out_profile", num_workers=0), load_weights)
+            profile_parser = bundle_parser(sub, work / "out_profile", num_workers=0, write_process=False)
+            profile, done = run_profile(profile_parser, load_weights)
             stage_lines = [
                 (
                     f"per-stage CPU time (the first {done} studies; the bundle's evaluator path with the DataLoader's "
-                    "work in the compute thread, num_workers=0, and the background writer):"
+                    "work in the compute thread, num_workers=0, and the background writer thread, which does the "
+                    "work the writer process does):"
                 ),
                 *profile_lines(profile, done),
                 "",
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         probe = gil_probe(bundle_parser(work, work).get_parsed_content("network"), work) if not args.quick else None
         # Rounds over consecutive slices of the studies, the two paths alternating first: the speed of a shared
         # machine drifts by tens of percent over minutes, and alternating puts the same drift on both paths.
-        default = f"evaluator (workers={default_workers}, async write={default_async})"
+        default = f"evaluator (workers={default_workers}, async write={default_async}, write process={default_process})"
         rounds = max(1, min(args.rounds, n))
         names = sorted(data.iterdir())
         runs: dict[str, list[dict]] = {"seq": [], "eval": []}
@@ -336,22 +340,19 @@ def main(argv: list[str] | None = None) -> int:
             sub.mkdir()
             for path in sorted(data.iterdir())[: args.variant_studies]:
                 os.link(path, sub / path.name)
-            settings = [(f"workers={w}, async write={default_async}", {"num_workers": w}) for w in (0, 1, 2)]
-            settings.append((f"workers={default_workers}, async write={not default_async}", {"async_write": False}))
+            base = f"async write={default_async}, write process={default_process}"
+            settings = [(f"workers={w}, {base}", {"num_workers": w}) for w in (0, 1, 2)]
+            settings.append((f"workers={default_workers}, async write=False", {"async_write": False}))
+            other = f"workers={default_workers}, async write=True, write process={not default_process}"
+            settings.append((other, {"write_process": not default_process}))
             settings.append(
                 (
-                    f"workers={default_workers}, async write={default_async}, --gif_scale 1 --write_overlays false",
+                    f"workers={default_workers}, {base}, --gif_scale 1 --write_overlays false",
                     {"gif_scale": 1, "write_overlays": False},
                 )
             )
             settings.append(
-                (f"workers={default_workers}, async write=True, --write_process true", {"write_process": True})
-            )
-            settings.append(
-                (
-                    f"workers={default_workers}, async write={default_async}, --dicom_compression deflate",
-                    {"dicom_compression": "deflate"},
-                )
+                (f"workers={default_workers}, {base}, --dicom_compression deflate", {"dicom_compression": "deflate"})
             )
             for i, (label, overrides) in enumerate(settings):
                 variants.append(run_evaluator(sub, work / f"out_v{i}", f"evaluator ({label})", **overrides))
@@ -363,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             label = "--frame_size [128,128] --gif_scale 1 --write_overlays false"
             variants.append(run_sequential(sub, work / "out_hs", f"sequential loop ({label})", **heavy))
             variants.append(run_evaluator(sub, work / "out_he", f"evaluator (defaults, {label})", **heavy))
+            label_p = f"write process={not default_process}, {label}"
+            heavy_p = {**heavy, "write_process": not default_process}
+            variants.append(run_evaluator(sub, work / "out_hp", f"evaluator ({label_p})", **heavy_p))
         load1 = os.getloadavg()
         seq, best = results
         frac = best["model"] / best["wall"]
@@ -414,7 +418,10 @@ def main(argv: list[str] | None = None) -> int:
         ]
         lines += pair_lines(variants, "deflate", "with --dicom_compression deflate", "deflate variant", cores)
         lines += pair_lines(variants, "frame_size", "for the 128x128 variant", "128x128 variant", cores)
-        lines += process_lines(variants, f"evaluator (workers={default_workers}, async write={default_async})")
+        # the two background writers over the same studies: the default's variant row and the other writer's
+        same = f"evaluator (workers={default_workers}, async write={default_async}, write process={default_process})"
+        swapped = f"evaluator (workers={default_workers}, async write=True, write process={not default_process})"
+        lines += process_lines(variants, *((same, swapped) if default_process else (swapped, same)))
         goal_text, goal_met = goal_lines(variant_pairs([("default path", seq, best)], variants), GOAL, cores)
         lines += [
             (

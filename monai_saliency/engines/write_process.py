@@ -44,13 +44,16 @@ _STOP = b""
 
 def can_fork() -> str | None:
     """Why a writer process cannot be forked from here now, or None if it can: a platform with ``fork`` (Linux;
-    macOS's system libraries are not fork-safe) and one Python thread in this process (a fork copies the locks other
-    threads hold, not the threads). torch's DataLoader starts its workers the same way; the child sets one torch
-    thread before any work, as they do, and gets its studies' tensors on the CPU (it never touches CUDA)."""
+    macOS's system libraries are not fork-safe), one Python thread in this process (a fork copies the locks other
+    threads hold, not the threads), and CUDA not initialised (a forked child cannot use it, so a writer holding a
+    CUDA tensor would fail every study). torch's DataLoader starts its workers by the same fork; the child sets one
+    torch thread before any work, as they do, and gets its studies' tensors on the CPU."""
     if not sys.platform.startswith("linux") or "fork" not in multiprocessing.get_all_start_methods():
         return f"no safe fork on {sys.platform}"
     if threading.active_count() != 1:
         return f"{threading.active_count()} Python threads run in this process (a fork is safe with one)"
+    if torch.cuda.is_initialized():
+        return "CUDA is initialised in this process (a forked child cannot use it)"
     return None
 
 

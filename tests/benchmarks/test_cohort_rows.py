@@ -33,7 +33,7 @@ def test_goal_lines_verdicts_follow_the_numbers():
     ]
     default_seq, default_ev = _row("sequential", 100, 8.1, 2.1, 8.1), _row("evaluator", 100, 8.3, 3.2, 12.4, 2.4)
     pairs = variant_pairs([("default path", default_seq, default_ev)], variants)
-    assert [p[0] for p in pairs] == ["default path", "--light", "--heavy"]
+    assert [p[0] for p in pairs] == ["default path", "workers=1, --light", "workers=1, --heavy"]
     lines, met = goal_lines(pairs, 0.8, 2)
     assert lines[0].endswith("the goal cannot be met with this work on 2 cores") and "bound 52 %" in lines[0]
     assert lines[1].endswith("-> PASS") and "evaluator 85.0 %" in lines[1] and "x1.20" in lines[1]

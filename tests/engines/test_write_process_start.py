@@ -30,7 +30,7 @@ class LogWriter(Transform):
         return data
 
 
-def test_can_fork_only_with_one_thread():
+def test_can_fork_only_with_one_thread_and_no_cuda(monkeypatch):
     assert can_fork() is None  # pytest's main thread alone
     stop = threading.Event()
     other = threading.Thread(target=stop.wait, daemon=True)
@@ -45,6 +45,8 @@ def test_can_fork_only_with_one_thread():
         stop.set()
         other.join()
     assert can_fork() is None
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert "CUDA is initialised" in can_fork()
 
 
 def test_forked_child_inverts_with_the_parents_transforms_and_logs_through_its_handlers(tmp_path):
