@@ -4,14 +4,20 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from tests._parallel_runs import SESSION_RUNS, Prefetched
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
 SCHEMA = BUNDLES / "schema" / "meta_schema_20240725.json"
 MULTI_GPU = "['configs/inference.json','configs/multi_gpu_inference.json']"
+ANGIO = "angiogram_signature_activation"
+NAMES = (ANGIO, "gradient_saliency_3d", "pet_morch_saliency")
 
 
 def run_bundle(
@@ -73,6 +79,52 @@ def verify_metadata_offline(bundle: str, tmp_path: Path) -> subprocess.Completed
     return subprocess.run(cmd, check=False, capture_output=True, text=True, env=no_network)
 
 
+@pytest.fixture(scope="session")
+def background() -> Iterator[ThreadPoolExecutor]:
+    """The session's one background thread for :class:`Prefetched` runs (one run at a time beside the test process:
+    two busy processes on a two-core machine). At the end of the session the runs no test asked for (deselected,
+    or after ``-x`` stopped the session) are dropped, and the one running is waited for."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def metadata_offline(tmp_path_factory, background) -> Prefetched:
+    """:func:`verify_metadata_offline` of every bundle: ``metadata_offline(bundle)`` is that bundle's result (the
+    first asked for runs at once, the others in the background)."""
+    root = tmp_path_factory.mktemp("metadata")
+
+    def call(name: str) -> Callable[[], subprocess.CompletedProcess]:
+        (root / name).mkdir()
+        return lambda: verify_metadata_offline(name, root / name)
+
+    return Prefetched(background, {name: call(name) for name in NAMES})
+
+
+@pytest.fixture(scope="session")
+def session_runs(request, tmp_path_factory, background) -> Prefetched:
+    """The runs registered with ``session_run`` (tests/_parallel_runs.py) by the modules that have selected tests,
+    set up at the first use: ``session_runs(key)`` is that run's result. The others run in the background, in the
+    order of the modules, during the tests of the modules before theirs."""
+    selected = {getattr(item, "module", None) for item in request.session.items}
+    modules = {module.__name__ for module in selected if module is not None}
+    calls = {
+        key: builder(tmp_path_factory.mktemp(key.replace(".", "_")))
+        for key, (module, builder) in SESSION_RUNS.items()
+        if module in modules
+    }
+    return Prefetched(background, calls)
+
+
+@pytest.fixture(scope="session")
+def angio_sample_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The angiogram bundle's default inference on its sample data (``--output_dir`` only), run once per session
+    as a user runs it; its result and output folder. Shared: tests only read it (copy it to change it)."""
+    out = tmp_path_factory.mktemp("angio_sample") / "out"
+    return run_bundle(ANGIO, "--config_file", "configs/inference.json", "--output_dir", str(out)), out
+
+
 @pytest.fixture
 def bundle_runner():
     return run_bundle
@@ -81,11 +133,6 @@ def bundle_runner():
 @pytest.fixture
 def bundles_dir() -> Path:
     return BUNDLES
-
-
-@pytest.fixture
-def schema_path() -> Path:
-    return SCHEMA
 
 
 def load_bundle_scripts(bundle: str, module: str):

@@ -8,6 +8,8 @@ import importlib.util
 import json
 import math
 import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -21,7 +23,8 @@ from monai_saliency.data.dicom.xa import read_xa_cine
 from monai_saliency.data.dicom.xa_writer import write_xa_cine
 from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
 from monai_saliency.models.video import VideoLesionNet
-from tests.bundles.conftest import run_bundle, run_multi_gpu, verify_metadata_offline
+from tests._parallel_runs import Prefetched
+from tests.bundles.conftest import run_bundle, run_multi_gpu
 
 NAME = "angiogram_signature_activation"
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / NAME
@@ -80,16 +83,9 @@ def _check_study(src: Path, out: Path) -> None:
     np.testing.assert_allclose(reread[0].numpy(), nifti, atol=0.5 / 255 + 2.0 / 65535)
 
 
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory):
-    # bundle_runner is function-scoped; run the sample once per module with the same helper
-    out = tmp_path_factory.mktemp("angio") / "out"
-    result = run_bundle(NAME, "--config_file", CONFIG, "--output_dir", str(out))
-    return result, out
-
-
-def test_runs_on_its_sample(sample_run):
-    result, out = sample_run
+def test_runs_on_its_sample(angio_sample_run):
+    """The default inference on the sample (one run per session, see conftest.py, also read by other modules)."""
+    result, out = angio_sample_run
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"outputs in {out}" in result.stdout  # the run says where its outputs are
     samples = sorted(p for p in SAMPLE.iterdir() if p.name.endswith((".dcm", ".nii.gz")))
@@ -107,9 +103,9 @@ def test_runs_on_its_sample(sample_run):
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".cohort"]  # records; no temp files left
 
 
-def test_prediction_matches_direct_model_call(sample_run):
+def test_prediction_matches_direct_model_call(angio_sample_run):
     """The bundle's probability equals the shipped network on the NIfTI sample called directly (no resize needed)."""
-    _, out = sample_run
+    _, out = angio_sample_run
     net = VideoLesionNet()
     net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", weights_only=True))
     cine = torch.as_tensor(nib.load(str(SAMPLE / "case_004.nii.gz")).get_fdata(), dtype=torch.float32)
@@ -119,39 +115,25 @@ def test_prediction_matches_direct_model_call(sample_run):
     np.testing.assert_allclose(np.array(row[1:], dtype=float), expected, atol=1e-4)
 
 
-def test_metadata_verifies_offline(tmp_path):
-    result = verify_metadata_offline(NAME, tmp_path)
+def test_metadata_verifies_offline(metadata_offline):
+    result = metadata_offline(NAME)  # verify_metadata_offline, see conftest.py
     assert result.returncode == 0, result.stderr[-2000:]
     assert "verified with no error" in result.stdout + result.stderr
 
 
-def test_reduced_training_writes_only_to_output_dir(tmp_path, bundle_runner):
-    shipped = BUNDLE / "models" / "model.pt"
-    digest = hashlib.sha256(shipped.read_bytes()).hexdigest()
-    out = tmp_path / "train"
-    result = bundle_runner(
-        NAME,
-        "--config_file",
-        "configs/train.json",
-        "--output_dir",
-        str(out),
-        "--epochs",
-        "1",
-        "--n_train",
-        "16",
-        "--n_val",
-        "8",
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    state = torch.load(out / "model.pt", weights_only=True)
-    VideoLesionNet().load_state_dict(state)  # the inference network loads it
-    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == digest
-    assert "val_auc" in result.stdout + result.stderr
+def _training(root: Path) -> Callable[[], tuple[subprocess.CompletedProcess, Path, str]]:
+    """A reduced training run into ``root / "train"``, to call later: its result, output folder and the SHA-256 of
+    the shipped weights taken now, before it."""
+    digest = hashlib.sha256((BUNDLE / "models" / "model.pt").read_bytes()).hexdigest()
+    out = root / "train"
+    args = ("--output_dir", str(out), "--epochs", "1", "--n_train", "16", "--n_val", "8")
+    return lambda: (run_bundle(NAME, "--config_file", "configs/train.json", *args, timeout=300), out, digest)
 
 
-def test_corrupt_dicom_reported_others_processed(tmp_path, bundle_runner):
-    data = tmp_path / "studies"
+def _corrupt(root: Path) -> Callable[[], tuple[subprocess.CompletedProcess, Path, list[Path]]]:
+    """A study folder written now (three good studies, a truncated DICOM, a CT, a 12-bit NIfTI without
+    ``--nifti_scale``); the bundle run over it, to call later: its result, output folder and the good studies."""
+    data = root / "studies"
     data.mkdir()
     good = [data / "case_000.dcm", data / "case_004.nii.gz", data / "other_size.dcm"]
     for p in good[:2]:
@@ -165,8 +147,46 @@ def test_corrupt_dicom_reported_others_processed(tmp_path, bundle_runner):
     ct.save_as(data / "not_xa.dcm")
     raw = nib.load(str(SAMPLE / "case_004.nii.gz"))
     nib.save(nib.Nifti1Image(raw.get_fdata() * 4095.0, raw.affine, raw.header), str(data / "raw_12bit.nii.gz"))
-    out = tmp_path / "out"
-    result = bundle_runner(NAME, "--config_file", CONFIG, "--dataset_dir", str(data), "--output_dir", str(out))
+    out = root / "out"
+    args = ("--config_file", CONFIG, "--dataset_dir", str(data), "--output_dir", str(out))
+    return lambda: (run_bundle(NAME, *args), out, good)
+
+
+def _torchrun(root: Path) -> Callable[[], tuple[subprocess.CompletedProcess, Path, Path]]:
+    """Two sample cines and a 12-bit NIfTI copied now; the two-process run over them, to call later: its result,
+    the study folder and the output folder."""
+    data = root / "studies"
+    data.mkdir()
+    for name in ("case_000.dcm", "case_002.dcm"):
+        shutil.copy(SAMPLE / name, data / name)
+    raw = nib.load(str(SAMPLE / "case_004.nii.gz"))  # 12-bit values stored as is: read with --nifti_scale 4095
+    nib.save(nib.Nifti1Image(raw.get_fdata() * 4095.0, raw.affine, raw.header), str(data / "raw_12bit.nii.gz"))
+    out = root / "out"
+    return lambda: (run_multi_gpu(NAME, data, out, "--nifti_scale", "4095"), data, out)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, background) -> Prefetched:
+    """The training, corrupt-folder and two-process runs, ``runs("training")``, ``runs("corrupt")`` and
+    ``runs("torchrun")``, prepared here (in the test process's main thread): the first asked for runs at once, the
+    others in the background (see tests/_parallel_runs.py)."""
+    calls = {"training": _training(tmp_path_factory.mktemp("training"))}
+    calls["corrupt"] = _corrupt(tmp_path_factory.mktemp("corrupt"))
+    calls["torchrun"] = _torchrun(tmp_path_factory.mktemp("torchrun"))
+    return Prefetched(background, calls)
+
+
+def test_reduced_training_writes_only_to_output_dir(runs):
+    result, out, digest = runs("training")
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(out / "model.pt", weights_only=True)
+    VideoLesionNet().load_state_dict(state)  # the inference network loads it
+    assert hashlib.sha256((BUNDLE / "models" / "model.pt").read_bytes()).hexdigest() == digest
+    assert "val_auc" in result.stdout + result.stderr
+
+
+def test_corrupt_dicom_reported_others_processed(runs):
+    result, out, good = runs("corrupt")
     assert result.returncode != 0
     log = result.stderr + result.stdout
     assert "broken.dcm" in log and "truncated" in log
@@ -186,16 +206,9 @@ def test_corrupt_dicom_reported_others_processed(tmp_path, bundle_runner):
         assert gif.info["duration"] == 100  # the cine's own frame time
 
 
-def test_torchrun_two_processes_uneven_shards_write_each_study_once(tmp_path):
-    data = tmp_path / "studies"
-    data.mkdir()
+def test_torchrun_two_processes_uneven_shards_write_each_study_once(runs):
+    result, data, out = runs("torchrun")
     names = ["case_000.dcm", "case_002.dcm", "raw_12bit.nii.gz"]
-    for name in names[:2]:
-        shutil.copy(SAMPLE / name, data / name)
-    raw = nib.load(str(SAMPLE / "case_004.nii.gz"))  # 12-bit values stored as is: read with --nifti_scale 4095
-    nib.save(nib.Nifti1Image(raw.get_fdata() * 4095.0, raw.affine, raw.header), str(data / names[2]))
-    out = tmp_path / "out"
-    result = run_multi_gpu(NAME, data, out, "--nifti_scale", "4095")
     assert result.returncode == 0, result.stderr[-3000:]
     for name in names:
         _check_study(data / name, out)

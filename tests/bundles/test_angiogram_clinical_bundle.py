@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -21,6 +23,7 @@ from monai_saliency.data.synthetic.angiogram_clinical import make_clinical_angio
 from monai_saliency.methods import GradCAM
 from monai_saliency.metrics.roc_auc import roc_auc
 from monai_saliency.models.video import VideoLesionNet
+from tests._parallel_runs import session_run
 from tests.bundles.conftest import run_bundle
 
 NAME = "angiogram_signature_activation"
@@ -123,16 +126,23 @@ def test_train_clinical_quick_runs(tmp_path):
     assert out.is_file() and json.loads((tmp_path / "r.json").read_text())["test"]["auc"] == summary["test"]["auc"]
 
 
-@pytest.fixture(scope="module")
-def clinical_run(tmp_path_factory):
-    """One clinical-config run over a 256 x 256 x 16 clinical-generator cine (12-bit XA) and a NIfTI twin."""
-    root = tmp_path_factory.mktemp("clinical")
+@session_run("angiogram_clinical_bundle")
+def _clinical_run(root: Path) -> Callable[[], tuple[subprocess.CompletedProcess, Path, Path]]:
+    """A 256 x 256 x 16 clinical-generator cine (12-bit XA) written now; the clinical-config run over it, to call
+    later: its result, the study folder and the output folder."""
     data, out = root / "data", root / "out"
     data.mkdir()
     b = make_clinical_angiogram_dataset(1, shape=(256, 256), frames=16, seed=4, grades=("severe",))
     write_xa_cine(b.cine[0].numpy(), data / "small_clinical.dcm", bits_stored=12, uid_seed="clinical-test")
-    proc = run_bundle(NAME, "--config_file", CONFIGS, "--dataset_dir", str(data), "--output_dir", str(out))
-    return proc, data, out
+    args = ("--config_file", CONFIGS, "--dataset_dir", str(data), "--output_dir", str(out))
+    return lambda: (run_bundle(NAME, *args), data, out)
+
+
+@pytest.fixture(scope="module")
+def clinical_run(session_runs):
+    """One clinical-config run over a 256 x 256 x 16 clinical-generator cine (12-bit XA); a session run (see
+    tests/_parallel_runs.py)."""
+    return session_runs("angiogram_clinical_bundle")
 
 
 def test_clinical_config_runs_end_to_end(clinical_run):

@@ -7,6 +7,7 @@ memory <= 1 GiB above the import footprint, bytes written <= 2 x the input, GIF 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -15,17 +16,28 @@ import pydicom
 import pytest
 
 from benchmarks.speed import bench_clinical_cine as bench
+from tests._parallel_runs import session_run
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="the probe reads /proc (Linux)")
 
 
-@pytest.fixture(scope="module")
-def clinical_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("clinical")
+@session_run("angiogram_clinical_resources")
+def _clinical_run(root: Path) -> Callable[[], tuple[Path, Path, dict, dict]]:
+    """The clinical-size study written now; its run under the probe and the measures, to call later."""
     study = bench.write_study(root / "data", (512, 512), 48, bench.clinical_cine)  # the realistic generator
     out = root / "out"
-    report = bench.run_study(root / "data", out, config_file=bench.CONFIGS["clinical"])  # the 128 x 128 model
-    return study, out, report, bench.measure(study, out, report)
+
+    def run() -> tuple[Path, Path, dict, dict]:
+        report = bench.run_study(root / "data", out, config_file=bench.CONFIGS["clinical"])  # the 128 x 128 model
+        return study, out, report, bench.measure(study, out, report)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def clinical_run(session_runs):
+    """The one shared run (a session run: see tests/_parallel_runs.py)."""
+    return session_runs("angiogram_clinical_resources")
 
 
 def test_peak_memory_above_the_import_footprint(clinical_run):

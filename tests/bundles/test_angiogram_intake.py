@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -14,6 +16,7 @@ import pydicom
 import pytest
 from pydicom.uid import RLELossless, generate_uid
 
+from tests._parallel_runs import session_run
 from tests.bundles.conftest import run_inference
 from tests.data.dicom._xa_twins import SAMPLE_CINE, monochrome1_twin
 
@@ -22,18 +25,24 @@ METHODS = ("sigact_spatial", "sigact_frames", "gradcam")
 STEMS = ("case_000", "case_000_m1", "IM000001")
 
 
-@pytest.fixture(scope="module")
-def twin_run(tmp_path_factory):
-    data = tmp_path_factory.mktemp("twins")
+@session_run("angiogram_intake")
+def _twin_run(root: Path) -> Callable[[], tuple[subprocess.CompletedProcess, Path]]:
+    """The twins written now; the bundle run over them, to call later (a session run: see tests/_parallel_runs.py)."""
+    data = root / "twins"
+    data.mkdir()
     shutil.copy(SAMPLE_CINE, data / "case_000.dcm")
     monochrome1_twin(SAMPLE_CINE, data / "case_000_m1.dcm")
     ds = pydicom.dcmread(SAMPLE_CINE)
     ds.compress(RLELossless)
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.save_as(data / "IM000001")  # DICOM by content only
-    out = data.parent / f"{data.name}_out"
-    result = run_inference(NAME, data, out)  # the cohort layer finds DICOM by content
-    return result, out
+    out = root / "twins_out"
+    return lambda: (run_inference(NAME, data, out), out)  # the cohort layer finds DICOM by content
+
+
+@pytest.fixture(scope="module")
+def twin_run(session_runs):
+    return session_runs("angiogram_intake")
 
 
 def _manifest(out: Path) -> dict:

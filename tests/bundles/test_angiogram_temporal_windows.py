@@ -4,6 +4,8 @@ through ``python -m monai.bundle run`` (one run shared by the assertions)."""
 from __future__ import annotations
 
 import csv
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -15,6 +17,7 @@ from monai.bundle import ConfigParser
 from monai_saliency.data.dicom.xa_writer import write_xa_cine
 from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
 from monai_saliency.engines.temporal import TemporalWindowInferer
+from tests._parallel_runs import session_run
 from tests.bundles.conftest import load_bundle_scripts, run_inference
 
 NAME = "angiogram_signature_activation"
@@ -23,16 +26,21 @@ FRAMES, WINDOW, OVERLAP = 120, 48, 0.5
 OPTIONS = {"frame_size": [32, 32], "window_frames": WINDOW, "window_overlap": OVERLAP}
 
 
-@pytest.fixture(scope="module")
-def long_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("long_cine")
+@session_run("angiogram_temporal_windows")
+def _long_run(root: Path) -> Callable[[], tuple[subprocess.CompletedProcess, Path, Path]]:
+    """The long cine written now; the windowed bundle run over it, to call later (a session run: see
+    tests/_parallel_runs.py)."""
     data, out = root / "data", root / "out"
     data.mkdir()
     cine = make_angiogram_dataset(1, shape=(32, 32), frames=FRAMES, seed=5, grades=("severe",)).cine[0]
     write_xa_cine(cine, data / "long.dcm", uid_seed="long")
     args = [item for key, value in OPTIONS.items() for item in (f"--{key}", str(value))]
-    result = run_inference(NAME, data, out, *args, "--write_overlays", "false")
-    return result, data, out
+    return lambda: (run_inference(NAME, data, out, *args, "--write_overlays", "false"), data, out)
+
+
+@pytest.fixture(scope="module")
+def long_run(session_runs):
+    return session_runs("angiogram_temporal_windows")
 
 
 def _in_process(data: Path, out: Path) -> tuple[ConfigParser, torch.Tensor, torch.nn.Module]:

@@ -4,6 +4,7 @@ geometry and predictions as batch 1. The PET bundle has no DataLoader (one model
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -14,29 +15,22 @@ from test_angiogram_bundle import _check_study
 from test_gradient_saliency_3d import BUNDLE as GRAD3D
 from test_gradient_saliency_3d import _check_maps, _rows
 
+from tests._parallel_runs import session_run
+from tests.bundles.conftest import run_inference
+
 GRAD3D_METHODS = ("vanillagrad", "smoothgrad", "integratedgradients", "forgrad", "structured", "gradcam")
 
 
-def _run_batch_sizes(bundle_runner, bundle: str, data: Path, tmp_path: Path, sizes, *extra: str) -> dict[int, Path]:
-    """Run ``bundle`` over ``data`` once per batch size; return each run's output folder."""
-    outs = {}
-    for batch_size in sizes:
-        out = tmp_path / f"out_b{batch_size}"
-        result = bundle_runner(
-            bundle,
-            "--config_file",
-            "configs/inference.json",
-            "--dataset_dir",
-            str(data),
-            "--output_dir",
-            str(out),
-            "--dataloader#batch_size",
-            str(batch_size),
-            *extra,
-        )
+def _batch_run(bundle: str, data: Path, out: Path, batch_size: int) -> Callable[[], Path]:
+    """A run of ``bundle`` over ``data`` into ``out`` with ``--dataloader#batch_size``, to call later (its output
+    folder, once it succeeded)."""
+
+    def run() -> Path:
+        result = run_inference(bundle, data, out, "--dataloader#batch_size", str(batch_size))
         assert result.returncode == 0, result.stderr[-3000:]
-        outs[batch_size] = out
-    return outs
+        return out
+
+    return run
 
 
 def _assert_same_outputs(ref: Path, other: Path, n_studies: int, maps_per_study: int) -> None:
@@ -57,10 +51,8 @@ def _assert_same_outputs(ref: Path, other: Path, n_studies: int, maps_per_study:
         np.testing.assert_allclose(other_rows[name], probs, atol=1e-5)
 
 
-def test_gradient_saliency_3d_batch_size_four(tmp_path, bundle_runner):
-    """``--dataloader#batch_size 4`` over five studies (a full batch and a short one, each study with its own
-    affine). SmoothGrad's noise (and FORGrad's over it) is seeded per study, so its maps are compared too."""
-    data = tmp_path / "studies"
+def _five_studies(data: Path) -> list[Path]:
+    """The four gradient samples and case_001's values under a moved affine, copied to ``data``."""
     data.mkdir()
     inputs = []
     for name in ("case_000", "case_001", "case_002", "case_003"):
@@ -71,19 +63,51 @@ def test_gradient_saliency_3d_batch_size_four(tmp_path, bundle_runner):
     moved[:3, 3] += (3.0, -2.0, 5.0)
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), moved), str(data / "case_004.nii.gz"))
     inputs.append(data / "case_004.nii.gz")
-    outs = _run_batch_sizes(bundle_runner, "gradient_saliency_3d", data, tmp_path, (1, 4))
-    for out in outs.values():
+    return inputs
+
+
+def _gradient(batch_size: int) -> Callable[[Path], Callable[[], tuple[list[Path], Path]]]:
+    """The session run (see tests/_parallel_runs.py) of the gradient bundle over the five studies with
+    ``batch_size``: its studies and output folder."""
+
+    def build(root: Path) -> Callable[[], tuple[list[Path], Path]]:
+        inputs = _five_studies(root / "studies")
+        run = _batch_run("gradient_saliency_3d", root / "studies", root / f"out_b{batch_size}", batch_size)
+        return lambda: (inputs, run())
+
+    return build
+
+
+session_run("bundle_batch_sizes.gradient_b1")(_gradient(1))
+session_run("bundle_batch_sizes.gradient_b4")(_gradient(4))
+
+
+@session_run("bundle_batch_sizes.angiogram_b3")
+def _angiogram_b3(root: Path) -> Callable[[], Path]:
+    """The angiogram bundle over its sample with batch size 3 (a session run, see tests/_parallel_runs.py)."""
+    return _batch_run("angiogram_signature_activation", ANGIO_SAMPLE, root / "out_b3", 3)
+
+
+def test_gradient_saliency_3d_batch_size_four(session_runs):
+    """``--dataloader#batch_size 4`` over five studies (a full batch and a short one, each study with its own
+    affine). SmoothGrad's noise (and FORGrad's over it) is seeded per study, so its maps are compared too."""
+    outs = {b: session_runs(f"bundle_batch_sizes.gradient_b{b}") for b in (1, 4)}  # each over its copy of the studies
+    for inputs, out in outs.values():
         for method in GRAD3D_METHODS:
             _check_maps(inputs, out, method)
-    _assert_same_outputs(outs[1], outs[4], len(inputs), len(GRAD3D_METHODS))
+    _assert_same_outputs(outs[1][1], outs[4][1], len(outs[1][0]), len(GRAD3D_METHODS))
 
 
-def test_angiogram_batch_size_three(tmp_path, bundle_runner):
+def test_angiogram_batch_size_three(angio_sample_run, session_runs):
     """``--dataloader#batch_size 3`` over the five sample cines: a batch of three XA DICOM files and a short batch
-    that mixes a DICOM and a NIfTI cine."""
+    that mixes a DICOM and a NIfTI cine. The batch-1 run is the bundle's default run on its sample (the same
+    studies, the default ``batch_size`` 1; shared for the session, see conftest.py)."""
     samples = sorted(p for p in ANGIO_SAMPLE.iterdir() if p.name.endswith((".dcm", ".nii.gz")))
     assert [p.suffix for p in samples[3:]] == [".dcm", ".gz"]
-    outs = _run_batch_sizes(bundle_runner, "angiogram_signature_activation", ANGIO_SAMPLE, tmp_path, (1, 3))
+    default, one = angio_sample_run
+    assert default.returncode == 0, default.stderr[-3000:]
+    three = session_runs("bundle_batch_sizes.angiogram_b3")
+    outs = {1: one, 3: three}
     for out in outs.values():
         for src in samples:
             _check_study(src, out)

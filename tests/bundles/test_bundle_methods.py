@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from monai.bundle import ConfigParser
 
+from tests._parallel_runs import session_run
 from tests.bundles.conftest import run_inference
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -55,12 +58,19 @@ def test_unknown_method_and_unselected_derived_key_refused():
     assert chosen.get_parsed_content("map_keys") == ["sigact_frames", "gradcam"]
 
 
-def test_methods_run_writes_only_the_chosen_maps(tmp_path):
-    data, out = tmp_path / "data", tmp_path / "out"
+@session_run("bundle_methods")
+def _methods_run(root: Path) -> Callable[[], tuple[subprocess.CompletedProcess, Path]]:
+    """Two studies copied now; the gradient bundle run over them with two methods, to call later (a session run:
+    see tests/_parallel_runs.py)."""
+    data, out = root / "data", root / "out"
     data.mkdir()
     for name in ("case_000.nii.gz", "case_001.nii.gz"):
         shutil.copy(GRADIENT / "sample_data" / name, data / name)
-    result = run_inference("gradient_saliency_3d", data, out, "--methods", "['forgrad','smoothgrad']")
+    return lambda: (run_inference("gradient_saliency_3d", data, out, "--methods", "['forgrad','smoothgrad']"), out)
+
+
+def test_methods_run_writes_only_the_chosen_maps(session_runs):
+    result, out = session_runs("bundle_methods")
     assert result.returncode == 0, result.stderr[-3000:]
     for stem in ("case_000", "case_001"):
         maps = sorted(p.name for p in (out / stem).glob("*.nii.gz"))

@@ -1,10 +1,10 @@
 """Issue #22 (cohort quick-look page): ``report.html`` of a real angiogram bundle run, loaded in headless Chromium.
 
-One bundle run (module fixture) over three studies, one with an odd name and one that fails at loading; Chromium
-(Debian ``chromium``; skipped with a reason outside CI when absent) loads the page from its ``file://`` URL: the
-script ran (``data-ready``), no script error was reported (the page's ``window.onerror`` writes ``#report-error``), one
-row per study, the GIF overlays load, the script sorts (``#sort=`` fragments); a screenshot is taken
-(``UPDATE_REPORT_SCREENSHOT=1`` copies it to the committed ``benchmarks/speed/results/report_screenshot.png``;
+One bundle run (a session run, see tests/_parallel_runs.py) over three studies, one with an odd name and one that
+fails at loading; Chromium (Debian ``chromium``; skipped with a reason outside CI when absent) loads the page from its
+``file://`` URL: the script ran (``data-ready``), no script error was reported (the page's ``window.onerror`` writes
+``#report-error``), one row per study, the GIF overlays load, the script sorts (``#sort=`` fragments); a screenshot
+is taken (``UPDATE_REPORT_SCREENSHOT=1`` copies it to the committed ``benchmarks/speed/results/report_screenshot.png``;
 otherwise the test never writes into the repository).
 """
 
@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 
+from tests._parallel_runs import session_run
 from tests._system_tools import require_tool
 from tests.bundles.conftest import REPO, run_inference
 from tests.engines.test_cohort_report import parse_report
@@ -39,18 +41,24 @@ def _chromium(exe: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    exe = require_tool("chromium", "chromium")
-    root = tmp_path_factory.mktemp("report")
+@session_run("cohort_report_browser")
+def _report_run(root: Path) -> Callable[[], tuple[subprocess.CompletedProcess, Path]]:
+    """The study folder written now; the bundle run over it, to call later (a session run: see
+    tests/_parallel_runs.py)."""
     data, out = root / "data", root / "out"
     data.mkdir()
     shutil.copy(SAMPLE / "case_000.dcm", data / "case_000.dcm")
     shutil.copy(SAMPLE / "case_004.nii.gz", data / ODD)
     (data / "broken.dcm").write_bytes((SAMPLE / "case_003.dcm").read_bytes()[:40000])  # fails at loading
-    result = run_inference("angiogram_signature_activation", data, out)
+    return lambda: (run_inference("angiogram_signature_activation", data, out), out)
+
+
+@pytest.fixture(scope="module")
+def report(session_runs):
+    exe = require_tool("chromium", "chromium")
+    result, out = session_runs("cohort_report_browser")
     assert "2 succeeded, 0 skipped, 1 failed" in result.stdout, result.stderr[-3000:]
-    return exe, out / "report.html", root
+    return exe, out / "report.html", out.parent
 
 
 def test_report_loads_in_headless_chromium(report):

@@ -1,14 +1,15 @@
 """Issue #23, properties 1-7 and usability, through ``python -m monai.bundle run`` of the angiogram bundle (DICOM and
 NIfTI inputs; the gradient_saliency_3d bundle runs the same cohort layer, see test_gradient_saliency_3d.py).
 
-One cohort is run four times in sequence (module fixture), with ``output_dir`` == ``dataset_dir``:
+One cohort is run four times (module fixture), with ``output_dir`` == ``dataset_dir``:
 
 1. first run: odd names, bad studies at loading (a truncated DICOM; a NIfTI of NaNs, refused by the
    loader's finite check; failures at inference and writing are tested in tests/engines/test_cohort_evaluator.py), batch 3;
 2. rerun over a stale lock and a crashed run's staging leftovers: the complete studies are skipped;
 3. ``--overwrite true`` with obstacles: two output folders replaced by symlinks (to an outside folder, to an input
    file) and one input turned bad: those studies fail alone, the earlier outputs of the bad one are kept;
-4. a run while another live run holds the lock: refused, nothing written.
+4. a run while another live run holds the lock: refused, nothing written (over a copy of the folder as run 2 left
+   it, at the same time as run 3: the two runs are independent).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests._parallel_runs import Prefetched, run_together
 from tests.bundles.conftest import run_bundle, run_multi_gpu
 
 NAME = "angiogram_signature_activation"
@@ -90,9 +92,8 @@ def _dead_pid() -> int:
     return int(proc.stdout)
 
 
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cohort")
+def _cohort(root: Path) -> dict:
+    """The four runs of the module docstring below ``root``: their results and the folder's state after each."""
     data = root / "data"
     for sub in ("f1", "f2", "sp ace"):
         (data / sub).mkdir(parents=True)
@@ -121,6 +122,12 @@ def cohort(tmp_path_factory):
     runs["manifest_rerun"] = _manifest(data)
     runs["predictions_rerun"] = (data / "predictions.csv").read_text() if (data / "predictions.csv").is_file() else ""
 
+    locked = root / "locked"  # run 4 runs on a copy of the folder as the rerun left it, at the same time as run 3
+    shutil.copytree(data, locked, symlinks=True)
+    lock = {"run_id": "live", "pid": os.getpid(), "host": socket.gethostname(), "started": 0}
+    (locked / ".cohort.lock").write_text(json.dumps(lock))
+    before = _tree(locked)
+
     outside = root / "outside"
     outside.mkdir()
     (outside / "keep.txt").write_text("not yours")
@@ -131,16 +138,40 @@ def cohort(tmp_path_factory):
     _nan_like(SAMPLE / "case_004.nii.gz", data / ODD)  # the study turns bad: its earlier outputs must stay
     runs["odd_input"] = _sha(data / ODD)
     runs["outside"] = _tree(outside)
-    runs["overwrite"] = _run(data, "--overwrite", "true")
+    runs["overwrite"], runs["locked"] = run_together(lambda: _run(data, "--overwrite", "true"), lambda: _run(locked))
     runs["after_overwrite"] = _tree(data)
-
-    lock = {"run_id": "live", "pid": os.getpid(), "host": socket.gethostname(), "started": 0}
-    (data / ".cohort.lock").write_text(json.dumps(lock))
-    before = _tree(data)
-    runs["locked"] = _run(data)
-    runs["lock_refused_nothing_written"] = _tree(data) == before
-    (data / ".cohort.lock").unlink()
+    runs["lock_refused_nothing_written"] = _tree(locked) == before
     return runs
+
+
+def _torchrun(root: Path) -> dict:
+    """Two ranks (gloo on CPU), ``output_dir`` inside ``dataset_dir``; one rank gets a NaN study."""
+    data = root / "data"
+    data.mkdir()
+    for name in ("case_000.dcm", "case_002.dcm"):
+        shutil.copy(SAMPLE / name, data / name)
+    _nan_like(SAMPLE / "case_004.nii.gz", data / "nan.nii.gz")
+    inputs = _tree(data)
+    out = data / "out"
+    return {"result": run_multi_gpu(NAME, data, out), "data": data, "out": out, "inputs": inputs}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, background) -> Prefetched:
+    """``runs("cohort")``, the four runs, and ``runs("torchrun")``: the first asked for runs at once, the other in
+    the background (see tests/_parallel_runs.py)."""
+    return Prefetched(
+        background,
+        {
+            "cohort": lambda: _cohort(tmp_path_factory.mktemp("cohort")),
+            "torchrun": lambda: _torchrun(tmp_path_factory.mktemp("torchrun")),
+        },
+    )
+
+
+@pytest.fixture
+def cohort(runs) -> dict:
+    return runs("cohort")
 
 
 def test_first_run_bad_studies_cost_only_themselves(cohort):
@@ -251,16 +282,10 @@ def test_second_concurrent_run_refuses(cohort):
     assert cohort["lock_refused_nothing_written"]
 
 
-def test_torchrun_failure_on_one_rank_loses_nothing(tmp_path):
+def test_torchrun_failure_on_one_rank_loses_nothing(runs):
     """Two ranks (gloo on CPU), ``output_dir`` inside ``dataset_dir``; one rank gets a NaN study."""
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("case_000.dcm", "case_002.dcm"):
-        shutil.copy(SAMPLE / name, data / name)
-    _nan_like(SAMPLE / "case_004.nii.gz", data / "nan.nii.gz")
-    inputs = _tree(data)
-    out = data / "out"
-    result = run_multi_gpu(NAME, data, out)
+    run = runs("torchrun")
+    result, data, out, inputs = run["result"], run["data"], run["out"], run["inputs"]
     assert result.returncode != 0
     failed = [line for line in result.stderr.splitlines() if line.startswith("FAILED ")]
     assert len(failed) == 1 and failed[0].startswith("FAILED nan.nii.gz: ") and "non-finite" in failed[0], (

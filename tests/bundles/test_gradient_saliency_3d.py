@@ -4,13 +4,16 @@ import csv
 import json
 import shutil
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from PIL import Image
 
+from tests._parallel_runs import Prefetched
+from tests.bundles.conftest import run_bundle
 from tests.engines.test_cohort_report import parse_report
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "gradient_saliency_3d"
@@ -37,9 +40,85 @@ def _check_maps(inputs, out_dir, method="vanillagrad"):
         assert np.isfinite(values).all() and values.min() == 0 and np.isclose(values.max(), 1)
 
 
-def test_runs_on_its_sample(tmp_path, bundle_runner):
-    out = tmp_path / "out"
-    result = bundle_runner("gradient_saliency_3d", "--config_file", CONFIG, "--output_dir", str(out))
+def _sample(root: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    out = root / "out"
+    return run_bundle("gradient_saliency_3d", "--config_file", CONFIG, "--output_dir", str(out)), out
+
+
+def _corrupt(root: Path) -> tuple[subprocess.CompletedProcess, Path, list[Path]]:
+    """Two good studies and a truncated one; the run's result, output folder and good studies."""
+    data = root / "studies"
+    data.mkdir()
+    good = []
+    for name in ("case_000.nii.gz", "case_001.nii.gz"):
+        shutil.copy(BUNDLE / "sample_data" / name, data / name)
+        good.append(data / name)
+    (data / "broken.nii.gz").write_bytes((BUNDLE / "sample_data" / "case_002.nii.gz").read_bytes()[:3000])
+    out = root / "out"
+    result = run_bundle(
+        "gradient_saliency_3d", "--config_file", CONFIG, "--dataset_dir", str(data), "--output_dir", str(out)
+    )
+    return result, out, good
+
+
+def _overrides(root: Path) -> Callable[[], tuple[subprocess.CompletedProcess, Path, Path]]:
+    """A three-class DenseNet of the user's (``--network_def``, ``--ckpt_path``, ``--target_layer``) and one study,
+    written now (torch's global generator is seeded here, in the test process's main thread); the run of the bundle
+    with them, to call later: its result, the study folder and the output folder."""
+    import torch
+    from monai.networks.nets import DenseNet
+
+    spec = {
+        "_target_": "DenseNet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 3,
+        "init_features": 4,
+        "growth_rate": 4,
+        "block_config": [1, 1],
+        "bn_size": 1,
+    }
+    torch.manual_seed(0)
+    net = DenseNet(**{k: v for k, v in spec.items() if k != "_target_"})
+    torch.save(net.state_dict(), root / "mine.pt")
+    data = root / "studies"
+    data.mkdir()
+    shutil.copy(BUNDLE / "sample_data" / "case_001.nii.gz", data / "case_001.nii.gz")
+    out = root / "out"
+    args = ("--network_def", repr(spec), "--ckpt_path", str(root / "mine.pt"), "--target_layer", "features.denseblock2")
+    args += ("--dataset_dir", str(data), "--output_dir", str(out))
+    return lambda: (run_bundle("gradient_saliency_3d", "--config_file", CONFIG, *args), data, out)
+
+
+def _torchrun(root: Path) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    """Three samples, the two-process run over them: its result, the study folder and the output folder."""
+    data = root / "studies"
+    data.mkdir()
+    for name in ("case_000.nii.gz", "case_001.nii.gz", "case_002.nii.gz"):
+        shutil.copy(BUNDLE / "sample_data" / name, data / name)
+    out = root / "out"
+    args = ("--config_file", MULTI, "--dataset_dir", str(data), "--output_dir", str(out))
+    return run_bundle("gradient_saliency_3d", *args, torchrun_procs=2), data, out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, background) -> Prefetched:
+    """The module's independent bundle runs, ``runs("sample")``, ``runs("corrupt")``, ``runs("torchrun")`` and
+    ``runs("overrides")``: the first asked for runs at once, the others in the background (see
+    tests/_parallel_runs.py)."""
+    sample, corrupt = tmp_path_factory.mktemp("sample"), tmp_path_factory.mktemp("corrupt")
+    torchrun = tmp_path_factory.mktemp("torchrun")
+    calls = {
+        "sample": lambda: _sample(sample),
+        "corrupt": lambda: _corrupt(corrupt),
+        "torchrun": lambda: _torchrun(torchrun),
+        "overrides": _overrides(tmp_path_factory.mktemp("overrides")),
+    }
+    return Prefetched(background, calls)
+
+
+def test_runs_on_its_sample(runs):
+    result, out = runs("sample")
     assert result.returncode == 0, result.stderr[-3000:]
     samples = sorted((BUNDLE / "sample_data").glob("*.nii.gz"))
     for method in ("vanillagrad", "smoothgrad", "integratedgradients", "forgrad", "structured", "gradcam"):
@@ -65,41 +144,16 @@ def test_runs_on_its_sample(tmp_path, bundle_runner):
         assert row["imgs"] == [f"{stem}/{stem}_quicklook.png"]
 
 
-def test_metadata_verifies_offline(tmp_path, schema_path):
-    schema = tmp_path / "schema.json"
-    shutil.copy(schema_path, schema)  # verify_metadata may re-download when absent: give it a local copy
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "verify_metadata",
-            "--meta_file",
-            str(BUNDLE / CONFIG.replace("inference", "metadata")),
-            "--filepath",
-            str(schema),
-        ],
-        capture_output=True,
-        text=True,
-        env={"PATH": "", "NO_PROXY": "*", "HTTPS_PROXY": "http://127.0.0.1:9"},
-        check=False,  # the return code is asserted below, with stderr in the message
-    )
+def test_metadata_verifies_offline(metadata_offline):
+    """``python -m monai.bundle verify_metadata`` with the network made unreachable, against a local copy of the
+    schema (verify_metadata may re-download it when absent): conftest.py's verify_metadata_offline."""
+    result = metadata_offline("gradient_saliency_3d")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "verified with no error" in result.stdout + result.stderr
 
 
-def test_corrupt_study_reported_others_processed(tmp_path, bundle_runner):
-    data = tmp_path / "studies"
-    data.mkdir()
-    good = []
-    for name in ("case_000.nii.gz", "case_001.nii.gz"):
-        shutil.copy(BUNDLE / "sample_data" / name, data / name)
-        good.append(data / name)
-    (data / "broken.nii.gz").write_bytes((BUNDLE / "sample_data" / "case_002.nii.gz").read_bytes()[:3000])
-    out = tmp_path / "out"
-    result = bundle_runner(
-        "gradient_saliency_3d", "--config_file", CONFIG, "--dataset_dir", str(data), "--output_dir", str(out)
-    )
+def test_corrupt_study_reported_others_processed(runs):
+    result, out, good = runs("corrupt")
     assert result.returncode != 0
     assert "broken.nii.gz" in result.stderr + result.stdout
     _check_maps(good, out)
@@ -107,65 +161,17 @@ def test_corrupt_study_reported_others_processed(tmp_path, bundle_runner):
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".cohort"]  # records; no temp files
 
 
-def test_torchrun_two_processes_uneven_shards_write_each_study_once(tmp_path, bundle_runner):
-    data = tmp_path / "studies"
-    data.mkdir()
+def test_torchrun_two_processes_uneven_shards_write_each_study_once(runs):
+    result, data, out = runs("torchrun")
     names = ["case_000.nii.gz", "case_001.nii.gz", "case_002.nii.gz"]
-    for name in names:
-        shutil.copy(BUNDLE / "sample_data" / name, data / name)
-    out = tmp_path / "out"
-    result = bundle_runner(
-        "gradient_saliency_3d",
-        "--config_file",
-        MULTI,
-        "--dataset_dir",
-        str(data),
-        "--output_dir",
-        str(out),
-        torchrun_procs=2,
-    )
     assert result.returncode == 0, result.stderr[-3000:]
     _check_maps([data / n for n in names], out)
     rows = _rows(out / "predictions.csv")
     assert sorted(r[0].split("/")[-1] for r in rows) == names  # gathered from both ranks, no padding duplicate
 
 
-def test_network_and_target_layer_are_overrides(tmp_path, bundle_runner):
-    import torch
-    from monai.networks.nets import DenseNet
-
-    spec = {
-        "_target_": "DenseNet",
-        "spatial_dims": 3,
-        "in_channels": 1,
-        "out_channels": 3,
-        "init_features": 4,
-        "growth_rate": 4,
-        "block_config": [1, 1],
-        "bn_size": 1,
-    }
-    torch.manual_seed(0)
-    net = DenseNet(**{k: v for k, v in spec.items() if k != "_target_"})
-    torch.save(net.state_dict(), tmp_path / "mine.pt")
-    data = tmp_path / "studies"
-    data.mkdir()
-    shutil.copy(BUNDLE / "sample_data" / "case_001.nii.gz", data / "case_001.nii.gz")
-    out = tmp_path / "out"
-    result = bundle_runner(
-        "gradient_saliency_3d",
-        "--config_file",
-        CONFIG,
-        "--network_def",
-        repr(spec),
-        "--ckpt_path",
-        str(tmp_path / "mine.pt"),
-        "--target_layer",
-        "features.denseblock2",
-        "--dataset_dir",
-        str(data),
-        "--output_dir",
-        str(out),
-    )
+def test_network_and_target_layer_are_overrides(runs):
+    result, data, out = runs("overrides")
     assert result.returncode == 0, result.stderr[-3000:]
     _check_maps([data / "case_001.nii.gz"], out, "gradcam")
     assert len(_rows(out / "predictions.csv")[0]) == 1 + 3  # three classes from the overridden network

@@ -6,6 +6,8 @@ read the segmentation output as class scores: "expected class scores of shape (B
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +18,7 @@ import torch
 from monai_saliency.core import ClassTarget, RegionTarget
 from monai_saliency.engines import SaliencyInferer, target_from_options
 from monai_saliency.methods import GradCAM, VanillaGrad
+from tests._parallel_runs import session_run
 from tests.bundles.conftest import run_bundle
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "gradient_saliency_3d"
@@ -23,12 +26,17 @@ CONFIG = "configs/inference_segmentation.json"
 METHODS = ("vanillagrad", "integratedgradients", "gradcam")
 
 
+@session_run("gradient_saliency_3d_segmentation")
+def _segmentation_run(root: Path) -> Callable[[], tuple[subprocess.CompletedProcess, Path]]:
+    """The segmentation config on the sample, to call later (a session run: see tests/_parallel_runs.py)."""
+    out = root / "out"
+    args = ("--config_file", CONFIG, "--output_dir", str(out), "--target", "region", "--target_class", "1")
+    return lambda: (run_bundle("gradient_saliency_3d", *args), out)
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    # bundle_runner is function-scoped; run the bundle once per module with the same helper
-    out = tmp_path_factory.mktemp("seg") / "out"
-    result = run_bundle("gradient_saliency_3d", "--config_file", CONFIG, "--output_dir", str(out),
-                        "--target", "region", "--target_class", "1")  # fmt: skip
+def run(session_runs):
+    result, out = session_runs("gradient_saliency_3d_segmentation")
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 

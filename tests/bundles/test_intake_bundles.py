@@ -19,6 +19,7 @@ import torch
 
 from monai_saliency.data.checks import CINE_INTENT_NAME
 from monai_saliency.data.dicom.xa_writer import write_xa_cine
+from tests._parallel_runs import Prefetched
 from tests.bundles.conftest import run_bundle
 from tests.data._intake_mutations import raw_nifti, set_nifti_field
 
@@ -64,8 +65,7 @@ def _check_bad(run: tuple[subprocess.CompletedProcess, Path], name: str, reason:
     assert not list(out.rglob(f"*{name.split('.')[0]}*.nii.gz"))
 
 
-@pytest.fixture(scope="module")
-def cine_run(tmp_path_factory):
+def _cine_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     data = tmp_path_factory.mktemp("cines")
     shutil.copy(CINE_SAMPLE / "case_000.dcm", data / "good.dcm")
     shutil.copy(VOLUME_SAMPLE / "case_000.nii.gz", data / "volume.nii.gz")  # a 3D volume, not a cine
@@ -83,8 +83,7 @@ def cine_run(tmp_path_factory):
     return _run("angiogram_signature_activation", data, tmp_path_factory.mktemp("cine_out"))
 
 
-@pytest.fixture(scope="module")
-def volume_run(tmp_path_factory):
+def _volume_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     data = tmp_path_factory.mktemp("volumes")
     good = nib.load(str(VOLUME_SAMPLE / "case_001.nii.gz"))
     shutil.copy(VOLUME_SAMPLE / "case_001.nii.gz", data / "good.nii.gz")
@@ -100,6 +99,25 @@ def volume_run(tmp_path_factory):
     shutil.copy(CINE_SAMPLE / "case_004.nii.gz", data / "cine.nii.gz")
     _mutant(data / "mutant_hdr.nii.gz", VOLUME_SAMPLE / "case_002.nii.gz", "datatype", 9999)  # unknown type
     return _run("gradient_saliency_3d", data, tmp_path_factory.mktemp("volume_out"))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, background) -> Prefetched:
+    """The two bundle runs: the first asked for runs at once, the other in the background (see
+    tests/_parallel_runs.py)."""
+    return Prefetched(
+        background, {"cine": lambda: _cine_run(tmp_path_factory), "volume": lambda: _volume_run(tmp_path_factory)}
+    )
+
+
+@pytest.fixture
+def cine_run(runs) -> tuple[subprocess.CompletedProcess, Path]:
+    return runs("cine")
+
+
+@pytest.fixture
+def volume_run(runs) -> tuple[subprocess.CompletedProcess, Path]:
+    return runs("volume")
 
 
 @pytest.mark.parametrize(

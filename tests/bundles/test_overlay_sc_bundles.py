@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -15,6 +17,7 @@ import torch
 
 from monai_saliency.data.dicom.pet_series import write_pet_series
 from monai_saliency.data.synthetic.pet_phantom import make_pet_study
+from tests._parallel_runs import session_run
 from tests._sc_checks import dciodvfy_errors, dcm2niix_rgb, zero_map_blend
 from tests.bundles.conftest import load_bundle_scripts, run_bundle
 
@@ -35,9 +38,9 @@ def _one(out: Path, pattern: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def angio_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("angio_sc") / "out"
-    result = run_bundle(ANGIO, "--config_file", "configs/inference.json", "--output_dir", str(out))
+def angio_run(angio_sample_run):
+    """The output folder of the bundle's default run on its sample (shared for the session: only read here)."""
+    result, out = angio_sample_run
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -97,14 +100,21 @@ def test_angiogram_overlay_pixels_follow_the_written_map(angio_run):
     assert np.abs(image - grey)[high].max(axis=-1).mean() > 80
 
 
-def test_write_overlays_false_turns_them_off(angio_run, tmp_path):
-    assert list(angio_run.rglob(f"case_002_{KEY}_overlay.dcm"))  # written by default
-    data = tmp_path / "data"
+@session_run("overlay_sc_bundles")
+def _overlays_off(root: Path) -> Callable[[], tuple[subprocess.CompletedProcess, Path]]:
+    """One cine copied now; the bundle run over it with ``--write_overlays false``, to call later (a session run:
+    see tests/_parallel_runs.py)."""
+    data = root / "data"
     data.mkdir()
     shutil.copy(SAMPLE / "case_002.dcm", data)
-    out = tmp_path / "out"
+    out = root / "out"
     args = ("--dataset_dir", str(data), "--output_dir", str(out), "--write_overlays", "false")
-    result = run_bundle(ANGIO, "--config_file", "configs/inference.json", *args)
+    return lambda: (run_bundle(ANGIO, "--config_file", "configs/inference.json", *args), out)
+
+
+def test_write_overlays_false_turns_them_off(angio_run, session_runs):
+    assert list(angio_run.rglob(f"case_002_{KEY}_overlay.dcm"))  # written by default
+    result, out = session_runs("overlay_sc_bundles")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not list(out.rglob("*_overlay.dcm"))
     assert list(out.rglob(f"case_002_{KEY}.dcm")) and list(out.rglob(f"case_002_{KEY}.gif"))  # the rest is written

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from monai_saliency.data.dicom.parametric_map import read_parametric_map
 from monai_saliency.data.nifti import save_nifti
 from monai_saliency.data.synthetic.pet_phantom import make_pet_study
 from monai_saliency.engines.sharding import shard_bounds
-from tests.bundles.conftest import load_bundle_scripts
+from tests._parallel_runs import Prefetched, run_together
+from tests.bundles.conftest import load_bundle_scripts, run_bundle
 
 NAME = "pet_morch_saliency"
 study_io = load_bundle_scripts(NAME, "study")
@@ -36,24 +38,59 @@ def _first_series() -> Path:
     return SAMPLE / first
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from tests.bundles.conftest import run_bundle
+def _train_outside(folder: Path) -> subprocess.CompletedProcess:
+    """The training config run from ``folder`` (not the bundle's), with ``--bundle_root`` and ``--model_dir``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "train.json")]
+    cmd += ["--bundle_root", str(BUNDLE), "--model_dir", str(folder)]
+    return subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=600, check=False)
 
-    models = tmp_path_factory.mktemp("models")
-    result = run_bundle(NAME, "--config_file", "configs/train.json", "--model_dir", str(models))
+
+@pytest.fixture(scope="module")
+def trainings(tmp_path_factory, background) -> Prefetched:
+    """Two independent training runs, each its result and model folder: ``"bundle"`` from the bundle folder and
+    ``"outside"`` from another folder; the first asked for runs at once, the other in the background (see
+    conftest.py)."""
+    models, outside = tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("outside")
+    return Prefetched(
+        background,
+        {
+            "bundle": lambda: (
+                run_bundle(NAME, "--config_file", "configs/train.json", "--model_dir", str(models)),
+                models,
+            ),
+            "outside": lambda: (_train_outside(outside), outside),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(trainings):
+    result, models = trainings("bundle")
     assert result.returncode == 0, result.stderr[-3000:]
     return models
 
 
 @pytest.fixture(scope="module")
-def inferred(trained, tmp_path_factory):
-    from tests.bundles.conftest import run_bundle
-
-    out = tmp_path_factory.mktemp("out")
-    result = run_bundle(
-        NAME, "--config_file", "configs/inference.json", "--model_dir", str(trained), "--output_dir", str(out)
+def with_trained(trained, tmp_path_factory, background) -> Prefetched:
+    """The two inference runs with the trained model, each its result and output folder: ``"inferred"`` (one
+    process) and ``"torchrun"`` (two); the first asked for runs at once, the other in the background (see
+    tests/_parallel_runs.py)."""
+    one, two = tmp_path_factory.mktemp("out"), tmp_path_factory.mktemp("torchrun")
+    inference = ("--config_file", "configs/inference.json", "--model_dir", str(trained), "--output_dir", str(one))
+    multi = ("--config_file", MULTI, "--model_dir", str(trained), "--output_dir", str(two))
+    return Prefetched(
+        background,
+        {
+            "inferred": lambda: (run_bundle(NAME, *inference), one),
+            "torchrun": lambda: (run_bundle(NAME, *multi, torchrun_procs=2), two),
+        },
     )
+
+
+@pytest.fixture(scope="module")
+def inferred(with_trained):
+    result, out = with_trained("inferred")
     assert result.returncode == 0, result.stderr[-3000:]
     return out / "morch_maps"
 
@@ -108,25 +145,10 @@ def test_inference_outputs(inferred, trained):
     assert not [p for p in SAMPLE.rglob("*morch*")]  # nothing written beside the inputs
 
 
-def test_metadata_verifies_offline(tmp_path, schema_path):
-    schema = tmp_path / "schema.json"
-    shutil.copy(schema_path, schema)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "verify_metadata",
-            "--meta_file",
-            str(BUNDLE / "configs" / "metadata.json"),
-            "--filepath",
-            str(schema),
-        ],
-        capture_output=True,
-        text=True,
-        env={"PATH": "", "NO_PROXY": "*", "HTTPS_PROXY": "http://127.0.0.1:9"},
-        check=False,
-    )
+def test_metadata_verifies_offline(metadata_offline):
+    """``python -m monai.bundle verify_metadata`` with the network made unreachable, against a local copy of the
+    schema (verify_metadata may re-download it when absent): conftest.py's verify_metadata_offline."""
+    result = metadata_offline(NAME)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "verified with no error" in result.stdout + result.stderr
 
@@ -136,28 +158,26 @@ def test_corrupt_file_named_nonzero_exit_no_outputs(tmp_path, bundle_runner):
     shutil.copytree(SAMPLE, data)
     bad = sorted((data / "sub-03" / "scan-02").iterdir())[4]
     bad.write_bytes(bad.read_bytes()[:300])
-    out = tmp_path / "out"
-    result = bundle_runner(
-        NAME, "--config_file", "configs/inference.json", "--dataset_dir", str(data), "--output_dir", str(out)
+    out, models = tmp_path / "out", tmp_path / "models"
+    inference, result = run_together(  # inference and training, independent: both at once
+        lambda: bundle_runner(
+            NAME, "--config_file", "configs/inference.json", "--dataset_dir", str(data), "--output_dir", str(out)
+        ),
+        lambda: bundle_runner(
+            NAME, "--config_file", "configs/train.json", "--dataset_dir", str(data), "--model_dir", str(models)
+        ),
     )
-    assert result.returncode != 0
-    assert str(bad.relative_to(data)) in result.stderr + result.stdout
+    assert inference.returncode != 0
+    assert str(bad.relative_to(data)) in inference.stderr + inference.stdout
     assert not out.exists() or not any(out.iterdir())
-    models = tmp_path / "models"
-    result = bundle_runner(
-        NAME, "--config_file", "configs/train.json", "--dataset_dir", str(data), "--model_dir", str(models)
-    )
     assert result.returncode != 0
     assert str(bad.relative_to(data)) in result.stderr + result.stdout
     assert not models.exists() or not any(models.iterdir())
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one(inferred, trained, tmp_path, bundle_runner):
-    out = tmp_path / "out"
-    result = bundle_runner(
-        NAME, "--config_file", MULTI, "--model_dir", str(trained), "--output_dir", str(out), torchrun_procs=2
-    )
+def test_torchrun_two_processes_match_one(inferred, with_trained):
+    result, out = with_trained("torchrun")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 1/2: computed voxels" in result.stdout + result.stderr  # rank 1 did its share
     out = out / "morch_maps"
@@ -293,16 +313,11 @@ def test_old_engines_pet_bundle_path_warns_and_forwards():
         assert old.roc_auc(torch.tensor([0, 1, 1]), torch.tensor([0.1, 0.3, 0.2])) == 1.0
 
 
-def test_runs_from_outside_the_bundle_folder(tmp_path):
+def test_runs_from_outside_the_bundle_folder(trainings):
     """``scripts`` is resolved after MONAI puts the bundle root on sys.path (``_target_``, not ``imports``)."""
-    import os
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "train.json")]
-    cmd += ["--bundle_root", str(BUNDLE), "--model_dir", str(tmp_path)]
-    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    result, folder = trainings("outside")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "model.pt").is_file()
+    assert (folder / "model.pt").is_file()
 
 
 def test_folder_and_synthetic_studies_are_one_dataclass(small):

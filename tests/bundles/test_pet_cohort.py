@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ import torch
 from monai_saliency.data.dicom.pet_series import write_pet_series
 from monai_saliency.data.synthetic.pet_phantom import make_pet_study
 from monai_saliency.engines.cohort import RunLock
+from tests._parallel_runs import Prefetched
 from tests.bundles.conftest import BUNDLES, load_bundle_scripts, run_bundle
 
 NAME = "pet_morch_saliency"
@@ -88,14 +90,68 @@ def study(tmp_path_factory):
     return data, models
 
 
-@pytest.fixture(scope="module")
-def into_dataset(study):
-    """A first run with ``output_dir`` = ``dataset_dir``: the earlier set of the failure tests below."""
-    data, models = study
+def _into_dataset(data: Path, models: Path) -> tuple[dict[str, str], dict[str, str]]:
     before = _tree(data)
     result = _run(data, data, models, "--figure_order", "first")
     assert result.returncode == 0, result.stderr[-3000:]
     return before, _set_matches_manifest(data)
+
+
+def _inside_a_scan(data: Path, models: Path, root: Path) -> Callable[[], dict]:
+    """A copy of the study's inputs made now, with a symlinked ``run_manifest.json`` in the scan folder that is the
+    output folder; the two runs into that folder (the second a rerun), to call later."""
+    copy = root / "data"
+    shutil.copytree(data, copy, ignore=shutil.ignore_patterns(SET, ".*", "run_manifest.json"))
+    out = copy / "sub-01" / "scan-01"
+    before = _tree(copy)
+    (root / "victim.json").write_text("not yours")
+    (out / "run_manifest.json").symlink_to(root / "victim.json")  # replaced, never written through
+
+    def runs() -> dict:
+        first = _run(copy, out, models, "--figure_order", "None")
+        assert first.returncode == 0, first.stderr[-3000:]
+        outputs = _set_matches_manifest(out)
+        stamps = {k: (out / k).stat().st_mtime_ns for k in outputs}
+        second = _run(copy, out, models, "--figure_order", "None")
+        return {"copy": copy, "out": out, "before": before, "outputs": outputs, "stamps": stamps, "second": second}
+
+    return runs
+
+
+def _symlinked(data: Path, models: Path, root: Path) -> Callable[[], tuple[subprocess.CompletedProcess, Path, Path]]:
+    """A copy of the study's inputs and an output folder whose output set is a symlink to a victim folder, made
+    now; the run into it (with ``--debug``: the traceback instead of one line), to call later: its result, the
+    output folder and the victim folder."""
+    copy = root / "data"
+    shutil.copytree(data, copy)
+    victim = root / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    out = root / "out"
+    out.mkdir()
+    (out / SET).symlink_to(victim, target_is_directory=True)
+    return lambda: (_run(copy, out, models, "--debug", "true"), out, victim)
+
+
+@pytest.fixture(scope="module")
+def runs(study, tmp_path_factory, background) -> Prefetched:
+    """``runs("into_dataset")``, a first run with ``output_dir`` = ``dataset_dir`` (the earlier set of the failure
+    tests below: its input tree and output set), and the runs over copies of the inputs, ``runs("inside_a_scan")``
+    and ``runs("symlinked")`` (see their tests), prepared here, before any run: the first asked for runs at once,
+    the others in the background (see tests/_parallel_runs.py)."""
+    data, models = study
+    calls = {
+        "inside_a_scan": _inside_a_scan(data, models, tmp_path_factory.mktemp("inside_a_scan")),
+        "symlinked": _symlinked(data, models, tmp_path_factory.mktemp("symlinked")),
+        "into_dataset": lambda: _into_dataset(data, models),
+    }
+    return Prefetched(background, calls)
+
+
+@pytest.fixture(scope="module")
+def into_dataset(runs):
+    """A first run with ``output_dir`` = ``dataset_dir``: the earlier set of the failure tests below."""
+    return runs("into_dataset")
 
 
 def test_output_dir_is_dataset_dir_inputs_unchanged_and_manifest(study, into_dataset):
@@ -119,27 +175,18 @@ def test_output_dir_is_dataset_dir_inputs_unchanged_and_manifest(study, into_dat
     assert not (data / ".staging").exists() and not (data / ".cohort.lock").exists()
 
 
-def test_output_dir_inside_a_scan_folder_rerun_skips_and_outputs_are_not_scans(study, tmp_path):
+def test_output_dir_inside_a_scan_folder_rerun_skips_and_outputs_are_not_scans(runs):
     """Outputs written into a scan's own series folder are not read as slices of it on the rerun (today's reader
     took the earlier Parametric Maps as slices); the rerun of a complete, unchanged set is skipped."""
-    data, models = study
-    copy = tmp_path / "data"
-    shutil.copytree(data, copy, ignore=shutil.ignore_patterns(SET, ".*", "run_manifest.json"))
-    out = copy / "sub-01" / "scan-01"
-    before = _tree(copy)
-    (tmp_path / "victim.json").write_text("not yours")
-    (out / "run_manifest.json").symlink_to(tmp_path / "victim.json")  # replaced, never written through
-    first = _run(copy, out, models, "--figure_order", "None")
-    assert first.returncode == 0, first.stderr[-3000:]
-    outputs = _set_matches_manifest(out)
-    stamps = {k: (out / k).stat().st_mtime_ns for k in outputs}
-    second = _run(copy, out, models, "--figure_order", "None")
+    run = runs("inside_a_scan")
+    copy, out, before, outputs, second = run["copy"], run["out"], run["before"], run["outputs"], run["second"]
     assert second.returncode == 0, second.stderr[-3000:]
     assert "skipped" in second.stdout and _manifest(out)["summary"]["skipped"] == 1
-    assert {k: (out / k).stat().st_mtime_ns for k in outputs} == stamps  # not recomputed
+    assert {k: (out / k).stat().st_mtime_ns for k in outputs} == run["stamps"]  # not recomputed
     after = _tree(copy)
     assert {k: after[k] for k in before} == before
-    assert (tmp_path / "victim.json").read_text() == "not yours" and not (out / "run_manifest.json").is_symlink()
+    victim = copy.parent / "victim.json"
+    assert victim.read_text() == "not yours" and not (out / "run_manifest.json").is_symlink()
     assert {e["path"] for e in _manifest(out)["studies"][0]["inputs"]} == set(before)
 
 
@@ -228,15 +275,8 @@ def test_killed_rerun_keeps_the_earlier_set_and_the_next_run_takes_over(study, i
     assert not (data / ".staging").exists() and not (data / ".cohort.lock").exists()
 
 
-def test_symlinked_output_set_is_refused_and_not_followed(study, tmp_path):
-    data, models = study
-    victim = tmp_path / "victim"
-    victim.mkdir()
-    (victim / "keep.txt").write_text("keep")
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / SET).symlink_to(victim, target_is_directory=True)
-    result = _run(data, out, models, "--debug", "true")  # with --debug: the traceback instead of one line
+def test_symlinked_output_set_is_refused_and_not_followed(runs):
+    result, out, victim = runs("symlinked")
     assert result.returncode != 0 and "Traceback" in result.stderr
     assert f"UnsafePathError: {out / SET} is a symlink" in result.stderr
     assert [p.name for p in victim.iterdir()] == ["keep.txt"] and sorted(p.name for p in out.iterdir()) == [SET]

@@ -12,11 +12,13 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from monai_saliency.models.video import VideoLesionNet
+from tests._parallel_runs import Prefetched
 from tests.bundles.conftest import BUNDLES, REPO, load_bundle_scripts
 
 SCRIPT = BUNDLES / "conformance.py"
@@ -45,22 +47,11 @@ def _load_script():
     return module
 
 
-def test_all_bundles_pass_the_model_zoo_checks():
-    result = _conformance()
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    for name in NAMES:
-        for check in CHECKS:
-            assert f"PASS {name} {check} " in result.stdout, (name, check, result.stdout[-4000:])
-        assert (BUNDLES / name / "docs" / "data_license.txt").is_file()
-        assert "models/model.pt" in (BUNDLES / name / "large_files.yml").read_text()
-    assert "all model-zoo checks passed" in result.stdout
-
-
-def test_checks_fail_on_a_broken_bundle(tmp_path):
+def _broken_copy(tmp: Path) -> Path:
     """A copy of the cine bundle whose metadata promises 3 output channels and whose large_files.yml has a stale
-    md5: verify_net_in_out and download_large_files (each in its own ``python -m monai.bundle``) both fail."""
+    md5."""
     src = BUNDLES / "angiogram_signature_activation"
-    root = tmp_path / "angiogram_signature_activation"
+    root = tmp / "angiogram_signature_activation"
     shutil.copytree(
         src, root, ignore=shutil.ignore_patterns("sample_data", "sample_data_clinical", "outputs", "__pycache__")
     )
@@ -72,15 +63,37 @@ def test_checks_fail_on_a_broken_bundle(tmp_path):
     text = large.read_text()
     md5 = text.split('hash_val: "')[1].split('"')[0]
     large.write_text(text.replace(md5, "0" * 32))
-    result = _conformance(
-        "angiogram_signature_activation",
-        "--root",
-        str(root),
-        "--subprocess",
-        "--only",
-        "verify_net_in_out",
-        "large_files",
-    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, background) -> Prefetched:
+    """The two conformance command lines, ``runs("all")`` and ``runs("broken")``: the first asked for runs at once,
+    the other in the background (see tests/_parallel_runs.py)."""
+
+    def broken() -> subprocess.CompletedProcess:
+        root = _broken_copy(tmp_path_factory.mktemp("broken"))
+        args = ("--root", str(root), "--subprocess", "--only", "verify_net_in_out", "large_files")
+        return _conformance("angiogram_signature_activation", *args)
+
+    return Prefetched(background, {"all": _conformance, "broken": broken})
+
+
+def test_all_bundles_pass_the_model_zoo_checks(runs):
+    result = runs("all")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    for name in NAMES:
+        for check in CHECKS:
+            assert f"PASS {name} {check} " in result.stdout, (name, check, result.stdout[-4000:])
+        assert (BUNDLES / name / "docs" / "data_license.txt").is_file()
+        assert "models/model.pt" in (BUNDLES / name / "large_files.yml").read_text()
+    assert "all model-zoo checks passed" in result.stdout
+
+
+def test_checks_fail_on_a_broken_bundle(runs):
+    """A copy of the cine bundle whose metadata promises 3 output channels and whose large_files.yml has a stale
+    md5: verify_net_in_out and download_large_files (each in its own ``python -m monai.bundle``) both fail."""
+    result = runs("broken")
     assert result.returncode == 1
     assert "FAIL angiogram_signature_activation verify_net_in_out: " in result.stdout
     assert "doesn't match: `3`" in result.stdout

@@ -19,6 +19,8 @@ from monai.networks.nets import DenseNet
 from monai.transforms import LoadImage
 from PIL import Image
 
+from tests._parallel_runs import run_together
+
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "zoo_bundle"
 REPO = Path(__file__).resolve().parents[2]
 SIZES = [(40, 48), (36, 36), (50, 30), (32, 44), (45, 45)]  # (height, width) of the five test images
@@ -87,9 +89,8 @@ def _saliency(maps_dir: Path, **inferer: object) -> list[str]:
 
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_zoo_bundle_predictions_unchanged_and_maps_written(zoo_bundle, tmp_path, batch_size):
-    _run(zoo_bundle, tmp_path / "plain", batch_size)
     if batch_size == 1:  # exactly the documented override: NIfTI maps in the network's input grid
-        _run(zoo_bundle, tmp_path / "sal", batch_size, *_saliency(tmp_path / "maps"))
+        saliency = _saliency(tmp_path / "maps")
     else:  # PNG maps, inverted to each image's own grid
         invert = {
             "_target_": "Invertd",
@@ -98,12 +99,11 @@ def test_zoo_bundle_predictions_unchanged_and_maps_written(zoo_bundle, tmp_path,
             "orig_keys": "image",
             "nearest_interp": False,
         }
-        _run(
-            zoo_bundle,
-            tmp_path / "sal",
-            batch_size,
-            *_saliency(tmp_path / "maps", output_ext=".png", save_transform=invert),
-        )
+        saliency = _saliency(tmp_path / "maps", output_ext=".png", save_transform=invert)
+    run_together(  # the plain run and the one with saliency are independent: both at once
+        lambda: _run(zoo_bundle, tmp_path / "plain", batch_size),
+        lambda: _run(zoo_bundle, tmp_path / "sal", batch_size, *saliency),
+    )
     plain = (tmp_path / "plain" / "predictions.csv").read_bytes()
     assert plain == (tmp_path / "sal" / "predictions.csv").read_bytes()
     assert len(plain.decode().strip().splitlines()) == len(SIZES)
