@@ -13,12 +13,14 @@ waiting overlaps.
 
 from __future__ import annotations
 
+import collections
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["SESSION_RUNS", "Prefetched", "run_together", "session_run"]
+__all__ = ["SESSION_RUNS", "OnDemandThread", "Prefetched", "run_together", "session_run"]
 
 T = TypeVar("T")
 Builder = Callable[[Path], Callable[[], Any]]
@@ -33,6 +35,52 @@ def run_together(*calls: Callable[[], T]) -> list[T]:
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
         futures = [pool.submit(call) for call in calls]
     return [future.result() for future in futures]
+
+
+class OnDemandThread:
+    """An executor of one worker thread that exists only while it has work: started by :meth:`submit`, ended when
+    its queue is empty. An idle pool thread would outlive the bundle runs and make every later test process a
+    multi-threaded one, where the evaluator does not fork its writer process (``can_fork``).
+    """
+
+    def __init__(self, name: str = "prefetch") -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._queue: collections.deque = collections.deque()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        with self._lock:
+            self._queue.append((future, fn, args, kwargs))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+                self._thread.start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._thread = None
+                    return
+                future, fn, args, kwargs = self._queue.popleft()
+            if not future.set_running_or_notify_cancel():  # cancelled while queued
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as err:  # noqa: BLE001  raised where the result is asked for
+                future.set_exception(err)
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Cancel the queued work (``cancel_futures``) and wait for the running one (``wait``)."""
+        with self._lock:
+            if cancel_futures:
+                for future, *_ in self._queue:
+                    future.cancel()
+            thread = self._thread
+        if wait and thread is not None:
+            thread.join()
 
 
 class Prefetched:

@@ -5,12 +5,11 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests._parallel_runs import SESSION_RUNS, Prefetched
+from tests._parallel_runs import SESSION_RUNS, OnDemandThread, Prefetched
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
@@ -80,11 +79,12 @@ def verify_metadata_offline(bundle: str, tmp_path: Path) -> subprocess.Completed
 
 
 @pytest.fixture(scope="session")
-def background() -> Iterator[ThreadPoolExecutor]:
+def background() -> Iterator[OnDemandThread]:
     """The session's one background thread for :class:`Prefetched` runs (one run at a time beside the test process:
-    two busy processes on a two-core machine). At the end of the session the runs no test asked for (deselected,
-    or after ``-x`` stopped the session) are dropped, and the one running is waited for."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+    two busy processes on a two-core machine), alive only while runs are queued. At the end of the session the runs
+    no test asked for (deselected, or after ``-x`` stopped the session) are dropped, and the one running is waited
+    for."""
+    pool = OnDemandThread("prefetch")
     yield pool
     pool.shutdown(wait=True, cancel_futures=True)
 

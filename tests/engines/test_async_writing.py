@@ -222,6 +222,8 @@ class DyingWriter(SlowFailingWriter):
 def test_writer_process_death_fails_only_the_study_it_was_writing(tmp_path, cnn2d, capsys):
     cohort = _cohort(tmp_path)
     post = Compose([SaveMapsd("image", cohort.output_dir / "unused", folder_key="study_dir"), DyingWriter("image")])
+    # a writer thread would run DyingWriter in this process (and end it): only with a forked child
+    assert write_process_module.can_fork() is None, write_process_module.can_fork()
     evaluator = nifti_cohort_evaluator(cohort, cnn2d, post, 2, write_process=True)
     evaluator.run()
     _check_children_gone(evaluator, 1)  # not forked again from the writer thread: the thread writes the rest
