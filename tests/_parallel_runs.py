@@ -125,15 +125,16 @@ class Prefetched:
         return future.result()
 
 
-def session_run(key: str) -> Callable[[Builder], Builder]:
-    """Register ``builder(folder) -> run`` as the session run ``key``: when the session's runs are set up (at the
-    first test that asks for one), the builder prepares the run's inputs below the empty ``folder`` in the test
-    process's main thread and returns the run, which is called later on the background thread or in the test that
-    asks for it. Only the runs of the modules that have selected tests are set up; the first registration of a key
-    counts (a test module imported again under another name registers nothing new)."""
+def session_run(key: str, module: str | None = None) -> Callable[[Builder], Builder]:
+    """Register ``builder(folder) -> run`` as the session run ``key`` of the test module ``module`` (default: the
+    builder's): when the session's runs are set up (at the first test that asks for one), the builder prepares the
+    run's inputs below the empty ``folder`` in the test process's main thread and returns the run, which is called
+    later on the background thread or in the test that asks for it. Only the runs of the modules that have selected
+    tests are set up; the first registration of a key counts (a test module imported again under another name
+    registers nothing new)."""
 
     def register(builder: Builder) -> Builder:
-        SESSION_RUNS.setdefault(key, (builder.__module__, builder))
+        SESSION_RUNS.setdefault(key, (module or builder.__module__, builder))
         return builder
 
     return register

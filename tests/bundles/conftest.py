@@ -16,7 +16,6 @@ BUNDLES = REPO / "bundles"
 SCHEMA = BUNDLES / "schema" / "meta_schema_20240725.json"
 MULTI_GPU = "['configs/inference.json','configs/multi_gpu_inference.json']"
 ANGIO = "angiogram_signature_activation"
-NAMES = (ANGIO, "gradient_saliency_3d", "pet_morch_saliency")
 
 
 def run_bundle(
@@ -66,6 +65,11 @@ def run_multi_gpu(bundle: str, dataset_dir: Path, output_dir: Path, *args: str, 
     return run_bundle(bundle, *config, *args, torchrun_procs=procs)
 
 
+def metadata_offline(bundle: str) -> Callable[[Path], Callable[[], subprocess.CompletedProcess]]:
+    """The builder of :func:`verify_metadata_offline` of ``bundle`` as a session run (see tests/_parallel_runs.py)."""
+    return lambda folder: lambda: verify_metadata_offline(bundle, folder)
+
+
 def verify_metadata_offline(bundle: str, tmp_path: Path) -> subprocess.CompletedProcess:
     """``python -m monai.bundle verify_metadata`` on a bundle's ``configs/metadata.json`` with the network made
     unreachable, against a local copy of the schema (verify_metadata must not download anything)."""
@@ -87,19 +91,6 @@ def background() -> Iterator[OnDemandThread]:
     pool = OnDemandThread("prefetch")
     yield pool
     pool.shutdown(wait=True, cancel_futures=True)
-
-
-@pytest.fixture(scope="session")
-def metadata_offline(tmp_path_factory, background) -> Prefetched:
-    """:func:`verify_metadata_offline` of every bundle: ``metadata_offline(bundle)`` is that bundle's result (the
-    first asked for runs at once, the others in the background)."""
-    root = tmp_path_factory.mktemp("metadata")
-
-    def call(name: str) -> Callable[[], subprocess.CompletedProcess]:
-        (root / name).mkdir()
-        return lambda: verify_metadata_offline(name, root / name)
-
-    return Prefetched(background, {name: call(name) for name in NAMES})
 
 
 @pytest.fixture(scope="session")

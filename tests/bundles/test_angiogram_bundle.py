@@ -23,8 +23,8 @@ from monai_saliency.data.dicom.xa import read_xa_cine
 from monai_saliency.data.dicom.xa_writer import write_xa_cine
 from monai_saliency.data.synthetic.angiogram import make_angiogram_dataset
 from monai_saliency.models.video import VideoLesionNet
-from tests._parallel_runs import Prefetched
-from tests.bundles.conftest import run_bundle, run_multi_gpu
+from tests._parallel_runs import Prefetched, session_run
+from tests.bundles.conftest import metadata_offline, run_bundle, run_multi_gpu
 
 NAME = "angiogram_signature_activation"
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / NAME
@@ -115,8 +115,13 @@ def test_prediction_matches_direct_model_call(angio_sample_run):
     np.testing.assert_allclose(np.array(row[1:], dtype=float), expected, atol=1e-4)
 
 
-def test_metadata_verifies_offline(metadata_offline):
-    result = metadata_offline(NAME)  # verify_metadata_offline, see conftest.py
+session_run("metadata.angiogram_signature_activation", __name__)(metadata_offline(NAME))
+
+
+def test_metadata_verifies_offline(session_runs):
+    """``python -m monai.bundle verify_metadata`` with the network made unreachable, against a local copy of the
+    schema (verify_metadata may re-download it when absent): conftest.py's verify_metadata_offline, a session run."""
+    result = session_runs("metadata.angiogram_signature_activation")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "verified with no error" in result.stdout + result.stderr
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests._parallel_runs import Prefetched
-from tests.bundles.conftest import run_bundle
+from tests._parallel_runs import Prefetched, session_run
+from tests.bundles.conftest import metadata_offline, run_bundle
 from tests.engines.test_cohort_report import parse_report
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "gradient_saliency_3d"
@@ -144,10 +144,13 @@ def test_runs_on_its_sample(runs):
         assert row["imgs"] == [f"{stem}/{stem}_quicklook.png"]
 
 
-def test_metadata_verifies_offline(metadata_offline):
+session_run("metadata.gradient_saliency_3d", __name__)(metadata_offline("gradient_saliency_3d"))
+
+
+def test_metadata_verifies_offline(session_runs):
     """``python -m monai.bundle verify_metadata`` with the network made unreachable, against a local copy of the
-    schema (verify_metadata may re-download it when absent): conftest.py's verify_metadata_offline."""
-    result = metadata_offline("gradient_saliency_3d")
+    schema (verify_metadata may re-download it when absent): conftest.py's verify_metadata_offline, a session run."""
+    result = session_runs("metadata.gradient_saliency_3d")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "verified with no error" in result.stdout + result.stderr
 

@@ -18,8 +18,8 @@ from monai_saliency.data.dicom.parametric_map import read_parametric_map
 from monai_saliency.data.nifti import save_nifti
 from monai_saliency.data.synthetic.pet_phantom import make_pet_study
 from monai_saliency.engines.sharding import shard_bounds
-from tests._parallel_runs import Prefetched, run_together
-from tests.bundles.conftest import load_bundle_scripts, run_bundle
+from tests._parallel_runs import Prefetched, run_together, session_run
+from tests.bundles.conftest import load_bundle_scripts, metadata_offline, run_bundle
 
 NAME = "pet_morch_saliency"
 study_io = load_bundle_scripts(NAME, "study")
@@ -72,20 +72,17 @@ def trained(trainings):
 
 
 @pytest.fixture(scope="module")
-def with_trained(trained, tmp_path_factory, background) -> Prefetched:
+def with_trained(request, trained, tmp_path_factory, background) -> Prefetched:
     """The two inference runs with the trained model, each its result and output folder: ``"inferred"`` (one
-    process) and ``"torchrun"`` (two); the first asked for runs at once, the other in the background (see
-    tests/_parallel_runs.py)."""
+    process) and ``"torchrun"`` (two, only when its slow test is selected); the first asked for runs at once, the
+    other in the background (see tests/_parallel_runs.py)."""
     one, two = tmp_path_factory.mktemp("out"), tmp_path_factory.mktemp("torchrun")
     inference = ("--config_file", "configs/inference.json", "--model_dir", str(trained), "--output_dir", str(one))
-    multi = ("--config_file", MULTI, "--model_dir", str(trained), "--output_dir", str(two))
-    return Prefetched(
-        background,
-        {
-            "inferred": lambda: (run_bundle(NAME, *inference), one),
-            "torchrun": lambda: (run_bundle(NAME, *multi, torchrun_procs=2), two),
-        },
-    )
+    calls = {"inferred": lambda: (run_bundle(NAME, *inference), one)}
+    if any(item.name == "test_torchrun_two_processes_match_one" for item in request.session.items):
+        multi = ("--config_file", MULTI, "--model_dir", str(trained), "--output_dir", str(two))
+        calls["torchrun"] = lambda: (run_bundle(NAME, *multi, torchrun_procs=2), two)
+    return Prefetched(background, calls)
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +142,13 @@ def test_inference_outputs(inferred, trained):
     assert not [p for p in SAMPLE.rglob("*morch*")]  # nothing written beside the inputs
 
 
-def test_metadata_verifies_offline(metadata_offline):
+session_run("metadata.pet_morch_saliency", __name__)(metadata_offline(NAME))
+
+
+def test_metadata_verifies_offline(session_runs):
     """``python -m monai.bundle verify_metadata`` with the network made unreachable, against a local copy of the
-    schema (verify_metadata may re-download it when absent): conftest.py's verify_metadata_offline."""
-    result = metadata_offline(NAME)
+    schema (verify_metadata may re-download it when absent): conftest.py's verify_metadata_offline, a session run."""
+    result = session_runs("metadata.pet_morch_saliency")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "verified with no error" in result.stdout + result.stderr
 
