@@ -1,11 +1,13 @@
 """The angiogram bundle's cohort path with DataLoader workers and background writing (issue #22 section 2), run in
 this process over the sample cines plus a truncated DICOM in the middle of the sorted study list:
 
-* ``--num_workers 2 --async_write true`` and ``--num_workers 0 --async_write false`` give the same files: NIfTI maps
+* ``--num_workers 2 --async_write true --write_process false`` (the writer thread) and ``--num_workers 0
+  --async_write false`` give the same files: NIfTI maps
   and GIFs byte for byte, the same ``predictions.csv``; the DICOM files equal in every element but the ones a DICOM
   writer must make new for each write (UIDs, creation dates and times: they differ between two synchronous runs too);
 * the bundle run as a user runs it (``python -m monai.bundle run``, its ``scripts`` package imported from the bundle
-  folder) with ``--write_process true`` (the writers in a spawned child process) gives the same files too;
+  folder) with its defaults (the writers in a forked child process, ``--write_process true``) gives the same files
+  too;
 * the corrupt study costs only itself with workers and with the writer process (its reason, a ``FAILED`` line, exit
   status 1);
 * the quick benchmark runs and prints its numbers, the model-time definition, a verdict and the per-stage CPU
@@ -77,11 +79,11 @@ def runs(tmp_path_factory):
     torch.set_num_threads(1)  # as the command-line run (OMP_NUM_THREADS=1): the same floating-point sums
     # the command-line run (a subprocess, waited for by a helper thread) goes on while this process runs the others
     with ThreadPoolExecutor(max_workers=1) as helper:
-        process = helper.submit(_cli_run, data, root / "process", "--write_process", "true")
+        process = helper.submit(_cli_run, data, root / "process")  # the defaults: the writer process
         try:
             return {
                 "sync": _run(data, root / "sync", num_workers=0, async_write=False),
-                "async": _run(data, root / "async", num_workers=2, async_write=True),
+                "async": _run(data, root / "async", num_workers=2, async_write=True, write_process=False),
                 "process": process.result(),
             }
         finally:
@@ -93,6 +95,7 @@ def test_workers_and_async_writing_same_outputs(runs, mode):
     sync, fast = runs["sync"]["files"], runs[mode]["files"]
     assert ("the writers run in a child process" in runs[mode].get("stdout", "")) == (mode == "process")  # its log
     assert runs["async"]["evaluator"].data_loader.num_workers == 2 and runs["async"]["evaluator"].async_write
+    assert runs["async"]["evaluator"].writer_process is None  # the writer thread
     assert not runs["sync"]["evaluator"].async_write
     assert sorted(sync) == sorted(fast)
     assert {rel.split("/")[0] for rel in sync if "/" in rel} == {f"case_00{i}" for i in range(5)}

@@ -45,6 +45,12 @@ def _sample(root: Path) -> tuple[subprocess.CompletedProcess, Path]:
     return run_bundle("gradient_saliency_3d", "--config_file", CONFIG, "--output_dir", str(out)), out
 
 
+def _process(root: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    out = root / "out"
+    args = ("--config_file", CONFIG, "--output_dir", str(out), "--write_process", "true")
+    return run_bundle("gradient_saliency_3d", *args), out
+
+
 def _corrupt(root: Path) -> tuple[subprocess.CompletedProcess, Path, list[Path]]:
     """Two good studies and a truncated one; the run's result, output folder and good studies."""
     data = root / "studies"
@@ -107,9 +113,10 @@ def runs(tmp_path_factory, background) -> Prefetched:
     ``runs("overrides")``: the first asked for runs at once, the others in the background (see
     tests/_parallel_runs.py)."""
     sample, corrupt = tmp_path_factory.mktemp("sample"), tmp_path_factory.mktemp("corrupt")
-    torchrun = tmp_path_factory.mktemp("torchrun")
+    torchrun, process = tmp_path_factory.mktemp("torchrun"), tmp_path_factory.mktemp("process")
     calls = {
         "sample": lambda: _sample(sample),
+        "process": lambda: _process(process),
         "corrupt": lambda: _corrupt(corrupt),
         "torchrun": lambda: _torchrun(torchrun),
         "overrides": _overrides(tmp_path_factory.mktemp("overrides")),
@@ -142,6 +149,20 @@ def test_runs_on_its_sample(runs):
             pixels = np.asarray(png)
         assert (np.ptp(pixels.reshape(-1, 3), axis=0) > 50).all()  # a coloured map over grey, not a blank picture
         assert row["imgs"] == [f"{stem}/{stem}_quicklook.png"]
+
+
+def test_writer_process_writes_the_same_files(runs):
+    """``--write_process true``: the writing stage (quick-look, ``Invertd`` to the input grid, scaling, NIfTI) in a
+    forked child gives the default run's files byte for byte (a pickled copy of the stage could not invert: every
+    study failed before the child was forked)."""
+    (result, out), (_, reference) = runs("process"), runs("sample")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the writers run in a child process" in result.stdout + result.stderr
+    files = sorted(p.relative_to(reference).as_posix() for p in reference.rglob("*") if p.suffix in (".gz", ".png"))
+    assert len(files) == 4 * 7  # six maps and a quick-look per study
+    assert files == sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.suffix in (".gz", ".png"))
+    for rel in [*files, "predictions.csv"]:
+        assert (out / rel).read_bytes() == (reference / rel).read_bytes(), rel
 
 
 session_run("metadata.gradient_saliency_3d", __name__)(metadata_offline("gradient_saliency_3d"))
