@@ -259,7 +259,8 @@ class SaliencyEvaluator(SupervisedEvaluator):
         self.async_write = as_bool(async_write, "async_write")
         self.write_process = as_bool(write_process, "write_process")
         if self.write_process and not self.async_write:
-            logger.warning("--write_process applies with --async_write true only; writing in this thread.")
+            # an info, not a warning: the angiogram bundle's default is true, and --async_write false is a choice
+            logger.info("--write_process applies with --async_write true only; writing in this thread.")
             self.write_process = False
         self.writer_process: WriterProcess | None = None
         self.write_tail: Callable | None = None

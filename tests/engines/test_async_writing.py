@@ -246,7 +246,7 @@ def _exit_in_child(parent_end):
 def test_writer_process_fallbacks(tmp_path, cnn2d, monkeypatch):
     """Writers need not be picklable (the child is a fork); a child that ends while starting fails no study (the
     writer thread writes them all); with another thread alive no child is forked (a warning says why) and the
-    thread writes; without ``async_write`` the option is ignored with a warning."""
+    thread writes; without ``async_write`` the option is ignored (logged)."""
     ok_writer = SlowFailingWriter("image", fail="", delay=0.0)
     cohort = _cohort(tmp_path)
     writer = SlowFailingWriter("image", fail="", delay=0.0)
@@ -281,10 +281,10 @@ def test_writer_process_fallbacks(tmp_path, cnn2d, monkeypatch):
     _check_children_gone(evaluator, 0)
     assert any("no writer process (2 Python threads run in this process" in w for w in warned), warned
     assert cohort.finish() == {"ok": len(NAMES), "skipped": 0, "failed": 0, "not processed": 0}
-    warned = []
-    monkeypatch.setattr(evaluator_module.logger, "warning", lambda msg, *args: warned.append(msg % args))
+    told = []
+    monkeypatch.setattr(evaluator_module.logger, "info", lambda msg, *args: told.append(msg % args))
     evaluator = _evaluator(cohort, cnn2d, async_write=False, write_process="true")
-    assert not evaluator.write_process and any("applies with --async_write true only" in w for w in warned)
+    assert not evaluator.write_process and any("applies with --async_write true only" in w for w in told)
     with pytest.raises(ValueError, match="--write_process must be true or false"):
         _evaluator(cohort, cnn2d, write_process="maybe")
 
