@@ -195,8 +195,8 @@ class SaliencyEvaluator(SupervisedEvaluator):
     (:func:`split_writers`); the head runs right after inference, the tail (writers, and what follows the first of
     them), the finite check and the commit run per study as one *write job*. With ``async_write`` (default) the
     whole post-processing (head too: e.g. ``Invertd`` to the input's grid) is the write job, so the compute thread
-    only loads, infers and hands over; the jobs run in order in one background thread (:class:`BackgroundWriter`) while the next batch is loaded and inferred,
-    their JPEG 2000 / RLE pixel encoding in a worker process
+    only loads, infers and hands over; the jobs run in order in one background thread (:class:`BackgroundWriter`)
+    while the next batch is loaded and inferred, their JPEG 2000 / RLE pixel encoding in a worker process
     (:func:`~monai_saliency.data.dicom.encoding.encode_in_worker_process`: openjpeg holds the GIL while it encodes,
     which would stop the compute thread);
     at most ``write_queue`` finished studies wait in memory (the compute thread blocks when the queue is full). A
